@@ -1,0 +1,35 @@
+# Everything installs into .venv from a fresh clone with only python3, pip and make.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test check demo sim bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+check: $(STAMP)
+	$(BIN)/ruff check notifier tests bench
+	$(BIN)/ruff format --check notifier tests bench
+	$(BIN)/mypy notifier
+
+demo: $(STAMP)
+	$(BIN)/notifier demo
+
+sim: $(STAMP)
+	$(BIN)/notifier sim
+
+bench: $(STAMP)
+	$(BIN)/python bench/rules_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

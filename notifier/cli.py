@@ -1,0 +1,188 @@
+"""Command line: argument parsing and signals; every command's work lives in its stage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from notifier import __version__
+from notifier import log as logsetup
+from notifier.settings import Settings
+
+PARTI_ROUTES = (
+    "categories",
+    "live",
+    "events",
+    "featured",
+    "recent",
+    "prices",
+    "profile",
+    "user",
+    "social",
+    "channel",
+    "ended",
+    "watch",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier", description="Parti live and price alerts to Telegram and Discord."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("sim", help="run the local Parti simulator (HTTP + WebSocket)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8765)
+
+    parti = sub.add_parser("parti", help="call one Parti route and print its JSON")
+    parti.add_argument(
+        "route", choices=PARTI_ROUTES, metavar="ROUTE", help="one of: " + ", ".join(PARTI_ROUTES)
+    )
+    parti.add_argument(
+        "args",
+        nargs="*",
+        help="USER_ID for profile/channel, NAME for user, "
+        "PLATFORM NAME for social, EVENT_ID for ended",
+    )
+    parti.add_argument("--limit", type=int)
+    parti.add_argument("--offset", type=int, default=0)
+    parti.add_argument("--all", action="store_true", help="follow pagination to the end")
+    parti.add_argument("--category", help="recent: category id (or NaN)")
+    parti.add_argument("--top-views", action="store_true", help="recent: sort by top views")
+    parti.add_argument("--from-ts", type=int)
+    parti.add_argument("--to-ts", type=int)
+    parti.add_argument("--followed-only", action="store_true")
+    parti.add_argument("--count", type=int, help="watch: stop after this many events")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # hide_input_in_errors keeps secrets out of this message
+        print(f"notifier: bad settings: {exc}", file=sys.stderr)
+        return 2
+    logsetup.setup(settings.log_format)
+    try:
+        if args.command == "sim":
+            from notifier.parti.simulator import serve
+
+            asyncio.run(serve(args.host, args.port))
+            return 0
+        if args.command == "parti":
+            return asyncio.run(_parti(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def _parti(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.parti.client import PartiClient, PartiError
+
+    if args.route == "watch":
+        return await _watch(args, settings)
+    async with PartiClient(settings.parti_api_url) as client:
+        try:
+            result = await _call_route(client, args)
+        except PartiError as exc:
+            print(f"notifier parti: {exc}", file=sys.stderr)
+            return 1
+        except _UsageError as exc:
+            print(f"notifier parti: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps(_plain(result), indent=2, ensure_ascii=False))
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _need(args: argparse.Namespace, count: int, what: str) -> list[str]:
+    if len(args.args) != count:
+        raise _UsageError(f"{args.route} needs {what}")
+    return list(args.args)
+
+
+def _need_int(args: argparse.Namespace, what: str) -> int:
+    (text,) = _need(args, 1, what)
+    try:
+        return int(text)
+    except ValueError:
+        raise _UsageError(f"{args.route}: {what} must be a number, not {text!r}") from None
+
+
+async def _call_route(client: Any, args: argparse.Namespace) -> Any:
+    route = args.route
+    if route == "categories":
+        return await client.categories()
+    if route == "featured":
+        return await client.featured()
+    if route == "prices":
+        return await client.prices()
+    if route == "profile":
+        return await client.profile(_need_int(args, "a USER_ID"))
+    if route == "channel":
+        return await client.channel(_need_int(args, "a USER_ID"))
+    if route == "ended":
+        return await client.recent_event(_need_int(args, "an EVENT_ID"))
+    if route == "user":
+        (name,) = _need(args, 1, "a NAME")
+        return {"user_id": await client.user_id_from_name(name)}
+    if route == "social":
+        platform, name = _need(args, 2, "PLATFORM NAME")
+        return {"user_id": await client.user_by_social_media(platform, name)}
+    if route == "live":
+        if args.all:
+            return [c async for c in client.iter_live(page_size=args.limit or 100)]
+        return await client.live(limit=args.limit or 100, offset=args.offset)
+    if route == "events":
+        if args.all:
+            return [e async for e in client.iter_calendar(page_size=args.limit or 100)]
+        return await client.calendar(limit=args.limit or 100, offset=args.offset)
+    filters = {
+        "categories": args.category,
+        "from_ts": args.from_ts,
+        "to_ts": args.to_ts,
+        "followed_only": args.followed_only,
+        "top_views_sort": args.top_views,
+    }
+    if args.all:
+        return [r async for r in client.iter_recent(page_size=args.limit or 15, **filters)]
+    return await client.recent(limit=args.limit or 15, offset=args.offset, **filters)
+
+
+async def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.parti.stream import Connected, PartiStream
+
+    stream = PartiStream(settings.parti_ws_url)
+    seen = 0
+    async for item in stream:
+        if isinstance(item, Connected):
+            gap = f" after a {item.gap.seconds:.1f}s gap" if item.gap else ""
+            print(f"# connected to {stream.url}{gap}", file=sys.stderr)
+            continue
+        payload = {"at": round(item.at, 3), "type": item.event.kind, **_plain(item.event)}
+        print(json.dumps(payload, ensure_ascii=False), flush=True)
+        seen += 1
+        if args.count is not None and seen >= args.count:
+            break
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""The Parti backend: models, frame decoding, HTTP client, WebSocket stream, simulator."""

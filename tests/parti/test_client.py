@@ -1,0 +1,213 @@
+"""The HTTP client against the simulator on a real socket: every route, filters, pages, failures."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from notifier.parti.client import BadAnswer, NotFound, PartiClient, Unavailable
+from notifier.parti.simulator import Simulator
+
+
+class SleepRecorder:
+    """Stands in for asyncio.sleep so retry delays are observed, not waited."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def client_for(sim: Simulator, **options: object) -> PartiClient:
+    return PartiClient(sim.api_url, **options)  # type: ignore[arg-type]
+
+
+async def test_categories_route_returns_the_demo_categories(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        categories = await client.categories()
+    by_id = {c.category_id: c for c in categories}
+    assert len(categories) == 21
+    assert by_id[7].name == "Gaming"
+    assert by_id[16].label == "Valorant", "a category with an empty name shows its display name"
+
+
+async def test_live_route_honours_limit_and_offset(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        first = await client.live(limit=3)
+        second = await client.live(limit=3, offset=3)
+    assert [c.user_name for c in first] == ["DBR", "BalthierGR", "Sourfarmer"]
+    assert [c.user_name for c in second] == ["TrueBarrz"]
+    assert first[0].viewers_count == 200
+
+
+async def test_iter_live_follows_pages_to_the_end(sim: Simulator) -> None:
+    for n in range(250):
+        sim.live_channels[1_000_000 + n] = {"user_id": 1_000_000 + n, "user_name": f"u{n}",
+                                            "viewers_count": 1}
+    async with client_for(sim) as client:
+        ids = [c.user_id async for c in client.iter_live(page_size=100)]
+    assert len(ids) == 254
+    assert len(set(ids)) == 254
+    assert sim.requests["/parti_v2/profile/get_livestream_channel_info/live"] == 3
+
+
+async def test_calendar_route_and_its_pagination(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        page = await client.calendar(limit=2)
+        every = [e.event_id async for e in client.iter_calendar(page_size=2)]
+    assert [e.event_id for e in page] == [80292, 63403]
+    assert every == [80292, 63403, 15207]
+
+
+async def test_featured_route(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        featured = await client.featured()
+    assert [(f.user_name, f.members) for f in featured][:2] == [("SNEAKO", 4340),
+                                                               ("Jack Doherty", 3846)]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected_first", "all_in_category"),
+    [
+        ({}, "ElementalMJ", None),
+        ({"categories": 10}, "Sourfarmer", "Music"),
+        ({"categories": 7}, "Genxgaming0_1", "Gaming"),
+        ({"categories": "NaN"}, "ElementalMJ", None),
+        ({"top_views_sort": True}, "Jack Doherty", None),
+    ],
+    ids=["default", "category-10", "category-7", "no-category", "top-views"],
+)
+async def test_recent_route_filters_like_parti(
+    sim: Simulator, filters: dict[str, object], expected_first: str, all_in_category: str | None
+) -> None:
+    async with client_for(sim) as client:
+        recent = await client.recent(
+            from_ts=1627948800, to_ts=2229292800, limit=15, **filters  # type: ignore[arg-type]
+        )
+    assert recent[0].user_name == expected_first
+    if all_in_category:
+        assert {r.category_name for r in recent} == {all_in_category}
+
+
+async def test_recent_time_range_and_followed_only(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        window = await client.recent(from_ts=1747400000, to_ts=1747430000)
+        followed = await client.recent(followed_only=True)
+    assert {r.event_id for r in window} == {80642, 80628, 80608, 80553}
+    assert followed == []
+
+
+async def test_iter_recent_pages_with_filters(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        ids = [r.event_id async for r in client.iter_recent(page_size=4, top_views_sort=True)]
+    assert len(ids) == 11
+    assert ids[0] == 73640
+
+
+async def test_prices_are_decimals(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        prices = {p.display_symbol: p for p in await client.prices()}
+    assert prices["BTC"].price == Decimal("103510")
+    assert prices["TSLA"].direction == "down"
+
+
+async def test_profile_route_and_unknown_user(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        profile = await client.profile(123456)
+        with pytest.raises(NotFound, match=r"/user_profile/999 -> 404"):
+            await client.profile(999)
+    assert profile.user_name == "Inquisitive Mink"
+    assert profile.social_username == "bmw_cmbk"
+
+
+async def test_lookup_routes(sim: Simulator) -> None:
+    async with client_for(sim) as client:
+        by_name = await client.user_id_from_name("jack doherty")
+        by_social = await client.user_by_social_media("telegram", "bmw_cmbk")
+        live = await client.channel(353044)
+        offline = await client.channel(463000)
+        ended = await client.recent_event(80553)
+    assert by_name == 348242
+    assert by_social == 123456
+    assert live.is_streaming_live_now and live.channel_info.channel.is_live
+    assert live.channel_info.channel.livestream_id == 7862
+    assert not offline.is_streaming_live_now
+    assert ended.event_title == "Games and Music"
+
+
+async def test_client_sends_browser_origin_and_user_agent(sim: Simulator) -> None:
+    seen: dict[str, str] = {}
+
+    async def record(request: httpx.Request) -> None:
+        seen.update(request.headers)
+
+    async with client_for(sim) as client:
+        client._http.event_hooks["request"].append(record)
+        await client.featured()
+    assert seen["origin"] == "https://parti.com"
+    assert "Mozilla/5.0" in seen["user-agent"]
+
+
+async def test_client_retries_5xx_with_growing_jittered_backoff(sim: Simulator) -> None:
+    sim.fail_next(503, count=2)
+    sleep = SleepRecorder()
+    async with client_for(sim, sleep=sleep, rand=lambda: 1.0, backoff_base=0.5) as client:
+        featured = await client.featured()
+    assert len(featured) == 3
+    assert sleep.delays == [0.5, 1.0]
+    assert sim.requests["/parti_v2/profile/featured_channels"] == 3
+
+
+async def test_client_gives_up_after_retries_with_unavailable(sim: Simulator) -> None:
+    sim.fail_next(502, count=10)
+    async with client_for(sim, sleep=SleepRecorder(), retries=2) as client:
+        with pytest.raises(Unavailable, match=r"/featured_channels -> 502"):
+            await client.featured()
+    assert sim.requests["/parti_v2/profile/featured_channels"] == 3
+
+
+async def test_client_honours_retry_after_on_429(sim: Simulator) -> None:
+    sim.fail_next(429, count=1, retry_after=7)
+    sleep = SleepRecorder()
+    async with client_for(sim, sleep=sleep, rand=lambda: 0.0) as client:
+        await client.prices()
+    assert sleep.delays == [7.0]
+
+
+async def test_client_caps_an_absurd_retry_after(sim: Simulator) -> None:
+    sim.fail_next(429, count=1, retry_after=86400)
+    sleep = SleepRecorder()
+    async with client_for(sim, sleep=sleep) as client:
+        await client.prices()
+    assert sleep.delays == [60.0]
+
+
+async def test_client_does_not_retry_other_4xx(sim: Simulator) -> None:
+    sim.fail_next(400, count=1)
+    sleep = SleepRecorder()
+    async with client_for(sim, sleep=sleep) as client:
+        with pytest.raises(BadAnswer, match="400"):
+            await client.prices()
+    assert sleep.delays == []
+
+
+async def test_client_retries_refused_connections_then_reports_unavailable() -> None:
+    sim = Simulator()
+    await sim.start()
+    url = sim.api_url
+    await sim.stop()  # nothing listens on that port now
+    sleep = SleepRecorder()
+    async with PartiClient(url, sleep=sleep, retries=2) as client:
+        with pytest.raises(Unavailable, match="ConnectError"):
+            await client.featured()
+    assert len(sleep.delays) == 2
+
+
+async def test_client_reports_a_wrong_shape_as_bad_answer(sim: Simulator) -> None:
+    sim.featured = [{"user_name": "no id"}]
+    async with client_for(sim) as client:
+        with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: 0.user_id"):
+            await client.featured()
