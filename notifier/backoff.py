@@ -11,5 +11,5 @@ def full_jitter(attempt: int, *, base: float, cap: float, rand: Callable[[], flo
     Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads
     reconnecting clients best; `rand` returns a float in [0, 1).
     """
-    ceiling = min(cap, base * (2 ** min(attempt, 62)))
+    ceiling: float = min(cap, base * 2.0 ** min(attempt, 62))
     return rand() * ceiling

@@ -72,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # hide_input_in_errors keeps secrets out of this message
         print(f"notifier: bad settings: {exc}", file=sys.stderr)
         return 2
-    logsetup.setup(settings.log_format)
+    # Commands that print data keep stdout for it; the daemon logs to stdout (journald).
+    data_commands = {"parti", "check", "replay"}
+    logsetup.setup(
+        settings.log_format, stream=sys.stderr if args.command in data_commands else None
+    )
     try:
         if args.command == "sim":
             from notifier.parti.simulator import serve

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "notifier"
 
@@ -49,11 +49,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def setup(fmt: str = "auto", level: int = logging.INFO) -> None:
-    """Configure the `notifier` logger once for the process."""
+def setup(fmt: str = "auto", level: int = logging.INFO, *, stream: TextIO | None = None) -> None:
+    """Configure the `notifier` logger once for the process (stdout unless told otherwise)."""
+    out = stream or sys.stdout
     if fmt == "auto":
-        fmt = "console" if sys.stdout.isatty() else "json"
-    handler = logging.StreamHandler(sys.stdout)
+        fmt = "console" if out.isatty() else "json"
+    handler = logging.StreamHandler(out)
     handler.setFormatter(_ConsoleFormatter() if fmt == "console" else _JsonFormatter())
     root = logging.getLogger(LOGGER_NAME)
     root.handlers[:] = [handler]

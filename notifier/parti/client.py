@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -264,8 +265,6 @@ def _flag(value: bool) -> str:
 
 
 def _segment(text: str) -> str:
-    from urllib.parse import quote
-
     return quote(text, safe="")
 
 

@@ -556,7 +556,10 @@ async def serve(host: str = "127.0.0.1", port: int = 8765) -> None:
     print(
         f"Parti simulator on {sim.api_url}  (WebSocket {sim.ws_url}, control {sim.api_url}/_sim/)"
     )
-    print(f"  export NOTIFIER_PARTI_API_URL={sim.api_url} NOTIFIER_PARTI_WS_URL={sim.ws_url}", flush=True)
+    print(
+        f"  export NOTIFIER_PARTI_API_URL={sim.api_url} NOTIFIER_PARTI_WS_URL={sim.ws_url}",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:

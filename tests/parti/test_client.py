@@ -45,8 +45,11 @@ async def test_live_route_honours_limit_and_offset(sim: Simulator) -> None:
 
 async def test_iter_live_follows_pages_to_the_end(sim: Simulator) -> None:
     for n in range(250):
-        sim.live_channels[1_000_000 + n] = {"user_id": 1_000_000 + n, "user_name": f"u{n}",
-                                            "viewers_count": 1}
+        sim.live_channels[1_000_000 + n] = {
+            "user_id": 1_000_000 + n,
+            "user_name": f"u{n}",
+            "viewers_count": 1,
+        }
     async with client_for(sim) as client:
         ids = [c.user_id async for c in client.iter_live(page_size=100)]
     assert len(ids) == 254
@@ -65,8 +68,10 @@ async def test_calendar_route_and_its_pagination(sim: Simulator) -> None:
 async def test_featured_route(sim: Simulator) -> None:
     async with client_for(sim) as client:
         featured = await client.featured()
-    assert [(f.user_name, f.members) for f in featured][:2] == [("SNEAKO", 4340),
-                                                               ("Jack Doherty", 3846)]
+    assert [(f.user_name, f.members) for f in featured][:2] == [
+        ("SNEAKO", 4340),
+        ("Jack Doherty", 3846),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +90,10 @@ async def test_recent_route_filters_like_parti(
 ) -> None:
     async with client_for(sim) as client:
         recent = await client.recent(
-            from_ts=1627948800, to_ts=2229292800, limit=15, **filters  # type: ignore[arg-type]
+            from_ts=1627948800,
+            to_ts=2229292800,
+            limit=15,
+            **filters,  # type: ignore[arg-type]
         )
     assert recent[0].user_name == expected_first
     if all_in_category:
