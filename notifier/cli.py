@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    check = sub.add_parser("check", help="validate a rules file offline")
+    check.add_argument("path", nargs="?", help="rules file (default: NOTIFIER_RULES)")
+    check.add_argument("--schema", action="store_true", help="print the JSON Schema and exit")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Parti whether the named users and categories exist",
+    )
+
+    replay = sub.add_parser("replay", help="feed recorded frames through the rules; send nothing")
+    replay.add_argument("events", help="JSON lines: one raw frame, or {at, frame}, per line")
+    replay.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+    replay.add_argument(
+        "--explain", action="store_true", help="also list events that matched nothing, and why"
+    )
+
     sim = sub.add_parser("sim", help="run the local Parti simulator (HTTP + WebSocket)")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8765)
@@ -85,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "parti":
             return asyncio.run(_parti(args, settings))
+        if args.command == "check":
+            return _check(args, settings)
+        if args.command == "replay":
+            return _replay(args, settings)
     except KeyboardInterrupt:
         return 130
     return 2
@@ -190,3 +210,71 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.rules.loader import RulesError, load_file
+    from notifier.rules.schema import RulesFile
+
+    if args.schema:
+        print(json.dumps(RulesFile.model_json_schema(), indent=2))
+        return 0
+    path = args.path or settings.rules
+    try:
+        rules_file = load_file(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
+    kinds = {"live": 0, "price": 0, "scheduled": 0}
+    for rule in rules_file.rules:
+        kinds[rule.when] += 1
+    dests: dict[str, int] = {}
+    for destination in rules_file.destinations.values():
+        dests[destination.kind] = dests.get(destination.kind, 0) + 1
+    rules_text = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    dest_text = ", ".join(f"{n} {k}" for k, n in sorted(dests.items()))
+    print(
+        f"{path}: ok: rules {rules_text}; destinations {len(rules_file.destinations)} ({dest_text})"
+    )
+    if args.online:
+        from notifier.rules.online import check_online
+
+        warnings = asyncio.run(check_online(rules_file, settings.parti_api_url))
+        for warning in warnings:
+            print(f"{path}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.parti import seed
+    from notifier.parti.models import Category
+    from notifier.rules.engine import Engine, category_map
+    from notifier.rules.loader import RulesError, load_file
+    from notifier.rules.replay import format_table, replay
+
+    path = args.rules or settings.rules
+    try:
+        rules_file = load_file(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    # Offline: category ids map through the documented category list.
+    categories = category_map(Category.model_validate(c) for c in seed.CATEGORIES)
+    engine = Engine(rules_file, categories=categories)
+    try:
+        with open(args.events, encoding="utf-8", errors="replace") as lines:
+            result = replay(engine, lines, explain=args.explain)
+    except OSError as exc:
+        print(f"notifier replay: cannot read {args.events}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if result.rows:
+        print(format_table(result.rows))
+    print(
+        f"{result.frames} frames, {result.events} events, {result.rejected} rejected, "
+        f"{result.alerts} alerts (nothing sent)"
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""The rules file: schema, loader with positions, and the pure matching engine."""
