@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,22 @@ from notifier.rules.templates import TemplateProblem, check_template
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_BYTES = 10 * 1024 * 1024
+
+
+class _DecimalLoader(yaml.SafeLoader):
+    """Reads YAML floats as exact decimals: `100000.10` is a price, not a binary float."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    value = loader.construct_yaml_float(node)
+    text = str(node.value).replace("_", "")
+    try:
+        return Decimal(text) if value == value and abs(value) != float("inf") else value
+    except ArithmeticError:
+        return value
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ def load_text(text: str, name: str = "<rules>", env: Mapping[str, str] | None = 
     _unset_nodes: list[yaml.Node] = []
     _interpolate(node, name, env, problems, _unset_nodes)
     try:
-        data = yaml.SafeLoader("").construct_document(node)
+        data = _DecimalLoader("").construct_document(node)
     except yaml.YAMLError as exc:
         raise RulesError([_at(name, node, f"YAML: {exc}")]) from None
 

@@ -30,6 +30,8 @@ NameOrId = StrictInt | StrictStr
 
 
 def _duration(value: Any) -> float:
+    if isinstance(value, Decimal):
+        value = float(value)
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         try:
             return parse_duration(value)
@@ -239,3 +241,8 @@ class RulesFile(_Strict):
     destinations: dict[str, Destination] = Field(min_length=1)
     defaults: Defaults = Defaults()
     rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _empty_rules(cls, value: Any) -> Any:
+        return [] if value is None else value  # `rules:` with nothing under it

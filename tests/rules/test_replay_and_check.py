@@ -1,0 +1,139 @@
+"""`notifier check` and `notifier replay` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from notifier.parti.simulator import Simulator
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {
+    **os.environ,
+    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/abc",
+    "NOTIFIER_LOG_FORMAT": "json",
+}
+
+
+def notifier(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_accepts_the_example_with_a_summary() -> None:
+    done = notifier("check", "rules.example.yaml")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "rules.example.yaml: ok: rules 2 live, 3 price, 1 scheduled; destinations 5 "
+        "(1 console, 2 discord, 2 telegram)"
+    )
+
+
+def test_check_reports_every_error_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\ndestinations: {me: {console: {}}}\nrules:\n"
+        "  - {name: a, when: live, notify: [you]}\n"
+        "  - {name: b, when: price, asset: BTC, notify: [me]}\n"
+    )
+    done = notifier("check", str(bad))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"{bad}:4:36: rules[0].notify: unknown destination 'you'",
+        f"{bad}:5:5: rules[1]: a price rule needs one of above, below, move",
+        f"{bad}: 2 errors",
+    ]
+
+
+def test_check_reads_notifier_rules_by_default(tmp_path: Path) -> None:
+    good = tmp_path / "mine.yaml"
+    good.write_text("destinations: {me: {console: {}}}\n")
+    done = notifier("check", env={**ENV, "NOTIFIER_RULES": str(good)})
+    assert done.returncode == 0 and "mine.yaml: ok" in done.stdout
+
+
+def test_check_schema_prints_the_json_schema() -> None:
+    done = notifier("check", "--schema")
+    schema = json.loads(done.stdout)
+    assert set(schema["properties"]) == {"version", "destinations", "defaults", "rules"}
+
+
+async def test_check_online_warns_about_unknown_users_and_categories(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    import asyncio
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        "destinations: {me: {console: {}}}\nrules:\n"
+        "  - {name: a, when: live, users: [SNEAKO, NoSuchUser, 123456, 999], "
+        "categories: [Gaming, Knitting, 77], notify: [me]}\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        "check",
+        "--online",
+        str(rules),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**ENV, "NOTIFIER_PARTI_API_URL": sim.api_url},
+    )
+    _out, err = await proc.communicate()
+    assert proc.returncode == 0
+    warnings = [
+        line.split("warning: ")[1] for line in err.decode().splitlines() if "warning:" in line
+    ]
+    assert warnings == [
+        "category 77 is not a Parti category",
+        "category 'Knitting' is not a Parti category",
+        "user 999 is not known to Parti",
+        "user 'NoSuchUser' is not known to Parti",
+    ]
+
+
+def test_replay_prints_which_rule_alerts_which_destination() -> None:
+    done = notifier("replay", "examples/events.jsonl", "--rules", "rules.example.yaml")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:-1]]
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("2", "friends-live", "me"),
+        ("2", "friends-live", "community"),
+        ("3", "gaming", "community"),
+        ("5", "btc-100k", "me"),
+        ("10", "tsla-under-300", "me"),
+        ("11", "eth-swing", "crypto-group"),
+        ("13", "friends-live", "me"),
+        ("13", "friends-live", "community"),
+    ]
+    assert done.stdout.splitlines()[-1] == (
+        "14 frames, 15 events, 1 rejected, 8 alerts (nothing sent)"
+    )
+
+
+def test_replay_explain_says_why_nothing_fired() -> None:
+    done = notifier("replay", "examples/events.jsonl", "--rules", "rules.example.yaml", "--explain")
+    text = done.stdout
+    assert "title does not match" in text
+    assert "not re-armed since the last crossing" in text
+    assert "cooling down" in text
+    assert "rejected: not_json" in text
+
+
+def test_replay_with_a_broken_rules_file_fails_with_positions(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("destinations: {me: {console: {}}}\nrules: [{name: a, when: nope}]\n")
+    done = notifier("replay", "examples/events.jsonl", "--rules", str(bad))
+    assert done.returncode == 1
+    assert f"{bad}:2:" in done.stderr
