@@ -1,0 +1,194 @@
+"""Discord sender through discord.py (webhooks, or a bot token without the gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+import discord
+from discord.http import HTTPClient, Route, handle_message_parameters
+
+from notifier.deliver.limits import SlidingWindow
+from notifier.outbox.policy import Failure, Outcome
+from notifier.render import discord as render
+from notifier.render.fields import AlertView
+from notifier.rules.schema import DiscordTarget
+
+# A webhook accepts 5 requests per 2 seconds; the bucket headers say the rest.
+WEBHOOK_LIMIT = (5, 2.0)
+_WEBHOOK = re.compile(r"/webhooks/(\d+)/([A-Za-z0-9_.\-]+)")
+
+
+class BadWebhookUrl(ValueError):
+    """A webhook URL without `/webhooks/{id}/{token}` (the message never shows the token)."""
+
+
+def parse_webhook(url: str) -> tuple[int, str]:
+    match = _WEBHOOK.search(url)
+    if match is None:
+        raise BadWebhookUrl("webhook_url does not contain /webhooks/{id}/{token}")
+    return int(match.group(1)), match.group(2)
+
+
+def point_at(api_url: str) -> None:
+    """discord.py builds every URL from `Route.BASE`; there is no other way to set it."""
+    Route.BASE = api_url.rstrip("/")
+
+
+class DiscordHub:
+    """The one aiohttp session for webhooks and the one bot HTTP client, shared by senders."""
+
+    def __init__(self, api_url: str, bot_token: str | None, *, limits_scale: float = 1.0) -> None:
+        point_at(api_url)
+        self.bot_token = bot_token
+        self.limits_scale = limits_scale
+        self.session: aiohttp.ClientSession | None = None
+        self.http: HTTPClient | None = None
+
+    async def start(self, *, need_bot: bool) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(trust_env=False)
+        if need_bot and self.http is None:
+            if not self.bot_token:
+                raise RuntimeError("NOTIFIER_DISCORD_BOT_TOKEN is not set (needed for channel_id)")
+            self.http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
+            await self.http.static_login(self.bot_token)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+class DiscordSender:
+    channel = "discord"
+
+    def __init__(self, name: str, target: DiscordTarget, hub: DiscordHub) -> None:
+        self.name = name
+        self.target = target
+        self._hub = hub
+        self._webhook: discord.Webhook | None = None
+        self._secret = ""
+        if target.webhook_url is not None:
+            self._webhook_id, self._secret = parse_webhook(target.webhook_url)
+        count, seconds = WEBHOOK_LIMIT
+        self._window = SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)
+
+    async def start(self) -> None:
+        await self._hub.start(need_bot=self.target.channel_id is not None)
+        if self.target.webhook_url is not None:
+            assert self._hub.session is not None
+            self._webhook = discord.Webhook.partial(
+                self._webhook_id, self._secret, session=self._hub.session
+            )
+
+    async def close(self) -> None:
+        pass  # the hub is shared; its owner closes it
+
+    def windows(self) -> list[SlidingWindow]:
+        return [self._window]
+
+    def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
+        # Explicit every time: a webhook without allowed_mentions would ping @everyone.
+        if message.mention_role:
+            return discord.AllowedMentions(
+                everyone=False, users=False, roles=[discord.Object(id=message.mention_role)]
+            )
+        return discord.AllowedMentions.none()
+
+    def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
+        view = AlertView.from_json(payload["view"])
+        return render.render(view, payload.get("template"), mention_role=self.target.mention_role)
+
+    async def send(self, payload: dict[str, Any]) -> str | None:
+        message = self._message(payload)
+        embed = discord.Embed.from_dict(message.embed)
+        mentions = self._mentions(message)
+        if self._webhook is not None:
+            options: dict[str, Any] = {"embed": embed, "allowed_mentions": mentions, "wait": True}
+            if message.content:
+                options["content"] = message.content
+            if self.target.username:
+                options["username"] = self.target.username
+            sent = await self._webhook.send(**options)
+            return str(sent.id) if sent is not None else None
+        assert self._hub.http is not None and self.target.channel_id is not None
+        with handle_message_parameters(
+            content=message.content, embed=embed, allowed_mentions=mentions
+        ) as params:
+            data = await self._hub.http.send_message(self.target.channel_id, params=params)
+        return str(data["id"])
+
+    async def edit(self, message_id: str, payload: dict[str, Any]) -> None:
+        message = self._message(payload)
+        embed = discord.Embed.from_dict(message.embed)
+        mentions = self._mentions(message)
+        if self._webhook is not None:
+            await self._webhook.edit_message(
+                int(message_id), embed=embed, allowed_mentions=mentions
+            )
+            return
+        assert self._hub.http is not None and self.target.channel_id is not None
+        with handle_message_parameters(embed=embed, allowed_mentions=mentions) as params:
+            await self._hub.http.edit_message(
+                self.target.channel_id, int(message_id), params=params
+            )
+
+    async def delete(self, message_id: str) -> None:
+        if self._webhook is not None:
+            await self._webhook.delete_message(int(message_id))
+            return
+        assert self._hub.http is not None and self.target.channel_id is not None
+        await self._hub.http.delete_message(self.target.channel_id, int(message_id))
+
+    def classify(self, error: BaseException) -> Failure:
+        failure = classify(error)
+        if self._secret and self._secret in failure.reason:
+            failure = Failure(
+                failure.outcome,
+                failure.reason.replace(self._secret, "***"),
+                failure.retry_after,
+                failure.new_chat_id,
+            )
+        return failure
+
+
+def classify(error: BaseException) -> Failure:
+    """The one place a Discord failure becomes retry-after, backoff, or permanent."""
+    if isinstance(error, discord.RateLimited):
+        return Failure(
+            Outcome.RETRY_AFTER,
+            f"rate limited for {error.retry_after:g}s",
+            float(error.retry_after),
+        )
+    if isinstance(error, discord.HTTPException):
+        status, code = error.status, error.code
+        text = f"{status} {code}: {error.text[:200]}" if error.text else f"{status} {code}"
+        if status == 429:
+            retry = _retry_after(error)
+            return Failure(Outcome.RETRY_AFTER, f"rate limited: {text}", retry)
+        if status >= 500:
+            return Failure(Outcome.BACKOFF, f"server error {text}")
+        if status in (401, 403, 404):
+            # unknown webhook (10015), unknown channel (10003), missing access or
+            # permissions (50001, 50013), invalid webhook token (50027)
+            return Failure(Outcome.PERMANENT, f"rejected {text}")
+        return Failure(Outcome.PERMANENT, f"bad request {text}")
+    if isinstance(error, BadWebhookUrl):
+        return Failure(Outcome.PERMANENT, str(error))
+    if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
+        return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
+    return Failure(Outcome.BACKOFF, f"unexpected {type(error).__name__}: {str(error)[:200]}")
+
+
+def _retry_after(error: discord.HTTPException) -> float:
+    header = error.response.headers.get("Retry-After") if error.response is not None else None
+    try:
+        return max(0.0, float(header)) if header is not None else 5.0
+    except ValueError:
+        return 5.0

@@ -1,0 +1,58 @@
+"""Builds one sender per destination of a rules file, sharing bots and sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from notifier.deliver.base import Sender
+from notifier.deliver.console import ConsoleSender
+from notifier.deliver.discord import DiscordHub, DiscordSender
+from notifier.deliver.telegram import TelegramBot, TelegramSender
+from notifier.rules.schema import RulesFile
+from notifier.settings import Settings
+
+
+class MissingSecret(RuntimeError):
+    """A destination needs a token that is not set (the message names the variable only)."""
+
+
+@dataclass
+class Senders:
+    by_name: dict[str, Sender] = field(default_factory=dict)
+    bot: TelegramBot | None = None
+    hub: DiscordHub | None = None
+
+    async def start(self) -> None:
+        for sender in self.by_name.values():
+            await sender.start()
+
+    async def close(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+        if self.hub is not None:
+            await self.hub.close()
+
+
+def build_senders(rules_file: RulesFile, settings: Settings, *,
+                  limits_scale: float = 1.0) -> Senders:
+    senders = Senders()
+    for name, destination in rules_file.destinations.items():
+        if destination.telegram is not None:
+            if senders.bot is None:
+                if settings.telegram_token is None:
+                    raise MissingSecret(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
+                senders.bot = TelegramBot(settings.telegram_token.get_secret_value(),
+                                          settings.telegram_api_url, limits_scale=limits_scale)
+            senders.by_name[name] = TelegramSender(name, destination.telegram, senders.bot)
+        elif destination.discord is not None:
+            if senders.hub is None:
+                token = settings.discord_bot_token
+                senders.hub = DiscordHub(settings.discord_api_url,
+                                         token.get_secret_value() if token else None,
+                                         limits_scale=limits_scale)
+            if destination.discord.channel_id is not None and settings.discord_bot_token is None:
+                raise MissingSecret(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
+            senders.by_name[name] = DiscordSender(name, destination.discord, senders.hub)
+        else:
+            senders.by_name[name] = ConsoleSender(name)
+    return senders

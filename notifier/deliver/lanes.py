@@ -1,0 +1,242 @@
+"""Delivery lanes: one per destination, draining the outbox, so a slow or failing chat
+never delays the others and the WebSocket reader never waits on a chat API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from notifier.deliver.base import NotModified, Sender, wait_turn
+from notifier.log import event, get_logger
+from notifier.metrics import Metrics
+from notifier.outbox.aio import AsyncOutbox
+from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
+from notifier.outbox.store import DEAD, DROPPED, SENT, Row
+
+_log = get_logger("deliver")
+
+
+class Delivery:
+    def __init__(
+        self,
+        outbox: AsyncOutbox,
+        senders: Mapping[str, Sender],
+        *,
+        metrics: Metrics | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        lease: float = 120.0,
+        send_timeout: float = 30.0,
+        edit_wait: float = 2.0,
+    ) -> None:
+        self.outbox = outbox
+        self.senders = dict(senders)
+        self.metrics = metrics or Metrics()
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        self.rand = rand
+        self.lease = lease
+        self.send_timeout = send_timeout
+        self.edit_wait = edit_wait
+        self.in_flight = 0
+        self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._alive: dict[str, bool] = {}
+
+    def wake(self, destination: str) -> None:
+        if destination in self._wake:
+            self._wake[destination].set()
+
+    def wake_all(self) -> None:
+        for flag in self._wake.values():
+            flag.set()
+
+    @property
+    def lanes_alive(self) -> bool:
+        return all(self._alive.get(name, False) for name in self.senders)
+
+    async def run(self) -> None:
+        """Run every lane until `stop()`; a crashed lane is logged and restarted."""
+        async with asyncio.TaskGroup() as group:
+            for name in self.senders:
+                group.create_task(self._supervise(name))
+
+    def stop(self) -> None:
+        """Stop claiming; sends in flight finish (see `drain`)."""
+        self._stopping.set()
+        self.wake_all()
+
+    async def drain(self, deadline: float) -> bool:
+        """Wait (up to `deadline` seconds) until no send is in flight; True when drained."""
+        try:
+            async with asyncio.timeout(deadline):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _supervise(self, name: str) -> None:
+        while not self._stopping.is_set():
+            self._alive[name] = True
+            try:
+                await self._lane(name)
+            except Exception as exc:  # a lane must never silently vanish
+                self._alive[name] = False
+                self.metrics.stage_restarts.labels(stage=f"lane:{name}").inc()
+                event(
+                    _log,
+                    "lane.crashed",
+                    logging.ERROR,
+                    destination=name,
+                    error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                )
+                await asyncio.sleep(1.0)
+        self._alive[name] = False
+
+    async def _lane(self, name: str) -> None:
+        sender = self.senders[name]
+        wake = self._wake[name]
+        paused_until = 0.0
+        while not self._stopping.is_set():
+            now = self.clock()
+            if paused_until > now:
+                await self._wait(None, paused_until - now)
+                continue
+            rows = await self.outbox.claim(name, now=now, lease=self.lease, limit=1)
+            if not rows:
+                due = await self.outbox.next_due(name)
+                timeout = None if due is None else max(0.0, due - self.clock())
+                await self._wait(wake, timeout)
+                continue
+            paused_until = await self._process(sender, rows[0])
+
+    async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> None:
+        """Until woken (new work), stopped, or `timeout`; no `wake` for a pause."""
+        waits = [self._stopping.wait()] + ([wake.wait()] if wake is not None else [])
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await _first(*waits)
+        if wake is not None:
+            wake.clear()
+
+    async def _process(self, sender: Sender, row: Row) -> float:
+        """Send one claimed row and record the outcome; returns a pause for the lane."""
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._attempt(sender, row)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def _attempt(self, sender: Sender, row: Row) -> float:
+        message_id: str | None = None
+        if row.action in ("edit", "delete"):
+            ref = await self.outbox.get(row.ref_key) if row.ref_key else None
+            if ref is None or ref.state in (DEAD, DROPPED):
+                await self.outbox.drop(row.key)
+                return 0.0
+            if ref.state != SENT or ref.message_id is None:
+                await self.outbox.reschedule(
+                    row.key,
+                    at=self.clock() + self.edit_wait,
+                    error="waiting for the original to be sent",
+                    refund=True,
+                )
+                return 0.0
+            message_id = ref.message_id
+        try:
+            await wait_turn(sender.windows())
+            async with asyncio.timeout(self.send_timeout):
+                if row.action == "edit":
+                    assert message_id is not None
+                    with contextlib.suppress(NotModified):
+                        await sender.edit(message_id, row.payload)
+                elif row.action == "delete":
+                    assert message_id is not None
+                    await sender.delete(message_id)
+                else:
+                    message_id = await sender.send(row.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return await self._failed(sender, row, sender.classify(exc))
+        now = self.clock()
+        await self.outbox.mark_sent(
+            row.key, message_id=message_id if row.action == "send" else None, now=now
+        )
+        self.metrics.sent.labels(destination=row.destination).inc()
+        self.metrics.latency.observe(max(0.0, now - row.event_at))
+        event(
+            _log,
+            "alert.sent",
+            rule=row.rule,
+            dest=row.destination,
+            key=row.key,
+            action=row.action,
+            attempts=row.attempts,
+        )
+        return 0.0
+
+    async def _failed(self, sender: Sender, row: Row, failure: Failure) -> float:
+        now = self.clock()
+        payload: dict[str, Any] | None = None
+        if failure.outcome is Outcome.PLAIN_TEXT:
+            if row.payload.get("plain"):
+                failure = Failure(Outcome.PERMANENT, f"{failure.reason} (also as plain text)")
+            else:
+                payload = {**row.payload, "plain": True}
+        decision = self.policy.decide(
+            failure, attempts=row.attempts, created_at=row.created_at, now=now, rand=self.rand
+        )
+        if decision.next is Next.DEAD:
+            await self.outbox.mark_dead(row.key, reason=decision.reason, now=now)
+            self.metrics.dead.labels(destination=row.destination).inc()
+            event(
+                _log,
+                "alert.dead",
+                logging.ERROR,
+                rule=row.rule,
+                dest=row.destination,
+                key=row.key,
+                reason=decision.reason,
+            )
+            return 0.0
+        refund = failure.outcome in (Outcome.PLAIN_TEXT, Outcome.MIGRATED)
+        await self.outbox.reschedule(
+            row.key, at=decision.at, error=failure.reason, payload=payload, refund=refund
+        )
+        self.metrics.retried.labels(
+            destination=row.destination, outcome=failure.outcome.value
+        ).inc()
+        event(
+            _log,
+            "alert.retry",
+            logging.WARNING,
+            rule=row.rule,
+            dest=row.destination,
+            key=row.key,
+            outcome=failure.outcome.value,
+            reason=failure.reason,
+            retry_in=round(decision.at - now, 3),
+        )
+        # The chat API asked the whole lane to wait.
+        return decision.at if failure.outcome is Outcome.RETRY_AFTER else 0.0
+
+
+async def _first(*waits: Any) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,220 @@
+"""Telegram sender through python-telegram-bot, and its failure classifier."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+# RetryAfter.retry_after as a timedelta, without PTB's deprecation warning.
+os.environ.setdefault("PTB_TIMEDELTA", "1")
+
+from telegram import Bot, LinkPreviewOptions, Message
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+from notifier.deliver.base import NotModified
+from notifier.deliver.limits import SlidingWindow
+from notifier.outbox.policy import Failure, Outcome
+from notifier.render import telegram as render
+from notifier.render.fields import AlertView
+from notifier.render.text import tg_plain
+from notifier.rules.schema import TelegramTarget
+
+# Telegram's limits: 30 messages/s per bot, 1/s per private chat, 20/min per group.
+BOT_LIMIT = (30, 1.0)
+PRIVATE_LIMIT = (1, 1.0)
+GROUP_LIMIT = (20, 60.0)
+
+
+class TelegramBot:
+    """One python-telegram-bot `Bot` per token, shared by every destination that uses it."""
+
+    def __init__(
+        self, token: str, api_url: str, *, limits_scale: float = 1.0, timeout: float = 15.0
+    ) -> None:
+        request = HTTPXRequest(
+            connection_pool_size=64,
+            read_timeout=timeout,
+            write_timeout=timeout,
+            connect_timeout=min(timeout, 10.0),
+            pool_timeout=timeout,
+        )
+        self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request)
+        self.limits_scale = limits_scale
+        self.window = SlidingWindow(int(BOT_LIMIT[0] * limits_scale), BOT_LIMIT[1])
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self.bot.initialize()  # getMe: a wrong token fails here, before any alert
+            self._started = True
+
+    async def close(self) -> None:
+        if self._started:
+            await self.bot.shutdown()
+            self._started = False
+
+
+class TelegramSender:
+    channel = "telegram"
+
+    def __init__(self, name: str, target: TelegramTarget, bot: TelegramBot) -> None:
+        self.name = name
+        self.target = target
+        self.chat_id: int | str = target.chat_id
+        self._bot = bot
+        count, seconds = GROUP_LIMIT if _is_group(target.chat_id) else PRIVATE_LIMIT
+        scale = bot.limits_scale
+        self._chat_window = SlidingWindow(max(1, int(count * scale)), seconds)
+
+    async def start(self) -> None:
+        await self._bot.start()
+
+    async def close(self) -> None:
+        pass  # the bot is shared; its owner closes it
+
+    def windows(self) -> list[SlidingWindow]:
+        return [self._bot.window, self._chat_window]
+
+    def _common(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "chat_id": self.chat_id,
+            "disable_notification": self.target.silent,
+        }
+        if self.target.thread_id is not None:
+            options["message_thread_id"] = self.target.thread_id
+        return options
+
+    async def send(self, payload: dict[str, Any]) -> str | None:
+        message, plain = _message(payload)
+        bot = self._bot.bot
+        parse_mode = None if plain else ParseMode.HTML
+        if message.photo:
+            try:
+                sent: Message = await bot.send_photo(
+                    photo=message.photo,
+                    caption=message.html,
+                    parse_mode=parse_mode,
+                    **self._common(),
+                )
+                return f"p:{sent.message_id}"
+            except BadRequest as exc:
+                if not _photo_problem(exc):
+                    raise
+                # The picture could not be fetched: the alert still goes out, as text.
+                message = render.TelegramMessage(message.html, None)
+        sent = await bot.send_message(
+            text=message.html,
+            parse_mode=parse_mode,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            **self._common(),
+        )
+        return f"t:{sent.message_id}"
+
+    async def edit(self, message_id: str, payload: dict[str, Any]) -> None:
+        message, plain = _message(payload)
+        kind, _, number = message_id.partition(":")
+        parse_mode = None if plain else ParseMode.HTML
+        try:
+            if kind == "p":
+                await self._bot.bot.edit_message_caption(
+                    chat_id=self.chat_id,
+                    message_id=int(number),
+                    caption=message.html,
+                    parse_mode=parse_mode,
+                )
+            else:
+                await self._bot.bot.edit_message_text(
+                    chat_id=self.chat_id,
+                    message_id=int(number),
+                    text=message.html,
+                    parse_mode=parse_mode,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+        except BadRequest as exc:
+            if "not modified" in exc.message.lower():
+                raise NotModified(exc.message) from None
+            raise
+
+    async def delete(self, message_id: str) -> None:
+        _, _, number = message_id.partition(":")
+        await self._bot.bot.delete_message(chat_id=self.chat_id, message_id=int(number))
+
+    def classify(self, error: BaseException) -> Failure:
+        failure = classify(error)
+        token = self._bot.bot.token
+        if token and token in failure.reason:  # never let the token reach a log or the outbox
+            failure = Failure(
+                failure.outcome,
+                failure.reason.replace(token, "***"),
+                failure.retry_after,
+                failure.new_chat_id,
+            )
+        if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
+            self.chat_id = failure.new_chat_id
+        return failure
+
+
+def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
+    view = AlertView.from_json(payload["view"])
+    message = render.render(view, payload.get("template"))
+    if payload.get("plain"):
+        return render.TelegramMessage(
+            tg_plain(message.html)[: render.TEXT_LIMIT], message.photo
+        ), True
+    return message, False
+
+
+def _is_group(chat_id: int | str) -> bool:
+    # Groups, supergroups and channels have negative ids or an @username; users positive.
+    return isinstance(chat_id, str) or chat_id < 0
+
+
+def _photo_problem(error: BadRequest) -> bool:
+    text = error.message.lower()
+    return any(
+        s in text for s in ("http url", "wrong file", "photo", "web page content", "failed to get")
+    )
+
+
+def classify(error: BaseException) -> Failure:
+    """The one place a Telegram failure becomes retry-after, backoff, or permanent."""
+    if isinstance(error, RetryAfter):
+        wait = error.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)
+        return Failure(Outcome.RETRY_AFTER, f"flood control: retry after {seconds:g}s", seconds)
+    if isinstance(error, ChatMigrated):
+        return Failure(
+            Outcome.MIGRATED,
+            f"chat migrated to {error.new_chat_id}",
+            new_chat_id=int(error.new_chat_id),
+        )
+    if isinstance(error, Forbidden):
+        return Failure(Outcome.PERMANENT, f"forbidden: {error.message}")
+    if isinstance(error, InvalidToken):
+        return Failure(Outcome.PERMANENT, "the bot token was rejected")
+    if isinstance(error, BadRequest):
+        text = error.message.lower()
+        if "can't parse entities" in text or "can't find end" in text:
+            return Failure(Outcome.PLAIN_TEXT, f"markup rejected: {error.message}")
+        return Failure(Outcome.PERMANENT, f"bad request: {error.message}")
+    if isinstance(error, TimedOut):
+        return Failure(Outcome.BACKOFF, "timed out")
+    if isinstance(error, NetworkError):
+        return Failure(Outcome.BACKOFF, f"network: {error.message}")
+    if isinstance(error, TelegramError):
+        return Failure(Outcome.BACKOFF, f"telegram: {error.message}")
+    if isinstance(error, TimeoutError | OSError):
+        return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
+    return Failure(Outcome.BACKOFF, f"unexpected {type(error).__name__}: {str(error)[:200]}")

@@ -1,0 +1,1 @@
+"""The outbox: alerts written before any send, claimed with a lease, retried, or dead-lettered."""

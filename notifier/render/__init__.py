@@ -1,0 +1,1 @@
+"""Pure rendering: an alert's fields -> Telegram HTML, Discord embed, console text."""

@@ -1,0 +1,67 @@
+"""What the fake chat APIs share: scripted failures, sliding-window limits, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Scripted:
+    """The next `count` matching requests fail this way (or are slowed by `delay`)."""
+
+    status: int
+    body: dict[str, Any]
+    count: int = 1
+    delay: float = 0.0
+    methods: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Window:
+    """Server-side "at most N per T seconds" over any window, counted on arrival."""
+
+    def __init__(self, limit: int, seconds: float) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self.times: deque[float] = deque()
+
+    def admit(self, now: float) -> float | None:
+        """None when admitted; else seconds until a slot frees."""
+        while self.times and self.times[0] <= now - self.seconds:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return self.times[0] + self.seconds - now
+        self.times.append(now)
+        return None
+
+
+class Recorder:
+    """Requests as they arrive, and a way to await a condition on them."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self.started = time.monotonic()
+
+    async def record(self, entry: dict[str, Any]) -> None:
+        self.requests.append(entry)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    def take_script(self, scripts: list[Scripted], method: str) -> Scripted | None:
+        for script in scripts:
+            if not script.methods or method in script.methods:
+                script.count -= 1
+                if script.count <= 0:
+                    scripts.remove(script)
+                return script
+        return None

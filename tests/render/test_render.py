@@ -1,0 +1,160 @@
+"""Rendering: hostile input stays literal text, within every limit, mentioning nobody."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate, UserProfile
+from notifier.render import console, discord, telegram
+from notifier.render.fields import AlertView, clean, ended_fields, view_of
+from notifier.rules.engine import Match
+from tests.fakes.discord import embed_problems, pinged
+from tests.fakes.telegram import parse_html, utf16_len
+
+HOSTILE = [
+    "<b>bold</b> <i>unclosed",
+    '<a href="javascript:alert(1)">click</a>',
+    "a < b && c > d",
+    "lone & ampersand",
+    "&lt; looks like an entity &amp; &#60; &bogus;",
+    "@everyone @here free crypto",
+    "<@&123456789012345678> <@123456789012345678> <@!1>",
+    "[markdown link](https://evil.example) **bold** __u__ ~~s~~ ||spoiler|| `code` ```block```",
+    "x" * 10_000,
+    "zero\u200bwidth\u200d joiner \u202eevil\u202c rtl \u2066isolate\u2069",
+    "nul\x00byte and \x1b[31mANSI\x1b[0m escape",
+    "emoji 🎮🔥 and 𝕦𝕟𝕚𝕔𝕠𝕕𝕖",
+    "\n\nnew\nlines\r\n",
+]
+
+
+def live_match(title: str, name: str = "SNEAKO") -> Match:
+    event = ChannelLive(user_id=463000, user_name=name, event_id=1, livestream_id=2,
+                        event_title=title, category_name="IRL <3", viewers_count=12,
+                        event_file="https://assets.parti.com/t.png",
+                        avatar_link="https://assets.parti.com/a.png",
+                        social_media="parti", social_username=name)
+    return Match("friends", "me", "live", "463000", "live:463000:event:1", 1_764_300_000.0, event)
+
+
+PROFILE = UserProfile(user_id=463000, user_name="SNEAKO", members=4340,
+                      description="Streaming @everyone <b>daily</b>")
+
+
+@pytest.mark.parametrize("title", HOSTILE, ids=range(len(HOSTILE)))
+def test_telegram_html_is_accepted_and_shows_the_title_literally(title: str) -> None:
+    view = view_of(live_match(title, name=title[:40] or "x"), PROFILE)
+    message = telegram.render(view)
+    visible = parse_html(message.html)  # raises like Telegram's "can't parse entities"
+    assert utf16_len(visible) <= (1024 if message.photo else 4096)
+    expected = clean(title)
+    assert expected[:200].rstrip() in visible or visible.count("…") == 1
+    assert "\x00" not in visible and "\x1b" not in visible and "\u202e" not in visible
+
+
+@pytest.mark.parametrize("title", HOSTILE, ids=range(len(HOSTILE)))
+def test_telegram_text_message_without_photo_fits_4096(title: str) -> None:
+    view = view_of(live_match(title * 3))
+    view.fields["image"] = ""
+    message = telegram.render(view)
+    assert message.photo is None
+    assert utf16_len(parse_html(message.html)) <= 4096
+
+
+def test_long_title_is_cut_without_breaking_a_tag_or_entity() -> None:
+    title = "&<>" * 2000
+    message = telegram.render(view_of(live_match(title), PROFILE))
+    visible = parse_html(message.html)
+    assert utf16_len(visible) <= 1024
+    assert "…" in visible
+    assert utf16_len(visible) >= 1000, "the budget is used, not wasted"
+
+
+@pytest.mark.parametrize("title", HOSTILE, ids=range(len(HOSTILE)))
+def test_discord_mentions_nobody_and_fits_the_limits(title: str) -> None:
+    view = view_of(live_match(title, name=title[:40] or "x"), PROFILE)
+    message = discord.render(view)
+    assert embed_problems(message.embed) == []
+    allowed: dict[str, list[str]] = {"parse": []}
+    texts = [message.content or "", message.embed.get("title", ""),
+             message.embed.get("description", "")]
+    for text in texts:
+        assert pinged(text, {"parse": ["everyone", "roles", "users"]}) == {
+            "everyone": False, "roles": [], "users": []}, "escaped: would not ping at all"
+        assert pinged(text, allowed)["everyone"] is False
+
+
+def test_discord_mentions_only_the_configured_role() -> None:
+    message = discord.render(view_of(live_match("@everyone <@&999>")), mention_role=1234)
+    assert message.content == "<@&1234> "
+    assert pinged(message.content, {"parse": [], "roles": ["1234"]}) == {
+        "everyone": False, "roles": [1234], "users": []}
+
+
+def test_discord_template_fields_are_escaped() -> None:
+    view = view_of(live_match("**loud** @everyone"))
+    message = discord.render(view, "🎮 {{ user_name }}: {{ title }}")
+    assert message.content == "🎮 SNEAKO: \\*\\*loud\\*\\* @\u200beveryone"
+
+
+def test_telegram_template_fields_are_escaped_and_template_markup_kept() -> None:
+    view = view_of(live_match("<script>&"))
+    message = telegram.render(view, "<b>{{ user_name }}</b> {{ title }}")
+    assert message.html == "<b>SNEAKO</b> &lt;script&gt;&amp;"
+    assert parse_html(message.html) == "SNEAKO <script>&"
+
+
+def test_live_alert_shows_the_enriched_profile_everywhere() -> None:
+    view = view_of(live_match("Morning stream"), PROFILE)
+    html = telegram.render(view).html
+    assert '<b><a href="https://parti.com/creator/parti/SNEAKO">SNEAKO</a></b> is live' in html
+    assert "4,340 followers" in html
+    assert "👀 12 watching" in html
+    embed = discord.render(view).embed
+    assert {"name": "Followers", "value": "4,340", "inline": True} in embed["fields"]
+    assert embed["url"] == "https://parti.com/creator/parti/SNEAKO"
+    assert embed["image"]["url"] == "https://assets.parti.com/t.png"
+    line = console.render(view)
+    assert line.startswith("🔴 SNEAKO is live: Morning stream [IRL <3, 12 watching, 4,340 followers]")
+
+
+def test_non_parti_image_urls_are_dropped() -> None:
+    match = live_match("t")
+    event = match.event.model_copy(update={"event_file": "javascript:alert(1)",
+                                           "avatar_link": "http://evil.example/a.png"})
+    view = view_of(Match(match.rule, "me", "live", "1", "x", 0.0, event))
+    assert view.fields["image"] == "" and view.fields["avatar"] == ""
+    assert telegram.render(view).photo is None
+
+
+def test_discord_creator_links_end_in_zero() -> None:
+    match = live_match("t")
+    event = match.event.model_copy(update={"social_media": "discord", "social_username": "abc"})
+    view = view_of(Match("r", "me", "live", "1", "x", 0.0, event))
+    assert view.fields["url"] == "https://parti.com/creator/discord/abc/0"
+
+
+def test_price_alerts_render_in_every_target() -> None:
+    event = PriceUpdate(display_symbol="BTC", ticker="bitcoin", price=Decimal("100250.5"))
+    match = Match("btc", "me", "price", "BTC", "price:BTC:above:100000:1", 0.0, event,
+                  {"kind": "above", "direction": "up", "line": Decimal(100000),
+                   "price": Decimal("100250.5"), "change": Decimal("0.2505")})
+    view = view_of(match)
+    assert telegram.render(view).html == (
+        "📈 <b>BTC</b> crossed above <b>100,000</b>\nNow <b>100,250.5</b> (+0.25% from the line)")
+    assert discord.render(view).embed["title"] == "📈 BTC crossed above 100,000"
+    assert console.render(view) == "📈 BTC crossed above 100,000: now 100,250.5 (+0.25%)"
+
+
+def test_scheduled_and_ended_views() -> None:
+    event = CalendarEvent(event_id=5, user_id=1, user_name="SNEAKO", event_title="Q&A",
+                          event_start_ts=1000)
+    view = view_of(Match("s", "me", "scheduled", "5", "scheduled:5", 100.0, event))
+    assert "goes live in 15m" in telegram.render(view).html
+    ended = AlertView("live", "r", ended_fields(view_of(live_match("t")).fields,
+                                               ended_at=1_764_300_000.0 + 3900, peak_viewers=230))
+    html = telegram.render(ended).html
+    assert "was live" in html and "lasted 1h 05m" in html and "peak 230 viewers" in html
+    assert discord.render(ended).embed["color"] == discord.COLOURS["ended"]
