@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from notifier.parti.models import ChannelLive, PriceUpdate  # noqa: E402
-from notifier.rules.engine import Engine  # noqa: E402
-from notifier.rules.schema import RulesFile  # noqa: E402
+from notifier.parti.models import ChannelLive, PriceUpdate
+from notifier.rules.engine import Engine
+from notifier.rules.schema import RulesFile
 
 ASSETS = {"BTC": 100_000, "ETH": 4_000, "TSLA": 300, "BNB": 650}
 LIVE_EVENTS = 200_000
@@ -43,13 +43,23 @@ def build(user_rules: int) -> Engine:
         base = ASSETS[symbol]
         line = Decimal(base) * Decimal(rng.uniform(0.9, 1.1)).quantize(Decimal("0.0001"))
         key = "above" if n % 2 else "below"
-        rules.append({"name": f"p{n}", "when": "price", "asset": symbol, key: str(line),
-                      "rearm": "0.5%", "notify": ["me"]})
-    rules_file = RulesFile.model_validate({
-        "destinations": {"me": {"console": {}}},
-        "defaults": {"cooldown": "0s"},
-        "rules": rules,
-    })
+        rules.append(
+            {
+                "name": f"p{n}",
+                "when": "price",
+                "asset": symbol,
+                key: str(line),
+                "rearm": "0.5%",
+                "notify": ["me"],
+            }
+        )
+    rules_file = RulesFile.model_validate(
+        {
+            "destinations": {"me": {"console": {}}},
+            "defaults": {"cooldown": "0s"},
+            "rules": rules,
+        }
+    )
     return Engine(rules_file)
 
 
@@ -63,9 +73,17 @@ def live_stream() -> list[ChannelLive]:
         else:
             uid = 1_000_000 + rng.randrange(50_000)
             name = f"stranger{uid}"
-        events.append(ChannelLive(user_id=uid, user_name=name, event_id=i, livestream_id=i,
-                                  event_title="I'm Live on Parti", category_name="Other",
-                                  viewers_count=rng.randrange(100)))
+        events.append(
+            ChannelLive(
+                user_id=uid,
+                user_name=name,
+                event_id=i,
+                livestream_id=i,
+                event_title="I'm Live on Parti",
+                category_name="Other",
+                viewers_count=rng.randrange(100),
+            )
+        )
     return events
 
 
@@ -81,7 +99,9 @@ def price_stream() -> list[PriceUpdate]:
     return events
 
 
-def best_rate(engine_for_run: list[Engine], events: list[ChannelLive] | list[PriceUpdate]) -> tuple[float, int]:
+def best_rate(
+    engine_for_run: list[Engine], events: list[ChannelLive] | list[PriceUpdate]
+) -> tuple[float, int]:
     best = 0.0
     matches = 0
     for engine in engine_for_run:
@@ -100,10 +120,14 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     lives, prices = live_stream(), price_stream()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; pinned to one core")
-    print(f"{'user rules':>10} {'+price':>7} {'build s':>8} {'live ev/s':>11} {'us/live':>8} "
-          f"{'price ev/s':>11} {'us/price':>9} {'alerts':>8}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; pinned to one core"
+    )
+    print(
+        f"{'user rules':>10} {'+price':>7} {'build s':>8} {'live ev/s':>11} {'us/live':>8} "
+        f"{'price ev/s':>11} {'us/price':>9} {'alerts':>8}"
+    )
     costs = {}
     for user_rules in (10, 1_000, 100_000):
         started = time.perf_counter()
@@ -116,13 +140,17 @@ def main() -> None:
         price_engines = [Engine(engines[0].rules_file) for _ in range(3)]
         price_rate, price_alerts = best_rate(price_engines, prices)
         costs[user_rules] = 1e6 / live_rate
-        print(f"{user_rules:>10,} {PRICE_RULES:>7,} {build_seconds:>8.2f} {live_rate:>11,.0f} "
-              f"{1e6 / live_rate:>8.2f} {price_rate:>11,.0f} {1e6 / price_rate:>9.2f} "
-              f"{live_alerts + price_alerts:>8,}")
+        print(
+            f"{user_rules:>10,} {PRICE_RULES:>7,} {build_seconds:>8.2f} {live_rate:>11,.0f} "
+            f"{1e6 / live_rate:>8.2f} {price_rate:>11,.0f} {1e6 / price_rate:>9.2f} "
+            f"{live_alerts + price_alerts:>8,}"
+        )
     ratio = costs[100_000] / costs[10]
     print(f"per-live-event cost ratio, 100,000 vs 10 user rules: {ratio:.3f} (target <= 1.2)")
-    print(f"live throughput target >= 100,000 ev/s: "
-          f"{'met' if 1e6 / costs[100_000] >= 100_000 else 'MISSED'}")
+    print(
+        f"live throughput target >= 100,000 ev/s: "
+        f"{'met' if 1e6 / costs[100_000] >= 100_000 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

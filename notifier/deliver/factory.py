@@ -33,23 +33,29 @@ class Senders:
             await self.hub.close()
 
 
-def build_senders(rules_file: RulesFile, settings: Settings, *,
-                  limits_scale: float = 1.0) -> Senders:
+def build_senders(
+    rules_file: RulesFile, settings: Settings, *, limits_scale: float = 1.0
+) -> Senders:
     senders = Senders()
     for name, destination in rules_file.destinations.items():
         if destination.telegram is not None:
             if senders.bot is None:
                 if settings.telegram_token is None:
                     raise MissingSecret(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
-                senders.bot = TelegramBot(settings.telegram_token.get_secret_value(),
-                                          settings.telegram_api_url, limits_scale=limits_scale)
+                senders.bot = TelegramBot(
+                    settings.telegram_token.get_secret_value(),
+                    settings.telegram_api_url,
+                    limits_scale=limits_scale,
+                )
             senders.by_name[name] = TelegramSender(name, destination.telegram, senders.bot)
         elif destination.discord is not None:
             if senders.hub is None:
                 token = settings.discord_bot_token
-                senders.hub = DiscordHub(settings.discord_api_url,
-                                         token.get_secret_value() if token else None,
-                                         limits_scale=limits_scale)
+                senders.hub = DiscordHub(
+                    settings.discord_api_url,
+                    token.get_secret_value() if token else None,
+                    limits_scale=limits_scale,
+                )
             if destination.discord.channel_id is not None and settings.discord_bot_token is None:
                 raise MissingSecret(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
             senders.by_name[name] = DiscordSender(name, destination.discord, senders.hub)

@@ -50,6 +50,8 @@ class Delivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._alive: dict[str, bool] = {}
+        # Notified after every recorded outcome, for whoever waits on delivery progress.
+        self.settled = asyncio.Condition()
 
     def wake(self, destination: str) -> None:
         if destination in self._wake:
@@ -137,6 +139,8 @@ class Delivery:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+            async with self.settled:
+                self.settled.notify_all()
 
     async def _attempt(self, sender: Sender, row: Row) -> float:
         message_id: str | None = None

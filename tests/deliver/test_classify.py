@@ -30,26 +30,44 @@ TELEGRAM = [
     ("timeout", TimedOut(), Outcome.BACKOFF, None),
     ("refused connection", NetworkError("httpx.ConnectError: refused"), Outcome.BACKOFF, None),
     ("5xx", NetworkError("Bad Gateway"), Outcome.BACKOFF, None),
-    ("unexpected telegram error", Conflict("terminated by other getUpdates"), Outcome.BACKOFF,
-     None),
+    (
+        "unexpected telegram error",
+        Conflict("terminated by other getUpdates"),
+        Outcome.BACKOFF,
+        None,
+    ),
     ("os error", ConnectionResetError(), Outcome.BACKOFF, None),
-    ("can't parse entities", BadRequest("Can't parse entities: unsupported start tag"),
-     Outcome.PLAIN_TEXT, None),
+    (
+        "can't parse entities",
+        BadRequest("Can't parse entities: unsupported start tag"),
+        Outcome.PLAIN_TEXT,
+        None,
+    ),
     ("bot blocked", Forbidden("Forbidden: bot was blocked by the user"), Outcome.PERMANENT, None),
-    ("kicked from group", Forbidden("Forbidden: bot was kicked from the group chat"),
-     Outcome.PERMANENT, None),
+    (
+        "kicked from group",
+        Forbidden("Forbidden: bot was kicked from the group chat"),
+        Outcome.PERMANENT,
+        None,
+    ),
     ("chat not found", BadRequest("Chat not found"), Outcome.PERMANENT, None),
-    ("not enough rights", BadRequest("Not enough rights to send text messages"),
-     Outcome.PERMANENT, None),
+    (
+        "not enough rights",
+        BadRequest("Not enough rights to send text messages"),
+        Outcome.PERMANENT,
+        None,
+    ),
     ("invalid token", InvalidToken(), Outcome.PERMANENT, None),
     ("migrated chat", ChatMigrated(-1009876), Outcome.MIGRATED, None),
 ]
 
 
-@pytest.mark.parametrize(("case", "error", "outcome", "retry_after"), TELEGRAM,
-                         ids=[c[0] for c in TELEGRAM])
-def test_telegram_failures(case: str, error: BaseException, outcome: Outcome,
-                           retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    ("case", "error", "outcome", "retry_after"), TELEGRAM, ids=[c[0] for c in TELEGRAM]
+)
+def test_telegram_failures(
+    case: str, error: BaseException, outcome: Outcome, retry_after: float | None
+) -> None:
     failure = telegram_sender.classify(error)
     assert failure.outcome is outcome
     assert failure.retry_after == retry_after
@@ -57,8 +75,9 @@ def test_telegram_failures(case: str, error: BaseException, outcome: Outcome,
         assert failure.new_chat_id == -1009876
 
 
-def http_error(status: int, code: int = 0, message: str = "x",
-               headers: dict[str, str] | None = None) -> discord.HTTPException:
+def http_error(
+    status: int, code: int = 0, message: str = "x", headers: dict[str, str] | None = None
+) -> discord.HTTPException:
     response: Any = SimpleNamespace(status=status, reason="r", headers=headers or {})
     data = {"code": code, "message": message}
     if status == 403:
@@ -71,28 +90,37 @@ def http_error(status: int, code: int = 0, message: str = "x",
 
 
 DISCORD = [
-    ("429 with Retry-After", http_error(429, headers={"Retry-After": "2.5"}),
-     Outcome.RETRY_AFTER, 2.5),
+    (
+        "429 with Retry-After",
+        http_error(429, headers={"Retry-After": "2.5"}),
+        Outcome.RETRY_AFTER,
+        2.5,
+    ),
     ("library rate limit", discord.RateLimited(12.0), Outcome.RETRY_AFTER, 12.0),
     ("5xx", http_error(502), Outcome.BACKOFF, None),
     ("timeout", TimeoutError(), Outcome.BACKOFF, None),
     ("refused connection", aiohttp.ClientConnectionError("refused"), Outcome.BACKOFF, None),
     ("unknown webhook", http_error(404, 10015, "Unknown Webhook"), Outcome.PERMANENT, None),
     ("unknown channel", http_error(404, 10003, "Unknown Channel"), Outcome.PERMANENT, None),
-    ("missing permissions", http_error(403, 50013, "Missing Permissions"), Outcome.PERMANENT,
-     None),
+    ("missing permissions", http_error(403, 50013, "Missing Permissions"), Outcome.PERMANENT, None),
     ("missing access", http_error(403, 50001, "Missing Access"), Outcome.PERMANENT, None),
-    ("invalid webhook token", http_error(401, 50027, "Invalid Webhook Token"),
-     Outcome.PERMANENT, None),
+    (
+        "invalid webhook token",
+        http_error(401, 50027, "Invalid Webhook Token"),
+        Outcome.PERMANENT,
+        None,
+    ),
     ("invalid form body", http_error(400, 50035, "Invalid Form Body"), Outcome.PERMANENT, None),
     ("bad webhook url", discord_sender.BadWebhookUrl("no id"), Outcome.PERMANENT, None),
 ]
 
 
-@pytest.mark.parametrize(("case", "error", "outcome", "retry_after"), DISCORD,
-                         ids=[c[0] for c in DISCORD])
-def test_discord_failures(case: str, error: BaseException, outcome: Outcome,
-                          retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    ("case", "error", "outcome", "retry_after"), DISCORD, ids=[c[0] for c in DISCORD]
+)
+def test_discord_failures(
+    case: str, error: BaseException, outcome: Outcome, retry_after: float | None
+) -> None:
     failure = discord_sender.classify(error)
     assert failure.outcome is outcome
     assert failure.retry_after == retry_after
@@ -100,8 +128,8 @@ def test_discord_failures(case: str, error: BaseException, outcome: Outcome,
 
 def test_webhook_urls_are_parsed_without_discord_hosts_only() -> None:
     assert discord_sender.parse_webhook(
-        "https://discord.com/api/webhooks/123456789012345678/abc-DEF_1.2") == (
-        123456789012345678, "abc-DEF_1.2")
+        "https://discord.com/api/webhooks/123456789012345678/abc-DEF_1.2"
+    ) == (123456789012345678, "abc-DEF_1.2")
     assert discord_sender.parse_webhook("http://127.0.0.1:9/api/v10/webhooks/1/tok") == (1, "tok")
     with pytest.raises(discord_sender.BadWebhookUrl) as caught:
         discord_sender.parse_webhook("https://discord.com/api/hooks/1/secret-token")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ class Scripted:
     delay: float = 0.0
     methods: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    skip: int = 0  # let this many matching requests through first
 
 
 class Window:
@@ -47,9 +49,19 @@ class Recorder:
         self.requests: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self.started = time.monotonic()
+        self.closing = asyncio.Event()
 
     async def record(self, entry: dict[str, Any]) -> None:
         self.requests.append(entry)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def pause(self, delay: float) -> None:
+        """A slow answer that ends early when the fake stops (so teardown never waits)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), delay)
+
+    async def notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
 
@@ -60,6 +72,9 @@ class Recorder:
     def take_script(self, scripts: list[Scripted], method: str) -> Scripted | None:
         for script in scripts:
             if not script.methods or method in script.methods:
+                if script.skip > 0:
+                    script.skip -= 1
+                    continue
                 script.count -= 1
                 if script.count <= 0:
                     scripts.remove(script)

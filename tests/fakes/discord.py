@@ -4,7 +4,6 @@ pinged, enforces 5 requests per 2 s per webhook by answering 429, and fails on r
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import json
@@ -112,6 +111,7 @@ class FakeDiscord(Recorder):
         return self
 
     async def stop(self) -> None:
+        self.closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -147,7 +147,7 @@ class FakeDiscord(Recorder):
         script = self.take_script(self.scripts, request.method)
         if script is not None:
             if script.delay:
-                await asyncio.sleep(script.delay)
+                await self.pause(script.delay)
             if script.status != 200:
                 return _json(script.body, script.status, script.headers)
         if self.limits_scale is not None:

@@ -3,7 +3,6 @@ does, enforces the rate limits by answering 429, and fails on request."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import itertools
 import re
@@ -138,6 +137,7 @@ class FakeTelegram(Recorder):
         return self
 
     async def stop(self) -> None:
+        self.closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -151,6 +151,7 @@ class FakeTelegram(Recorder):
         migrate_to: int | None = None,
         delay: float = 0.0,
         methods: tuple[str, ...] = (),
+        skip: int = 0,
     ) -> None:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
         parameters: dict[str, Any] = {}
@@ -160,7 +161,7 @@ class FakeTelegram(Recorder):
             parameters["migrate_to_chat_id"] = migrate_to
         if parameters:
             body["parameters"] = parameters
-        self.scripts.append(Scripted(status, body, count, delay, methods))
+        self.scripts.append(Scripted(status, body, count, delay, methods, skip=skip))
 
     def sent(self, method: str | None = None) -> list[dict[str, Any]]:
         """Requests that the fake answered with ok (optionally of one method)."""
@@ -177,11 +178,18 @@ class FakeTelegram(Recorder):
         method = request.match_info["method"]
         form = await request.post()
         params = {k: str(v) for k, v in form.items()}
-        entry: dict[str, Any] = {"method": method, "params": params, "at": arrived, "ok": False}
+        entry: dict[str, Any] = {
+            "method": method,
+            "params": params,
+            "at": arrived,
+            "ok": False,
+            "status": None,
+        }
+        await self.record(entry)  # on arrival, so a test can see a request still in progress
         response = await self._answer(request, method, params, arrived)
         entry["ok"] = response.status == 200
         entry["status"] = response.status
-        await self.record(entry)
+        await self.notify()
         return response
 
     async def _answer(
@@ -204,7 +212,7 @@ class FakeTelegram(Recorder):
         script = self.take_script(self.scripts, method)
         if script is not None:
             if script.delay:
-                await asyncio.sleep(script.delay)
+                await self.pause(script.delay)
             if script.status != 200:
                 return web.json_response(script.body, status=script.status)
         chat_key = params.get("chat_id", "")

@@ -23,13 +23,22 @@ POLICY = RetryPolicy(base=2.0, cap=60.0, max_age=3600.0)
         (Failure(Outcome.BACKOFF, "5xx"), 9, 3599.0, Next.DEAD, 3599.0),
         (Failure(Outcome.RETRY_AFTER, "429", 3601.0), 1, 0.0, Next.DEAD, 0.0),
     ],
-    ids=["retry-after exactly", "first backoff", "third backoff", "capped backoff",
-         "plain text at once", "migrated at once", "permanent", "too old", "retry past max age"],
+    ids=[
+        "retry-after exactly",
+        "first backoff",
+        "third backoff",
+        "capped backoff",
+        "plain text at once",
+        "migrated at once",
+        "permanent",
+        "too old",
+        "retry past max age",
+    ],
 )
-def test_retry_policy(failure: Failure, attempts: int, now: float, expected_next: Next,
-                      expected_at: float) -> None:
-    decision = POLICY.decide(failure, attempts=attempts, created_at=0.0, now=now,
-                             rand=lambda: 1.0)
+def test_retry_policy(
+    failure: Failure, attempts: int, now: float, expected_next: Next, expected_at: float
+) -> None:
+    decision = POLICY.decide(failure, attempts=attempts, created_at=0.0, now=now, rand=lambda: 1.0)
     assert decision.next is expected_next
     assert decision.at == pytest.approx(expected_at)
 

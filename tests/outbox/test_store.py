@@ -9,8 +9,16 @@ from notifier.outbox.store import DEAD, PENDING, SENDING, SENT, NewAlert, Outbox
 
 
 def alert(key: str, destination: str = "me") -> NewAlert:
-    return NewAlert(key=key, destination=destination, rule="r", kind="live", subject="1",
-                    identity=f"id-{key}", payload={"view": {"x": key}}, event_at=1.0)
+    return NewAlert(
+        key=key,
+        destination=destination,
+        rule="r",
+        kind="live",
+        subject="1",
+        identity=f"id-{key}",
+        payload={"view": {"x": key}},
+        event_at=1.0,
+    )
 
 
 def test_schema_is_migrated_by_user_version_in_wal_mode(tmp_path: Path) -> None:

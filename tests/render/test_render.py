@@ -31,16 +31,25 @@ HOSTILE = [
 
 
 def live_match(title: str, name: str = "SNEAKO") -> Match:
-    event = ChannelLive(user_id=463000, user_name=name, event_id=1, livestream_id=2,
-                        event_title=title, category_name="IRL <3", viewers_count=12,
-                        event_file="https://assets.parti.com/t.png",
-                        avatar_link="https://assets.parti.com/a.png",
-                        social_media="parti", social_username=name)
+    event = ChannelLive(
+        user_id=463000,
+        user_name=name,
+        event_id=1,
+        livestream_id=2,
+        event_title=title,
+        category_name="IRL <3",
+        viewers_count=12,
+        event_file="https://assets.parti.com/t.png",
+        avatar_link="https://assets.parti.com/a.png",
+        social_media="parti",
+        social_username=name,
+    )
     return Match("friends", "me", "live", "463000", "live:463000:event:1", 1_764_300_000.0, event)
 
 
-PROFILE = UserProfile(user_id=463000, user_name="SNEAKO", members=4340,
-                      description="Streaming @everyone <b>daily</b>")
+PROFILE = UserProfile(
+    user_id=463000, user_name="SNEAKO", members=4340, description="Streaming @everyone <b>daily</b>"
+)
 
 
 @pytest.mark.parametrize("title", HOSTILE, ids=range(len(HOSTILE)))
@@ -78,11 +87,17 @@ def test_discord_mentions_nobody_and_fits_the_limits(title: str) -> None:
     message = discord.render(view)
     assert embed_problems(message.embed) == []
     allowed: dict[str, list[str]] = {"parse": []}
-    texts = [message.content or "", message.embed.get("title", ""),
-             message.embed.get("description", "")]
+    texts = [
+        message.content or "",
+        message.embed.get("title", ""),
+        message.embed.get("description", ""),
+    ]
     for text in texts:
         assert pinged(text, {"parse": ["everyone", "roles", "users"]}) == {
-            "everyone": False, "roles": [], "users": []}, "escaped: would not ping at all"
+            "everyone": False,
+            "roles": [],
+            "users": [],
+        }, "escaped: would not ping at all"
         assert pinged(text, allowed)["everyone"] is False
 
 
@@ -90,7 +105,10 @@ def test_discord_mentions_only_the_configured_role() -> None:
     message = discord.render(view_of(live_match("@everyone <@&999>")), mention_role=1234)
     assert message.content == "<@&1234> "
     assert pinged(message.content, {"parse": [], "roles": ["1234"]}) == {
-        "everyone": False, "roles": [1234], "users": []}
+        "everyone": False,
+        "roles": [1234],
+        "users": [],
+    }
 
 
 def test_discord_template_fields_are_escaped() -> None:
@@ -117,13 +135,16 @@ def test_live_alert_shows_the_enriched_profile_everywhere() -> None:
     assert embed["url"] == "https://parti.com/creator/parti/SNEAKO"
     assert embed["image"]["url"] == "https://assets.parti.com/t.png"
     line = console.render(view)
-    assert line.startswith("🔴 SNEAKO is live: Morning stream [IRL <3, 12 watching, 4,340 followers]")
+    assert line.startswith(
+        "🔴 SNEAKO is live: Morning stream [IRL <3, 12 watching, 4,340 followers]"
+    )
 
 
 def test_non_parti_image_urls_are_dropped() -> None:
     match = live_match("t")
-    event = match.event.model_copy(update={"event_file": "javascript:alert(1)",
-                                           "avatar_link": "http://evil.example/a.png"})
+    event = match.event.model_copy(
+        update={"event_file": "javascript:alert(1)", "avatar_link": "http://evil.example/a.png"}
+    )
     view = view_of(Match(match.rule, "me", "live", "1", "x", 0.0, event))
     assert view.fields["image"] == "" and view.fields["avatar"] == ""
     assert telegram.render(view).photo is None
@@ -138,23 +159,43 @@ def test_discord_creator_links_end_in_zero() -> None:
 
 def test_price_alerts_render_in_every_target() -> None:
     event = PriceUpdate(display_symbol="BTC", ticker="bitcoin", price=Decimal("100250.5"))
-    match = Match("btc", "me", "price", "BTC", "price:BTC:above:100000:1", 0.0, event,
-                  {"kind": "above", "direction": "up", "line": Decimal(100000),
-                   "price": Decimal("100250.5"), "change": Decimal("0.2505")})
+    match = Match(
+        "btc",
+        "me",
+        "price",
+        "BTC",
+        "price:BTC:above:100000:1",
+        0.0,
+        event,
+        {
+            "kind": "above",
+            "direction": "up",
+            "line": Decimal(100000),
+            "price": Decimal("100250.5"),
+            "change": Decimal("0.2505"),
+        },
+    )
     view = view_of(match)
     assert telegram.render(view).html == (
-        "📈 <b>BTC</b> crossed above <b>100,000</b>\nNow <b>100,250.5</b> (+0.25% from the line)")
+        "📈 <b>BTC</b> crossed above <b>100,000</b>\nNow <b>100,250.5</b> (+0.25% from the line)"
+    )
     assert discord.render(view).embed["title"] == "📈 BTC crossed above 100,000"
     assert console.render(view) == "📈 BTC crossed above 100,000: now 100,250.5 (+0.25%)"
 
 
 def test_scheduled_and_ended_views() -> None:
-    event = CalendarEvent(event_id=5, user_id=1, user_name="SNEAKO", event_title="Q&A",
-                          event_start_ts=1000)
+    event = CalendarEvent(
+        event_id=5, user_id=1, user_name="SNEAKO", event_title="Q&A", event_start_ts=1000
+    )
     view = view_of(Match("s", "me", "scheduled", "5", "scheduled:5", 100.0, event))
     assert "goes live in 15m" in telegram.render(view).html
-    ended = AlertView("live", "r", ended_fields(view_of(live_match("t")).fields,
-                                               ended_at=1_764_300_000.0 + 3900, peak_viewers=230))
+    ended = AlertView(
+        "live",
+        "r",
+        ended_fields(
+            view_of(live_match("t")).fields, ended_at=1_764_300_000.0 + 3900, peak_viewers=230
+        ),
+    )
     html = telegram.render(ended).html
     assert "was live" in html and "lasted 1h 05m" in html and "peak 230 viewers" in html
     assert discord.render(ended).embed["color"] == discord.COLOURS["ended"]

@@ -1,0 +1,242 @@
+"""Delivery end to end: the real senders and lanes against the fake chat APIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from notifier.outbox.store import DEAD, DROPPED, SENT
+from notifier.render.fields import AlertView, ended_fields
+from tests.deliver.harness import harness, live_view, new_alert
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.telegram import FakeTelegram
+
+TG = {"me": {"telegram": {"chat_id": 1001}}}
+GROUP = {"group": {"telegram": {"chat_id": -100555, "thread_id": 42, "silent": True}}}
+
+
+async def test_telegram_text_alert_is_sent_as_html_and_recorded(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        alert = new_alert("me", live_view("<b>hi</b> & @everyone"))
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, SENT)
+    (request,) = fake_telegram.sent("sendMessage")
+    assert request["params"]["parse_mode"] == "HTML"
+    assert request["params"]["chat_id"] == "1001"
+    assert "&lt;b&gt;hi&lt;/b&gt; &amp; @everyone" in request["params"]["text"]
+    assert row.message_id == "t:1"
+
+
+async def test_telegram_photo_alert_with_thread_and_silent_options(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        alert = new_alert("group", live_view(image="https://assets.parti.com/t.png"))
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, SENT)
+    (request,) = fake_telegram.sent("sendPhoto")
+    params = request["params"]
+    assert params["photo"] == "https://assets.parti.com/t.png"
+    assert params["message_thread_id"] == "42"
+    assert params["disable_notification"] == "true"
+    assert "caption" in params and row.message_id == "p:1"
+
+
+async def test_stream_end_edits_the_caption_in_place(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        view = live_view(image="https://assets.parti.com/t.png")
+        original = new_alert("me", view)
+        await h.enqueue(original)
+        ended = AlertView(
+            "live", "r", ended_fields(view.fields, ended_at=view.fields["at"] + 60, peak_viewers=7)
+        )
+        edit = new_alert("me", ended, action="edit", ref_key=original.key)
+        await h.enqueue(edit)
+        await h.wait_state(edit.key, SENT)
+    (request,) = fake_telegram.sent("editMessageCaption")
+    assert request["params"]["message_id"] == "1"
+    (message,) = fake_telegram.messages.values()
+    assert "Stream ended" in message.text and "peak 7 viewers" in message.text
+
+
+async def test_429_retry_after_is_honoured_then_sent(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.fail(429, "Too Many Requests: retry after 1", retry_after=1)
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        alert = new_alert("me")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, SENT)
+    attempts = [r for r in fake_telegram.requests if r["method"] == "sendMessage"]
+    assert [r["status"] for r in attempts] == [429, 200]
+    assert attempts[1]["at"] - attempts[0]["at"] >= 1.0, "waited retry_after before retrying"
+    assert row.attempts == 2
+
+
+async def test_5xx_and_timeouts_retry_with_backoff(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.fail(502, "Bad Gateway", count=2)
+    fake_telegram.fail(200, "", delay=3.0, methods=("sendMessage",))
+    async with harness(tmp_path, TG, telegram=fake_telegram, send_timeout=1.0) as h:
+        alert = new_alert("me")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, SENT)
+    assert row.attempts == 4  # 502, 502, timed out, sent
+
+
+async def test_blocked_bot_goes_to_dead_letter_without_retrying(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.blocked.add(1001)
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        alert = new_alert("me")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, DEAD)
+    assert row.last_error == "forbidden: Forbidden: bot was blocked by the user"
+    assert row.attempts == 1
+    assert h.delivery.metrics.dead.labels(destination="me")._value.get() == 1
+
+
+async def test_chat_not_found_goes_to_dead_letter(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.unknown.add(1001)
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        alert = new_alert("me")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, DEAD)
+    assert "chat not found" in (row.last_error or "").lower()
+
+
+async def test_unparseable_markup_is_retried_once_as_plain_text(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        # A template author wrote a raw "&": Telegram rejects the HTML.
+        alert = new_alert("me", template="Tom & Jerry: {{ title }}")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, SENT)
+    statuses = [r["status"] for r in fake_telegram.requests if r["method"] == "sendMessage"]
+    assert statuses == [400, 200]
+    last = fake_telegram.sent("sendMessage")[0]["params"]
+    assert "parse_mode" not in last and last["text"] == "Tom & Jerry: Morning stream"
+    assert row.payload["plain"] is True
+
+
+async def test_migrated_chat_updates_its_id_and_retries(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.migrated[-100555] = -100777
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        first, second = new_alert("group"), new_alert("group")
+        await h.enqueue(first)
+        await h.wait_state(first.key, SENT)
+        await h.enqueue(second)
+        await h.wait_state(second.key, SENT)
+    chats = [r["params"]["chat_id"] for r in fake_telegram.sent("sendMessage")]
+    assert chats == ["-100777", "-100777"]
+
+
+async def test_a_failing_destination_never_delays_the_others(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    destinations = {"slow": {"telegram": {"chat_id": 1}}, "fast": {"telegram": {"chat_id": 2}}}
+    fake_telegram.fail(200, "", delay=5.0, count=1, methods=("sendMessage",))
+    async with harness(tmp_path, destinations, telegram=fake_telegram, send_timeout=8.0) as h:
+        slow = new_alert("slow")
+        await h.enqueue(slow)
+        await fake_telegram.wait_for(lambda: len(fake_telegram.requests) >= 2)  # getMe + slow
+        fast = new_alert("fast")
+        await h.enqueue(fast)
+        await h.wait_state(fast.key, SENT)
+        assert (await h.row(slow.key)).state != SENT, "fast was delivered while slow hung"
+        await h.wait_state(slow.key, SENT)
+
+
+async def test_discord_webhook_send_edit_and_mentions(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    url = fake_discord.add_webhook(123456789012345678)
+    destinations = {
+        "room": {"discord": {"webhook_url": url, "mention_role": 4242, "username": "Alerts"}}
+    }
+    async with harness(tmp_path, destinations, discord=fake_discord) as h:
+        view = live_view("@everyone **free** <@&999>")
+        original = new_alert("room", view)
+        await h.enqueue(original)
+        row = await h.wait_state(original.key, SENT)
+        ended = AlertView(
+            "live",
+            "r",
+            ended_fields(view.fields, ended_at=view.fields["at"] + 90, peak_viewers=None),
+        )
+        edit = new_alert("room", ended, action="edit", ref_key=original.key)
+        await h.enqueue(edit)
+        await h.wait_state(edit.key, SENT)
+    (sent,) = fake_discord.sent()
+    assert sent["pinged"] == {"everyone": False, "roles": [4242], "users": []}
+    allowed = sent["body"]["allowed_mentions"]
+    assert (allowed["parse"], allowed["roles"]) == ([], [4242])
+    assert sent["body"]["username"] == "Alerts"
+    message = fake_discord.messages[int(row.message_id or 0)]
+    assert message["embeds"][0]["color"] == 0x72767D, "edited to the ended colour"
+    assert fake_discord.violations == []
+
+
+async def test_discord_unknown_webhook_goes_to_dead_letter(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    destinations = {
+        "room": {"discord": {"webhook_url": "https://discord.com/api/webhooks/1/deleted"}}
+    }
+    async with harness(tmp_path, destinations, discord=fake_discord) as h:
+        alert = new_alert("room")
+        await h.enqueue(alert)
+        row = await h.wait_state(alert.key, DEAD)
+    assert "10015" in (row.last_error or "") and "deleted" not in (row.last_error or "")
+
+
+async def test_discord_429_is_retried(tmp_path: Path, fake_discord: FakeDiscord) -> None:
+    url = fake_discord.add_webhook(55)
+    fake_discord.fail(429, "You are being rate limited.", retry_after=0.3)
+    async with harness(
+        tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=fake_discord
+    ) as h:
+        alert = new_alert("room")
+        await h.enqueue(alert)
+        await h.wait_state(alert.key, SENT)
+    assert len(fake_discord.sent()) == 1
+
+
+async def test_discord_channel_destination_uses_the_bot_token(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    fake_discord.channels.add(987654321098765432)
+    destinations = {"mods": {"discord": {"channel_id": 987654321098765432}}}
+    async with harness(tmp_path, destinations, discord=fake_discord) as h:
+        alert = new_alert("mods", live_view("@here look"))
+        await h.enqueue(alert)
+        await h.wait_state(alert.key, SENT)
+        delete = new_alert("mods", action="delete", ref_key=alert.key)
+        await h.enqueue(delete)
+        await h.wait_state(delete.key, SENT)
+    (sent,) = fake_discord.sent()
+    assert sent["where"] == "channel:987654321098765432"
+    assert sent["pinged"] == {"everyone": False, "roles": [], "users": []}
+    assert len(fake_discord.deleted) == 1
+
+
+async def test_an_edit_whose_original_died_is_dropped(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    fake_telegram.blocked.add(1001)
+    async with harness(tmp_path, TG, telegram=fake_telegram) as h:
+        original = new_alert("me")
+        edit = new_alert("me", action="edit", ref_key=original.key)
+        await h.enqueue(original, edit)
+        await h.wait_state(original.key, DEAD)
+        await h.wait_state(edit.key, DROPPED)
