@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the daemon: connect, match, deliver, until SIGTERM")
+    run.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+
+    demo = sub.add_parser("demo", help="a scripted tour against the in-process simulator")
+    demo.add_argument(
+        "--telegram-chat",
+        help="also send the demo alerts to this Telegram chat (needs NOTIFIER_TELEGRAM_TOKEN)",
+    )
+
+    send_test = sub.add_parser("send-test", help="send one test alert to a destination")
+    send_test.add_argument("destination", help="a destination name of the rules file")
+    send_test.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+
+    outbox = sub.add_parser("outbox", help="list pending and dead alerts; retry or drop one")
+    outbox.add_argument("action", nargs="?", choices=("list", "retry", "drop"), default="list")
+    outbox.add_argument("key", nargs="?", help="the alert key (for retry and drop)")
+    outbox.add_argument("--all", action="store_true", help="list sent alerts too")
 
     check = sub.add_parser("check", help="validate a rules file offline")
     check.add_argument("path", nargs="?", help="rules file (default: NOTIFIER_RULES)")
@@ -89,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"notifier: bad settings: {exc}", file=sys.stderr)
         return 2
     # Commands that print data keep stdout for it; the daemon logs to stdout (journald).
-    data_commands = {"parti", "check", "replay"}
+    data_commands = {"parti", "check", "replay", "demo", "send-test", "outbox"}
     logsetup.setup(
         settings.log_format, stream=sys.stderr if args.command in data_commands else None
     )
@@ -103,6 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_parti(args, settings))
         if args.command == "check":
             return _check(args, settings)
+        if args.command == "run":
+            return _run(args, settings)
+        if args.command == "demo":
+            from notifier.demo import run_demo
+
+            return asyncio.run(run_demo(settings, telegram_chat=args.telegram_chat))
+        if args.command == "send-test":
+            return asyncio.run(_send_test(args, settings))
+        if args.command == "outbox":
+            return _outbox(args, settings)
         if args.command == "replay":
             return _replay(args, settings)
     except KeyboardInterrupt:
@@ -277,4 +306,115 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         f"{result.frames} frames, {result.events} events, {result.rejected} rejected, "
         f"{result.alerts} alerts (nothing sent)"
     )
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.app import App
+    from notifier.deliver.factory import MissingSecret
+    from notifier.rules.loader import RulesError
+
+    async def main() -> int:
+        try:
+            app = App(settings, rules_path=args.rules)
+        except RulesError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 1
+        except MissingSecret as exc:
+            print(f"notifier run: {exc}", file=sys.stderr)
+            return 2
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, app.request_stop)
+        loop.add_signal_handler(signal.SIGINT, app.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+        return await app.run()
+
+    return asyncio.run(main())
+
+
+async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from notifier.deliver.factory import MissingSecret, build_senders
+    from notifier.render.fields import test_view
+    from notifier.rules.loader import RulesError, load_file
+
+    path = args.rules or settings.rules
+    try:
+        rules_file = load_file(path)
+        if args.destination not in rules_file.destinations:
+            known = ", ".join(sorted(rules_file.destinations))
+            print(
+                f"notifier send-test: no destination {args.destination!r} in {path} "
+                f"(known: {known})",
+                file=sys.stderr,
+            )
+            return 1
+        senders = build_senders(rules_file, settings)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except MissingSecret as exc:
+        print(f"notifier send-test: {exc}", file=sys.stderr)
+        return 2
+    sender = senders.by_name[args.destination]
+    payload = {"view": test_view(args.destination, time.time()).to_json(), "template": None}
+    try:
+        await sender.start()
+        message_id = await sender.send(payload)
+    except Exception as exc:
+        failure = sender.classify(exc)
+        print(
+            f"notifier send-test: {args.destination}: {failure.outcome.value}: {failure.reason}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        await senders.close()
+    print(f"{args.destination}: sent (message id {message_id})")
+    return 0
+
+
+def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from notifier.outbox.store import DEAD, PENDING, SENDING, SENT, Outbox
+
+    outbox = Outbox(settings.state_path)
+    try:
+        if args.action in ("retry", "drop"):
+            if not args.key:
+                print(f"notifier outbox {args.action}: needs a KEY", file=sys.stderr)
+                return 2
+            done = (
+                outbox.retry(args.key, now=time.time())
+                if args.action == "retry"
+                else outbox.drop(args.key)
+            )
+            verb = "due again" if args.action == "retry" else "dropped"
+            if not done:
+                print(
+                    f"notifier outbox: no {'dead ' if args.action == 'retry' else ''}"
+                    f"alert with key {args.key}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"{args.key}: {verb}")
+            return 0
+        states = [PENDING, SENDING, DEAD] + ([SENT] if args.all else [])
+        rows = outbox.rows(states=states)
+        counts = outbox.counts()
+    finally:
+        outbox.close()
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+        error = f"  {row.last_error}" if row.last_error else ""
+        print(
+            f"{row.state:<8} {when}  {row.destination:<16} {row.rule:<20} "
+            f"attempts={row.attempts}  {row.key}{error}"
+        )
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
+    print(f"outbox {settings.state_path}: {summary}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from notifier.deliver.base import Sender
 from notifier.deliver.console import ConsoleSender
@@ -34,7 +35,11 @@ class Senders:
 
 
 def build_senders(
-    rules_file: RulesFile, settings: Settings, *, limits_scale: float = 1.0
+    rules_file: RulesFile,
+    settings: Settings,
+    *,
+    limits_scale: float = 1.0,
+    console_stream: TextIO | None = None,
 ) -> Senders:
     senders = Senders()
     for name, destination in rules_file.destinations.items():
@@ -60,5 +65,5 @@ def build_senders(
                 raise MissingSecret(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
             senders.by_name[name] = DiscordSender(name, destination.discord, senders.hub)
         else:
-            senders.by_name[name] = ConsoleSender(name)
+            senders.by_name[name] = ConsoleSender(name, console_stream)
     return senders

@@ -95,6 +95,17 @@ class NewAlert:
     ref_key: str | None = None
 
 
+@dataclass(frozen=True)
+class LiveEntry:
+    """A followed channel that is live, with what the stream-ended edit needs."""
+
+    user_id: int
+    identity: str
+    started_at: float
+    viewers: int | None
+    data: dict[str, Any]
+
+
 _COLUMNS = ", ".join(Row.__dataclass_fields__)
 
 
@@ -149,11 +160,18 @@ class Outbox:
     # ---- alerts -----------------------------------------------------------------
 
     def enqueue(
-        self, alerts: Sequence[NewAlert], *, now: float, state: dict[str, str] | None = None
+        self,
+        alerts: Sequence[NewAlert],
+        *,
+        now: float,
+        state: dict[str, str] | None = None,
+        lives: Sequence[LiveEntry] = (),
     ) -> list[str]:
-        """Write alerts (and optionally kv state) in one transaction; returns the new keys."""
+        """Write alerts, kv state and live channels in one transaction; returns the new keys."""
         added = []
         with self._lock, self._tx():
+            for live in lives:
+                self._set_live(live)
             for alert in alerts:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO alerts (key, destination, rule, kind, action, ref_key,"
@@ -353,21 +371,40 @@ class Outbox:
     ) -> bool:
         """Record a live channel; False when this identity was already known."""
         with self._lock, self._tx():
-            found = self._db.execute(
-                "SELECT identity, peak_viewers FROM live WHERE user_id = ?", (user_id,)
-            ).fetchone()
-            if found is not None and found[0] == identity:
-                peak = max(found[1] or 0, viewers or 0)
-                self._db.execute(
-                    "UPDATE live SET peak_viewers = ? WHERE user_id = ?", (peak, user_id)
-                )
-                return False
+            return self._set_live(LiveEntry(user_id, identity, started_at, viewers, data))
+
+    def _set_live(self, live: LiveEntry) -> bool:
+        found = self._db.execute(
+            "SELECT identity, peak_viewers FROM live WHERE user_id = ?", (live.user_id,)
+        ).fetchone()
+        if found is not None and found[0] == live.identity:
+            peak = max(found[1] or 0, live.viewers or 0)
             self._db.execute(
-                "INSERT OR REPLACE INTO live (user_id, identity, started_at, peak_viewers, data)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (user_id, identity, started_at, viewers, json.dumps(data, ensure_ascii=False)),
+                "UPDATE live SET peak_viewers = ? WHERE user_id = ?", (peak, live.user_id)
             )
-            return True
+            return False
+        self._db.execute(
+            "INSERT OR REPLACE INTO live (user_id, identity, started_at, peak_viewers, data)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                live.user_id,
+                live.identity,
+                live.started_at,
+                live.viewers,
+                json.dumps(live.data, ensure_ascii=False),
+            ),
+        )
+        return True
+
+    def update_peaks(self, viewers: dict[int, int]) -> None:
+        """Raise the peak viewers of live channels seen in a poll."""
+        with self._lock, self._tx():
+            for user_id, count in viewers.items():
+                self._db.execute(
+                    "UPDATE live SET peak_viewers = MAX(COALESCE(peak_viewers, 0), ?)"
+                    " WHERE user_id = ?",
+                    (count, user_id),
+                )
 
     def end_live(self, user_id: int) -> dict[str, Any] | None:
         with self._lock, self._tx():

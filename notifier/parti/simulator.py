@@ -55,6 +55,7 @@ class Simulator:
         self.profiles: dict[int, dict[str, Any]] = {p["user_id"]: dict(p) for p in seed.PROFILES}
         self.answer_pings = True
         self.silent = False
+        self.accept_ws = True
         self.requests: Counter[str] = Counter()
         self.pings_seen = 0
         self.connections_total = 0
@@ -231,6 +232,7 @@ class Simulator:
             "pings_seen": self.pings_seen,
             "answer_pings": self.answer_pings,
             "silent": self.silent,
+            "accept_ws": self.accept_ws,
             "requests": dict(self.requests),
         }
 
@@ -296,6 +298,7 @@ class Simulator:
         r.add_post("/_sim/drop", self._ctl_drop)
         r.add_post("/_sim/pings", self._ctl_pings)
         r.add_post("/_sim/silent", self._ctl_silent)
+        r.add_post("/_sim/ws", self._ctl_ws)
         r.add_post("/_sim/raw", self._ctl_raw)
         r.add_post("/_sim/fail", self._ctl_fail)
         r.add_post("/_sim/calendar", self._ctl_calendar)
@@ -307,6 +310,8 @@ class Simulator:
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20)
         if not ws.can_prepare(request).ok:
             return web.json_response({"simulator": "parti", "ws": self.ws_url, "control": "/_sim/"})
+        if not self.accept_ws:
+            return web.json_response({"detail": "simulated outage"}, status=503)
         await ws.prepare(request)
         conn = _Conn(ws)
         self._conns.append(conn)
@@ -498,6 +503,10 @@ class Simulator:
     async def _ctl_silent(self, request: web.Request) -> web.Response:
         self.silent = bool((await _body(request)).get("on", True))
         return web.json_response({"silent": self.silent})
+
+    async def _ctl_ws(self, request: web.Request) -> web.Response:
+        self.accept_ws = bool((await _body(request)).get("accept", True))
+        return web.json_response({"accept_ws": self.accept_ws})
 
     async def _ctl_raw(self, request: web.Request) -> web.Response:
         return web.json_response({"sent": await self.send_raw(await request.text())})

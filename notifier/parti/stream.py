@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import websockets
@@ -110,6 +110,7 @@ class PartiStream:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         bad_frame_log_interval: float = 10.0,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.subscriptions = tuple(subscriptions)
@@ -123,8 +124,9 @@ class PartiStream:
         self._clock = clock
         self._rand = rand
         self._warn = _RateLimitedLog(bad_frame_log_interval, clock)
+        self._on_reject = on_reject
 
-    async def __aiter__(self) -> AsyncIterator[StreamItem]:
+    async def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         attempt = 0
         down_since: float | None = None
         down_reason = ""
@@ -203,6 +205,8 @@ class PartiStream:
             events = decode_frame(frame)
         except DecodeError as exc:
             self.stats.rejected[exc.reason] += 1
+            if self._on_reject is not None:
+                self._on_reject(exc.reason)
             self._warn(exc.reason, "stream.frame_rejected", reason=exc.reason, detail=exc.detail)
             return []
         now = self._clock()

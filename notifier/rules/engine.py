@@ -273,7 +273,8 @@ class Engine:
         self._catch_all: list[_Live] = []
         self._books: dict[str, _Book] = {}
         self._scheduled: list[_Scheduled] = []
-        self._cooldown_until: dict[tuple[str, str, str], float] = {}
+        # (rule, subject, destination) -> (until, identity of the alert that set it)
+        self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._reminded: dict[tuple[str, int], int] = {}
 
         default_cooldown = rules_file.defaults.cooldown
@@ -361,8 +362,11 @@ class Engine:
             return self.on_live(event, now, explain=explain)
         return self.on_price(event, now, explain=explain)
 
-    def on_live(self, event: ChannelLive, now: float, *, explain: bool = False) -> Evaluation:
-        result = Evaluation()
+    def follows(self, event: ChannelLive) -> bool:
+        """Whether some live rule matches the event's filters (no cooldown, no state)."""
+        return any(c.reason(event) is None for c in self._live_candidates(event).values())
+
+    def _live_candidates(self, event: ChannelLive) -> dict[int, _Live]:
         candidates: dict[int, _Live] = {}
         for rules in (
             self._by_user_id.get(event.user_id),
@@ -375,6 +379,11 @@ class Engine:
             if rules:
                 for compiled in rules:
                     candidates[id(compiled)] = compiled
+        return candidates
+
+    def on_live(self, event: ChannelLive, now: float, *, explain: bool = False) -> Evaluation:
+        result = Evaluation()
+        candidates = self._live_candidates(event)
         subject = str(event.user_id)
         if not candidates:
             if explain:
@@ -637,15 +646,17 @@ class Engine:
     ) -> None:
         for destination in destinations:
             cool_key = (rule, subject, destination)
-            until = self._cooldown_until.get(cool_key)
-            if until is not None and now < until:
+            cooling = self._cooldown_until.get(cool_key)
+            # A cooldown holds back other events of the subject, never the same event
+            # evaluated again (a catch-up after a crash): the outbox key dedups that one.
+            if cooling is not None and now < cooling[0] and cooling[1] != identity:
                 if explain:
                     result.decisions.append(
                         Decision(rule, subject, Reason.COOLING_DOWN, destination)
                     )
                 continue
             if cooldown > 0:
-                self._cooldown_until[cool_key] = now + cooldown
+                self._cooldown_until[cool_key] = (now + cooldown, identity)
             result.matches.append(
                 Match(rule, destination, kind, subject, identity, now, event, details)
             )
@@ -671,8 +682,8 @@ class Engine:
                     "lows": [[t, str(p)] for t, p in move.lows],
                 }
         cooldowns = {
-            _key(*k): until
-            for k, until in self._cooldown_until.items()
+            _key(*k): [until, identity]
+            for k, (until, identity) in self._cooldown_until.items()
             if now is None or until > now
         }
         reminded = {
@@ -716,9 +727,9 @@ class Engine:
                     move.seq = int(saved["seq"])
                     move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
                     move.lows = deque((float(t), Decimal(p)) for t, p in saved["lows"])
-        for text, until in state.get("cooldowns", {}).items():
+        for text, (until, identity) in state.get("cooldowns", {}).items():
             rule, subject, destination = json.loads(text)
-            self._cooldown_until[(rule, subject, destination)] = float(until)
+            self._cooldown_until[(rule, subject, destination)] = (float(until), str(identity))
         for text, start in state.get("reminded", {}).items():
             rule, event_id = json.loads(text)
             self._reminded[(rule, int(event_id))] = int(start)

@@ -1,0 +1,256 @@
+"""`notifier demo`: the real daemon against the in-process simulator, on a scripted tour.
+
+Console destination, no tokens, nothing beyond 127.0.0.1. Each step makes Parti do
+something and waits for the daemon's answer (an alert, an edit, or deliberately
+nothing), then a summary table. With `--telegram-chat` and NOTIFIER_TELEGRAM_TOKEN the
+same alerts also go to a real Telegram chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from notifier.app import App, Options
+from notifier.outbox.store import SENT, NewAlert, Row
+from notifier.parti.decode import LIVE, PRICE
+from notifier.parti.simulator import Simulator
+from notifier.render import discord, telegram
+from notifier.render.fields import AlertView
+from notifier.settings import Settings
+
+DEMO_RULES = """\
+version: 1
+destinations:
+  terminal: {console: {}}
+defaults:
+  cooldown: 10m
+rules:
+  - name: friends-live
+    when: live
+    users: [SNEAKO, "Jack Doherty", DigitalNas]
+    notify: [terminal]
+  - name: ranked-gaming
+    when: live
+    categories: [Gaming]
+    title_matches: "(?i)ranked|tournament"
+    min_viewers: 20
+    notify: [terminal]
+  - name: btc-100k
+    when: price
+    asset: BTC
+    above: 100000
+    rearm: 0.5%
+    cooldown: 0s
+    notify: [terminal]
+"""
+
+HOSTILE_TITLE = "<b>IRL</b> stream @everyone <script>alert(1)</script> & <@&1234>"
+
+
+class Tour:
+    """Drives the simulator and waits for the daemon's answers through its hooks."""
+
+    def __init__(self, app: App, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+        self.written: list[NewAlert] = []
+        self.step = 0
+        self.evaluated = 0
+        self._seen = 0
+        self._evaluated_flag = asyncio.Event()
+        self._done: list[NewAlert] = []
+
+    def on_written(self, alerts: list[NewAlert]) -> None:
+        self.written += alerts
+
+    def on_evaluated(self, _: object) -> None:
+        self.evaluated += 1
+        self._evaluated_flag.set()
+
+    def say(self, text: str) -> None:
+        self.step += 1
+        print(f"\n▶ {self.step}. {text}", flush=True)
+
+    async def sent(self, count: int, timeout: float = 20.0) -> list[NewAlert]:
+        """Wait until `count` more alerts were written and delivered; returns them."""
+        start = len(self._done)
+        delivery = self.app.delivery
+
+        def ready() -> bool:
+            self._done = [a for a in self.written if self._is_sent(a.key)]
+            return len(self._done) >= start + count
+
+        async with asyncio.timeout(timeout), delivery.settled:
+            await delivery.settled.wait_for(ready)
+        return self._done[start:]
+
+    def _is_sent(self, key: str) -> bool:
+        row = self.app.outbox.sync.get(key)
+        return row is not None and row.state == SENT
+
+    def mark(self) -> None:
+        """Count evaluated events from now."""
+        self._seen = self.evaluated
+
+    async def quiet(self, events: int, what: str, timeout: float = 10.0) -> None:
+        """Show that nothing fired: the daemon evaluated `events` more events, wrote nothing."""
+        before = len(self.written)
+        async with asyncio.timeout(timeout):
+            while self.evaluated < self._seen + events:
+                self._evaluated_flag.clear()
+                await self._evaluated_flag.wait()
+        await self.app._queue.join()
+        self._seen = self.evaluated
+        outcome = f"no alert: {what}" if len(self.written) == before else "UNEXPECTED ALERT"
+        print(f"  ({outcome})", flush=True)
+
+
+async def run_demo(settings: Settings, *, telegram_chat: str | None = None) -> int:
+    logging.getLogger("notifier").setLevel(logging.ERROR)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="parti-notifier-demo-") as folder:
+        rules = DEMO_RULES
+        if telegram_chat:
+            if settings.telegram_token is None:
+                print(
+                    "notifier demo: --telegram-chat needs NOTIFIER_TELEGRAM_TOKEN", file=sys.stderr
+                )
+                return 2
+            chat = f"  chat: {{telegram: {{chat_id: {int(telegram_chat)}}}}}\n"
+            rules = rules.replace(
+                "  terminal: {console: {}}\n", "  terminal: {console: {}}\n" + chat
+            )
+            rules = rules.replace("notify: [terminal]", "notify: [terminal, chat]")
+        rules_path = Path(folder) / "demo-rules.yaml"
+        rules_path.write_text(rules)
+        async with Simulator() as sim:
+            demo_settings = settings.model_copy(
+                update={
+                    "parti_api_url": sim.api_url,
+                    "parti_ws_url": sim.ws_url,
+                    "state_path": str(Path(folder) / "demo.db"),
+                    "http_addr": "",
+                    "live_poll": 1.0,
+                    "rules": str(rules_path),
+                }
+            )
+            options = Options(
+                reconnect_base=0.2,
+                reconnect_cap=0.5,
+                enrich_budget=2.0,
+                durable=False,
+                console_stream=sys.stdout,
+                drain_deadline=5.0,
+            )
+            app = App(demo_settings, options=options)
+            tour = Tour(app, sim)
+            options.on_alert_written = tour.on_written
+            options.on_evaluated = tour.on_evaluated
+            print(f"parti-notifier demo: simulator on {sim.api_url}, rules:\n")
+            print("  " + DEMO_RULES.replace("\n", "\n  "))
+            runner = asyncio.create_task(app.run())
+            try:
+                await _tour(tour)
+                rows = app.outbox.sync.rows(limit=1000)
+            finally:
+                app.request_stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            _summary(rows, time.monotonic() - started)
+    return 0
+
+
+async def _tour(tour: Tour) -> None:
+    sim, app = tour.sim, tour.app
+    await app.connected_once.wait()
+    await sim.wait_subscribed(LIVE)
+    await sim.wait_subscribed(PRICE)
+    await app._queue.join()
+
+    tour.say("SNEAKO goes live: a followed streamer, enriched with the profile (followers)")
+    await sim.go_live(463000, event_title="Morning stream", category_name="IRL", viewers_count=5)
+    await tour.sent(1)
+
+    tour.say(
+        "Genxgaming0_1 goes live in Gaming with 'Ranked grind' and 40 viewers: a category rule"
+    )
+    await sim.go_live(
+        611713,
+        user_name="Genxgaming0_1",
+        event_title="Ranked grind",
+        category_name="Gaming",
+        viewers_count=40,
+    )
+    await tour.sent(1)
+    tour.mark()
+    await sim.go_live(
+        43831,
+        user_name="Chilly Dolphin",
+        event_title="chill Rust",
+        category_name="Gaming",
+        viewers_count=112,
+    )
+    await tour.quiet(1, "Chilly Dolphin's title has no 'ranked'")
+
+    tour.say("Jack Doherty goes live with a hostile title: HTML, @everyone, a role mention")
+    await sim.go_live(348242, event_title=HOSTILE_TITLE, category_name="IRL", viewers_count=9)
+    (hostile,) = await tour.sent(1)
+    view = AlertView.from_json(hostile.payload["view"])
+    print(f"  Telegram HTML: {telegram.render(view).html.splitlines()[1]}")
+    print(f"  Discord title: {discord.render(view).embed['title']}  (allowed_mentions: none)")
+
+    tour.say("BTC falls to 99,000, then crosses 100,000: the line fires")
+    tour.mark()
+    await sim.set_price("BTC", "99000")
+    await tour.quiet(1, "99,000 is below the line; the band re-arms it")
+    await sim.set_price("BTC", "100100")
+    await tour.sent(1)
+    tour.say("BTC wobbles inside the hysteresis band (99,900 -> 100,200): no re-fire")
+    tour.mark()
+    await sim.set_price("BTC", "99900")
+    await sim.set_price("BTC", "100200")
+    await tour.quiet(2, "not re-armed: 99,900 is above 100,000 - 0.5%")
+    tour.say("BTC drops to 99,000 (re-armed) and crosses again: fires again")
+    await sim.set_price("BTC", "99000")
+    await sim.set_price("BTC", "100300")
+    await tour.sent(1)
+
+    tour.say("The connection drops; DigitalNas goes live during the outage")
+    sim.accept_ws = False
+    await sim.drop_connections()
+    await sim.go_live(
+        601379,
+        user_name="DigitalNas",
+        event_title="Back online",
+        category_name="Creative",
+        viewers_count=3,
+    )
+    print("  (the daemon is reconnecting; the WebSocket frame went to nobody)", flush=True)
+    sim.accept_ws = True
+    (caught,) = await tour.sent(1, timeout=30)
+    print(f"  caught up after the reconnect: {caught.rule} for {caught.subject}")
+
+    tour.say("SNEAKO's stream ends: the alert is edited in place")
+    await sim.go_offline(463000)
+    await tour.sent(1, timeout=30)
+
+
+def _summary(rows: list[Row], seconds: float) -> None:
+    print("\nSummary")
+    print(
+        f"  {'#':>2}  {'rule':<14} {'to':<9} {'what':<5} {'subject':<8} {'state':<7} {'latency':>8}"
+    )
+    for number, row in enumerate(rows, start=1):
+        latency = f"{(row.sent_at - row.event_at) * 1000:.0f} ms" if row.sent_at else "-"
+        print(
+            f"  {number:>2}  {row.rule:<14} {row.destination:<9} {row.action:<5} "
+            f"{row.subject:<8} {row.state:<7} {latency:>8}"
+        )
+    sent = sum(1 for r in rows if r.state == SENT)
+    print(f"\n{sent} of {len(rows)} alerts and edits delivered; demo took {seconds:.1f}s")

@@ -1,0 +1,1 @@
+"""Enrichment: profile look-ups with a cache, one request per user, and a time budget."""
