@@ -114,6 +114,7 @@ class App:
         self._reload = asyncio.Event()
         self._catch_up = asyncio.Event()
         self._delivery_changed = asyncio.Event()
+        self.health_changed = asyncio.Condition()  # notified when healthy() flips
         self._state_dirty = False
         self._writing = 0
         self._http: web.AppRunner | None = None
@@ -204,20 +205,22 @@ class App:
                 self.health.stages[name] = True
 
     async def _run_delivery(self) -> None:
+        """Run the current delivery; after a reload swaps it, run the new one."""
         while True:
+            current = self.delivery
             try:
-                await self.delivery.run()
-                return
-            except* Exception as group:
+                await current.run()
+            except Exception as exc:  # lanes restart themselves; this is the last resort
                 self.metrics.stage_restarts.labels(stage="delivery").inc()
-                event(
-                    _log,
-                    "stage.crashed",
-                    logging.ERROR,
-                    stage="delivery",
-                    error=repr(group.exceptions[0])[:300],
-                )
+                error = repr(exc)[:300]
+                event(_log, "stage.crashed", logging.ERROR, stage="delivery", error=error)
                 await asyncio.sleep(1.0)
+                continue
+            if self._stop.is_set():
+                return
+            while self.delivery is current:
+                await self._delivery_changed.wait()
+                self._delivery_changed.clear()
 
     async def _close(self) -> None:
         if self._http is not None:
@@ -291,7 +294,6 @@ class App:
         if result.matches:
             self._state_dirty = True
         for match in result.matches:
-            self.metrics.matches.labels(rule=match.rule).inc()
             await self._queue.put(_Pending(match, caught_up))  # back-pressure, never a drop
 
     # ---- the writer: enrich, render, outbox ------------------------------------------------
@@ -350,9 +352,10 @@ class App:
                         {"rule": match.rule},
                     )
                 )
-        added = await self.outbox.enqueue(alerts, now=time.time(), lives=lives)
+        added = set(await self.outbox.enqueue(alerts, now=time.time(), lives=lives))
         for alert in alerts:
-            if alert.key in added:
+            if alert.key in added:  # a key already in the outbox is a no-op, not a match
+                self.metrics.matches.labels(rule=alert.rule).inc()
                 self.delivery.wake(alert.destination)
         if self.options.on_alert_written is not None:
             self.options.on_alert_written([a for a in alerts if a.key in added])
@@ -391,7 +394,8 @@ class App:
             found += self._queue.qsize() - before
         if found:
             self.metrics.catch_ups.inc(found)
-            event(_log, "catch_up.found", alerts=found, after_gap=caught_up)
+        if caught_up or found:
+            event(_log, "catch_up.done", live=len(channels), alerts=found)
         await self.outbox.update_peaks(
             {u: c.viewers_count or 0 for u, c in channels.items() if u in live_set}
         )
@@ -463,7 +467,6 @@ class App:
                 events = [e async for e in self.client.iter_calendar()]
                 result = self.engine.on_calendar(events, time.time())
                 for match in result.matches:
-                    self.metrics.matches.labels(rule=match.rule).inc()
                     await self._queue.put(_Pending(match))
                 if result.matches:
                     self._state_dirty = True
@@ -498,9 +501,7 @@ class App:
     async def reload(self) -> bool:
         try:
             rules_file = load_file(self.rules_path)
-            senders = build_senders(
-                rules_file, self.settings, limits_scale=self.options.limits_scale
-            )
+            senders = self._build_senders(rules_file)
             await senders.start()
         except RulesError as exc:
             for problem in exc.problems:
@@ -557,16 +558,28 @@ class App:
 
     async def _watchdog(self) -> None:
         interval = systemd.watchdog_interval()
+        was_ok = True
         while True:
             stats = self.stream.stats
             if not stats.connected and self.health.stream_connected:
                 self.health.stream_connected = False
                 self.health.stream_down_since = time.time()
                 self.metrics.connected.set(0)
-            ok, _ = self.healthy()
+            ok, reason = self.healthy()
+            if ok != was_ok:
+                was_ok = ok
+                event(
+                    _log,
+                    "health.changed",
+                    logging.INFO if ok else logging.WARNING,
+                    healthy=ok,
+                    reason=reason,
+                )
+                async with self.health_changed:
+                    self.health_changed.notify_all()
             if interval is not None and ok:
                 systemd.notify("WATCHDOG=1")
-            await asyncio.sleep(min(interval or 1.0, 1.0))
+            await asyncio.sleep(min(interval or 0.25, 0.25))
 
     async def _start_http(self) -> None:
         if not self.settings.http_addr:

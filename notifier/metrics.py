@@ -13,7 +13,9 @@ class Metrics:
         self.rejected = Counter(
             "notifier_frames_rejected", "Bad frames skipped, by reason", ["reason"], registry=r
         )
-        self.matches = Counter("notifier_matches", "Rule matches by rule", ["rule"], registry=r)
+        self.matches = Counter(
+            "notifier_matches", "Alerts produced (new outbox keys), by rule", ["rule"], registry=r
+        )
         self.sent = Counter("notifier_alerts_sent", "Alerts delivered", ["destination"], registry=r)
         self.retried = Counter(
             "notifier_alerts_retried",

@@ -363,3 +363,13 @@ def test_scheduled_reminds_once_before_the_start() -> None:
     assert [d.reason for d in e.on_calendar([event], now=10_001.0, explain=True).decisions] == [
         Reason.ALREADY_STARTED
     ]
+
+
+def test_the_same_event_again_is_not_held_back_by_its_own_cooldown() -> None:
+    # A catch-up after a crash re-evaluates an event whose alert may not have been written;
+    # it must fire again (the outbox key dedups it), while a new event still cools down.
+    e = engine({"name": "r", "when": "live", "users": ["SNEAKO"]}, cooldown="10m")
+    (first,) = e.on_live(live(event_id=7), now=0.0).matches
+    (again,) = e.on_live(live(event_id=7), now=5.0).matches
+    assert again.key == first.key
+    assert e.on_live(live(event_id=8), now=6.0).matches == []

@@ -1,0 +1,145 @@
+"""The daemon's parts that are easiest to watch in-process: health, systemd notify, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from notifier.app import App, Options
+from notifier.parti.decode import LIVE
+from notifier.parti.simulator import Simulator
+from notifier.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def app(tmp_path: Path, sim: Simulator) -> AsyncIterator[App]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=sim.api_url,  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        http_addr="127.0.0.1:0",
+        live_poll=1.0,
+    )
+    options = Options(
+        reconnect_base=0.05,
+        reconnect_cap=0.1,
+        stream_down_budget=0.3,
+        console_stream=io.StringIO(),
+    )
+    application = App(settings, rules_path=str(rules), options=options)
+    task = asyncio.create_task(application.run())
+    await application.connected_once.wait()
+    yield application
+    application.request_stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_healthz_turns_503_with_a_reason_when_the_stream_stays_down(
+    app: App, sim: Simulator
+) -> None:
+    base = f"http://127.0.0.1:{app.http_port}"
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        sim.accept_ws = False
+        await sim.drop_connections()
+        async with asyncio.timeout(10), app.health_changed:
+            await app.health_changed.wait_for(lambda: not app.healthy()[0])
+        answer = await http.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.json()["reason"].startswith("stream down for")
+        sim.accept_ws = True
+        await sim.wait_subscribed(LIVE)
+        async with asyncio.timeout(10), app.health_changed:
+            await app.health_changed.wait_for(lambda: app.healthy()[0])
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_systemd_is_told_ready_once_connected(tmp_path: Path, sim: Simulator) -> None:
+    path = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.setblocking(False)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("destinations: {t: {console: {}}}\n")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": path,
+        "WATCHDOG_USEC": "400000",
+        "NOTIFIER_PARTI_API_URL": sim.api_url,
+        "NOTIFIER_PARTI_WS_URL": sim.ws_url,
+        "NOTIFIER_STATE_PATH": str(tmp_path / "s.db"),
+        "NOTIFIER_HTTP_ADDR": "",
+        "NOTIFIER_RULES": str(rules),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        "run",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while not any("WATCHDOG=1" in m for m in messages):
+                messages.append((await loop.sock_recv(receiver, 4096)).decode())
+    finally:
+        proc.terminate()
+        assert await proc.wait() == 0
+    receiver.close()
+    assert messages[0].startswith("READY=1")
+    assert "STATUS=connected to Parti" in messages[0]
+
+
+async def test_notifier_demo_runs_the_whole_tour_and_exits_0() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        "demo",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")},
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    alerts = [line for line in text.splitlines() if line.startswith("[terminal]")]
+    assert [a.split(" ", 2)[2][:30] for a in alerts] == [
+        "🔴 SNEAKO is live: Morning stre",
+        "🔴 Genxgaming0_1 is live: Ranke",
+        "🔴 Jack Doherty is live: <b>IRL",
+        "📈 BTC crossed above 100,000: n",
+        "📈 BTC crossed above 100,000: n",
+        "🔴 DigitalNas is live: Back onl",
+        "edited: ⚫ SNEAKO ended the str",
+    ]
+    assert "4,340 followers" in alerts[0]
+    assert "(caught up after a reconnect)" in alerts[5]
+    assert text.count("(no alert:") == 3
+    assert "UNEXPECTED" not in text
+    assert "7 of 7 alerts and edits delivered" in text
