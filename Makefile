@@ -29,7 +29,13 @@ sim: $(STAMP)
 	$(BIN)/notifier sim
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/rules_throughput.py
+	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, Protocol
 
-from notifier.deliver.limits import SlidingWindow, reserve
+from notifier.deliver.limits import SlidingWindow, Slot
 from notifier.outbox.policy import Failure
 
 
@@ -34,11 +35,42 @@ class Sender(Protocol):
     def windows(self) -> list[SlidingWindow]: ...
 
 
-async def wait_turn(windows: list[SlidingWindow]) -> None:
-    """Sleep until this sender's rate limits all allow one more message."""
-    if not windows:
-        return
-    at = reserve(windows, time.monotonic())
-    delay = at - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
+class Gate:
+    """Waits for every rate limit of a send to allow it, then holds one slot in each."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._settled: dict[int, asyncio.Event] = {}
+
+    async def acquire(self, windows: list[SlidingWindow]) -> list[Slot]:
+        # A window of one chat is waited for outside any lock; a window many lanes share
+        # (a bot's) is waited for under its lock, so waiting lanes queue in order.
+        own = [w for w in windows if not w.shared]
+        shared = sorted((w for w in windows if w.shared), key=id)
+        for window in own:
+            await self._free(window)
+        async with contextlib.AsyncExitStack() as stack:
+            for window in shared:
+                await stack.enter_async_context(self._locks.setdefault(id(window), asyncio.Lock()))
+                await self._free(window)
+            now = time.monotonic()
+            return [w.take(now) for w in windows]
+
+    def release(self, windows: list[SlidingWindow], slots: list[Slot]) -> None:
+        now = time.monotonic()
+        for window, slot in zip(windows, slots, strict=True):
+            slot.settle(now)
+            flag = self._settled.get(id(window))
+            if flag is not None:
+                flag.set()
+
+    async def _free(self, window: SlidingWindow) -> None:
+        while (wait := window.wait_time(time.monotonic())) != 0.0:
+            flag = self._settled.setdefault(id(window), asyncio.Event())
+            flag.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):  # None: until an answer settles a slot
+                    await flag.wait()
+
+
+GATE = Gate()

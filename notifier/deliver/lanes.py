@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from notifier.deliver.base import NotModified, Sender, wait_turn
+from notifier.deliver.base import GATE, NotModified, Sender
 from notifier.log import event, get_logger
 from notifier.metrics import Metrics
 from notifier.outbox.aio import AsyncOutbox
@@ -45,6 +45,7 @@ class Delivery:
         self.send_timeout = send_timeout
         self.edit_wait = edit_wait
         self.in_flight = 0
+        self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -158,18 +159,22 @@ class Delivery:
                 )
                 return 0.0
             message_id = ref.message_id
+        windows = sender.windows()
+        slots = await GATE.acquire(windows)
         try:
-            await wait_turn(sender.windows())
-            async with asyncio.timeout(self.send_timeout):
-                if row.action == "edit":
-                    assert message_id is not None
-                    with contextlib.suppress(NotModified):
-                        await sender.edit(message_id, row.payload)
-                elif row.action == "delete":
-                    assert message_id is not None
-                    await sender.delete(message_id)
-                else:
-                    message_id = await sender.send(row.payload)
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    if row.action == "edit":
+                        assert message_id is not None
+                        with contextlib.suppress(NotModified):
+                            await sender.edit(message_id, row.payload)
+                    elif row.action == "delete":
+                        assert message_id is not None
+                        await sender.delete(message_id)
+                    else:
+                        message_id = await sender.send(row.payload)
+            finally:
+                GATE.release(windows, slots)  # the answer is back: the slot's end is known
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -178,6 +183,7 @@ class Delivery:
         await self.outbox.mark_sent(
             row.key, message_id=message_id if row.action == "send" else None, now=now
         )
+        self.sent_count += 1
         self.metrics.sent.labels(destination=row.destination).inc()
         self.metrics.latency.observe(max(0.0, now - row.event_at))
         event(

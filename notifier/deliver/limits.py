@@ -1,47 +1,56 @@
-"""Sliding-window rate limits with reservations (pure: times are parameters).
+"""Sliding-window rate limits that hold on the server's clock (pure: times are parameters).
 
-A chat API that enforces "N per T seconds" counts requests in any window of T, so a
-leaky bucket (which allows a burst on top of the rate) would earn 429s. Each caller
-reserves its own slot, so many lanes sharing one limit wait in order without polling.
+A chat API that enforces "N per T seconds" counts requests by when they *arrive*, which
+a client cannot see: a request may wait for a connection or the CPU before it leaves.
+So a slot counts from when its request was started until its answer came back, and a
+new request may start only once fewer than N slots lie within T of now, counting a slot
+still in flight as if it ended now. Between the first of N+1 requests arriving (before
+its answer) and the last arriving (after its start) there are then always T seconds.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class Slot:
+    started: float
+    ended: float | None = None  # None while the request is in flight
+
+    def settle(self, at: float) -> None:
+        self.ended = at
 
 
 class SlidingWindow:
-    """At most `limit` slots in any `window` seconds (plus `margin` for network jitter)."""
+    """At most `limit` requests in any `window` seconds (plus `margin` for clock jitter)."""
 
-    def __init__(self, limit: int, window: float, *, margin: float = 0.01) -> None:
+    def __init__(
+        self, limit: int, window: float, *, margin: float = 0.002, shared: bool = False
+    ) -> None:
         self.limit = limit
         self.window = window + margin
-        self._slots: deque[float] = deque()
+        self.shared = shared  # used by many destinations (a bot), not one chat
+        self._slots: list[Slot] = []
 
-    def earliest(self, now: float) -> float:
-        """The first time at or after `now` that a new slot fits, keeping slots in order."""
-        while self._slots and self._slots[0] <= now - self.window:
-            self._slots.popleft()
-        at = now
-        if self._slots:
-            at = max(at, self._slots[-1])
-        if len(self._slots) >= self.limit:
-            at = max(at, self._slots[-self.limit] + self.window)
-        return at
+    def wait_time(self, now: float) -> float | None:
+        """0.0 when a request may start now; else seconds to wait, or None when only an
+        answer still in flight can free a slot (wait for it to settle)."""
+        horizon = now - self.window
+        self._slots = [s for s in self._slots if s.ended is None or s.ended > horizon]
+        excess = len(self._slots) - self.limit + 1
+        if excess <= 0:
+            return 0.0
+        ended = sorted(s.ended for s in self._slots if s.ended is not None)
+        if len(ended) < excess:
+            return None
+        return max(0.0, ended[excess - 1] - horizon)
 
-    def take(self, at: float) -> None:
-        self._slots.append(at)
+    def take(self, now: float) -> Slot:
+        slot = Slot(now)
+        self._slots.append(slot)
+        return slot
 
-
-def reserve(windows: Sequence[SlidingWindow], now: float) -> float:
-    """Reserve one slot in every window at the earliest time all allow; returns that time."""
-    at = now
-    for _ in range(8):  # a later slot in one window never makes another's earlier
-        later = max(w.earliest(at) for w in windows)
-        if later == at:
-            break
-        at = later
-    for window in windows:
-        window.take(at)
-    return at
+    @property
+    def in_use(self) -> int:
+        return len(self._slots)

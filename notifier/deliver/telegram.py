@@ -43,8 +43,9 @@ class TelegramBot:
     def __init__(
         self, token: str, api_url: str, *, limits_scale: float = 1.0, timeout: float = 15.0
     ) -> None:
+        # A connection for every message a second allows, so none waits for the pool.
         request = HTTPXRequest(
-            connection_pool_size=64,
+            connection_pool_size=max(64, int(2 * BOT_LIMIT[0] * limits_scale)),
             read_timeout=timeout,
             write_timeout=timeout,
             connect_timeout=min(timeout, 10.0),
@@ -52,7 +53,7 @@ class TelegramBot:
         )
         self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request)
         self.limits_scale = limits_scale
-        self.window = SlidingWindow(int(BOT_LIMIT[0] * limits_scale), BOT_LIMIT[1])
+        self.window = SlidingWindow(int(BOT_LIMIT[0] * limits_scale), BOT_LIMIT[1], shared=True)
         self._started = False
 
     async def start(self) -> None:

@@ -80,3 +80,19 @@ class Recorder:
                     scripts.remove(script)
                 return script
         return None
+
+
+def stats_of(requests: list[dict[str, Any]], rate_limited: int) -> dict[str, Any]:
+    """What a benchmark asks a fake: counts, 429s, and when the first and last ok arrived."""
+    ok = [r["at"] for r in requests if r.get("ok")]
+    statuses: dict[str, int] = {}
+    for r in requests:
+        statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
+    return {
+        "requests": len(requests),
+        "ok": len(ok),
+        "statuses": statuses,
+        "rate_limited": rate_limited,
+        "first_ok": min(ok, default=None),
+        "last_ok": max(ok, default=None),
+    }

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.common import Recorder, Scripted, Window
+from tests.fakes.common import Recorder, Scripted, Window, stats_of
 
 BOT_TOKEN = "fake-bot-token"
 
@@ -97,6 +97,7 @@ class FakeDiscord(Recorder):
         r = app.router
         base = "/api/v10"
         r.add_get(f"{base}/users/@me", self._me)
+        r.add_get("/_fake/stats", self._stats)
         r.add_post(f"{base}/webhooks/{{wid}}/{{token}}", self._webhook_send)
         r.add_patch(f"{base}/webhooks/{{wid}}/{{token}}/messages/{{mid}}", self._webhook_edit)
         r.add_delete(f"{base}/webhooks/{{wid}}/{{token}}/messages/{{mid}}", self._webhook_delete)
@@ -131,6 +132,9 @@ class FakeDiscord(Recorder):
             body |= {"retry_after": retry_after, "global": False}
             headers = {"Retry-After": str(retry_after), "Via": "1.1 google"}
         self.scripts.append(Scripted(status, body, count, delay, (), headers))
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(stats_of(self.requests, self.rate_limited))
 
     def sent(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["ok"] and r["method"] == "POST"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.common import Recorder, Scripted, Window
+from tests.fakes.common import Recorder, Scripted, Window, stats_of
 
 ALLOWED_TAGS = {
     "b",
@@ -129,6 +130,7 @@ class FakeTelegram(Recorder):
     async def start(self) -> FakeTelegram:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/_fake/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -163,6 +165,9 @@ class FakeTelegram(Recorder):
             body["parameters"] = parameters
         self.scripts.append(Scripted(status, body, count, delay, methods, skip=skip))
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(stats_of(self.requests, self.rate_limited))
+
     def sent(self, method: str | None = None) -> list[dict[str, Any]]:
         """Requests that the fake answered with ok (optionally of one method)."""
         return [r for r in self.requests if r["ok"] and (method is None or r["method"] == method)]
@@ -176,8 +181,12 @@ class FakeTelegram(Recorder):
     async def _handle(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
         method = request.match_info["method"]
-        form = await request.post()
-        params = {k: str(v) for k, v in form.items()}
+        if request.content_type == "application/json":  # Apprise posts JSON; PTB posts forms
+            body = await request.json()
+            params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
+        else:
+            form = await request.post()
+            params = {k: str(v) for k, v in form.items()}
         entry: dict[str, Any] = {
             "method": method,
             "params": params,

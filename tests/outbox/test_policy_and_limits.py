@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from notifier.deliver.limits import SlidingWindow, reserve
+from notifier.deliver.limits import SlidingWindow
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 
 POLICY = RetryPolicy(base=2.0, cap=60.0, max_age=3600.0)
@@ -50,23 +50,47 @@ def test_backoff_is_jittered_by_the_random_source() -> None:
     assert (low.at, high.at) == (10.0, 18.0)
 
 
-def test_sliding_window_never_allows_more_than_n_in_any_window() -> None:
+def test_a_window_admits_n_then_waits_for_the_oldest_answer() -> None:
     window = SlidingWindow(3, 1.0, margin=0.0)
-    slots = [reserve([window], 0.0) for _ in range(7)]
-    assert slots == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0]
-    for i in range(len(slots) - 3):
-        assert slots[i + 3] - slots[i] >= 1.0
+    slots = [window.take(0.0) for _ in range(3)]
+    assert window.wait_time(0.0) is None, "all three in flight: wait for an answer"
+    slots[0].settle(0.2)
+    assert window.wait_time(0.5) == pytest.approx(0.7), "one window after the first answer"
+    assert window.wait_time(1.2) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_reservations_take_the_later_of_two_windows_in_order() -> None:
-    bot = SlidingWindow(30, 1.0, margin=0.0)
-    chat_a = SlidingWindow(1, 1.0, margin=0.0)
-    chat_b = SlidingWindow(1, 1.0, margin=0.0)
-    assert [reserve([bot, chat_a], 0.0) for _ in range(3)] == [0.0, 1.0, 2.0]
-    assert reserve([bot, chat_b], 0.5) == 2.0, "slots stay in order across chats"
+def test_a_slot_counts_until_its_answer_not_from_its_start() -> None:
+    # The request may reach the server late; counting from the answer stays safe.
+    window = SlidingWindow(1, 1.0, margin=0.0)
+    slot = window.take(0.0)
+    slot.settle(0.9)
+    assert window.wait_time(1.0) == pytest.approx(0.9)
+    assert window.wait_time(1.9) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_the_margin_widens_the_window() -> None:
     window = SlidingWindow(1, 1.0, margin=0.01)
-    assert reserve([window], 0.0) == 0.0
-    assert reserve([window], 0.0) == pytest.approx(1.01)
+    window.take(0.0).settle(0.0)
+    assert window.wait_time(1.0) == pytest.approx(0.01)
+
+
+async def test_the_gate_spaces_a_shared_window_and_keeps_order() -> None:
+    import time
+
+    from notifier.deliver.base import Gate
+
+    gate = Gate()
+    bot = SlidingWindow(2, 0.2, margin=0.0, shared=True)
+    started: list[float] = []
+
+    async def send(n: int) -> None:
+        windows = [bot, SlidingWindow(5, 1.0)]
+        slots = await gate.acquire(windows)
+        started.append(time.monotonic())
+        gate.release(windows, slots)
+
+    import asyncio
+
+    await asyncio.gather(*(send(n) for n in range(6)))
+    for first, third in zip(started, started[2:], strict=False):
+        assert third - first >= 0.2 - 1e-3, "never more than 2 in any 0.2 s"
