@@ -86,6 +86,72 @@ def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> RulesFi
 
 def load_text(text: str, name: str = "<rules>", env: Mapping[str, str] | None = None) -> RulesFile:
     env = os.environ if env is None else env
+    # A valid file loads straight to data with libyaml; only a file with a problem is
+    # composed node by node, which is what gives every error its line and column.
+    fast = _load_fast(text, env)
+    if fast is not None:
+        return fast
+    return _load_with_positions(text, name, env)
+
+
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml when present; floats as decimals; a duplicate key is a problem to report."""
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _fast_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    if len(keys) != len(set(keys)):
+        raise _Duplicate
+    return dict(loader.construct_pairs(node, deep=True))
+
+
+_FastLoader.add_constructor("tag:yaml.org,2002:float", lambda ld, n: _construct_decimal(ld, n))
+_FastLoader.add_constructor("tag:yaml.org,2002:map", _fast_mapping)
+
+
+def _load_fast(text: str, env: Mapping[str, str]) -> RulesFile | None:
+    """The rules when the file has no problem at all; None to take the slow path."""
+    try:
+        data = yaml.load(text, Loader=_FastLoader)
+        data = _interpolate_data(data, env)
+        if not isinstance(data, dict) or _semantic_problems("", None, data):
+            return None
+        return RulesFile.model_validate(data)
+    except (yaml.YAMLError, _Duplicate, _MissingVariable, ValidationError, RecursionError):
+        return None
+
+
+class _MissingVariable(Exception):
+    pass
+
+
+def _interpolate_data(value: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str) and "$" in value:
+
+        def substitute(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var is None:
+                return "$"
+            if var not in env:
+                raise _MissingVariable(var)
+            return env[var]
+
+        replaced = _VAR.sub(substitute, value)
+        if replaced != value and replaced.strip().lstrip("-").isdigit():
+            return int(replaced)
+        return replaced
+    if isinstance(value, dict):
+        return {k: _interpolate_data(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_data(v, env) for v in value]
+    return value
+
+
+def _load_with_positions(text: str, name: str, env: Mapping[str, str]) -> RulesFile:
     problems: list[Problem] = []
     try:
         loader = yaml.SafeLoader(text)
@@ -307,7 +373,7 @@ def _interpolate(
 # ---- checks across the file ------------------------------------------------------------
 
 
-def _semantic_problems(name: str, root: yaml.Node, data: Any) -> list[Problem]:
+def _semantic_problems(name: str, root: yaml.Node | None, data: Any) -> list[Problem]:
     """Checks across keys, on the raw data so they are found even beside schema errors."""
     problems: list[Problem] = []
     if not isinstance(data, dict):
@@ -324,28 +390,36 @@ def _semantic_problems(name: str, root: yaml.Node, data: Any) -> list[Problem]:
         rule_name = rule.get("name")
         if isinstance(rule_name, str):
             if rule_name in first_index:
-                node = _locate(root, ("rules", index, "name"))
                 where = f"first at rules[{first_index[rule_name]}]"
-                problems.append(_at(name, node, f"duplicate rule name {rule_name!r} ({where})"))
+                message = f"duplicate rule name {rule_name!r} ({where})"
+                problems.append(_where(name, root, ("rules", index, "name"), message))
             else:
                 first_index[rule_name] = index
         notify = rule.get("notify")
         if known is not None and isinstance(notify, list):
             for position, destination in enumerate(notify):
                 if isinstance(destination, str) and destination not in known:
-                    node = _locate(root, ("rules", index, "notify", position))
                     message = f"rules[{index}].notify: unknown destination {destination!r}"
                     close = difflib.get_close_matches(destination, sorted(known), n=1)
                     if close:
                         message += f" (did you mean {close[0]!r}?)"
-                    problems.append(_at(name, node, message))
+                    path = ("rules", index, "notify", position)
+                    problems.append(_where(name, root, path, message))
         template, kind = rule.get("template"), rule.get("when")
         if isinstance(template, str) and kind in ("live", "price", "scheduled"):
             problem = check_template(template, kind)
             if problem is not None:
+                if root is None:
+                    problems.append(Problem(name, 1, 1, problem.message))
+                    continue
                 node = _locate(root, ("rules", index, "template"))
                 problems.append(_template_problem(name, node, index, problem))
     return problems
+
+
+def _where(name: str, root: yaml.Node | None, path: tuple[Any, ...], message: str) -> Problem:
+    # Without a node tree (the fast path only asks whether there is a problem): 1:1.
+    return Problem(name, 1, 1, message) if root is None else _at(name, _locate(root, path), message)
 
 
 def _template_problem(name: str, node: yaml.Node, index: int, problem: TemplateProblem) -> Problem:
