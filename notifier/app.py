@@ -352,11 +352,13 @@ class App:
                         {"rule": match.rule},
                     )
                 )
-        added = set(await self.outbox.enqueue(alerts, now=time.time(), lives=lives))
-        for alert in alerts:
-            if alert.key in added:  # a key already in the outbox is a no-op, not a match
-                self.metrics.matches.labels(rule=alert.rule).inc()
-                self.delivery.wake(alert.destination)
+        rows = await self.outbox.enqueue_leased(
+            alerts, now=time.time(), lease=self.options.lease, lives=lives
+        )
+        added = {row.key for row in rows}  # a key already in the outbox is a no-op
+        for row in rows:
+            self.metrics.matches.labels(rule=row.rule).inc()
+        self.delivery.hand(rows)
         if self.options.on_alert_written is not None:
             self.options.on_alert_written([a for a in alerts if a.key in added])
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,6 +48,8 @@ class Delivery:
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
+        # Rows handed over already leased (fresh alerts): sent without a claim.
+        self._handed: dict[str, deque[Row]] = {name: deque() for name in senders}
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -57,6 +60,13 @@ class Delivery:
     def wake(self, destination: str) -> None:
         if destination in self._wake:
             self._wake[destination].set()
+
+    def hand(self, rows: list[Row]) -> None:
+        """Take rows leased to this process (by `enqueue_leased`) straight to their lanes."""
+        for row in rows:
+            if row.destination in self._handed:
+                self._handed[row.destination].append(row)
+                self._wake[row.destination].set()
 
     def wake_all(self) -> None:
         for flag in self._wake.values():
@@ -112,6 +122,12 @@ class Delivery:
             now = self.clock()
             if paused_until > now:
                 await self._wait(None, paused_until - now)
+                continue
+            handed = self._handed[name]
+            while handed and (handed[0].lease_until or 0.0) <= now + 1.0:
+                handed.popleft()  # its lease ran out while the lane waited: claim decides
+            if handed:
+                paused_until = await self._process(sender, handed.popleft())
                 continue
             rows = await self.outbox.claim(name, now=now, lease=self.lease, limit=1)
             if not rows:

@@ -117,6 +117,7 @@ class FakeTelegram(Recorder):
         self.deleted: list[tuple[str, int]] = []
         self.rate_limited = 0
         self.limits_scale = limits_scale
+        self._random: tuple[float, Any] | None = None
         self._bot_window = Window(int(30 * (limits_scale or 1)), 1.0)
         self._chat_windows: dict[str, Window] = {}
         self._ids = itertools.count(1)
@@ -164,6 +165,10 @@ class FakeTelegram(Recorder):
         if parameters:
             body["parameters"] = parameters
         self.scripts.append(Scripted(status, body, count, delay, methods, skip=skip))
+
+    def random_failures(self, ratio: float, rng: Any) -> None:
+        """Answer `ratio` of the sends with 429 (retry_after 1) or 502, half each."""
+        self._random = (ratio, rng)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(stats_of(self.requests, self.rate_limited))
@@ -224,6 +229,14 @@ class FakeTelegram(Recorder):
                 await self.pause(script.delay)
             if script.status != 200:
                 return web.json_response(script.body, status=script.status)
+        if self._random is not None and method in ("sendMessage", "sendPhoto"):
+            ratio, rng = self._random
+            roll = rng.random()
+            if roll < ratio / 2:
+                self.rate_limited += 1
+                return self._error(429, "Too Many Requests: retry after 1", retry_after=1)
+            if roll < ratio:
+                return self._error(502, "Bad Gateway")
         chat_key = params.get("chat_id", "")
         if self.limits_scale is not None and method != "getMe":
             wait = self._bot_window.admit(arrived)
