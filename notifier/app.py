@@ -232,6 +232,9 @@ class App:
     # ---- start-up ----------------------------------------------------------------------
 
     async def _load_state(self) -> None:
+        released = await self.outbox.release_leases()
+        if released:
+            event(_log, "outbox.recovered", in_flight_at_last_stop=released)
         text = await self.outbox.get_state(ENGINE_STATE)
         if text:
             self.engine.restore_state(json.loads(text))

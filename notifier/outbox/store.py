@@ -276,6 +276,16 @@ class Outbox:
                     )
         return rows
 
+    def release_leases(self) -> int:
+        """At start-up: rows leased by a process that is gone are due again at once (one
+        daemon owns a state file, so no lease can belong to a live process)."""
+        with self._lock, self._tx():
+            cursor = self._db.execute(
+                "UPDATE alerts SET state = ?, lease_until = NULL WHERE state = ?",
+                (PENDING, SENDING),
+            )
+        return cursor.rowcount
+
     def claim(self, destination: str, *, now: float, lease: float, limit: int = 1) -> list[Row]:
         """Due rows of one destination, leased to the caller until now + lease."""
         with self._lock, self._lease_tx():

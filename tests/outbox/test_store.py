@@ -100,3 +100,13 @@ def test_live_set_records_each_identity_once(tmp_path: Path) -> None:
     assert outbox.live_set()[1]["peak_viewers"] == 9
     ended = outbox.end_live(1)
     assert ended is not None and ended["identity"] == "e1" and outbox.live_set() == {}
+
+
+def test_leases_of_a_gone_process_are_released_at_start(tmp_path: Path) -> None:
+    outbox = Outbox(str(tmp_path / "s.db"))
+    rows = outbox.enqueue_leased([alert("a"), alert("b")], now=1.0, lease=300.0)
+    assert [r.state for r in rows] == [SENDING, SENDING]
+    assert outbox.enqueue_leased([alert("a")], now=2.0, lease=300.0) == [], "once per key"
+    assert outbox.claim("me", now=3.0, lease=5.0) == []
+    assert outbox.release_leases() == 2
+    assert [r.key for r in outbox.claim("me", now=3.0, lease=5.0, limit=5)] == ["a", "b"]
