@@ -90,6 +90,7 @@ class Daemon:
         self.connected = asyncio.Event()
         self.started_at = 0.0
         self.ready_after = 0.0
+        self.http_addr: str | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> Daemon:
@@ -115,6 +116,19 @@ class Daemon:
         while line := await self.proc.stdout.readline():
             if b'"stream.connected"' in line or b'"stream.reconnected"' in line:
                 self.connected.set()
+            elif b'"http.listening"' in line:
+                self.http_addr = json.loads(line)["addr"]
+
+    async def metric(self, name: str) -> float:
+        """The sum of a Prometheus metric's samples from the daemon's /metrics."""
+        assert self.http_addr is not None
+        async with httpx.AsyncClient(trust_env=False) as http:
+            text = (await http.get(f"http://{self.http_addr}/metrics")).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
 
     def peak_rss_mb(self) -> float:
         assert self.proc is not None

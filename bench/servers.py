@@ -56,6 +56,54 @@ class Bench:
             )
         return web.json_response({"emitted": count, "seconds": time.monotonic() - began})
 
+    async def mixed(self, request: web.Request) -> web.Response:
+        """`count` frames as fast as subscribers take them: live events of followed users
+        (ids below `followed`, one each) in `matching` of them, strangers otherwise, and
+        every tenth a BTC price; sent as frames only, the simulator's lists untouched."""
+        body = await request.json()
+        count, followed = int(body["count"]), int(body["followed"])
+        matching = float(body.get("matching", 0.1))
+        rng = random.Random(5)
+        price = 100_000.0
+        began = time.monotonic()
+        next_followed = 0
+        for n in range(count):
+            if n % 10 == 9:
+                price = min(max(price * (1 + rng.gauss(0, 0.002)), 80_000), 120_000)
+                await self.sim.broadcast(
+                    "AssetPriceRefreshNotify",
+                    [
+                        {
+                            "asset_type": "Crypto",
+                            "display_symbol": "BTC",
+                            "ticker": "bitcoin",
+                            "price": f"{price:.2f}",
+                            "direction": "up",
+                            "price_diff": "0.1",
+                        }
+                    ],
+                )
+                continue
+            if rng.random() < matching and next_followed < followed:
+                uid, next_followed = next_followed, next_followed + 1
+            else:
+                uid = 1_000_000 + rng.randrange(5_000_000)
+            await self.sim.broadcast(
+                "NewChannelLiveNotify",
+                {
+                    "livestream_id": 10_000_000 + n,
+                    "user_id": uid,
+                    "user_name": f"user{uid}",
+                    "event_id": 20_000_000 + n,
+                    "event_title": f"mixed-{n}",
+                    "category_name": "Other",
+                    "viewers_count": 1,
+                },
+            )
+            if n % 200 == 0:
+                await asyncio.sleep(0)
+        return web.json_response({"emitted": count, "seconds": time.monotonic() - began})
+
     async def price_burst(self, request: web.Request) -> web.Response:
         body = await request.json()
         count = int(body["count"])
@@ -103,6 +151,7 @@ async def main() -> None:
     app = web.Application()
     app.router.add_post("/_bench/emit", bench.emit)
     app.router.add_post("/_bench/prices", bench.price_burst)
+    app.router.add_post("/_bench/mixed", bench.mixed)
     app.router.add_get("/_bench/results", bench.results)
     app.router.add_post("/_bench/drop", bench.drop)
     runner = web.AppRunner(app, access_log=None)

@@ -35,9 +35,10 @@ from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import ChannelLive, LiveChannel, PriceUpdate
 from notifier.parti.stream import Connected, PartiStream, Received
 from notifier.render.fields import AlertView, ended_fields, view_of
-from notifier.rules.engine import Engine, Match, category_map
-from notifier.rules.loader import RulesError, load_file
-from notifier.rules.schema import LiveRule, RulesFile, ScheduledRule
+from notifier.rules.engine import Match, category_map
+from notifier.rules.loader import RulesError
+from notifier.rules.schema import RulesFile
+from notifier.rules.stream import DEFAULT_META, RuleMeta, compile_rules
 from notifier.settings import Settings
 
 _log = get_logger("app")
@@ -89,12 +90,14 @@ class App:
         self.options = options or Options()
         self.metrics = Metrics()
         self.health = Health()
-        self.rules_file: RulesFile = load_file(self.rules_path)  # RulesError: caller reports
+        compiled = compile_rules(self.rules_path)  # RulesError: the caller reports it
+        self.rules_file: RulesFile = compiled.rules_file  # destinations and defaults
+        self.engine = compiled.engine
+        self.rule_meta = compiled.meta
         self.outbox = AsyncOutbox(Outbox(settings.state_path, durable=self.options.durable))
         self.client = PartiClient(settings.parti_api_url)
         self.profiles = Profiles(self.client, budget=self.options.enrich_budget)
         self.categories: dict[int, list[str]] = {}
-        self.engine = Engine(self.rules_file)
         self.stream = PartiStream(
             settings.parti_ws_url,
             backoff_base=self.options.reconnect_base,
@@ -243,10 +246,9 @@ class App:
         """Categories map ids to names for the rules; prices set the engine's baselines."""
         try:
             self.categories = category_map(await self.client.categories())
+            self.engine.set_categories(self.categories)
         except PartiError as exc:
             event(_log, "parti.categories_unavailable", logging.WARNING, error=str(exc))
-        state = self.engine.export_state()
-        self.engine = Engine(self.rules_file, categories=self.categories, state=state)
         try:
             prices = await self.client.prices()
         except PartiError as exc:
@@ -331,8 +333,7 @@ class App:
             event_ = match.event
             profile = profiles.get(event_.user_id) if isinstance(event_, ChannelLive) else None
             view = view_of(match, profile, caught_up=pending.caught_up)
-            rule = self._rule(match.rule)
-            template = rule.template if rule is not None else None
+            template = self._meta(match.rule).template
             alerts.append(
                 NewAlert(
                     key=match.key,
@@ -365,8 +366,8 @@ class App:
         if self.options.on_alert_written is not None:
             self.options.on_alert_written([a for a in alerts if a.key in added])
 
-    def _rule(self, name: str) -> Any:
-        return next((r for r in self.rules_file.rules if r.name == name), None)
+    def _meta(self, name: str) -> RuleMeta:
+        return self.rule_meta.get(name) or DEFAULT_META["live"]
 
     # ---- polls: catch-up after gaps, streams that ended, calendar reminders ----------------
 
@@ -430,10 +431,7 @@ class App:
         now = time.time()
         edits: list[NewAlert] = []
         for row in await self.outbox.by_identity(ended["identity"]):
-            rule = self._rule(row.rule)
-            on_end = (
-                rule.on_end if isinstance(rule, LiveRule) else None
-            ) or self.rules_file.defaults.on_end
+            on_end = self._meta(row.rule).on_end or self.rules_file.defaults.on_end
             if on_end == "ignore" or row.destination not in self.delivery.senders:
                 continue
             view = AlertView.from_json(row.payload["view"])
@@ -464,7 +462,7 @@ class App:
             event(_log, "stream.ended", user_id=user_id, edits=len(edits))
 
     async def _calendar(self) -> None:
-        if not any(isinstance(r, ScheduledRule) for r in self.rules_file.rules):
+        if not self.engine.counts["scheduled"]:
             await self._stop.wait()
             return
         while True:
@@ -505,7 +503,10 @@ class App:
 
     async def reload(self) -> bool:
         try:
-            rules_file = load_file(self.rules_path)
+            compiled = compile_rules(
+                self.rules_path, categories=self.categories, state=self.engine.export_state()
+            )
+            rules_file = compiled.rules_file
             senders = self._build_senders(rules_file)
             await senders.start()
         except RulesError as exc:
@@ -530,9 +531,9 @@ class App:
                 kept="previous rules",
             )
             return False
-        self.engine = Engine(
-            rules_file, categories=self.categories, state=self.engine.export_state()
-        )
+        # Matches evaluated between the export above and this swap keep their alerts; the
+        # engine state they changed is re-derived (outbox keys dedup any re-fire).
+        self.engine, self.rule_meta = compiled.engine, compiled.meta
         self.rules_file = rules_file
         old_delivery, old_senders = self.delivery, self.senders
         old_delivery.stop()

@@ -87,23 +87,45 @@ def _key(*parts: Any) -> str:
     return json.dumps([str(p) for p in parts], ensure_ascii=False)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """What the engine keeps of a rule once compiled (the pydantic model is let go: with
+    100,000 rules it would weigh more than everything else together)."""
+
+    name: str
+    asset: str = ""
+    min_viewers: int | None = None
+    fire_on_start: bool = False
+    before: float = 0.0
+
+
+_EMPTY: tuple[Any, ...] = ()
+
+
+def _small(values: set[Any]) -> tuple[Any, ...] | frozenset[Any]:
+    """A compact container for membership tests: a tuple when small, else a frozenset."""
+    if not values:
+        return _EMPTY
+    return tuple(values) if len(values) <= 8 else frozenset(values)
+
+
 # ---- live ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Live:
-    rule: LiveRule
+    rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
-    user_ids: frozenset[int]
-    user_names: frozenset[str]
-    category_ids: frozenset[int]
-    category_names: frozenset[str]
-    excluded_ids: frozenset[int]
-    excluded_names: frozenset[str]
+    user_ids: tuple[int, ...] | frozenset[int]
+    user_names: tuple[str, ...] | frozenset[str]
+    category_ids: tuple[int, ...] | frozenset[int]
+    category_names: tuple[str, ...] | frozenset[str]
+    excluded_ids: tuple[int, ...] | frozenset[int]
+    excluded_names: tuple[str, ...] | frozenset[str]
     title: re.Pattern[str] | None
 
-    def reason(self, event: ChannelLive) -> Reason | None:
+    def reason(self, event: ChannelLive, categories: _Categories) -> Reason | None:
         """None when the event passes every filter of the rule."""
         name = _fold(event.user_name)
         social = _fold(event.social_username) if event.social_username else None
@@ -111,12 +133,8 @@ class _Live:
             event.user_id in self.user_ids or name in self.user_names or social in self.user_names
         ):
             return Reason.USER_NOT_IN_RULE
-        if (self.category_ids or self.category_names) and not (
-            (event.category_id is not None and event.category_id in self.category_ids)
-            or (
-                event.category_name is not None
-                and _fold(event.category_name) in self.category_names
-            )
+        if (self.category_ids or self.category_names) and not categories.match(
+            self.category_ids, self.category_names
         ):
             return Reason.CATEGORY_NOT_IN_RULE
         if event.user_id in self.excluded_ids or name in self.excluded_names:
@@ -126,6 +144,34 @@ class _Live:
         if self.rule.min_viewers is not None and (event.viewers_count or 0) < self.rule.min_viewers:
             return Reason.TOO_FEW_VIEWERS
         return None
+
+
+class _Categories:
+    """An event's category as every id and name it goes by, worked out once per event
+    through Parti's category list (ids to names and back), so rules may name either."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(
+        self,
+        category_id: int | None,
+        category_name: str | None,
+        names_of: Mapping[int, frozenset[str]],
+        ids_of: Mapping[str, frozenset[int]],
+    ) -> None:
+        ids: set[int] = set() if category_id is None else {category_id}
+        names: set[str] = set()
+        if category_name:
+            name = _fold(category_name)
+            names.add(name)
+            ids |= ids_of.get(name, frozenset())
+        for cid in list(ids):
+            names |= names_of.get(cid, frozenset())
+        self.ids = ids
+        self.names = names
+
+    def match(self, ids: Iterable[int], names: Iterable[str]) -> bool:
+        return any(i in self.ids for i in ids) or any(n in self.names for n in names)
 
 
 def _split(values: Iterable[int | str]) -> tuple[set[int], set[str]]:
@@ -144,11 +190,11 @@ def _split(values: Iterable[int | str]) -> tuple[set[int], set[str]]:
 # ---- price -----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
     """One `above` or `below` line of one rule on one asset."""
 
-    rule: PriceRule
+    rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
     direction: str  # "above" | "below"
@@ -166,9 +212,9 @@ class _Line:
         return _key(self.rule.name, self.rule.asset.upper(), self.direction, self.line)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Move:
-    rule: PriceRule
+    rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
     percent: Decimal
@@ -233,15 +279,15 @@ class _Book:
 # ---- scheduled ----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Scheduled:
-    rule: ScheduledRule
+    rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
-    user_ids: frozenset[int]
-    user_names: frozenset[str]
-    category_ids: frozenset[int]
-    category_names: frozenset[str]
+    user_ids: tuple[int, ...] | frozenset[int]
+    user_names: tuple[str, ...] | frozenset[str]
+    category_ids: tuple[int, ...] | frozenset[int]
+    category_names: tuple[str, ...] | frozenset[str]
 
 
 # ---- the engine ------------------------------------------------------------------------
@@ -257,15 +303,11 @@ class Engine:
         categories: Mapping[int, Iterable[str]] | None = None,
         state: Mapping[str, Any] | None = None,
     ) -> None:
-        self.rules_file = rules_file
-        category_names = {
-            cid: {_fold(n) for n in names if n} for cid, names in (categories or {}).items()
-        }
-        category_ids: dict[str, set[int]] = {}
-        for cid, names in category_names.items():
-            for name in names:
-                category_ids.setdefault(name, set()).add(cid)
-
+        self.defaults = rules_file.defaults
+        self.counts = {"live": 0, "price": 0, "scheduled": 0}
+        self._names_of: dict[int, frozenset[str]] = {}
+        self._ids_of: dict[str, frozenset[int]] = {}
+        self._destinations: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._by_user_id: dict[int, list[_Live]] = {}
         self._by_user_name: dict[str, list[_Live]] = {}
         self._by_category_id: dict[int, list[_Live]] = {}
@@ -276,29 +318,49 @@ class Engine:
         # (rule, subject, destination) -> (until, identity of the alert that set it)
         self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._reminded: dict[tuple[str, int], int] = {}
-
-        default_cooldown = rules_file.defaults.cooldown
+        self.set_categories(categories or {})
         for rule in rules_file.rules:
-            cooldown = default_cooldown if rule.cooldown is None else rule.cooldown
-            destinations = tuple(rule.notify)
-            if isinstance(rule, LiveRule):
-                self._add_live(rule, destinations, cooldown, category_names, category_ids)
-            elif isinstance(rule, PriceRule):
-                self._add_price(rule, destinations, cooldown)
-            else:
-                uids, unames = _split(rule.users)
-                cids, cnames = _categories(rule.categories, category_names, category_ids)
-                self._scheduled.append(
-                    _Scheduled(
-                        rule,
-                        destinations,
-                        cooldown,
-                        frozenset(uids),
-                        frozenset(unames),
-                        frozenset(cids),
-                        frozenset(cnames),
-                    )
+            self.add(rule)
+        self.seal(state)
+
+    def set_categories(self, categories: Mapping[int, Iterable[str]]) -> None:
+        """Parti's category list (id -> names); rules may name a category either way."""
+        names_of = {
+            cid: frozenset(_fold(n) for n in names if n) for cid, names in categories.items()
+        }
+        ids_of: dict[str, set[int]] = {}
+        for cid, names in names_of.items():
+            for name in names:
+                ids_of.setdefault(name, set()).add(cid)
+        self._names_of = names_of
+        self._ids_of = {name: frozenset(ids) for name, ids in ids_of.items()}
+
+    def add(self, rule: LiveRule | PriceRule | ScheduledRule) -> None:
+        """Compile one rule (the model itself is not kept)."""
+        cooldown = self.defaults.cooldown if rule.cooldown is None else rule.cooldown
+        destinations = self._destinations.setdefault(tuple(rule.notify), tuple(rule.notify))
+        self.counts[rule.when] += 1
+        if isinstance(rule, LiveRule):
+            self._add_live(rule, destinations, cooldown)
+        elif isinstance(rule, PriceRule):
+            self._add_price(rule, destinations, cooldown)
+        else:
+            uids, unames = _split(rule.users)
+            cids, cnames = _split(rule.categories)
+            self._scheduled.append(
+                _Scheduled(
+                    _Ref(rule.name, before=rule.before),
+                    destinations,
+                    cooldown,
+                    _small(uids),
+                    _small(unames),
+                    _small(cids),
+                    _small(cnames),
                 )
+            )
+
+    def seal(self, state: Mapping[str, Any] | None = None) -> None:
+        """After the last `add`: sort the price lines, then take back saved state."""
         for book in self._books.values():
             book.seal()
         if state:
@@ -306,27 +368,20 @@ class Engine:
 
     # ---- compile ---------------------------------------------------------------
 
-    def _add_live(
-        self,
-        rule: LiveRule,
-        destinations: tuple[str, ...],
-        cooldown: float,
-        category_names: Mapping[int, set[str]],
-        category_ids: Mapping[str, set[int]],
-    ) -> None:
+    def _add_live(self, rule: LiveRule, destinations: tuple[str, ...], cooldown: float) -> None:
         uids, unames = _split(rule.users)
-        cids, cnames = _categories(rule.categories, category_names, category_ids)
+        cids, cnames = _split(rule.categories)
         xids, xnames = _split(rule.exclude_users)
         compiled = _Live(
-            rule,
+            _Ref(rule.name, min_viewers=rule.min_viewers),
             destinations,
             cooldown,
-            frozenset(uids),
-            frozenset(unames),
-            frozenset(cids),
-            frozenset(cnames),
-            frozenset(xids),
-            frozenset(xnames),
+            _small(uids),
+            _small(unames),
+            _small(cids),
+            _small(cnames),
+            _small(xids),
+            _small(xnames),
             re.compile(rule.title_matches) if rule.title_matches else None,
         )
         if uids or unames:  # users narrow most; categories are then a filter
@@ -346,11 +401,18 @@ class Engine:
         book = self._books.setdefault(_fold(rule.asset), _Book())
         for direction, line in (("above", rule.above), ("below", rule.below)):
             if line is not None:
-                entry = _Line(rule, destinations, cooldown, direction, line, rule.rearm_band(line))
+                ref = _Ref(rule.name, rule.asset, fire_on_start=rule.fire_on_start)
+                entry = _Line(ref, destinations, cooldown, direction, line, rule.rearm_band(line))
                 (book.above if direction == "above" else book.below).append(entry)
         if rule.move is not None and rule.within is not None:
             book.moves.append(
-                _Move(rule, destinations, cooldown, parse_percent(rule.move), rule.within)
+                _Move(
+                    _Ref(rule.name, rule.asset),
+                    destinations,
+                    cooldown,
+                    parse_percent(rule.move),
+                    rule.within,
+                )
             )
 
     # ---- evaluation --------------------------------------------------------------
@@ -364,18 +426,27 @@ class Engine:
 
     def follows(self, event: ChannelLive) -> bool:
         """Whether some live rule matches the event's filters (no cooldown, no state)."""
-        return any(c.reason(event) is None for c in self._live_candidates(event).values())
+        categories = self._categories(event.category_id, event.category_name)
+        return any(
+            c.reason(event, categories) is None
+            for c in self._live_candidates(event, categories).values()
+        )
 
-    def _live_candidates(self, event: ChannelLive) -> dict[int, _Live]:
+    def _categories(self, category_id: int | None, category_name: str | None) -> _Categories:
+        return _Categories(category_id, category_name, self._names_of, self._ids_of)
+
+    def _live_candidates(self, event: ChannelLive, categories: _Categories) -> dict[int, _Live]:
         candidates: dict[int, _Live] = {}
-        for rules in (
+        lists = [
             self._by_user_id.get(event.user_id),
             self._by_user_name.get(_fold(event.user_name)),
             self._by_user_name.get(_fold(event.social_username)) if event.social_username else None,
-            self._by_category_id.get(event.category_id) if event.category_id is not None else None,
-            self._by_category_name.get(_fold(event.category_name)) if event.category_name else None,
             self._catch_all,
-        ):
+        ]
+        if self._by_category_id or self._by_category_name:
+            lists += [self._by_category_id.get(cid) for cid in categories.ids]
+            lists += [self._by_category_name.get(name) for name in categories.names]
+        for rules in lists:
             if rules:
                 for compiled in rules:
                     candidates[id(compiled)] = compiled
@@ -383,7 +454,8 @@ class Engine:
 
     def on_live(self, event: ChannelLive, now: float, *, explain: bool = False) -> Evaluation:
         result = Evaluation()
-        candidates = self._live_candidates(event)
+        categories = self._categories(event.category_id, event.category_name)
+        candidates = self._live_candidates(event, categories)
         subject = str(event.user_id)
         if not candidates:
             if explain:
@@ -392,7 +464,7 @@ class Engine:
         user_id, marker = event.identity
         identity = f"live:{user_id}:{marker}"
         for compiled in candidates.values():
-            reason = compiled.reason(event)
+            reason = compiled.reason(event, categories)
             if reason is not None:
                 if explain:
                     result.decisions.append(Decision(compiled.rule.name, subject, reason))
@@ -595,10 +667,9 @@ class Engine:
                     and (event.user_name is None or _fold(event.user_name) not in sched.user_names)
                 ):
                     continue
-                if (sched.category_ids or sched.category_names) and not (
-                    event.category_id in sched.category_ids
-                    or (event.category_name and _fold(event.category_name) in sched.category_names)
-                ):
+                if (sched.category_ids or sched.category_names) and not self._categories(
+                    event.category_id, event.category_name
+                ).match(sched.category_ids, sched.category_names):
                     continue
                 name = sched.rule.name
                 if now >= event.event_start_ts:
@@ -737,23 +808,7 @@ class Engine:
     # ---- introspection -------------------------------------------------------------------
 
     def summary(self) -> dict[str, int]:
-        kinds = {"live": 0, "price": 0, "scheduled": 0}
-        for rule in self.rules_file.rules:
-            kinds[rule.when] += 1
-        return kinds
-
-
-def _categories(
-    values: Iterable[int | str],
-    names_of: Mapping[int, set[str]],
-    ids_of: Mapping[str, set[int]],
-) -> tuple[set[int], set[str]]:
-    ids, names = _split(values)
-    for cid in list(ids):
-        names |= names_of.get(cid, set())
-    for name in list(names):
-        ids |= ids_of.get(name, set())
-    return ids, names
+        return dict(self.counts)
 
 
 def category_map(categories: Iterable[Any]) -> dict[int, list[str]]:
