@@ -44,7 +44,8 @@ from notifier.settings import Settings
 _log = get_logger("app")
 
 ENGINE_STATE = "engine_state"
-MATCH_QUEUE = 10_000
+MATCH_QUEUE = 1_000  # matches waiting for the writer; a full queue holds the reader back
+WRITE_BATCH = 100  # alerts written in one transaction
 STATE_EVERY = 5.0
 CALENDAR_EVERY = 60.0
 
@@ -307,7 +308,7 @@ class App:
         while True:
             first = await self._queue.get()
             batch = [first]
-            while not self._queue.empty() and len(batch) < 500:
+            while not self._queue.empty() and len(batch) < WRITE_BATCH:
                 batch.append(self._queue.get_nowait())
             self._writing += 1
             try:
@@ -356,12 +357,18 @@ class App:
                         {"rule": match.rule},
                     )
                 )
-        rows = await self.outbox.enqueue_leased(
-            alerts, now=time.time(), lease=self.options.lease, lives=lives
+        keys, rows = await self.outbox.enqueue_leased(
+            alerts,
+            now=time.time(),
+            lease=self.options.lease,
+            room=self.delivery.room(),
+            lives=lives,
         )
-        added = {row.key for row in rows}  # a key already in the outbox is a no-op
-        for row in rows:
-            self.metrics.matches.labels(rule=row.rule).inc()
+        added = set(keys)  # a key already in the outbox is a no-op, not a new alert
+        for alert in alerts:
+            if alert.key in added:
+                self.metrics.matches.labels(rule=alert.rule).inc()
+                self.delivery.wake(alert.destination)
         self.delivery.hand(rows)
         if self.options.on_alert_written is not None:
             self.options.on_alert_written([a for a in alerts if a.key in added])

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from notifier.deliver.base import Sender
 from notifier.deliver.console import ConsoleSender
-from notifier.deliver.discord import DiscordHub, DiscordSender
-from notifier.deliver.telegram import TelegramBot, TelegramSender
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
+
+if TYPE_CHECKING:
+    from notifier.deliver.discord import DiscordHub
+    from notifier.deliver.telegram import TelegramBot
 
 
 class MissingSecret(RuntimeError):
@@ -43,7 +45,11 @@ def build_senders(
 ) -> Senders:
     senders = Senders()
     for name, destination in rules_file.destinations.items():
+        # Each chat library is imported only when a destination needs it (discord.py alone
+        # weighs about 30 MB of memory).
         if destination.telegram is not None:
+            from notifier.deliver.telegram import TelegramBot, TelegramSender
+
             if senders.bot is None:
                 if settings.telegram_token is None:
                     raise MissingSecret(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
@@ -54,6 +60,8 @@ def build_senders(
                 )
             senders.by_name[name] = TelegramSender(name, destination.telegram, senders.bot)
         elif destination.discord is not None:
+            from notifier.deliver.discord import DiscordHub, DiscordSender
+
             if senders.hub is None:
                 token = settings.discord_bot_token
                 senders.hub = DiscordHub(

@@ -20,6 +20,7 @@ from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.outbox.store import DEAD, DROPPED, SENT, Row
 
 _log = get_logger("deliver")
+HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
 
 
 class Delivery:
@@ -60,6 +61,11 @@ class Delivery:
     def wake(self, destination: str) -> None:
         if destination in self._wake:
             self._wake[destination].set()
+
+    def room(self) -> dict[str, int]:
+        """How many more rows each lane takes by hand; the rest wait in the outbox, so a
+        flood costs disk, not memory."""
+        return {name: max(0, HAND_LIMIT - len(q)) for name, q in self._handed.items()}
 
     def hand(self, rows: list[Row]) -> None:
         """Take rows leased to this process (by `enqueue_leased`) straight to their lanes."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -220,20 +220,27 @@ class Outbox:
         *,
         now: float,
         lease: float,
+        room: Mapping[str, int],
         lives: Sequence[LiveEntry] = (),
-    ) -> list[Row]:
-        """Like `enqueue`, but the new rows come back already leased to the caller, who
-        sends them at once: one transaction instead of an enqueue and a claim."""
-        rows = []
+    ) -> tuple[list[str], list[Row]]:
+        """Like `enqueue`, but up to `room[destination]` new rows per destination come back
+        already leased to the caller, who sends them at once (one transaction instead of an
+        enqueue and a claim); the rest wait, pending, to be claimed. Returns the new keys
+        and the leased rows."""
+        added: list[str] = []
+        rows: list[Row] = []
+        left = dict(room)
         with self._lock, self._tx():
             for live in lives:
                 self._set_live(live)
             for alert in alerts:
+                leased = left.get(alert.destination, 0) > 0
+                payload = json.dumps(alert.payload, ensure_ascii=False)
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO alerts (key, destination, rule, kind, action, ref_key,"
                     " subject, identity, payload, state, attempts, created_at, event_at,"
                     " next_attempt_at, lease_until)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         alert.key,
                         alert.destination,
@@ -243,15 +250,20 @@ class Outbox:
                         alert.ref_key,
                         alert.subject,
                         alert.identity,
-                        json.dumps(alert.payload, ensure_ascii=False),
-                        SENDING,
+                        payload,
+                        SENDING if leased else PENDING,
+                        1 if leased else 0,
                         now,
                         alert.event_at,
                         now,
-                        now + lease,
+                        now + lease if leased else None,
                     ),
                 )
-                if cursor.rowcount:
+                if not cursor.rowcount:
+                    continue
+                added.append(alert.key)
+                if leased:
+                    left[alert.destination] -= 1
                     rows.append(
                         Row(
                             alert.key,
@@ -274,7 +286,7 @@ class Outbox:
                             None,
                         )
                     )
-        return rows
+        return added, rows
 
     def release_leases(self) -> int:
         """At start-up: rows leased by a process that is gone are due again at once (one

@@ -104,9 +104,14 @@ def test_live_set_records_each_identity_once(tmp_path: Path) -> None:
 
 def test_leases_of_a_gone_process_are_released_at_start(tmp_path: Path) -> None:
     outbox = Outbox(str(tmp_path / "s.db"))
-    rows = outbox.enqueue_leased([alert("a"), alert("b")], now=1.0, lease=300.0)
-    assert [r.state for r in rows] == [SENDING, SENDING]
-    assert outbox.enqueue_leased([alert("a")], now=2.0, lease=300.0) == [], "once per key"
-    assert outbox.claim("me", now=3.0, lease=5.0) == []
-    assert outbox.release_leases() == 2
-    assert [r.key for r in outbox.claim("me", now=3.0, lease=5.0, limit=5)] == ["a", "b"]
+    keys, rows = outbox.enqueue_leased(
+        [alert("a"), alert("b"), alert("c")], now=1.0, lease=300.0, room={"me": 2}
+    )
+    assert keys == ["a", "b", "c"]
+    assert [(r.key, r.state) for r in rows] == [("a", SENDING), ("b", SENDING)]
+    assert outbox.get("c").state == PENDING, "no room in the lane: waits in the outbox"  # type: ignore[union-attr]
+    again = outbox.enqueue_leased([alert("a")], now=2.0, lease=300.0, room={"me": 9})
+    assert again == ([], []), "once per key"
+    assert [r.key for r in outbox.claim("me", now=3.0, lease=5.0, limit=5)] == ["c"]
+    assert outbox.release_leases() == 3
+    assert [r.key for r in outbox.claim("me", now=4.0, lease=5.0, limit=5)] == ["a", "b", "c"]
