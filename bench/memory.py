@@ -68,7 +68,7 @@ async def main() -> None:
             seconds = time.monotonic() - began
             # then until the writer has put every match in the outbox
             alerts, previous = await daemon.metric("notifier_matches_total"), -1.0
-            while alerts != previous:  # noqa: ASYNC110
+            while alerts != previous:
                 await asyncio.sleep(1.0)
                 previous, alerts = alerts, await daemon.metric("notifier_matches_total")
             peak = daemon.peak_rss_mb()
