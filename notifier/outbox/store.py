@@ -183,36 +183,8 @@ class Outbox:
         lives: Sequence[LiveEntry] = (),
     ) -> list[str]:
         """Write alerts, kv state and live channels in one transaction; returns the new keys."""
-        added = []
-        with self._lock, self._tx():
-            for live in lives:
-                self._set_live(live)
-            for alert in alerts:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO alerts (key, destination, rule, kind, action, ref_key,"
-                    " subject, identity, payload, state, created_at, event_at, next_attempt_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        alert.key,
-                        alert.destination,
-                        alert.rule,
-                        alert.kind,
-                        alert.action,
-                        alert.ref_key,
-                        alert.subject,
-                        alert.identity,
-                        json.dumps(alert.payload, ensure_ascii=False),
-                        PENDING,
-                        now,
-                        alert.event_at,
-                        now,
-                    ),
-                )
-                if cursor.rowcount:
-                    added.append(alert.key)
-            for name, value in (state or {}).items():
-                self._set(name, value)
-        return added
+        keys, _ = self.enqueue_leased(alerts, now=now, lease=0.0, room={}, lives=lives, state=state)
+        return keys
 
     def enqueue_leased(
         self,
@@ -222,6 +194,7 @@ class Outbox:
         lease: float,
         room: Mapping[str, int],
         lives: Sequence[LiveEntry] = (),
+        state: dict[str, str] | None = None,
     ) -> tuple[list[str], list[Row]]:
         """Like `enqueue`, but up to `room[destination]` new rows per destination come back
         already leased to the caller, who sends them at once (one transaction instead of an
@@ -286,6 +259,8 @@ class Outbox:
                             None,
                         )
                     )
+            for name, value in (state or {}).items():
+                self._set(name, value)
         return added, rows
 
     def release_leases(self) -> int:

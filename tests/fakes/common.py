@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 
 @dataclass
 class Scripted:
@@ -50,11 +52,26 @@ class Recorder:
         self._changed = asyncio.Condition()
         self.started = time.monotonic()
         self.closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
 
     async def record(self, entry: dict[str, Any]) -> None:
         self.requests.append(entry)
         async with self._changed:
             self._changed.notify_all()
+
+    async def serve(self, app: web.Application) -> None:
+        """Listen on 127.0.0.1, on a port the system picks (`self.port`)."""
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        self.closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def pause(self, delay: float) -> None:
         """A slow answer that ends early when the fake stops (so teardown never waits)."""

@@ -81,8 +81,6 @@ class FakeDiscord(Recorder):
         self.limits_scale = limits_scale
         self._windows: dict[str, Window] = {}
         self._ids = itertools.count(1_000_000_000_000_000_000)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def api_url(self) -> str:
@@ -104,17 +102,8 @@ class FakeDiscord(Recorder):
         r.add_post(f"{base}/channels/{{cid}}/messages", self._channel_send)
         r.add_patch(f"{base}/channels/{{cid}}/messages/{{mid}}", self._channel_edit)
         r.add_delete(f"{base}/channels/{{cid}}/messages/{{mid}}", self._channel_delete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.serve(app)
         return self
-
-    async def stop(self) -> None:
-        self.closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail(
         self,

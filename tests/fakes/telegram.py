@@ -121,8 +121,6 @@ class FakeTelegram(Recorder):
         self._bot_window = Window(int(30 * (limits_scale or 1)), 1.0)
         self._chat_windows: dict[str, Window] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def api_url(self) -> str:
@@ -132,17 +130,8 @@ class FakeTelegram(Recorder):
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
         app.router.add_get("/_fake/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self.serve(app)
         return self
-
-    async def stop(self) -> None:
-        self.closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def fail(
         self,
