@@ -88,10 +88,20 @@ def load_text(text: str, name: str = "<rules>", env: Mapping[str, str] | None = 
     env = os.environ if env is None else env
     # A valid file loads straight to data with libyaml; only a file with a problem is
     # composed node by node, which is what gives every error its line and column.
-    fast = _load_fast(text, env)
+    try:
+        fast = _load_fast(text, env)
+    except (TypeError, ValueError, RecursionError):
+        fast = None
     if fast is not None:
         return fast
-    return _load_with_positions(text, name, env)
+    try:
+        return _load_with_positions(text, name, env)
+    except RecursionError:
+        message = "the document nests too deeply, or an anchor refers to itself"
+        raise RulesError([Problem(name, 1, 1, message)]) from None
+    except (TypeError, ValueError) as exc:
+        # PyYAML's own slips: a mapping used as a key, an escape beyond Unicode
+        raise RulesError([Problem(name, 1, 1, f"YAML: {exc}")]) from None
 
 
 class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -178,6 +188,10 @@ def _load_with_positions(text: str, name: str, env: Mapping[str, str]) -> RulesF
     _interpolate(node, name, env, problems, _unset_nodes)
     try:
         data = _DecimalLoader("").construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise RulesError([Problem(name, line, col, f"YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise RulesError([_at(name, node, f"YAML: {exc}")]) from None
 

@@ -68,7 +68,15 @@ def compile_rules(
     try:
         text = Path(path).read_text(encoding="utf-8")
         return _stream(text, env, categories, state)
-    except (_Fallback, OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    except (
+        _Fallback,
+        OSError,
+        UnicodeDecodeError,
+        yaml.YAMLError,
+        RecursionError,
+        TypeError,
+        ValueError,
+    ):
         pass
     rules_file = load_file(path, env)  # raises RulesError with every position
     header = rules_file.model_copy(update={"rules": []})

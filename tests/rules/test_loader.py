@@ -279,3 +279,26 @@ def test_the_loader_raises_only_rules_errors_on_arbitrary_text(text: str) -> Non
     except RulesError as exc:
         assert exc.problems
         assert all(str(p).startswith("r.yaml:") for p in exc.problems)
+
+
+FUZZ_FOUND = [
+    # an anchor that refers to itself (found by bench/fuzz.py)
+    (
+        "self-referencing anchor",
+        "destinations:\n  x: &id001\n    conso%`e:%`{}%`  me: *id001\n  room: *id001\nversion: 1\n",
+        "r.yaml:1:1: the document nests too deeply, or an anchor refers to itself",
+    ),
+    # a mapping used as a key
+    ("mapping as a key", "{{ title }}", "r.yaml:1:2: YAML: found unhashable key"),
+    # an escape beyond Unicode in a double-quoted string
+    (
+        "escape beyond Unicode",
+        'destinations: "\\U7fffffff"\n',
+        "r.yaml:1:1: YAML: chr() arg not in range(0x110000)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), FUZZ_FOUND, ids=[c[0] for c in FUZZ_FOUND])
+def test_inputs_the_fuzzer_found_are_clear_errors(case: str, text: str, expected: str) -> None:
+    assert errors_of(text) == [expected]
