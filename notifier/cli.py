@@ -252,8 +252,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rules_file = load_file(path)
     except RulesError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+        _problems(exc)
         count = len(exc.problems)
         print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 1
@@ -288,9 +287,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rules_file = load_file(path)
     except RulesError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _problems(exc)
     # Offline: category ids map through the documented category list.
     categories = category_map(Category.model_validate(c) for c in seed.CATEGORIES)
     engine = Engine(rules_file, categories=categories)
@@ -318,9 +315,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             app = App(settings, rules_path=args.rules)
         except RulesError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            return 1
+            return _problems(exc)
         except MissingSecret as exc:
             print(f"notifier run: {exc}", file=sys.stderr)
             return 2
@@ -353,9 +348,7 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         senders = build_senders(rules_file, settings)
     except RulesError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _problems(exc)
     except MissingSecret as exc:
         print(f"notifier send-test: {exc}", file=sys.stderr)
         return 2
@@ -418,3 +411,10 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
     print(f"outbox {settings.state_path}: {summary}")
     return 0
+
+
+def _problems(error: Exception) -> int:
+    """Print a rules file's problems (`file:line:col: message`) to stderr; exit code 1."""
+    for problem in getattr(error, "problems", [error]):
+        print(problem, file=sys.stderr)
+    return 1
