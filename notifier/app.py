@@ -544,7 +544,9 @@ class App:
         self.rules_file = rules_file
         old_delivery, old_senders = self.delivery, self.senders
         old_delivery.stop()
-        await old_delivery.drain(self.options.drain_deadline)
+        if await old_delivery.drain(self.options.drain_deadline):
+            # Nothing is in flight now: rows the old lanes held by hand are due again.
+            await self.outbox.release_leases()
         self.senders, self.delivery = senders, self._delivery(senders)
         self._delivery_changed.set()
         self.delivery.wake_all()  # rows left by the old lanes

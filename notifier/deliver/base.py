@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from typing import Any, Protocol
 
 from notifier.deliver.limits import SlidingWindow, Slot
@@ -39,8 +40,13 @@ class Gate:
     """Waits for every rate limit of a send to allow it, then holds one slot in each."""
 
     def __init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._settled: dict[int, asyncio.Event] = {}
+        # Keyed by the window itself, weakly: a window's lock and event live as long as it.
+        self._locks: weakref.WeakKeyDictionary[SlidingWindow, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._settled: weakref.WeakKeyDictionary[SlidingWindow, asyncio.Event] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def acquire(self, windows: list[SlidingWindow]) -> list[Slot]:
         # A window of one chat is waited for outside any lock; a window many lanes share
@@ -51,7 +57,8 @@ class Gate:
             await self._free(window)
         async with contextlib.AsyncExitStack() as stack:
             for window in shared:
-                await stack.enter_async_context(self._locks.setdefault(id(window), asyncio.Lock()))
+                lock = self._locks.setdefault(window, asyncio.Lock())
+                await stack.enter_async_context(lock)
                 await self._free(window)
             now = time.monotonic()
             return [w.take(now) for w in windows]
@@ -60,13 +67,13 @@ class Gate:
         now = time.monotonic()
         for window, slot in zip(windows, slots, strict=True):
             slot.settle(now)
-            flag = self._settled.get(id(window))
+            flag = self._settled.get(window)
             if flag is not None:
                 flag.set()
 
     async def _free(self, window: SlidingWindow) -> None:
         while (wait := window.wait_time(time.monotonic())) != 0.0:
-            flag = self._settled.setdefault(id(window), asyncio.Event())
+            flag = self._settled.setdefault(window, asyncio.Event())
             flag.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):  # None: until an answer settles a slot
