@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from notifier.deliver.base import GATE, NotModified, Sender
@@ -135,7 +135,11 @@ class Delivery:
             if handed:
                 paused_until = await self._process(sender, handed.popleft())
                 continue
-            rows = await self.outbox.claim(name, now=now, lease=self.lease, limit=1)
+            with self._busy():  # a claim in progress counts as in flight for `drain`
+                rows = await self.outbox.claim(name, now=now, lease=self.lease, limit=1)
+                if rows and self._stopping.is_set():  # claimed as we stopped: give it back
+                    await self.outbox.reschedule(rows[0].key, at=now, error="stopping", refund=True)
+                    return
             if not rows:
                 due = await self.outbox.next_due(name)
                 timeout = None if due is None else max(0.0, due - self.clock())
@@ -152,16 +156,23 @@ class Delivery:
         if wake is not None:
             wake.clear()
 
-    async def _process(self, sender: Sender, row: Row) -> float:
-        """Send one claimed row and record the outcome; returns a pause for the lane."""
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
         self.in_flight += 1
         self._idle.clear()
         try:
-            return await self._attempt(sender, row)
+            yield
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
+
+    async def _process(self, sender: Sender, row: Row) -> float:
+        """Send one claimed row and record the outcome; returns a pause for the lane."""
+        try:
+            with self._busy():
+                return await self._attempt(sender, row)
+        finally:
             async with self.settled:
                 self.settled.notify_all()
 
