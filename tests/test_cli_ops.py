@@ -1,0 +1,94 @@
+"""`notifier send-test` and `notifier outbox` as an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from notifier.outbox.store import DEAD, PENDING, Outbox
+from tests.deliver.harness import new_alert
+from tests.fakes.telegram import FakeTelegram, parse_html
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def notifier(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_send_test_reports_what_telegram_answered(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations:\n  me: {telegram: {chat_id: 1001}}\n  gone: {telegram: {chat_id: 1002}}\n"
+    )
+    fake_telegram.blocked.add(1002)
+    env = {
+        "NOTIFIER_TELEGRAM_TOKEN": fake_telegram.token,
+        "NOTIFIER_TELEGRAM_API_URL": fake_telegram.api_url,
+        "NOTIFIER_LOG_FORMAT": "json",
+    }
+    code, out, _ = await notifier("send-test", "me", "--rules", str(rules), env=env)
+    assert code == 0 and out.strip() == "me: sent (message id t:1)"
+    (sent,) = fake_telegram.sent("sendMessage")
+    assert parse_html(sent["params"]["text"]) == "✅ parti-notifier test alert for me"
+    code, _, err = await notifier("send-test", "gone", "--rules", str(rules), env=env)
+    assert code == 1
+    assert "gone: permanent: forbidden: Forbidden: bot was blocked by the user" in err
+    assert fake_telegram.token not in err
+    code, _, err = await notifier("send-test", "nobody", "--rules", str(rules), env=env)
+    assert code == 1 and "no destination 'nobody'" in err and "known: gone, me" in err
+
+
+async def test_send_test_without_a_token_names_the_variable(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("destinations: {me: {telegram: {chat_id: 1}}}\n")
+    env = {"NOTIFIER_TELEGRAM_TOKEN": "", "NOTIFIER_LOG_FORMAT": "json"}
+    code, _, err = await notifier(
+        "send-test", "me", "--rules", str(rules), env={k: v for k, v in env.items() if v}
+    )
+    assert code == 2 and "needs NOTIFIER_TELEGRAM_TOKEN" in err
+
+
+async def test_outbox_lists_retries_and_drops(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    outbox = Outbox(str(state))
+    dead, pending = new_alert("me", key="dead-one"), new_alert("me", key="pending-one")
+    outbox.enqueue([dead, pending], now=time.time())
+    outbox.mark_dead("dead-one", reason="forbidden: bot was blocked", now=time.time())
+    outbox.close()
+    env = {"NOTIFIER_STATE_PATH": str(state)}
+    code, out, _ = await notifier("outbox", env=env)
+    lines = out.splitlines()
+    assert code == 0
+    assert any(
+        line.startswith("dead") and "dead-one" in line and "forbidden: bot was blocked" in line
+        for line in lines
+    )
+    assert any(line.startswith("pending") and "pending-one" in line for line in lines)
+    assert lines[-1].endswith("1 dead, 1 pending")
+    assert (await notifier("outbox", "retry", "dead-one", env=env))[0] == 0
+    assert (await notifier("outbox", "drop", "pending-one", env=env))[0] == 0
+    code, _, err = await notifier("outbox", "retry", "nope", env=env)
+    assert code == 1 and "no dead alert with key nope" in err
+    check = Outbox(str(state))
+    assert check.get("dead-one").state == PENDING  # type: ignore[union-attr]
+    assert check.get("pending-one").state == "dropped"  # type: ignore[union-attr]
+    assert DEAD not in check.counts()
