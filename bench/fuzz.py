@@ -138,15 +138,20 @@ class Tally:
         self.crashes.append(f"{data!r:.300}\n{traceback.format_exc(limit=3)}")
 
 
-def fuzz_decoder(inputs: int) -> Tally:
-    tally = Tally("frame decoder")
-    config = settings(
-        max_examples=inputs // 2,
+def _settings(examples: int) -> settings:
+    # Generation only: no shrinking database, a fixed seed per test, no health checks.
+    return settings(
+        max_examples=examples,
         deadline=None,
         database=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
+
+
+def fuzz_decoder(inputs: int) -> Tally:
+    tally = Tally("frame decoder")
+    config = _settings(inputs // 2)
 
     @seed(1)
     @config
@@ -180,13 +185,7 @@ def fuzz_decoder(inputs: int) -> Tally:
 
 def fuzz_loader(inputs: int) -> Tally:
     tally = Tally("rules loader")
-    config = settings(
-        max_examples=inputs // 2,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    config = _settings(inputs // 2)
     env = {"HOME": "/root"}
 
     def load(text: str) -> None:

@@ -112,8 +112,10 @@ def _small(values: set[Any]) -> tuple[Any, ...] | frozenset[Any]:
 # ---- live ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Live:
+@dataclass(slots=True, kw_only=True)
+class _Audience:
+    """Whom a live or scheduled rule is about: users and categories (empty: anyone)."""
+
     rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
@@ -121,22 +123,36 @@ class _Live:
     user_names: tuple[str, ...] | frozenset[str]
     category_ids: tuple[int, ...] | frozenset[int]
     category_names: tuple[str, ...] | frozenset[str]
+
+    def audience_reason(
+        self, user_id: int, names: Iterable[str | None], categories: _Categories
+    ) -> Reason | None:
+        if (self.user_ids or self.user_names) and user_id not in self.user_ids:
+            for name in names:
+                if name is not None and _fold(name) in self.user_names:
+                    break
+            else:
+                return Reason.USER_NOT_IN_RULE
+        if (self.category_ids or self.category_names) and not categories.match(
+            self.category_ids, self.category_names
+        ):
+            return Reason.CATEGORY_NOT_IN_RULE
+        return None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Live(_Audience):
     excluded_ids: tuple[int, ...] | frozenset[int]
     excluded_names: tuple[str, ...] | frozenset[str]
     title: re.Pattern[str] | None
 
     def reason(self, event: ChannelLive, categories: _Categories) -> Reason | None:
         """None when the event passes every filter of the rule."""
+        names = (event.user_name, event.social_username)
+        found = self.audience_reason(event.user_id, names, categories)
+        if found is not None:
+            return found
         name = _fold(event.user_name)
-        social = _fold(event.social_username) if event.social_username else None
-        if (self.user_ids or self.user_names) and not (
-            event.user_id in self.user_ids or name in self.user_names or social in self.user_names
-        ):
-            return Reason.USER_NOT_IN_RULE
-        if (self.category_ids or self.category_names) and not categories.match(
-            self.category_ids, self.category_names
-        ):
-            return Reason.CATEGORY_NOT_IN_RULE
         if event.user_id in self.excluded_ids or name in self.excluded_names:
             return Reason.EXCLUDED_USER
         if self.title is not None and not self.title.search(event.event_title or ""):
@@ -279,15 +295,9 @@ class _Book:
 # ---- scheduled ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Scheduled:
-    rule: _Ref
-    destinations: tuple[str, ...]
-    cooldown: float
-    user_ids: tuple[int, ...] | frozenset[int]
-    user_names: tuple[str, ...] | frozenset[str]
-    category_ids: tuple[int, ...] | frozenset[int]
-    category_names: tuple[str, ...] | frozenset[str]
+@dataclass(slots=True, kw_only=True)
+class _Scheduled(_Audience):
+    pass
 
 
 # ---- the engine ------------------------------------------------------------------------
@@ -349,13 +359,13 @@ class Engine:
             cids, cnames = _split(rule.categories)
             self._scheduled.append(
                 _Scheduled(
-                    _Ref(rule.name, before=rule.before),
-                    destinations,
-                    cooldown,
-                    _small(uids),
-                    _small(unames),
-                    _small(cids),
-                    _small(cnames),
+                    rule=_Ref(rule.name, before=rule.before),
+                    destinations=destinations,
+                    cooldown=cooldown,
+                    user_ids=_small(uids),
+                    user_names=_small(unames),
+                    category_ids=_small(cids),
+                    category_names=_small(cnames),
                 )
             )
 
@@ -373,16 +383,16 @@ class Engine:
         cids, cnames = _split(rule.categories)
         xids, xnames = _split(rule.exclude_users)
         compiled = _Live(
-            _Ref(rule.name, min_viewers=rule.min_viewers),
-            destinations,
-            cooldown,
-            _small(uids),
-            _small(unames),
-            _small(cids),
-            _small(cnames),
-            _small(xids),
-            _small(xnames),
-            re.compile(rule.title_matches) if rule.title_matches else None,
+            rule=_Ref(rule.name, min_viewers=rule.min_viewers),
+            destinations=destinations,
+            cooldown=cooldown,
+            user_ids=_small(uids),
+            user_names=_small(unames),
+            category_ids=_small(cids),
+            category_names=_small(cnames),
+            excluded_ids=_small(xids),
+            excluded_names=_small(xnames),
+            title=re.compile(rule.title_matches) if rule.title_matches else None,
         )
         if uids or unames:  # users narrow most; categories are then a filter
             for uid in uids:
@@ -660,16 +670,9 @@ class Engine:
         result = Evaluation()
         for event in events:
             subject = str(event.event_id)
+            categories = self._categories(event.category_id, event.category_name)
             for sched in self._scheduled:
-                if (
-                    (sched.user_ids or sched.user_names)
-                    and event.user_id not in sched.user_ids
-                    and (event.user_name is None or _fold(event.user_name) not in sched.user_names)
-                ):
-                    continue
-                if (sched.category_ids or sched.category_names) and not self._categories(
-                    event.category_id, event.category_name
-                ).match(sched.category_ids, sched.category_names):
+                if sched.audience_reason(event.user_id, (event.user_name,), categories):
                     continue
                 name = sched.rule.name
                 if now >= event.event_start_ts:
