@@ -10,6 +10,7 @@ its answer) and the last arriving (after its start) there are then always T seco
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -31,13 +32,18 @@ class SlidingWindow:
         self.limit = limit
         self.window = window + margin
         self.shared = shared  # used by many destinations (a bot), not one chat
-        self._slots: list[Slot] = []
+        self._slots: deque[Slot] = deque()  # in start order
 
     def wait_time(self, now: float) -> float | None:
         """0.0 when a request may start now; else seconds to wait, or None when only an
         answer still in flight can free a slot (wait for it to settle)."""
         horizon = now - self.window
-        self._slots = [s for s in self._slots if s.ended is None or s.ended > horizon]
+        slots = self._slots
+        while slots and slots[0].ended is not None and slots[0].ended <= horizon:
+            slots.popleft()
+        if len(slots) < self.limit:
+            return 0.0  # the common case, without a scan
+        self._slots = deque(s for s in slots if s.ended is None or s.ended > horizon)
         excess = len(self._slots) - self.limit + 1
         if excess <= 0:
             return 0.0
