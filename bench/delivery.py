@@ -192,6 +192,14 @@ async def throughput(count: int, chats: int, folder: str) -> None:
         tg = {f"chat{n}": {"telegram": {"chat_id": 6_000_000 + n}} for n in range(chats)}
         alerts = new_alerts(list(tg), count // chats)
         ours = await deliver_all(tg, alerts, settings, 10_000.0, folder)
+        try:
+            import apprise  # noqa: F401
+        except ImportError:
+            print(
+                f"raw throughput: parti-notifier {count / ours:.1f} alerts/s; for the "
+                "comparison install Apprise: .venv/bin/pip install -e '.[bench]'"
+            )
+            return
         theirs = await apprise_run(info, alerts, chats)
         ours_rate, theirs_rate = count / ours, count / theirs
         print(f"raw throughput, {count} alerts over {chats} chats, fake without limits:")
