@@ -403,7 +403,9 @@ class App:
             if live is None or not self.engine.follows(live):
                 continue
             before = self._queue.qsize()
-            await self._evaluate(live, time.time(), caught_up=True)
+            # After a gap it was missed; on a routine poll it may only now pass a filter
+            # such as min_viewers (a stream starts with 0 viewers).
+            await self._evaluate(live, time.time(), caught_up=caught_up)
             found += self._queue.qsize() - before
         if found:
             self.metrics.catch_ups.inc(found)

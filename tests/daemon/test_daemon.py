@@ -253,3 +253,23 @@ async def test_healthz_and_metrics_answer(
         assert "notifier_outbox_depth 0.0" in metrics
     finally:
         await daemon.stop()
+
+
+async def test_min_viewers_is_checked_again_on_live_list_polls(
+    setup: tuple[Daemon, Simulator, FakeTelegram, FakeDiscord],
+) -> None:
+    daemon, sim, tg, _ = setup
+    await daemon.wait_log("catch_up.done")  # the start-up catch-up is behind us
+    # Streams start with few viewers: the go-live event does not pass min_viewers ...
+    await sim.go_live(
+        611713,
+        user_name="Genxgaming0_1",
+        event_title="Ranked grind",
+        category_name="Gaming",
+        viewers_count=3,
+    )
+    # ... but the live list, polled every second here, shows the crowd arriving.
+    sim.live_channels[611713]["viewers_count"] = 35
+    await daemon.wait_log("alert.sent", rule="ranked-gaming")
+    (text,) = [t for t in tg_texts(tg) if "Genxgaming0_1" in t]
+    assert "35 watching" in text and "reconnecting" not in text
