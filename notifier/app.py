@@ -118,6 +118,8 @@ class App:
         self._reload = asyncio.Event()
         self._catch_up = asyncio.Event()
         self._delivery_changed = asyncio.Event()
+        self._ran_before = False  # the state file had alerts: the first connect ends a gap
+        self._gap_possible = False
         self.health_changed = asyncio.Condition()  # notified when healthy() flips
         self._state_dirty = False
         self._writing = 0
@@ -236,6 +238,7 @@ class App:
     # ---- start-up ----------------------------------------------------------------------
 
     async def _load_state(self) -> None:
+        self._ran_before = bool(await self.outbox.counts())
         released = await self.outbox.release_leases()
         if released:
             event(_log, "outbox.recovered", in_flight_at_last_stop=released)
@@ -285,6 +288,7 @@ class App:
         self.metrics.connected.set(1)
         if item.gap is not None:
             self.metrics.reconnects.inc()
+        self._gap_possible = item.gap is not None or self._ran_before
         self._catch_up.set()  # on start and after every reconnect
         if not self.connected_once.is_set():
             self.connected_once.set()
@@ -383,14 +387,17 @@ class App:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.live_poll):
                     await self._catch_up.wait()
-            caught_up = self._catch_up.is_set()
+            after_connect = self._catch_up.is_set()
             self._catch_up.clear()
             try:
-                await self._poll_live(caught_up=caught_up)
+                await self._poll_live(after_connect=after_connect)
             except PartiError as exc:
                 event(_log, "poll.failed", logging.WARNING, error=str(exc))
 
-    async def _poll_live(self, *, caught_up: bool) -> None:
+    async def _poll_live(self, *, after_connect: bool) -> None:
+        # Alerts found right after a reconnect (or a restart) were missed in the gap and
+        # say so; on a first start or a routine poll they are plain alerts.
+        caught_up = after_connect and self._gap_possible
         channels: dict[int, LiveChannel] = {}
         async for channel in self.client.iter_live():
             channels[channel.user_id] = channel
@@ -409,8 +416,8 @@ class App:
             found += self._queue.qsize() - before
         if found:
             self.metrics.catch_ups.inc(found)
-        if caught_up or found:
-            event(_log, "catch_up.done", live=len(channels), alerts=found)
+        if after_connect or found:
+            event(_log, "catch_up.done", live=len(channels), alerts=found, gap=caught_up)
         await self.outbox.update_peaks(
             {u: c.viewers_count or 0 for u, c in channels.items() if u in live_set}
         )

@@ -273,3 +273,22 @@ async def test_min_viewers_is_checked_again_on_live_list_polls(
     await daemon.wait_log("alert.sent", rule="ranked-gaming")
     (text,) = [t for t in tg_texts(tg) if "Genxgaming0_1" in t]
     assert "35 watching" in text and "reconnecting" not in text
+
+
+async def test_a_first_start_alerts_streams_already_live_without_the_gap_label(
+    tmp_path: Path,
+    sim: Simulator,
+    fake_telegram: FakeTelegram,
+    fake_discord: FakeDiscord,
+) -> None:
+    webhook = fake_discord.add_webhook(2)
+    rules = write_rules(tmp_path / "rules.yaml", webhook, users="[DBR]")  # live in the seed
+    daemon = await Daemon(daemon_env(tmp_path, sim, fake_telegram, fake_discord), rules).start()
+    try:
+        done = await daemon.wait_log("catch_up.done")
+        await daemon.wait_log("alert.sent", rule="friends-live", dest="tg")
+    finally:
+        await daemon.stop()
+    assert done["gap"] is False
+    (text,) = tg_texts(fake_telegram)
+    assert text.startswith("🔴 DBR is live\n"), "a fresh install missed nothing"
