@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -144,6 +145,11 @@ async def test_the_demo_scenario_alert_by_alert(
     # nothing was sent twice
     assert len(tg_texts(tg)) == 6
     assert len(dc.sent()) == 3
+
+    # and no secret reached the log
+    log = json.dumps(daemon.lines)
+    assert tg.token not in log
+    assert all(secret not in log for secret in dc.webhooks.values())
 
 
 async def test_a_gap_is_caught_up_without_a_duplicate(
