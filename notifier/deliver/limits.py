@@ -56,7 +56,3 @@ class SlidingWindow:
         slot = Slot(now)
         self._slots.append(slot)
         return slot
-
-    @property
-    def in_use(self) -> int:
-        return len(self._slots)

@@ -370,14 +370,6 @@ class Outbox:
             ).fetchall()
         return [_row(r) for r in found]
 
-    def destinations_with_work(self) -> list[str]:
-        with self._lock:
-            found = self._db.execute(
-                "SELECT DISTINCT destination FROM alerts WHERE state IN (?, ?)",
-                (PENDING, SENDING),
-            ).fetchall()
-        return [d for (d,) in found]
-
     def next_due(self, destination: str) -> float | None:
         with self._lock:
             (at,) = self._db.execute(
