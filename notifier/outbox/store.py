@@ -107,6 +107,15 @@ class LiveEntry:
 
 
 _COLUMNS = ", ".join(Row.__dataclass_fields__)
+_PLACEHOLDERS = ", ".join("?" for _ in Row.__dataclass_fields__)
+
+
+def _values(row: Row) -> tuple[Any, ...]:
+    """A row's column values in `_COLUMNS` order, the payload as JSON."""
+    return tuple(
+        json.dumps(row.payload, ensure_ascii=False) if name == "payload" else getattr(row, name)
+        for name in Row.__dataclass_fields__
+    )
 
 
 def _row(values: Sequence[Any]) -> Row:
@@ -208,57 +217,36 @@ class Outbox:
                 self._set_live(live)
             for alert in alerts:
                 leased = left.get(alert.destination, 0) > 0
-                payload = json.dumps(alert.payload, ensure_ascii=False)
+                row = Row(
+                    alert.key,
+                    alert.destination,
+                    alert.rule,
+                    alert.kind,
+                    alert.action,
+                    alert.ref_key,
+                    alert.subject,
+                    alert.identity,
+                    alert.payload,
+                    SENDING if leased else PENDING,
+                    1 if leased else 0,
+                    now,
+                    alert.event_at,
+                    now,
+                    now + lease if leased else None,
+                    None,
+                    None,
+                    None,
+                )
                 cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO alerts (key, destination, rule, kind, action, ref_key,"
-                    " subject, identity, payload, state, attempts, created_at, event_at,"
-                    " next_attempt_at, lease_until)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        alert.key,
-                        alert.destination,
-                        alert.rule,
-                        alert.kind,
-                        alert.action,
-                        alert.ref_key,
-                        alert.subject,
-                        alert.identity,
-                        payload,
-                        SENDING if leased else PENDING,
-                        1 if leased else 0,
-                        now,
-                        alert.event_at,
-                        now,
-                        now + lease if leased else None,
-                    ),
+                    f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+                    _values(row),
                 )
                 if not cursor.rowcount:
                     continue
                 added.append(alert.key)
                 if leased:
                     left[alert.destination] -= 1
-                    rows.append(
-                        Row(
-                            alert.key,
-                            alert.destination,
-                            alert.rule,
-                            alert.kind,
-                            alert.action,
-                            alert.ref_key,
-                            alert.subject,
-                            alert.identity,
-                            alert.payload,
-                            SENDING,
-                            1,
-                            now,
-                            alert.event_at,
-                            now,
-                            now + lease,
-                            None,
-                            None,
-                            None,
-                        )
-                    )
+                    rows.append(row)
             for name, value in (state or {}).items():
                 self._set(name, value)
         return added, rows
