@@ -6,13 +6,19 @@ Price lines are kept sorted per asset so that a price step only touches the line
 crossed. Every decision has a named `Reason`, so `replay --explain` can say why
 nothing fired; the mutable state (baselines, armed flags, windows, cooldowns) can
 be exported and restored so a restarted daemon does not fire a crossing again.
+
+Chat subscriptions (subscriptions.py) are rules added, changed and removed at run time:
+they go into the same structures incrementally (a user-id bucket, a line bisected into
+its book) and leave no trace when removed.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import re
+import sys
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ from typing import Any
 
 from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate
 from notifier.rules.schema import LiveRule, PriceRule, RulesFile, ScheduledRule
+from notifier.rules.subscriptions import SUB_PREFIX, Subscription, subscription_id, to_rule
 from notifier.units import parse_percent
 
 
@@ -73,10 +80,50 @@ class Decision:
     destination: str | None = None
 
 
+def describe(reason: Reason, *, detail: str = "") -> str:
+    """A decision in words, as `replay --explain` prints it (plus a detail, if any)."""
+    return f"{reason.value} ({detail})" if detail else reason.value
+
+
+@dataclass(frozen=True, slots=True)
+class SubDecision:
+    """What one live event meant for one subscription whose streamer it was (for /why)."""
+
+    rule: str
+    destination: str
+    reason: Reason
+    subject: str
+    identity: str
+    at: float
+    detail: str = ""  # numbers only (never text from strangers): "5 of 20", "540s left"
+
+    @property
+    def subscription_id(self) -> int:
+        found = subscription_id(self.rule)
+        assert found is not None
+        return found
+
+    @property
+    def text(self) -> str:
+        return describe(self.reason, detail=self.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """The outcome of adding a subscription: for a price line, whether the latest known
+    price is already past it (the next crossing fires, not this one)."""
+
+    already_past: bool = False
+    last_price: Decimal | None = None
+
+
 @dataclass
 class Evaluation:
     matches: list[Match] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    # Always filled for live events (not only with explain): one per subscription of the
+    # event's user, so it costs O(subscriptions of that user).
+    sub_decisions: list[SubDecision] = field(default_factory=list)
 
 
 def _fold(text: str) -> str:
@@ -275,21 +322,95 @@ class _Book:
     below: list[_Line] = field(default_factory=list)
     moves: list[_Move] = field(default_factory=list)
     above_lines: list[Decimal] = field(default_factory=list)
-    above_rearm: list[tuple[Decimal, int]] = field(default_factory=list)
+    # (rearm level, id of the line, the line): the id breaks ties, so lines are never compared
+    above_rearm: list[tuple[Decimal, int, _Line]] = field(default_factory=list)
     below_lines: list[Decimal] = field(default_factory=list)
-    below_rearm: list[tuple[Decimal, int]] = field(default_factory=list)
+    below_rearm: list[tuple[Decimal, int, _Line]] = field(default_factory=list)
+    # A file's rules are appended and sorted once (`seal`); later lines are bisected in.
+    is_sorted: bool = True
+
+    def append(self, entry: _Line) -> None:
+        (self.above if entry.direction == "above" else self.below).append(entry)
+        self.is_sorted = False
 
     def seal(self) -> None:
+        if self.is_sorted:
+            return
         self.above.sort(key=lambda e: e.line)
         self.below.sort(key=lambda e: e.line)
         self.above_lines = [e.line for e in self.above]
         self.below_lines = [e.line for e in self.below]
-        self.above_rearm = sorted((e.rearm_level, i) for i, e in enumerate(self.above))
-        self.below_rearm = sorted((e.rearm_level, i) for i, e in enumerate(self.below))
+        self.above_rearm = sorted((e.rearm_level, id(e), e) for e in self.above)
+        self.below_rearm = sorted((e.rearm_level, id(e), e) for e in self.below)
+        self.is_sorted = True
+
+    def insert(self, entry: _Line) -> None:
+        """Bisect one line in (after lines of the same level, as a stable sort would)."""
+        self.seal()
+        entries, levels, rearm = self._side(entry)
+        at = bisect.bisect_right(levels, entry.line)
+        entries.insert(at, entry)
+        levels.insert(at, entry.line)
+        bisect.insort(rearm, (entry.rearm_level, id(entry), entry))
+
+    def remove(self, entry: _Line) -> None:
+        self.seal()
+        entries, levels, rearm = self._side(entry)
+        at = bisect.bisect_left(levels, entry.line)
+        while entries[at] is not entry:  # among lines of the same level
+            at += 1
+        del entries[at]
+        del levels[at]
+        at = bisect.bisect_left(rearm, (entry.rearm_level, id(entry)))
+        del rearm[at]
+
+    def remove_move(self, move: _Move) -> None:
+        # By identity: two moves with equal settings compare equal.
+        for at, other in enumerate(self.moves):
+            if other is move:
+                del self.moves[at]
+                return
+
+    def _side(
+        self, entry: _Line
+    ) -> tuple[list[_Line], list[Decimal], list[tuple[Decimal, int, _Line]]]:
+        if entry.direction == "above":
+            return self.above, self.above_lines, self.above_rearm
+        return self.below, self.below_lines, self.below_rearm
+
+    def empty(self) -> bool:
+        return not (self.above or self.below or self.moves)
 
     def lines(self) -> Iterable[_Line]:
         yield from self.above
         yield from self.below
+
+
+def _past(entry: _Line, price: Decimal) -> bool:
+    return price >= entry.line if entry.direction == "above" else price <= entry.line
+
+
+def _apply_line(entry: _Line, saved: Mapping[str, Any] | None, last: Decimal | None) -> None:
+    """Saved state onto a line; without a saved `armed`, the baseline from `last`."""
+    if saved is not None and "seq" in saved:
+        entry.seq = int(saved["seq"])
+    if saved is not None and "armed" in saved:
+        entry.armed = bool(saved["armed"])
+    elif last is not None:
+        entry.armed = not _past(entry, last)
+
+
+def _apply_move(move: _Move, saved: Mapping[str, Any] | None) -> None:
+    if saved is None:
+        return
+    move.seq = int(saved.get("seq", 0))
+    if "highs" in saved:
+        move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
+        move.lows = deque((float(t), Decimal(p)) for t, p in saved.get("lows", ()))
+
+
+def _saved(pending: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
+    return None if pending is None else pending[1]
 
 
 # ---- scheduled ----------------------------------------------------------------------
@@ -298,6 +419,30 @@ class _Book:
 @dataclass(slots=True, kw_only=True)
 class _Scheduled(_Audience):
     pass
+
+
+# ---- subscriptions ------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _SubRecord:
+    """What the engine keeps of one subscription: where its compiled parts sit."""
+
+    id: int
+    name: str
+    destination: str
+    user_id: int | None = None  # a live subscription: its bucket in `_subs_by_user`
+    live: _Live | None = None
+    book: str = ""  # a price subscription: its book's key
+    lines: tuple[_Line, ...] = ()
+    move: _Move | None = None
+    last: SubDecision | None = None
+
+
+# Restored state of subscriptions not (yet) in the engine, kept by rule name: enough for
+# every subscription of a big installation, and a few state keys per rule at most.
+PENDING_LIMIT = 100_000
+_PENDING_PER_RULE = 8
 
 
 # ---- the engine ------------------------------------------------------------------------
@@ -312,6 +457,7 @@ class Engine:
         *,
         categories: Mapping[int, Iterable[str]] | None = None,
         state: Mapping[str, Any] | None = None,
+        pending_limit: int = PENDING_LIMIT,
     ) -> None:
         self.defaults = rules_file.defaults
         self.counts = {"live": 0, "price": 0, "scheduled": 0}
@@ -328,6 +474,14 @@ class Engine:
         # (rule, subject, destination) -> (until, identity of the alert that set it)
         self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._reminded: dict[tuple[str, int], int] = {}
+        # Every asset name seen (symbols and tickers, folded) -> (latest price, subject):
+        # a new price subscription takes its baseline from it, even on a new book.
+        self._prices: dict[str, tuple[Decimal, str]] = {}
+        self._subs: dict[int, _SubRecord] = {}
+        self._subs_by_user: dict[int, dict[int, _SubRecord]] = {}
+        # rule name -> {state key: ("line" | "move", saved state)}, oldest first
+        self._pending: dict[str, dict[str, tuple[str, Mapping[str, Any]]]] = {}
+        self._pending_limit = pending_limit
         self.set_categories(categories or {})
         for rule in rules_file.rules:
             self.add(rule)
@@ -376,24 +530,170 @@ class Engine:
         if state:
             self.restore_state(state)
 
+    # ---- subscriptions -----------------------------------------------------------
+
+    def add_subscription(self, sub: Subscription, *, now: float) -> AddResult:
+        """Put a chat subscription into the engine at once, matched like a file rule.
+
+        A price line takes the latest known price as its baseline, so the next crossing
+        fires; the result says whether that price is already past the line. Raises
+        ValueError (one line) for an invalid subscription or an id already present.
+        """
+        if sub.id in self._subs:
+            raise ValueError(f"subscription {sub.id} is already in the engine")
+        return self._insert(sub, to_rule(sub), now, {})
+
+    def replace_subscription(self, sub: Subscription, *, now: float) -> AddResult:
+        """Change a subscription in place (adding it when absent). Cooldowns carry over,
+        and so does the state of a line or move that stays the same; an invalid
+        subscription raises ValueError and leaves the old one as it was."""
+        rule = to_rule(sub)
+        old = self._subs.pop(sub.id, None)
+        if old is None:
+            return self._insert(sub, rule, now, {})
+        cooldowns = self._cooldown_keys(old)
+        self._unindex(old)
+        carried: dict[str, _Line | _Move] = {e.state_key(): e for e in old.lines}
+        if old.move is not None:
+            carried[old.move.state_key()] = old.move
+        result = self._insert(sub, rule, now, carried)
+        new = self._subs[sub.id]
+        new.last = old.last
+        for left in carried.values():  # a line that changed: its crossing count is kept
+            self._park(old.name, left)
+        kept = set(self._cooldown_keys(new))
+        for key in cooldowns:
+            if key not in kept:
+                self._cooldown_until.pop(key, None)
+        return result
+
+    def remove_subscription(self, sub_id: int) -> bool:
+        """Take a subscription out; False when it was not in the engine.
+
+        Nothing of it stays in the indexes or cooldowns. Only a line's or move's crossing
+        count is kept aside (bounded), so that if the same subscription comes back (a
+        paused chat resumed) its next alert gets a new identity, not an old outbox key.
+        """
+        record = self._subs.pop(sub_id, None)
+        if record is None:
+            return False
+        for key in self._cooldown_keys(record):
+            self._cooldown_until.pop(key, None)
+        self._unindex(record)
+        for entry in record.lines:
+            self._park(record.name, entry)
+        if record.move is not None:
+            self._park(record.name, record.move)
+        return True
+
+    def subscription_ids(self) -> frozenset[int]:
+        return frozenset(self._subs)
+
+    def last_price(self, asset: str) -> Decimal | None:
+        """The latest price seen for an asset symbol or ticker (any case), else None."""
+        known = self._prices.get(_fold(asset))
+        return None if known is None else known[0]
+
+    def last_decision(self, sub_id: int) -> SubDecision | None:
+        """The decision about the last live event of a subscription's streamer (for /why)."""
+        record = self._subs.get(sub_id)
+        return None if record is None else record.last
+
+    def _insert(
+        self,
+        sub: Subscription,
+        rule: LiveRule | PriceRule,
+        now: float,
+        carried: dict[str, _Line | _Move],
+    ) -> AddResult:
+        cooldown = self.defaults.cooldown if rule.cooldown is None else rule.cooldown
+        # Several subscriptions of a chat share one destination string.
+        destination = sys.intern(sub.destination)
+        destinations = (destination,)
+        record = _SubRecord(id=sub.id, name=rule.name, destination=destination)
+        result = AddResult()
+        if isinstance(rule, LiveRule):
+            record.live = self._compile_live(rule, destinations, cooldown)
+            (record.user_id,) = record.live.user_ids
+            self._subs_by_user.setdefault(record.user_id, {})[sub.id] = record
+        else:
+            record.book = _fold(rule.asset)
+            book = self._book(record.book)
+            lines, move = self._compile_price(rule, destinations, cooldown)
+            pending = self._pending.pop(rule.name, {})
+            last = book.last
+            for entry in lines:
+                key = entry.state_key()
+                before = carried.pop(key, None)
+                if isinstance(before, _Line):
+                    entry.armed, entry.seq = before.armed, before.seq
+                else:
+                    _apply_line(entry, _saved(pending.pop(key, None)), last)
+                book.insert(entry)
+            if move is not None:
+                key = move.state_key()
+                before = carried.pop(key, None)
+                if isinstance(before, _Move):
+                    move.seq, move.highs, move.lows = before.seq, before.highs, before.lows
+                else:
+                    saved = _saved(pending.pop(key, None))
+                    _apply_move(move, saved)
+                    if (saved is None or "highs" not in saved) and last is not None:
+                        move.restart(now, last)  # the window starts at the known price
+                book.moves.append(move)
+            record.lines, record.move = tuple(lines), move
+            for key, (kind, saved_state) in pending.items():  # for a line it may come back to
+                self._park_state(rule.name, key, kind, saved_state)
+            past = last is not None and any(_past(entry, last) for entry in lines)
+            result = AddResult(already_past=past, last_price=last)
+        self._subs[sub.id] = record
+        return result
+
+    def _unindex(self, record: _SubRecord) -> None:
+        if record.user_id is not None:
+            bucket = self._subs_by_user[record.user_id]
+            del bucket[record.id]
+            if not bucket:
+                del self._subs_by_user[record.user_id]
+        if record.book:
+            book = self._books[record.book]
+            for entry in record.lines:
+                book.remove(entry)
+            if record.move is not None:
+                book.remove_move(record.move)
+            if book.empty():  # its latest price stays in `_prices`
+                del self._books[record.book]
+
+    def _cooldown_keys(self, record: _SubRecord) -> list[tuple[str, str, str]]:
+        if record.user_id is not None:
+            return [(record.name, str(record.user_id), record.destination)]
+        subjects = {record.book.upper()}
+        known = self._prices.get(record.book)
+        if known is not None:
+            subjects.add(known[1])
+        return [(record.name, subject, record.destination) for subject in subjects]
+
+    def _park(self, name: str, item: _Line | _Move) -> None:
+        if item.seq:  # the count is all that is kept: a comeback takes a fresh baseline
+            kind = "line" if isinstance(item, _Line) else "move"
+            self._park_state(name, item.state_key(), kind, {"seq": item.seq})
+
+    def _park_state(self, name: str, key: str, kind: str, saved: Mapping[str, Any]) -> None:
+        bucket = self._pending.pop(name, None) or {}
+        bucket.pop(key, None)
+        bucket[key] = (kind, saved)
+        while len(bucket) > _PENDING_PER_RULE:
+            del bucket[next(iter(bucket))]
+        self._pending[name] = bucket  # the most recent last
+        while len(self._pending) > self._pending_limit:
+            del self._pending[next(iter(self._pending))]
+
     # ---- compile ---------------------------------------------------------------
 
     def _add_live(self, rule: LiveRule, destinations: tuple[str, ...], cooldown: float) -> None:
-        uids, unames = _split(rule.users)
-        cids, cnames = _split(rule.categories)
-        xids, xnames = _split(rule.exclude_users)
-        compiled = _Live(
-            rule=_Ref(rule.name, min_viewers=rule.min_viewers),
-            destinations=destinations,
-            cooldown=cooldown,
-            user_ids=_small(uids),
-            user_names=_small(unames),
-            category_ids=_small(cids),
-            category_names=_small(cnames),
-            excluded_ids=_small(xids),
-            excluded_names=_small(xnames),
-            title=re.compile(rule.title_matches) if rule.title_matches else None,
-        )
+        compiled = self._compile_live(rule, destinations, cooldown)
+        uids, unames = compiled.user_ids, compiled.user_names
+        cids, cnames = compiled.category_ids, compiled.category_names
         if uids or unames:  # users narrow most; categories are then a filter
             for uid in uids:
                 self._by_user_id.setdefault(uid, []).append(compiled)
@@ -407,23 +707,60 @@ class Engine:
         else:
             self._catch_all.append(compiled)
 
+    def _compile_live(
+        self, rule: LiveRule, destinations: tuple[str, ...], cooldown: float
+    ) -> _Live:
+        uids, unames = _split(rule.users)
+        cids, cnames = _split(rule.categories)
+        xids, xnames = _split(rule.exclude_users)
+        return _Live(
+            rule=_Ref(rule.name, min_viewers=rule.min_viewers),
+            destinations=destinations,
+            cooldown=cooldown,
+            user_ids=_small(uids),
+            user_names=_small(unames),
+            category_ids=_small(cids),
+            category_names=_small(cnames),
+            excluded_ids=_small(xids),
+            excluded_names=_small(xnames),
+            title=re.compile(rule.title_matches) if rule.title_matches else None,
+        )
+
     def _add_price(self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float) -> None:
-        book = self._books.setdefault(_fold(rule.asset), _Book())
+        book = self._book(_fold(rule.asset))
+        lines, move = self._compile_price(rule, destinations, cooldown)
+        for entry in lines:
+            book.append(entry)
+        if move is not None:
+            book.moves.append(move)
+
+    def _compile_price(
+        self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float
+    ) -> tuple[list[_Line], _Move | None]:
+        lines = []
         for direction, line in (("above", rule.above), ("below", rule.below)):
             if line is not None:
                 ref = _Ref(rule.name, rule.asset, fire_on_start=rule.fire_on_start)
-                entry = _Line(ref, destinations, cooldown, direction, line, rule.rearm_band(line))
-                (book.above if direction == "above" else book.below).append(entry)
-        if rule.move is not None and rule.within is not None:
-            book.moves.append(
-                _Move(
-                    _Ref(rule.name, rule.asset),
-                    destinations,
-                    cooldown,
-                    parse_percent(rule.move),
-                    rule.within,
+                lines.append(
+                    _Line(ref, destinations, cooldown, direction, line, rule.rearm_band(line))
                 )
+        move = None
+        if rule.move is not None and rule.within is not None:
+            move = _Move(
+                _Ref(rule.name, rule.asset),
+                destinations,
+                cooldown,
+                parse_percent(rule.move),
+                rule.within,
             )
+        return lines, move
+
+    def _book(self, key: str) -> _Book:
+        book = self._books.get(key)
+        if book is None:
+            known = self._prices.get(key)
+            book = self._books[key] = _Book(last=None if known is None else known[0])
+        return book
 
     # ---- evaluation --------------------------------------------------------------
 
@@ -435,11 +772,17 @@ class Engine:
         return self.on_price(event, now, explain=explain)
 
     def follows(self, event: ChannelLive) -> bool:
-        """Whether some live rule matches the event's filters (no cooldown, no state)."""
+        """Whether some live rule or subscription matches the event's filters (no
+        cooldown, no state)."""
         categories = self._categories(event.category_id, event.category_name)
-        return any(
+        if any(
             c.reason(event, categories) is None
             for c in self._live_candidates(event, categories).values()
+        ):
+            return True
+        subs = self._subs_by_user.get(event.user_id)
+        return subs is not None and any(
+            r.live is not None and r.live.reason(event, categories) is None for r in subs.values()
         )
 
     def _categories(self, category_id: int | None, category_name: str | None) -> _Categories:
@@ -466,8 +809,9 @@ class Engine:
         result = Evaluation()
         categories = self._categories(event.category_id, event.category_name)
         candidates = self._live_candidates(event, categories)
+        subs = self._subs_by_user.get(event.user_id)
         subject = str(event.user_id)
-        if not candidates:
+        if not candidates and not subs:
             if explain:
                 result.decisions.append(Decision(None, subject, Reason.NO_RULE))
             return result
@@ -492,15 +836,68 @@ class Engine:
                 {},
                 explain,
             )
+        if subs:
+            self._live_subs(subs, event, categories, subject, identity, now, result, explain)
         return result
+
+    def _live_subs(
+        self,
+        subs: Mapping[int, _SubRecord],
+        event: ChannelLive,
+        categories: _Categories,
+        subject: str,
+        identity: str,
+        now: float,
+        result: Evaluation,
+        explain: bool,
+    ) -> None:
+        """The subscriptions of the event's user: the same filters and cooldowns as a file
+        rule, and a decision for each (for /why) whether it fired or not."""
+        decisions = result.sub_decisions
+        for record in subs.values():
+            compiled = record.live
+            assert compiled is not None
+            name, destination = record.name, record.destination
+            reason = compiled.reason(event, categories)
+            detail = ""
+            if reason is None:
+                until = self._fire_one(
+                    result,
+                    name,
+                    destination,
+                    compiled.cooldown,
+                    "live",
+                    subject,
+                    identity,
+                    now,
+                    event,
+                    {},
+                )
+                if until is None:
+                    reason = Reason.FIRED
+                else:
+                    reason = Reason.COOLING_DOWN
+                    detail = f"{math.ceil(until - now)}s left"
+                if explain:
+                    result.decisions.append(Decision(name, subject, reason, destination))
+            else:
+                if reason is Reason.TOO_FEW_VIEWERS:
+                    detail = f"{event.viewers_count or 0} of {compiled.rule.min_viewers}"
+                if explain:
+                    result.decisions.append(Decision(name, subject, reason))
+            record.last = SubDecision(name, destination, reason, subject, identity, now, detail)
+            decisions.append(record.last)
 
     def on_price(self, event: PriceUpdate, now: float, *, explain: bool = False) -> Evaluation:
         result = Evaluation()
         names = {_fold(event.display_symbol)}
         if event.ticker:
             names.add(_fold(event.ticker))
-        books = [self._books[n] for n in names if n in self._books]
         subject = event.display_symbol.upper()
+        known = (event.price, subject)
+        for name in names:
+            self._prices[name] = known
+        books = [self._books[n] for n in names if n in self._books]
         if not books:
             if explain:
                 result.decisions.append(Decision(None, subject, Reason.NO_RULE))
@@ -518,6 +915,8 @@ class Engine:
         result: Evaluation,
         explain: bool,
     ) -> None:
+        if not book.is_sorted:  # file rules added after `seal`
+            book.seal()
         price, last = event.price, book.last
         book.last = price
         touched: set[int] = set()
@@ -533,8 +932,7 @@ class Engine:
                 self._cross(entry, price, subject, now, event, result, explain)
             lo = bisect.bisect_left(book.below_rearm, (last, -1))
             hi = bisect.bisect_left(book.below_rearm, (price, -1))
-            for _, index in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
-                entry = book.below[index]
+            for _, _, entry in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
                 if not entry.armed and price > entry.rearm_level:
                     entry.armed = True
                     touched.add(id(entry))
@@ -548,8 +946,7 @@ class Engine:
                 self._cross(entry, price, subject, now, event, result, explain)
             lo = bisect.bisect_right(book.above_rearm, (price, float("inf")))
             hi = bisect.bisect_right(book.above_rearm, (last, float("inf")))
-            for _, index in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
-                entry = book.above[index]
+            for _, _, entry in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
                 if not entry.armed and price < entry.rearm_level:
                     entry.armed = True
                     touched.add(id(entry))
@@ -719,23 +1116,39 @@ class Engine:
         explain: bool,
     ) -> None:
         for destination in destinations:
-            cool_key = (rule, subject, destination)
-            cooling = self._cooldown_until.get(cool_key)
-            # A cooldown holds back other events of the subject, never the same event
-            # evaluated again (a catch-up after a crash): the outbox key dedups that one.
-            if cooling is not None and now < cooling[0] and cooling[1] != identity:
-                if explain:
-                    result.decisions.append(
-                        Decision(rule, subject, Reason.COOLING_DOWN, destination)
-                    )
-                continue
-            if cooldown > 0:
-                self._cooldown_until[cool_key] = (now + cooldown, identity)
-            result.matches.append(
-                Match(rule, destination, kind, subject, identity, now, event, details)
+            until = self._fire_one(
+                result, rule, destination, cooldown, kind, subject, identity, now, event, details
             )
             if explain:
-                result.decisions.append(Decision(rule, subject, Reason.FIRED, destination))
+                reason = Reason.FIRED if until is None else Reason.COOLING_DOWN
+                result.decisions.append(Decision(rule, subject, reason, destination))
+
+    def _fire_one(
+        self,
+        result: Evaluation,
+        rule: str,
+        destination: str,
+        cooldown: float,
+        kind: str,
+        subject: str,
+        identity: str,
+        now: float,
+        event: ChannelLive | PriceUpdate | CalendarEvent,
+        details: Mapping[str, Any],
+    ) -> float | None:
+        """A match for one destination (None), or the end of the cooldown holding it back."""
+        cool_key = (rule, subject, destination)
+        cooling = self._cooldown_until.get(cool_key)
+        # A cooldown holds back other events of the subject, never the same event
+        # evaluated again (a catch-up after a crash): the outbox key dedups that one.
+        if cooling is not None and now < cooling[0] and cooling[1] != identity:
+            return cooling[0]
+        if cooldown > 0:
+            self._cooldown_until[cool_key] = (now + cooldown, identity)
+        result.matches.append(
+            Match(rule, destination, kind, subject, identity, now, event, details)
+        )
+        return None
 
     # ---- state ----------------------------------------------------------------------
 
@@ -743,7 +1156,7 @@ class Engine:
         """JSON-serialisable state; expired cooldowns are left out when `now` is given."""
         lines: dict[str, Any] = {}
         moves: dict[str, Any] = {}
-        prices: dict[str, str] = {}
+        prices = {name: str(price) for name, (price, _) in self._prices.items()}
         for asset, book in self._books.items():
             if book.last is not None:
                 prices[asset] = str(book.last)
@@ -755,6 +1168,9 @@ class Engine:
                     "highs": [[t, str(p)] for t, p in move.highs],
                     "lows": [[t, str(p)] for t, p in move.lows],
                 }
+        for bucket in self._pending.values():  # subscriptions not back in the engine yet
+            for key, (kind, saved) in bucket.items():
+                (lines if kind == "line" else moves)[key] = dict(saved)
         cooldowns = {
             _key(*k): [until, identity]
             for k, (until, identity) in self._cooldown_until.items()
@@ -775,32 +1191,32 @@ class Engine:
         }
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
-        """Take back exported state; entries of rules that no longer exist are dropped."""
+        """Take back exported state. Entries of file rules that no longer exist are dropped;
+        those of subscriptions not in the engine yet wait (bounded) until they are added."""
         if state.get("version") != 1:
             return
         lines = state.get("lines", {})
         moves = state.get("moves", {})
+        prices = state.get("prices", {})
+        for name, text in prices.items():
+            self._prices[name] = (Decimal(text), name.upper())
         for asset, book in self._books.items():
-            text = state.get("prices", {}).get(asset)
+            text = prices.get(asset)
             if text is not None:
                 book.last = Decimal(text)
             for entry in book.lines():
-                saved = lines.get(entry.state_key())
-                if saved is not None:
-                    entry.armed, entry.seq = bool(saved["armed"]), int(saved["seq"])
-                elif book.last is not None:  # a new rule: baseline from the known price
-                    past = (
-                        book.last >= entry.line
-                        if entry.direction == "above"
-                        else book.last <= entry.line
-                    )
-                    entry.armed = not past
+                # without saved state (a new rule): the baseline from the known price
+                _apply_line(entry, lines.get(entry.state_key()), book.last)
             for move in book.moves:
-                saved = moves.get(move.state_key())
-                if saved is not None:
-                    move.seq = int(saved["seq"])
-                    move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
-                    move.lows = deque((float(t), Decimal(p)) for t, p in saved["lows"])
+                _apply_move(move, moves.get(move.state_key()))
+        prefix = json.dumps([SUB_PREFIX])[:-2]  # '["sub:'
+        for kind, saved_states in (("line", lines), ("move", moves)):
+            for key, saved in saved_states.items():
+                if key.startswith(prefix):
+                    name = json.loads(key)[0]
+                    sub_id = subscription_id(name)
+                    if sub_id is not None and sub_id not in self._subs:
+                        self._park_state(name, key, kind, saved)
         for text, (until, identity) in state.get("cooldowns", {}).items():
             rule, subject, destination = json.loads(text)
             self._cooldown_until[(rule, subject, destination)] = (float(until), str(identity))
@@ -811,7 +1227,35 @@ class Engine:
     # ---- introspection -------------------------------------------------------------------
 
     def summary(self) -> dict[str, int]:
+        """Rules of the file by kind (subscriptions: `subscription_counts`)."""
         return dict(self.counts)
+
+    def subscription_counts(self) -> dict[str, int]:
+        counts = {"live": 0, "price": 0, "move": 0}
+        for record in self._subs.values():
+            kind = "live" if record.live is not None else "price" if record.lines else "move"
+            counts[kind] += 1
+        return counts
+
+    def index_sizes(self) -> dict[str, int]:
+        """How many entries each index holds (subscription churn must not grow them)."""
+        books = self._books.values()
+        return {
+            "user_ids": len(self._by_user_id),
+            "user_names": len(self._by_user_name),
+            "category_ids": len(self._by_category_id),
+            "category_names": len(self._by_category_name),
+            "catch_all": len(self._catch_all),
+            "subscriptions": len(self._subs),
+            "subscription_users": len(self._subs_by_user),
+            "books": len(self._books),
+            "price_lines": sum(len(b.above) + len(b.below) for b in books),
+            "line_levels": sum(len(b.above_lines) + len(b.below_lines) for b in books),
+            "rearm_levels": sum(len(b.above_rearm) + len(b.below_rearm) for b in books),
+            "moves": sum(len(b.moves) for b in books),
+            "cooldowns": len(self._cooldown_until),
+            "pending": len(self._pending),
+        }
 
 
 def category_map(categories: Iterable[Any]) -> dict[int, list[str]]:

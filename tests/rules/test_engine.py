@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -11,13 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate
-from notifier.rules.engine import Engine, Reason
+from notifier.rules.engine import AddResult, Engine, Reason, describe
 from notifier.rules.schema import RulesFile
+from notifier.rules.subscriptions import Subscription
 
 CATEGORIES = {7: ["Gaming"], 10: ["Music"], 16: ["Valorant"]}
 
 
-def engine(*rules: dict[str, Any], cooldown: str = "10m", state: Any = None) -> Engine:
+def engine(
+    *rules: dict[str, Any], cooldown: str = "10m", state: Any = None, pending_limit: int = 100_000
+) -> Engine:
     rules_file = RulesFile.model_validate(
         {
             "destinations": {"me": {"console": {}}, "room": {"console": {}}},
@@ -25,7 +29,7 @@ def engine(*rules: dict[str, Any], cooldown: str = "10m", state: Any = None) -> 
             "rules": [{"notify": ["me"], **r} for r in rules],
         }
     )
-    return Engine(rules_file, categories=CATEGORIES, state=state)
+    return Engine(rules_file, categories=CATEGORIES, state=state, pending_limit=pending_limit)
 
 
 def live(**fields: Any) -> ChannelLive:
@@ -273,7 +277,7 @@ def test_move_forgets_prices_older_than_the_window() -> None:
 @given(
     line=st.integers(min_value=50, max_value=150),
     band=st.integers(min_value=0, max_value=20),
-    path=st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=60),
+    path=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=60),
 )
 def test_above_fires_exactly_once_per_crossing_given_hysteresis(
     line: int, band: int, path: list[int]
@@ -337,8 +341,6 @@ def test_a_new_rule_takes_its_baseline_from_the_restored_price() -> None:
 
 
 def test_state_is_json_serialisable() -> None:
-    import json
-
     e = engine({"name": "m", "when": "price", "asset": "ETH", "move": "5%", "within": "1h"})
     e.on_price(price("100", "ETH", "ethereum"), now=0.0)
     state = json.loads(json.dumps(e.export_state()))
@@ -373,3 +375,474 @@ def test_the_same_event_again_is_not_held_back_by_its_own_cooldown() -> None:
     (again,) = e.on_live(live(event_id=7), now=5.0).matches
     assert again.key == first.key
     assert e.on_live(live(event_id=8), now=6.0).matches == []
+
+
+# ---- subscriptions ------------------------------------------------------------------------
+
+CHAT = "@tg:-100123"
+
+
+def follow(sub_id: int = 1, target: int = 463000, **params: Any) -> Subscription:
+    return Subscription(
+        id=sub_id,
+        platform="telegram",
+        chat_id="-100123",
+        kind="live",
+        target=str(target),
+        destination=CHAT,
+        params=params,
+    )
+
+
+def alert(
+    sub_id: int, direction: str, line: str | int, asset: str = "BTC", **params: Any
+) -> Subscription:
+    return Subscription(
+        id=sub_id,
+        platform="telegram",
+        chat_id="-100123",
+        kind="price",
+        target=asset,
+        destination=CHAT,
+        params={"direction": direction, "line": str(line), **params},
+    )
+
+
+def move(sub_id: int, percent: str, window: str, asset: str = "ETH") -> Subscription:
+    return Subscription(
+        id=sub_id,
+        platform="telegram",
+        chat_id="-100123",
+        kind="move",
+        target=asset,
+        destination=CHAT,
+        params={"percent": percent, "window": window},
+    )
+
+
+def test_a_subscription_added_at_run_time_fires_with_its_own_key() -> None:
+    e = engine()
+    assert e.on_live(live(), now=0.0).matches == []
+    e.add_subscription(follow(7), now=1.0)
+    (match,) = e.on_live(live(event_id=80695), now=2.0).matches
+    assert match.key == '["sub:7", "@tg:-100123", "live:463000:event:80695"]'
+    assert e.subscription_ids() == {7}
+
+
+def test_a_removed_subscription_no_longer_fires() -> None:
+    e = engine()
+    e.add_subscription(follow(7), now=0.0)
+    assert e.remove_subscription(7) is True
+    assert e.on_live(live(), now=1.0).matches == []
+    assert e.remove_subscription(7) is False
+    assert e.subscription_ids() == frozenset()
+
+
+def test_subscriptions_fire_after_the_file_rules_of_the_same_user() -> None:
+    e = engine({"name": "r", "when": "live", "users": [463000]})
+    e.add_subscription(follow(2), now=0.0)
+    e.add_subscription(follow(1), now=0.0)
+    matches = e.on_live(live(), now=1.0).matches
+    assert [(m.rule, m.destination) for m in matches] == [
+        ("r", "me"),
+        ("sub:2", CHAT),
+        ("sub:1", CHAT),
+    ]
+
+
+def test_adding_an_id_twice_is_refused_and_an_invalid_one_changes_nothing() -> None:
+    e = engine()
+    e.add_subscription(follow(1), now=0.0)
+    with pytest.raises(ValueError, match="already in the engine"):
+        e.add_subscription(follow(1), now=0.0)
+    with pytest.raises(ValueError, match="subscription 1: title_matches"):
+        e.replace_subscription(follow(1, title_matches="("), now=0.0)
+    assert len(e.on_live(live(), now=1.0).matches) == 1, "the old subscription is still there"
+
+
+def test_replace_changes_the_filters_at_once() -> None:
+    e = engine(cooldown="0s")
+    e.add_subscription(follow(1, min_viewers=100), now=0.0)
+    assert e.on_live(live(event_id=1, viewers_count=5), now=1.0).matches == []
+    e.replace_subscription(follow(1, min_viewers=1), now=2.0)
+    assert len(e.on_live(live(event_id=2, viewers_count=5), now=3.0).matches) == 1
+
+
+def test_replace_can_move_a_subscription_to_another_streamer() -> None:
+    e = engine(cooldown="0s")
+    e.add_subscription(follow(1, target=463000), now=0.0)
+    e.replace_subscription(follow(1, target=5), now=0.0)
+    assert e.on_live(live(), now=1.0).matches == []
+    assert len(e.on_live(live(user_id=5, user_name="Jack"), now=2.0).matches) == 1
+    assert e.index_sizes()["subscription_users"] == 1
+
+
+def test_replace_of_an_absent_subscription_adds_it() -> None:
+    e = engine()
+    e.replace_subscription(follow(3), now=0.0)
+    assert e.subscription_ids() == {3}
+
+
+def test_the_cooldown_survives_a_replace() -> None:
+    e = engine(cooldown="10m")
+    e.add_subscription(follow(1), now=0.0)
+    assert len(e.on_live(live(event_id=1), now=0.0).matches) == 1
+    e.replace_subscription(follow(1, title_matches="h"), now=10.0)
+    held = e.on_live(live(event_id=2), now=20.0)
+    assert held.matches == []
+    (decision,) = held.sub_decisions
+    assert (decision.reason, decision.text) == (Reason.COOLING_DOWN, "cooling down (580s left)")
+
+
+def test_subscriptions_share_cooldown_semantics_with_file_rules() -> None:
+    e = engine(cooldown="10m")
+    e.add_subscription(follow(1), now=0.0)
+    assert len(e.on_live(live(event_id=1), now=1000.0).matches) == 1
+    assert len(e.on_live(live(event_id=1), now=1500.0).matches) == 1, "same event again"
+    assert e.on_live(live(event_id=2), now=2099.999).matches == []
+    assert len(e.on_live(live(event_id=3), now=2100.0).matches) == 1
+
+
+SUB_DECISIONS: list[tuple[str, dict[str, Any], dict[str, Any], Reason, str]] = [
+    ("matched", {}, {}, Reason.FIRED, "fired"),
+    (
+        "category filtered",
+        {"categories": ["Music"]},
+        {"category_name": "Gaming"},
+        Reason.CATEGORY_NOT_IN_RULE,
+        "category not in the rule",
+    ),
+    (
+        "category by id",
+        {"categories": [10]},
+        {"category_name": "Music"},
+        Reason.FIRED,
+        "fired",
+    ),
+    (
+        "title filtered",
+        {"title_matches": "ranked"},
+        {"event_title": "chill"},
+        Reason.TITLE_MISMATCH,
+        "title does not match",
+    ),
+    (
+        "too few viewers",
+        {"min_viewers": 20},
+        {"viewers_count": 5},
+        Reason.TOO_FEW_VIEWERS,
+        "fewer viewers than min_viewers (5 of 20)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "params", "event", "reason", "text"), SUB_DECISIONS, ids=[c[0] for c in SUB_DECISIONS]
+)
+def test_every_subscription_of_the_user_gets_a_decision_without_explain(
+    case: str, params: dict[str, Any], event: dict[str, Any], reason: Reason, text: str
+) -> None:
+    e = engine({"name": "file", "when": "live", "users": [463000]})
+    e.add_subscription(follow(4, **params), now=0.0)
+    result = e.on_live(live(event_id=3, **event), now=1.0)
+    (decision,) = result.sub_decisions  # the file rule is not among them
+    assert (decision.rule, decision.destination, decision.reason) == ("sub:4", CHAT, reason)
+    assert (decision.subscription_id, decision.identity) == (4, "live:463000:event:3")
+    assert decision.text == text
+    assert e.last_decision(4) == decision
+
+
+def test_other_users_events_leave_no_subscription_decision() -> None:
+    e = engine()
+    e.add_subscription(follow(4), now=0.0)
+    assert e.on_live(live(user_id=5, user_name="Jack"), now=1.0).sub_decisions == []
+    assert e.last_decision(4) is None
+
+
+def test_describe_uses_the_words_of_replay_explain() -> None:
+    assert [describe(r) for r in Reason] == [r.value for r in Reason]
+    assert describe(Reason.COOLING_DOWN, detail="9s left") == "cooling down (9s left)"
+
+
+def test_explain_lists_subscription_decisions_like_file_rules() -> None:
+    e = engine()
+    e.add_subscription(follow(4, min_viewers=20), now=0.0)
+    e.add_subscription(follow(5), now=0.0)
+    decisions = e.on_live(live(viewers_count=1), now=1.0, explain=True).decisions
+    assert [(d.rule, d.reason, d.destination) for d in decisions] == [
+        ("sub:4", Reason.TOO_FEW_VIEWERS, None),
+        ("sub:5", Reason.FIRED, CHAT),
+    ]
+
+
+def test_follows_includes_subscription_audiences() -> None:
+    e = engine()
+    assert not e.follows(live())
+    e.add_subscription(follow(1, min_viewers=10), now=0.0)
+    assert not e.follows(live(viewers_count=9))
+    assert e.follows(live(viewers_count=10))
+    e.remove_subscription(1)
+    assert not e.follows(live(viewers_count=10))
+
+
+def test_a_new_price_subscription_takes_the_latest_price_as_baseline() -> None:
+    e = engine(cooldown="0s")
+    e.on_price(price("150"), now=0.0)
+    assert e.add_subscription(alert(1, "above", 100), now=1.0) == AddResult(
+        already_past=True, last_price=Decimal(150)
+    )
+    assert e.add_subscription(alert(2, "above", 200), now=1.0) == AddResult(
+        already_past=False, last_price=Decimal(150)
+    )
+    assert e.on_price(price("160"), now=2.0).matches == [], "already past: not this crossing"
+    assert [m.rule for m in e.on_price(price("201"), now=3.0).matches] == ["sub:2"]
+    e.on_price(price("90"), now=4.0)
+    assert [m.rule for m in e.on_price(price("101"), now=5.0).matches] == ["sub:1"]
+
+
+def test_the_baseline_comes_from_any_price_seen_even_without_rules_on_the_asset() -> None:
+    e = engine(cooldown="0s")
+    e.on_price(price("3000", "ETH", "ethereum"), now=0.0)
+    assert e.last_price("eth") == e.last_price("Ethereum") == Decimal(3000)
+    assert e.last_price("SOL") is None
+    result = e.add_subscription(alert(1, "below", 2900, asset="ethereum"), now=1.0)
+    assert result == AddResult(already_past=False, last_price=Decimal(3000))
+    (match,) = e.on_price(price("2899", "ETH", "ethereum"), now=2.0).matches
+    assert match.identity == "price:ETH:below:2900:1"
+
+
+def test_a_price_subscription_before_any_price_waits_for_a_baseline() -> None:
+    e = engine(cooldown="0s")
+    assert e.add_subscription(alert(1, "above", 100), now=0.0) == AddResult()
+    assert e.on_price(price("150"), now=1.0).matches == [], "the first price is the baseline"
+    e.on_price(price("90"), now=2.0)
+    assert len(e.on_price(price("100"), now=3.0).matches) == 1
+
+
+def test_price_subscriptions_join_a_book_of_file_rules_after_seal() -> None:
+    e = engine(
+        {"name": "f1", "when": "price", "asset": "BTC", "above": 110},
+        {"name": "f2", "when": "price", "asset": "BTC", "below": 90},
+        cooldown="0s",
+    )
+    e.on_price(price("100"), now=0.0)
+    e.add_subscription(alert(1, "above", 105), now=0.0)
+    e.add_subscription(alert(2, "below", 95), now=0.0)
+    e.add_subscription(alert(3, "above", 120, rearm="1%"), now=0.0)
+    assert [m.rule for m in e.on_price(price("121"), now=1.0).matches] == ["sub:1", "f1", "sub:3"]
+    assert [m.rule for m in e.on_price(price("89"), now=2.0).matches] == ["f2", "sub:2"]
+    e.remove_subscription(1)
+    e.remove_subscription(2)
+    assert [m.rule for m in e.on_price(price("130"), now=3.0).matches] == ["f1", "sub:3"]
+    assert [m.rule for m in e.on_price(price("80"), now=4.0).matches] == ["f2"]
+
+
+def test_a_move_subscription_starts_its_window_at_the_known_price() -> None:
+    e = engine(cooldown="0s")
+    eth = lambda v: price(v, "ETH", "ethereum")  # noqa: E731
+    e.on_price(eth("100"), now=0.0)
+    assert e.add_subscription(move(1, "5%", "1h"), now=10.0).last_price == Decimal(100)
+    (up,) = e.on_price(eth("105"), now=20.0).matches
+    assert (up.rule, up.details["direction"], up.identity) == ("sub:1", "up", "price:ETH:move:1")
+
+
+def test_replace_keeps_the_state_of_an_unchanged_line() -> None:
+    e = engine(cooldown="0s")
+    e.on_price(price("90"), now=0.0)
+    e.add_subscription(alert(1, "above", 100), now=0.0)
+    assert len(e.on_price(price("101"), now=1.0).matches) == 1
+    e.replace_subscription(alert(1, "above", 100, rearm="5%"), now=2.0)
+    e.on_price(price("99"), now=3.0)
+    assert e.on_price(price("101"), now=4.0).matches == [], "not re-armed below 95"
+    e.on_price(price("94"), now=5.0)
+    (again,) = e.on_price(price("100"), now=6.0).matches
+    assert again.identity == "price:BTC:above:100:2", "the crossing count carried over"
+
+
+def test_a_subscription_that_comes_back_continues_its_crossing_count() -> None:
+    # A paused chat resumed: the same rule name must not reuse an old outbox key.
+    e = engine(cooldown="0s")
+    e.on_price(price("90"), now=0.0)
+    e.add_subscription(alert(1, "above", 100), now=0.0)
+    (first,) = e.on_price(price("101"), now=1.0).matches
+    e.remove_subscription(1)
+    e.on_price(price("90"), now=2.0)
+    e.add_subscription(alert(1, "above", 100), now=3.0)
+    (second,) = e.on_price(price("101"), now=4.0).matches
+    assert (first.identity, second.identity) == (
+        "price:BTC:above:100:1",
+        "price:BTC:above:100:2",
+    )
+
+
+def test_subscription_state_is_exported_and_restored_before_the_subscription_returns() -> None:
+    first = engine(cooldown="10m")
+    first.on_price(price("90"), now=0.0)
+    first.add_subscription(alert(1, "above", 100, rearm=5), now=0.0)
+    first.add_subscription(follow(2), now=0.0)
+    first.add_subscription(move(3, "50%", "1h", asset="BTC"), now=0.0)
+    assert len(first.on_price(price("101"), now=1.0).matches) == 1
+    assert len(first.on_live(live(event_id=1), now=2.0).matches) == 1
+    state = json.loads(json.dumps(first.export_state(now=3.0)))
+
+    restarted = engine(cooldown="10m", state=state)  # the store's subscriptions come later
+    # Exported again before they come back, the pending state is not lost.
+    restarted = engine(cooldown="10m", state=json.loads(json.dumps(restarted.export_state())))
+    assert restarted.add_subscription(alert(1, "above", 100, rearm=5), now=4.0).already_past
+    restarted.add_subscription(follow(2), now=4.0)
+    restarted.add_subscription(move(3, "50%", "1h", asset="BTC"), now=4.0)
+    assert restarted.index_sizes()["pending"] == 0
+    assert restarted.on_price(price("102"), now=5.0).matches == [], "crossed before the restart"
+    assert restarted.on_live(live(event_id=2), now=6.0).matches == [], "cooldown survives"
+    restarted.on_price(price("94"), now=700.0)
+    (again,) = restarted.on_price(price("100"), now=701.0).matches
+    assert again.identity == "price:BTC:above:100:2"
+
+
+def test_pending_restored_state_is_bounded() -> None:
+    first = engine(cooldown="0s")
+    first.on_price(price("90"), now=0.0)
+    for n in range(50):
+        first.add_subscription(alert(n, "above", 100 + n), now=0.0)
+    first.on_price(price("200"), now=1.0)
+    restarted = engine(cooldown="0s", state=first.export_state(), pending_limit=10)
+    assert restarted.index_sizes()["pending"] == 10
+
+
+def test_churn_leaves_no_trace_in_the_indexes() -> None:
+    e = engine(
+        {"name": "f", "when": "price", "asset": "BTC", "above": 100, "cooldown": "0s"},
+        cooldown="10m",
+        pending_limit=20,
+    )
+    e.on_price(price("90"), now=0.0)
+    before = e.index_sizes()
+    for n in range(10_000):
+        if n % 3 == 0:
+            e.add_subscription(follow(n, target=1 + n % 50), now=float(n))
+        elif n % 3 == 1:
+            e.add_subscription(alert(n, "above" if n % 2 else "below", 50 + n % 100), now=0.0)
+        else:
+            e.add_subscription(move(n, "5%", "1h", asset=f"A{n % 7}"), now=float(n))
+        e.on_live(live(user_id=1 + n % 50, event_id=n + 1), now=float(n))
+        e.on_price(price(str(80 + n % 40)), now=float(n))
+        e.remove_subscription(n)
+    after = e.index_sizes()
+    # Only the crossing counts of lines that fired wait aside, bounded, should they return.
+    assert 0 < after.pop("pending") <= 20
+    del before["pending"]
+    assert after == before
+    assert e.subscription_ids() == frozenset()
+
+
+def subscription_strategy() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "categories": st.lists(
+                st.sampled_from(["Gaming", "music", 10, 16, "IRL"]), min_size=1, max_size=3
+            ),
+            "title_matches": st.sampled_from(["ranked", "(?i)RANKED", "^h", "x|y"]),
+            "min_viewers": st.integers(min_value=0, max_value=30),
+        },
+    )
+
+
+LIVE_EVENTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "user_id": st.sampled_from([463000, 5]),
+            "event_id": st.integers(min_value=1, max_value=6),
+            "event_title": st.sampled_from(["hello", "ranked grind", "RANKED", "chill", None]),
+            "category_name": st.sampled_from(["Gaming", "Music", "Valorant", "IRL", None]),
+            "viewers_count": st.none() | st.integers(min_value=0, max_value=40),
+            "gap": st.sampled_from([0.0, 1.0, 300.0, 700.0]),
+        }
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(params=subscription_strategy(), events=LIVE_EVENTS)
+def test_a_subscription_matches_exactly_like_the_equivalent_file_rule(
+    params: dict[str, Any], events: list[dict[str, Any]]
+) -> None:
+    file_engine = engine({"name": "r", "when": "live", "users": [463000], **params})
+    sub_engine = engine()
+    sub_engine.add_subscription(follow(9, **params), now=0.0)
+    now = 0.0
+    for fields in events:
+        now += fields["gap"]
+        name = "SNEAKO" if fields["user_id"] == 463000 else "Jack"
+        event = live(user_name=name, **{k: v for k, v in fields.items() if k != "gap"})
+        want = file_engine.on_live(event, now, explain=True)
+        got = sub_engine.on_live(event, now, explain=True)
+        assert [(m.identity, m.kind, m.subject, m.details) for m in got.matches] == [
+            (m.identity, m.kind, m.subject, m.details) for m in want.matches
+        ]
+        assert {m.destination for m in got.matches} <= {CHAT}
+        assert [(d.reason, d.subject) for d in got.decisions] == [
+            (d.reason, d.subject) for d in want.decisions
+        ]
+        if fields["user_id"] == 463000:
+            (decision,) = got.sub_decisions
+            assert decision.reason == want.decisions[0].reason
+        assert sub_engine.follows(event) == file_engine.follows(event)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    direction=st.sampled_from(["above", "below"]),
+    line=st.integers(min_value=50, max_value=150),
+    rearm=st.none() | st.integers(min_value=0, max_value=20) | st.sampled_from(["1%", "10%"]),
+    path=st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=40),
+)
+def test_a_price_subscription_crosses_exactly_like_the_equivalent_file_rule(
+    direction: str, line: int, rearm: int | str | None, path: list[int]
+) -> None:
+    extra = {} if rearm is None else {"rearm": rearm}
+    file_engine = engine(
+        {"name": "p", "when": "price", "asset": "BTC", direction: line, **extra}, cooldown="1m"
+    )
+    sub_engine = engine(cooldown="1m")
+    sub_engine.add_subscription(alert(1, direction, line, **extra), now=0.0)
+    for i, value in enumerate(path):
+        want = file_engine.on_price(price(str(value)), now=i * 30.0, explain=True)
+        got = sub_engine.on_price(price(str(value)), now=i * 30.0, explain=True)
+        assert [(m.identity, m.details) for m in got.matches] == [
+            (m.identity, m.details) for m in want.matches
+        ]
+        assert [d.reason for d in got.decisions] == [d.reason for d in want.decisions]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from(["above", "below"]), st.integers(min_value=1, max_value=30)),
+        min_size=1,
+        max_size=25,
+    ),
+    removed=st.sets(st.integers(min_value=0, max_value=24)),
+    path=st.lists(st.integers(min_value=1, max_value=31), min_size=2, max_size=30),
+)
+def test_a_book_changed_line_by_line_behaves_like_one_built_at_once(
+    lines: list[tuple[str, int]], removed: set[int], path: list[int]
+) -> None:
+    incremental = engine(
+        {"name": "f", "when": "price", "asset": "BTC", "above": 15, "rearm": 2}, cooldown="0s"
+    )
+    for n, (direction, level) in enumerate(lines):
+        incremental.add_subscription(alert(n, direction, level, rearm=n % 3), now=0.0)
+    for n in removed:
+        incremental.remove_subscription(n)
+    at_once = engine(
+        {"name": "f", "when": "price", "asset": "BTC", "above": 15, "rearm": 2}, cooldown="0s"
+    )
+    for n, (direction, level) in enumerate(lines):
+        if n not in removed:
+            at_once.add_subscription(alert(n, direction, level, rearm=n % 3), now=0.0)
+    for i, value in enumerate(path):
+        got = incremental.on_price(price(str(value)), now=float(i)).matches
+        want = at_once.on_price(price(str(value)), now=float(i)).matches
+        assert sorted(m.key for m in got) == sorted(m.key for m in want)
