@@ -104,9 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        # hide_input_in_errors keeps secrets out of this message
-        print(f"notifier: bad settings: {exc}", file=sys.stderr)
+        # One line per variable; hide_input_in_errors keeps the values out, redact the rest.
+        for problem in exc.errors(include_url=False):
+            name = "NOTIFIER_" + "_".join(str(part) for part in problem["loc"]).upper()
+            message = " ".join(problem["msg"].removeprefix("Value error, ").split())
+            print(logsetup.redact(f"notifier: bad setting {name}: {message}"), file=sys.stderr)
         return 2
+    logsetup.register_settings_secrets(settings)
     # Commands that print data keep stdout for it; the daemon logs to stdout (journald).
     data_commands = {"parti", "check", "replay", "demo", "send-test", "outbox"}
     logsetup.setup(
@@ -136,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args, settings)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: logged with its traceback, one line for the user
+        return logsetup.report_crash(exc)
     return 2
 
 
