@@ -4,53 +4,82 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier.render.fields import AlertView, clean
+from notifier.render.fields import AlertView, clean, cleaned
 from notifier.render.templates import render_template
-from notifier.render.text import shorten
+from notifier.render.text import PLAIN, Field, Part, fit, shorten
+
+LINE_LIMIT = 1000
+TEMPLATE_LIMIT = 500
+NAME_CAP = 100
+LABEL_CAP = 100
+SHORT_CAP = 64
+TITLE_CAP = 120
 
 
 def render(view: AlertView, template: str | None = None) -> str:
-    f = {k: clean(v) if isinstance(v, str) else v for k, v in view.fields.items()}
+    f = cleaned(view.fields)
     if template is not None:
-        return clean(shorten(render_template(template, f), 500))
-    return clean(_BUILDERS.get(view.kind, _test)(f))
+        # No escaping on a terminal; `clean` removes control characters and overrides.
+        return shorten(clean(render_template(template, f, escape=str)), TEMPLATE_LIMIT)
+    return clean(fit(_BUILDERS.get(view.kind, _test)(f), LINE_LIMIT, PLAIN))
 
 
-def _live(f: dict[str, Any]) -> str:
+def _number(value: object) -> str | None:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(f: dict[str, Any], key: str, cap: int, order: int = 1) -> Field:
+    return Field(str(f.get(key, "")), cap, order)
+
+
+def _live(f: dict[str, Any]) -> list[Part]:
+    name = _text(f, "user_name", NAME_CAP, order=2)
     if f.get("ended"):
-        text = f"⚫ {f['user_name']} ended the stream (lasted {f.get('duration', '?')}"
-        if f.get("peak_viewers") != "":
-            text += f", peak {f['peak_viewers']} viewers"
-        return text + ")"
-    text = f"🔴 {f['user_name']} is live"
+        parts: list[Part] = ["⚫ ", name, " ended the stream (lasted "]
+        parts.append(_text(f, "duration", SHORT_CAP) if f.get("duration") else "?")
+        if (peak := _number(f.get("peak_viewers"))) is not None:
+            parts.append(f", peak {peak} viewers")
+        return [*parts, ")"]
+    parts = ["🔴 ", name, " is live"]
     if f.get("title"):
-        text += f": {shorten(f['title'], 120)}"
-    facts = [str(f["category"])] if f.get("category") else []
-    if f.get("viewers") != "":
-        facts.append(f"{f['viewers']} watching")
-    if f.get("followers") != "":
-        facts.append(f"{f['followers']:,} followers" if isinstance(f["followers"], int) else "")
-    if facts := [x for x in facts if x]:
-        text += f" [{', '.join(facts)}]"
+        parts += [": ", _text(f, "title", TITLE_CAP, order=0)]
+    facts: list[list[Part]] = []
+    if f.get("category"):
+        facts.append([_text(f, "category", LABEL_CAP)])
+    if (viewers := _number(f.get("viewers"))) is not None:
+        facts.append([f"{viewers} watching"])
+    if (followers := _number(f.get("followers"))) is not None:
+        facts.append([f"{followers} followers"])
+    if facts:
+        parts.append(" [")
+        for index, fact in enumerate(facts):
+            parts += [", ", *fact] if index else fact
+        parts.append("]")
     if f.get("caught_up"):
-        text += " (caught up after a reconnect)"
-    return f"{text} {f['url']}"
+        parts.append(" (caught up after a reconnect)")
+    url = str(f.get("url", ""))
+    return [*parts, " ", Field(url, LINE_LIMIT // 4)] if url else parts
 
 
-def _price(f: dict[str, Any]) -> str:
+def _price(f: dict[str, Any]) -> list[Part]:
     arrow = "📈" if f.get("direction") == "up" else "📉"
+    asset, price = _text(f, "asset", SHORT_CAP), _text(f, "price", SHORT_CAP)
+    change = _text(f, "change", SHORT_CAP)
     if f.get("kind") == "move":
-        return f"{arrow} {f['asset']} moved {f['change']} within {f['window']}: now {f['price']}"
+        window = _text(f, "window", SHORT_CAP)
+        return [f"{arrow} ", asset, " moved ", change, " within ", window, ": now ", price]
     side = "above" if f.get("direction") == "up" else "below"
-    return f"{arrow} {f['asset']} crossed {side} {f['line']}: now {f['price']} ({f['change']})"
+    line = _text(f, "line", SHORT_CAP)
+    return [f"{arrow} ", asset, f" crossed {side} ", line, ": now ", price, " (", change, ")"]
 
 
-def _scheduled(f: dict[str, Any]) -> str:
-    return f"⏰ {f['user_name']} goes live in {f['starts_in']}: {shorten(f.get('title', ''), 120)}"
+def _scheduled(f: dict[str, Any]) -> list[Part]:
+    name, starts_in = _text(f, "user_name", NAME_CAP, 2), _text(f, "starts_in", SHORT_CAP)
+    return ["⏰ ", name, " goes live in ", starts_in, ": ", _text(f, "title", TITLE_CAP, 0)]
 
 
-def _test(f: dict[str, Any]) -> str:
-    return f"✅ parti-notifier test alert for {f.get('destination', '')}"
+def _test(f: dict[str, Any]) -> list[Part]:
+    return ["✅ parti-notifier test alert for ", _text(f, "destination", LABEL_CAP)]
 
 
 _BUILDERS = {"live": _live, "price": _price, "scheduled": _scheduled, "test": _test}

@@ -1,14 +1,30 @@
-"""Discord rendering (pure): an embed within Discord's limits; markdown and mentions escaped."""
+"""Discord rendering (pure): an embed within Discord's limits; markdown and mentions inert.
+
+Discord counts characters (code points) after escaping, so every part is escaped first and
+then cut: an escaped `*` counts two. Markdown shows in the title, the description and the
+fields; the author and the footer show plain text, so there only `@` is made inert.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.render.fields import AlertView, clean
+from notifier.render.fields import AlertView, cleaned
 from notifier.render.templates import render_template
-from notifier.render.text import discord_escape, shorten
+from notifier.render.text import (
+    DISCORD,
+    DISCORD_PLAIN,
+    DoesNotFit,
+    Field,
+    Part,
+    Syntax,
+    cut_units,
+    discord_escape,
+    fit,
+)
 
 CONTENT_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -18,6 +34,13 @@ FIELD_VALUE_LIMIT = 1024
 FOOTER_LIMIT = 2048
 AUTHOR_LIMIT = 256
 TOTAL_LIMIT = 6000
+FIELDS_LIMIT = 25
+URL_LIMIT = 2048
+
+NAME_CAP = 100
+LABEL_CAP = 256  # a category, a destination, a rule name
+SHORT_CAP = 64  # numbers, durations, an asset symbol
+PROFILE_CAP = 600  # the streamer's profile text under a live alert
 
 COLOURS = {
     "live": 0xE0245E,
@@ -27,6 +50,10 @@ COLOURS = {
     "scheduled": 0x5865F2,
     "test": 0x95A5A6,
 }
+
+_URL = re.compile(r"https://[^\s<>\"']+")
+# Pings a template's own text could carry: made inert, only the configured role pings.
+_PING = re.compile(r"@(?=everyone|here)|<@(?=[!&]?[0-9]+>)")
 
 
 @dataclass(frozen=True)
@@ -46,130 +73,214 @@ class DiscordMessage:
 def render(
     view: AlertView, template: str | None = None, *, mention_role: int | None = None
 ) -> DiscordMessage:
-    f = view.fields
+    f = cleaned(view.fields)
     mention = f"<@&{int(mention_role)}> " if mention_role else ""
     content: str | None = None
     if template is not None:
-        escaped = {k: discord_escape(v) if isinstance(v, str) else v for k, v in f.items()}
-        content = shorten(render_template(template, escaped), CONTENT_LIMIT - len(mention))
+        body = _PING.sub(
+            lambda m: m.group(0) + "\u200b", render_template(template, f, escape=discord_escape)
+        )
+        content = _cut_markdown(body, CONTENT_LIMIT - len(mention))
     builder = {"live": _live, "price": _price, "scheduled": _scheduled}.get(view.kind, _test)
-    embed = _within_total(builder(f))
+    embed = builder(f).build()
     if mention:
         content = mention + (content or "")
     return DiscordMessage(content, embed, mention_role)
 
 
-def _timestamp(at: object) -> str | None:
-    if isinstance(at, int | float):
-        return dt.datetime.fromtimestamp(at, tz=dt.UTC).isoformat()
+def _cut_markdown(text: str, limit: int) -> str:
+    """Trusted markdown with escaped fields, cut at a character that is not escaped."""
+    if len(text) <= limit:
+        return text
+    units: list[str] = []
+    for char in text:  # a backslash stays with the character it escapes
+        if units and units[-1] == "\\":
+            units[-1] += char
+        else:
+            units.append(char)
+    return cut_units(units, limit, len)
+
+
+def _link(url: object) -> str | None:
+    if isinstance(url, str) and len(url) <= URL_LIMIT and _URL.fullmatch(url):
+        return url
     return None
 
 
-def _live(f: dict[str, Any]) -> dict[str, Any]:
+def _timestamp(at: object) -> str | None:
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(at, tz=dt.UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds: leave it out
+        return None
+
+
+def _number(value: object) -> str | None:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class _Text:
+    """One text of the embed: its parts, how Discord reads it, its own limit."""
+
+    parts: list[Part]
+    syntax: Syntax
+    limit: int
+    text: str = ""
+
+    def fit(self, limit: int) -> bool:
+        try:
+            self.text = fit(self.parts, min(limit, self.limit), self.syntax)
+        except DoesNotFit:
+            self.text = ""
+        return bool(self.text)
+
+
+@dataclass
+class _Embed:
+    """An embed being built; `build` fits every text to its limit and all to 6000."""
+
+    colour: int
+    title: list[Part] = field(default_factory=list)
+    description: list[Part] = field(default_factory=list)
+    author: list[Part] = field(default_factory=list)
+    footer: list[Part] = field(default_factory=list)
+    fields: list[tuple[str, list[Part]]] = field(default_factory=list)
+    url: str | None = None
+    author_url: str | None = None
+    icon: str | None = None
+    image: str | None = None
+    timestamp: str | None = None
+
+    def build(self) -> dict[str, Any]:
+        title = _Text(self.title, DISCORD, TITLE_LIMIT)
+        description = _Text(self.description, DISCORD, DESCRIPTION_LIMIT)
+        author = _Text(self.author, DISCORD_PLAIN, AUTHOR_LIMIT)
+        footer = _Text(self.footer, DISCORD_PLAIN, FOOTER_LIMIT)
+        fields = [
+            (_Text([name], DISCORD, FIELD_NAME_LIMIT), _Text(value, DISCORD, FIELD_VALUE_LIMIT))
+            for name, value in self.fields[:FIELDS_LIMIT]
+        ]
+        texts = [title, description, author, footer, *(t for pair in fields for t in pair)]
+        for text in texts:
+            text.fit(text.limit)
+        # Over the 6000 total: the description gives way first, then the field values
+        # (last first), then everything else; a text that cannot keep its own words goes.
+        for text in [description, *(value for _, value in reversed(fields)), *texts]:
+            over = sum(len(t.text) for t in texts) - TOTAL_LIMIT
+            if over <= 0:
+                break
+            text.fit(max(0, len(text.text) - over))
+        embed: dict[str, Any] = {"color": self.colour}
+        if title.text:
+            embed["title"] = title.text
+        if self.url and title.text:
+            embed["url"] = self.url
+        if description.text:
+            embed["description"] = description.text
+        if author.text:
+            embed["author"] = {"name": author.text}
+            if self.author_url:
+                embed["author"]["url"] = self.author_url
+            if self.icon:
+                embed["author"]["icon_url"] = self.icon
+        if self.icon:
+            embed["thumbnail"] = {"url": self.icon}
+        if self.image:
+            embed["image"] = {"url": self.image}
+        if footer.text:
+            embed["footer"] = {"text": footer.text}
+        kept = [(name.text, value.text) for name, value in fields if name.text and value.text]
+        if kept:
+            embed["fields"] = [{"name": n, "value": v, "inline": True} for n, v in kept]
+        if self.timestamp:
+            embed["timestamp"] = self.timestamp
+        return embed
+
+
+def _live(f: dict[str, Any]) -> _Embed:
     ended = bool(f.get("ended"))
-    name = shorten(clean(f["user_name"]), AUTHOR_LIMIT - 12)
-    title = shorten(f.get("title") or "Live on Parti", TITLE_LIMIT - 40)
-    embed: dict[str, Any] = {
-        "author": {"name": f"{name} {'was' if ended else 'is'} live", "url": f["url"]},
-        "title": discord_escape(title),
-        "url": f["url"],
-        "color": COLOURS["ended" if ended else "live"],
-        "footer": {
-            "text": "Parti" + (" · caught up after a reconnect" if f.get("caught_up") else "")
-        },
-    }
-    if f.get("avatar"):
-        embed["author"]["icon_url"] = f["avatar"]
-        embed["thumbnail"] = {"url": f["avatar"]}
-    if f.get("image") and not ended:
-        embed["image"] = {"url": f["image"]}
+    url = _link(f.get("url"))
+    name = Field(str(f.get("user_name", "")), NAME_CAP)
+    embed = _Embed(
+        COLOURS["ended" if ended else "live"],
+        title=[Field(str(f.get("title") or "") or "Live on Parti")],
+        author=[name, " was live" if ended else " is live"],
+        footer=["Parti" + (" · caught up after a reconnect" if f.get("caught_up") else "")],
+        url=url,
+        author_url=url,
+        icon=_link(f.get("avatar")),
+        image=None if ended else _link(f.get("image")),
+        timestamp=_timestamp(f.get("at")),
+    )
     if f.get("description"):
-        embed["description"] = discord_escape(shorten(f["description"], 300))
-    fields = []
+        embed.description = [Field(str(f["description"]), PROFILE_CAP)]
     if f.get("category"):
-        fields.append(("Category", discord_escape(f["category"])))
-    if isinstance(f.get("viewers"), int) and not ended:
-        fields.append(("Viewers", f"{f['viewers']:,}"))
-    if isinstance(f.get("followers"), int):
-        fields.append(("Followers", f"{f['followers']:,}"))
+        embed.fields.append(("Category", [Field(str(f["category"]), LABEL_CAP)]))
+    if (viewers := _number(f.get("viewers"))) is not None and not ended:
+        embed.fields.append(("Viewers", [viewers]))
+    if (followers := _number(f.get("followers"))) is not None:
+        embed.fields.append(("Followers", [followers]))
     if ended:
-        fields.append(("Ended", f"lasted {f.get('duration', '')}"))
-        if isinstance(f.get("peak_viewers"), int):
-            fields.append(("Peak viewers", f"{f['peak_viewers']:,}"))
-    embed["fields"] = [
-        {
-            "name": shorten(n, FIELD_NAME_LIMIT),
-            "value": shorten(v, FIELD_VALUE_LIMIT),
-            "inline": True,
-        }
-        for n, v in fields[:25]
-    ]
-    if (stamp := _timestamp(f.get("at"))) is not None:
-        embed["timestamp"] = stamp
+        embed.fields.append(("Ended", ["lasted ", Field(str(f.get("duration", "")), SHORT_CAP)]))
+        if (peak := _number(f.get("peak_viewers"))) is not None:
+            embed.fields.append(("Peak viewers", [peak]))
     return embed
 
 
-def _price(f: dict[str, Any]) -> dict[str, Any]:
+def _price(f: dict[str, Any]) -> _Embed:
     up = f.get("direction") == "up"
     arrow = "📈" if up else "📉"
+    asset = Field(str(f.get("asset", "")), SHORT_CAP)
+    change = Field(str(f.get("change", "")), SHORT_CAP)
+    price = Field(str(f.get("price", "")), SHORT_CAP)
     if f.get("kind") == "move":
-        title = f"{arrow} {f['asset']} moved {f['change']} within {f['window']}"
-        description = f"Now **{discord_escape(f['price'])}**"
+        window = Field(str(f.get("window", "")), SHORT_CAP)
+        title: list[Part] = [f"{arrow} ", asset, " moved ", change, " within ", window]
+        description: list[Part] = ["Now **", price, "**"]
     else:
-        title = f"{arrow} {f['asset']} crossed {'above' if up else 'below'} {f['line']}"
-        description = (
-            f"Now **{discord_escape(f['price'])}** ({discord_escape(f['change'])} from the line)"
-        )
-    embed: dict[str, Any] = {
-        "title": discord_escape(shorten(title, TITLE_LIMIT)),
-        "description": description,
-        "color": COLOURS["up" if up else "down"],
-        "footer": {"text": f"rule {shorten(clean(f.get('rule', '')), 100)}"},
-    }
-    if (stamp := _timestamp(f.get("at"))) is not None:
-        embed["timestamp"] = stamp
-    return embed
+        side = "above" if up else "below"
+        line = Field(str(f.get("line", "")), SHORT_CAP)
+        title = [f"{arrow} ", asset, f" crossed {side} ", line]
+        description = ["Now **", price, "** (", change, " from the line)"]
+    return _Embed(
+        COLOURS["up" if up else "down"],
+        title=title,
+        description=description,
+        footer=["rule ", Field(str(f.get("rule", "")), LABEL_CAP)],
+        timestamp=_timestamp(f.get("at")),
+    )
 
 
-def _scheduled(f: dict[str, Any]) -> dict[str, Any]:
-    embed: dict[str, Any] = {
-        "author": {"name": shorten(clean(f["user_name"]), AUTHOR_LIMIT), "url": f["url"]},
-        "title": discord_escape(f"⏰ Live in {f['starts_in']}"),
-        "url": f["url"],
-        "color": COLOURS["scheduled"],
-    }
+def _scheduled(f: dict[str, Any]) -> _Embed:
+    url = _link(f.get("url"))
+    embed = _Embed(
+        COLOURS["scheduled"],
+        title=["⏰ Live in ", Field(str(f.get("starts_in", "")), SHORT_CAP)],
+        author=[Field(str(f.get("user_name", "")), NAME_CAP)],
+        url=url,
+        author_url=url,
+        timestamp=_timestamp(f.get("starts_at")),
+    )
     if f.get("title"):
-        embed["description"] = discord_escape(shorten(f["title"], 1000))
-    if isinstance(f.get("starts_at"), int):
-        embed["timestamp"] = dt.datetime.fromtimestamp(f["starts_at"], tz=dt.UTC).isoformat()
+        embed.description = [Field(str(f["title"]))]
     return embed
 
 
-def _test(f: dict[str, Any]) -> dict[str, Any]:
-    destination = discord_escape(shorten(clean(str(f.get("destination", ""))), 100))
-    return {
-        "title": "✅ parti-notifier test alert",
-        "description": f"destination {destination}",
-        "color": COLOURS["test"],
-    }
+def _test(f: dict[str, Any]) -> _Embed:
+    return _Embed(
+        COLOURS["test"],
+        title=["✅ parti-notifier test alert"],
+        description=["destination ", Field(str(f.get("destination", "")), LABEL_CAP)],
+    )
 
 
 def embed_text_length(embed: dict[str, Any]) -> int:
     """Characters Discord counts toward the 6,000 total of an embed."""
     total = len(embed.get("title", "")) + len(embed.get("description", ""))
-    total += len(embed.get("author", {}).get("name", "")) + len(
-        embed.get("footer", {}).get("text", "")
-    )
+    total += len(embed.get("author", {}).get("name", ""))
+    total += len(embed.get("footer", {}).get("text", ""))
     for item in embed.get("fields", []):
         total += len(item["name"]) + len(item["value"])
     return total
-
-
-def _within_total(embed: dict[str, Any]) -> dict[str, Any]:
-    # Every part is already bounded; the description yields first if the sum is too long.
-    overflow = embed_text_length(embed) - TOTAL_LIMIT
-    if overflow > 0 and "description" in embed:
-        embed["description"] = shorten(
-            embed["description"], max(0, len(embed["description"]) - overflow)
-        )
-    return embed

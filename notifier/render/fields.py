@@ -2,7 +2,8 @@
 
 Every text field here is untrusted (written by streamers); `clean` removes what no
 target should ever show: control characters (terminal escapes, NUL) and bidirectional
-overrides (which can make a name read as something else).
+overrides (which can make a name read as something else), and replaces lone surrogates
+(which no chat accepts and no terminal prints) with U+FFFD.
 """
 
 from __future__ import annotations
@@ -19,21 +20,30 @@ from notifier.rules.engine import Match
 _UNSAFE = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ufeff\ufff9-\ufffb]"
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean(text: str | None, *, single_line: bool = True) -> str:
     if not text:
         return ""
-    text = _UNSAFE.sub("", text)
+    text = _SURROGATE.sub("\ufffd", _UNSAFE.sub("", text))
     if single_line:
         text = " ".join(text.split())
     return text
 
 
+def cleaned(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` with every text cleaned again: a renderer trusts no stored value."""
+    return {
+        key: clean(value, single_line=key != "description") if isinstance(value, str) else value
+        for key, value in fields.items()
+    }
+
+
 def creator_url(social_media: str | None, social_username: str | None, user_name: str) -> str:
     """The creator page a person can click (realtime-notes.md, "Links")."""
-    platform = (social_media or "parti").lower()
-    username = social_username or user_name
+    platform = (clean(social_media) or "parti").lower()
+    username = clean(social_username) or clean(user_name)
     url = f"https://parti.com/creator/{quote(platform, safe='')}/{quote(username, safe='')}"
     return url + "/0" if platform == "discord" else url
 

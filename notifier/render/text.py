@@ -1,58 +1,174 @@
-"""Escaping and fitting helpers shared by the renderers (pure)."""
+"""Escaping and fitting shared by the renderers (pure): untrusted text is cut after escaping.
+
+A message is a sequence of parts: trusted text already in the target's syntax (our own
+markup) and `Field`s (untrusted text, unescaped). `fit` escapes every field, measures it
+as the chat counts it, and cuts the fields (whole escaped characters only, so never
+inside a tag, an entity or an escape) until the whole message fits its limit.
+"""
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-_TAG = re.compile(r"<[^>]*>")
+from notifier.render import tg_html
+
+ELLIPSIS = "…"
+UNLIMITED = 1 << 30
+
+# Not worth ending a cut on: spaces, and joiners or selectors left without their emoji.
+_DANGLING = " \t\n\u200b\u200c\u200d\u2060\ufe0e\ufe0f"
+
+
+@dataclass(frozen=True)
+class Field:
+    """Untrusted text: escaped for the target, counted as the chat counts it, cut to fit.
+
+    `cap` is the most it may take (counted after escaping); fields with a lower `order`
+    give up their room first when the whole message is too long.
+    """
+
+    value: str
+    cap: int = UNLIMITED
+    order: int = 0
+
+
+Part = str | Field
+
+
+@dataclass(frozen=True)
+class Syntax:
+    """How a chat reads text: each character's escaped form, and what it counts."""
+
+    units: Callable[[str], list[str]]  # the escaped form of each character of a value
+    weight: Callable[[str], int]  # what the chat counts for one escaped character
+    trusted_length: Callable[[str], int]  # what the chat counts for our own markup
+
+
+class DoesNotFit(ValueError):
+    """Our own text alone is longer than the limit (a renderer bug, or a tiny limit)."""
+
+
+def fit(parts: Sequence[Part], limit: int, syntax: Syntax) -> str:
+    """The parts joined, every field escaped and cut so the whole counts at most `limit`."""
+    trusted = sum(syntax.trusted_length(p) for p in parts if isinstance(p, str))
+    units: dict[int, list[str]] = {}
+    budget: dict[int, int] = {}
+    for index, part in enumerate(parts):
+        if isinstance(part, Field):
+            units[index] = syntax.units(part.value)
+            size = sum(map(syntax.weight, units[index]))
+            budget[index] = min(part.cap, size)
+    over = trusted + sum(budget.values()) - limit
+    for index in sorted(budget, key=lambda i: _order(parts[i])):
+        if over <= 0:
+            break
+        given = min(over, budget[index])
+        budget[index] -= given
+        over -= given
+    if over > 0:
+        raise DoesNotFit(f"{trusted} characters of fixed text, limit {limit}")
+    return "".join(
+        part if isinstance(part, str) else cut_units(units[index], budget[index], syntax.weight)
+        for index, part in enumerate(parts)
+    )
+
+
+def _order(part: Part) -> int:
+    return part.order if isinstance(part, Field) else 0
+
+
+def cut_units(units: list[str], budget: int, weight: Callable[[str], int]) -> str:
+    """The longest run of whole escaped characters that fits `budget` with an ellipsis."""
+    weights = [weight(u) for u in units]
+    if sum(weights) <= budget:
+        return "".join(units)
+    if budget <= 0:
+        return ""
+    kept, used = 0, weight(ELLIPSIS)
+    while kept < len(units) and used + weights[kept] <= budget:
+        used += weights[kept]
+        kept += 1
+    while kept and units[kept - 1] in _DANGLING:
+        kept -= 1
+    return "".join(units[:kept]) + ELLIPSIS
+
+
+def shorten(text: str, limit: int) -> str:
+    """At most `limit` code points, with an ellipsis when cut."""
+    return cut_units(list(text), limit, _one)
+
+
+def _one(unit: str) -> int:
+    return 1
+
+
+# --- Telegram HTML -------------------------------------------------------------------
 
 
 def tg_escape(text: object) -> str:
     """Text for Telegram HTML: <, >, & and quotes become entities."""
-    return html.escape(str(text), quote=True)
+    return tg_html.escape(str(text))
 
 
 def tg_plain(markup: str) -> str:
-    """The text a reader sees: tags removed, entities decoded."""
-    return html.unescape(_TAG.sub("", markup))
+    """The text a reader sees: tags removed, entities decoded (best effort if invalid)."""
+    try:
+        return tg_html.visible(markup)
+    except tg_html.Invalid:
+        return html.unescape(re.sub(r"<[^>]*>", "", markup))
 
 
-def tg_visible_length(markup: str) -> int:
-    """Length Telegram counts, in UTF-16 code units."""
-    return len(tg_plain(markup).encode("utf-16-le")) // 2
+def _tg_units(value: str) -> list[str]:
+    return [tg_html.escape(c) for c in value]
+
+
+def _tg_trusted_length(markup: str) -> int:
+    # Our own fragments (an opening tag here, its closing tag in a later part): tags count
+    # nothing, an entity counts one.
+    return len(html.unescape(re.sub(r"<[^>]*>", "", markup)))
+
+
+TELEGRAM = Syntax(units=_tg_units, weight=_one, trusted_length=_tg_trusted_length)
+
+# --- Discord markdown ----------------------------------------------------------------
+
+_MARKDOWN = frozenset("\\*_~`|>#[]()-:")
+_LIST_NUMBER = re.compile(r"(?m)^[ \t]*[0-9]+\.")
+
+
+def discord_units(text: str) -> list[str]:
+    """Each character of `text` made inert in Discord markdown, counted as Discord counts.
+
+    A backslash before markdown characters (also `:` and `#`, which make `<t:...>`,
+    `<#channel>` and custom emoji inert), a zero-width space after `@` (no @everyone, no
+    <@&role>), and the dot of `1.` at a line start (no ordered list).
+    """
+    list_dots = {m.end() - 1 for m in _LIST_NUMBER.finditer(text)}
+    units = []
+    for index, char in enumerate(text):
+        if char in _MARKDOWN or index in list_dots:
+            units.append("\\" + char)
+        elif char == "@":
+            units.append("@\u200b")
+        else:
+            units.append(char)
+    return units
 
 
 def discord_escape(text: object) -> str:
-    """Markdown and mentions neutralised: \\ before markdown, a zero-width space after @."""
-    escaped = re.sub(r"([\\*_~`|>#\[\]()\-:])", r"\\\1", str(text))
-    return escaped.replace("@", "@\u200b")
+    """Markdown and mentions neutralised (see `discord_units`)."""
+    return "".join(discord_units(str(text)))
 
 
-def shorten(text: str, limit: int) -> str:
-    """At most `limit` characters, with an ellipsis when cut."""
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - 1)].rstrip() + "…"
+def discord_inert_mentions(text: str) -> list[str]:
+    """Plain text where Discord shows no markdown (author, footer), with mentions made inert
+    anyway: a zero-width space after `@` and `<` (no @everyone, <#channel>, <t:...>)."""
+    return [c + "\u200b" if c in "@<" else c for c in text]
 
 
-def fit(
-    build: Callable[[int], str], measure: Callable[[str], int], limit: int, longest: int
-) -> str:
-    """`build(budget)` with the largest budget (for the untrusted free text) that fits `limit`.
-
-    The budget shortens the plain text *before* it is escaped and placed, so a cut never
-    lands inside a tag or an entity.
-    """
-    result = build(longest)
-    if measure(result) <= limit:
-        return result
-    low, high = 0, longest
-    while low < high:
-        middle = (low + high + 1) // 2
-        if measure(build(middle)) <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    return build(low)
+DISCORD = Syntax(units=discord_units, weight=len, trusted_length=len)
+DISCORD_PLAIN = Syntax(units=discord_inert_mentions, weight=len, trusted_length=len)
+PLAIN = Syntax(units=list, weight=_one, trusted_length=len)

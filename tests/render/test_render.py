@@ -8,10 +8,10 @@ import pytest
 
 from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate, UserProfile
 from notifier.render import console, discord, telegram
-from notifier.render.fields import AlertView, clean, ended_fields, view_of
+from notifier.render.fields import AlertView, ended_fields, view_of
 from notifier.rules.engine import Match
 from tests.fakes.discord import embed_problems, pinged
-from tests.fakes.telegram import parse_html, utf16_len
+from tests.fakes.telegram_html import parse_html, text_length
 
 HOSTILE = [
     "<b>bold</b> <i>unclosed",
@@ -57,8 +57,8 @@ def test_telegram_html_is_accepted_and_shows_the_title_literally(title: str) -> 
     view = view_of(live_match(title, name=title[:40] or "x"), PROFILE)
     message = telegram.render(view)
     visible = parse_html(message.html)  # raises like Telegram's "can't parse entities"
-    assert utf16_len(visible) <= (1024 if message.photo else 4096)
-    expected = clean(title)
+    assert len(visible) <= (1024 if message.photo else 4096)
+    expected = view.fields["title"]
     assert expected[:200].rstrip() in visible or visible.count("…") == 1
     assert "\x00" not in visible and "\x1b" not in visible and "\u202e" not in visible
 
@@ -69,16 +69,16 @@ def test_telegram_text_message_without_photo_fits_4096(title: str) -> None:
     view.fields["image"] = ""
     message = telegram.render(view)
     assert message.photo is None
-    assert utf16_len(parse_html(message.html)) <= 4096
+    assert text_length(message.html) <= 4096
 
 
 def test_long_title_is_cut_without_breaking_a_tag_or_entity() -> None:
     title = "&<>" * 2000
     message = telegram.render(view_of(live_match(title), PROFILE))
     visible = parse_html(message.html)
-    assert utf16_len(visible) <= 1024
+    assert len(visible) <= 1024
     assert "…" in visible
-    assert utf16_len(visible) >= 1000, "the budget is used, not wasted"
+    assert len(visible) >= 1020, "the budget is used, not wasted"
 
 
 @pytest.mark.parametrize("title", HOSTILE, ids=range(len(HOSTILE)))
@@ -199,3 +199,93 @@ def test_scheduled_and_ended_views() -> None:
     html = telegram.render(ended).html
     assert "was live" in html and "lasted 1h 05m" in html and "peak 230 viewers" in html
     assert discord.render(ended).embed["color"] == discord.COLOURS["ended"]
+
+
+# --- templates: trusted markup, escaped fields, cut so the result stays valid -------------
+
+
+def test_telegram_template_too_long_is_cut_between_tokens_and_closed() -> None:
+    view = view_of(live_match("&<>" * 2000), PROFILE)
+    message = telegram.render(view, "<b>{{ user_name }}</b> <i>{{ title }} {{ title }}</i>")
+    visible = parse_html(message.html)
+    assert message.html.endswith("…</i>")
+    assert len(visible) == 1024, "cut to the caption limit, no room wasted"
+
+
+def test_telegram_template_that_is_not_valid_html_is_sent_as_written_when_it_fits() -> None:
+    # Telegram refuses it and the delivery retries the alert as plain text.
+    message = telegram.render(view_of(live_match("t")), "Tom < Jerry: {{ title }}")
+    assert message.html == "Tom < Jerry: t"
+
+
+def test_telegram_template_not_valid_and_too_long_becomes_escaped_plain_text() -> None:
+    view = view_of(live_match("x" * 5000))
+    message = telegram.render(view, "<b>{{ title }} {{ title }}")
+    visible = parse_html(message.html)
+    assert visible.startswith("xxx") and visible.endswith("…")
+    assert len(visible) <= 1024
+
+
+def test_telegram_template_that_shows_nothing_falls_back_to_the_default_message() -> None:
+    message = telegram.render(view_of(live_match("Morning")), "<b>{{ category[:0] }}</b>")
+    assert parse_html(message.html).startswith("🔴 SNEAKO is live")
+
+
+def test_telegram_plain_fallback_fits_the_caption() -> None:
+    message = telegram.render(view_of(live_match("<x>" * 2000)), "{{ title }}{{ title }}")
+    assert message.photo is not None
+    plain = telegram.as_plain(message)
+    assert len(plain) <= 1024 and plain.startswith("<x><x>")
+
+
+def test_discord_template_shows_no_mention_the_operator_text_carries() -> None:
+    view = view_of(live_match("t"))
+    message = discord.render(view, "@everyone <@&999> <@5> {{ title }}", mention_role=1234)
+    everything = {"parse": ["everyone", "roles", "users"]}
+    assert pinged(message.content or "", everything) == {
+        "everyone": False,
+        "roles": [1234],
+        "users": [],
+    }
+
+
+def test_discord_template_content_fits_2000_with_the_mention() -> None:
+    view = view_of(live_match("*" * 5000))
+    message = discord.render(view, "{{ title }}{{ title }}{{ title }}", mention_role=1234)
+    content = message.content or ""
+    assert content.startswith("<@&1234> \\*\\*") and content.endswith("…")
+    assert len(content) <= 2000
+    assert not content.endswith("\\…"), "an escape is never cut from its character"
+
+
+def test_discord_title_is_cut_after_escaping() -> None:
+    embed = discord.render(view_of(live_match("_" * 5000))).embed
+    assert embed["title"] == "\\_" * 127 + "…"
+
+
+def test_discord_timestamps_no_calendar_holds_are_left_out() -> None:
+    view = view_of(live_match("t"))
+    far = AlertView(view.kind, view.rule, {**view.fields, "at": 1e300})
+    assert "timestamp" not in discord.render(far).embed
+
+
+def test_discord_embed_over_6000_gives_way_from_the_description_then_the_last_fields() -> None:
+    embed = discord._Embed(
+        0,
+        title=[discord.Field("t" * 300)],
+        description=[discord.Field("d" * 5000)],
+        fields=[(f"f{i}", [discord.Field("v" * 2000)]) for i in range(30)],
+    ).build()
+    assert embed_problems(embed) == []
+    assert "description" not in embed, "the description went first"
+    assert [f["name"] for f in embed["fields"]] == [f"f{i}" for i in range(6)], "then the last"
+    assert len(embed["title"]) == 256
+
+
+def test_console_strips_controls_and_lone_surrogates() -> None:
+    view = view_of(live_match("t"))
+    line = console.render(
+        AlertView(view.kind, view.rule, {**view.fields, "title": "a\x1b[31m\ud800b\x07"})
+    )
+    assert "a[31m\ufffdb" in line
+    line.encode("utf-8")
