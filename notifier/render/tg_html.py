@@ -76,11 +76,6 @@ def visible(markup: str) -> str:
     return "".join(_decode(t.source) for t in tokens(markup) if t.kind is Kind.TEXT)
 
 
-def visible_length(markup: str) -> int:
-    """What Telegram counts against its limits (code points of the parsed text), or Invalid."""
-    return sum(1 for t in tokens(markup) if t.kind is Kind.TEXT)
-
-
 def cut(markup: str, limit: int) -> str:
     """Valid markup of at most `limit` visible code points, ending in an ellipsis when cut.
 
