@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import websockets
@@ -16,12 +16,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from notifier.backoff import full_jitter
 from notifier.log import event, get_logger
 from notifier.parti.client import BROWSER_HEADERS
-from notifier.parti.decode import SUBSCRIPTIONS, DecodeError, decode_frame
+from notifier.parti.decode import SUBSCRIPTIONS, decode
 from notifier.parti.models import Event
 
 # The transport refuses frames above this (and drops the connection); frames between
 # the decoder's MAX_FRAME_BYTES and this are skipped one by one, the connection kept.
 HARD_MAX_FRAME = 4 * 1024 * 1024
+# Close codes a server sends when it closes on purpose (normal, going away: a deploy or a
+# load balancer recycling connections): after a healthy connection, reconnect at once.
+CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 
 _log = get_logger("stream")
 
@@ -67,6 +70,7 @@ class StreamStats:
     reconnects: int = 0
     connected: bool = False
     last_gap: Gap | None = None
+    retry_in: float | None = None  # the wait before the next attempt, None while connected
 
 
 class _RateLimitedLog:
@@ -92,8 +96,10 @@ class PartiStream:
     """Yields `Connected` after each (re)subscription and `Received` for each event.
 
     Reconnects forever with capped exponential backoff and full jitter; the attempt
-    counter resets once a connection has stayed up for `healthy_after` seconds.
-    Protocol pings tell a dead peer from a quiet one: Parti may be silent for minutes.
+    counter resets once a connection has stayed up for `healthy_after` seconds. A
+    clean close (1000, 1001) of such a healthy connection reconnects at once: the
+    server is recycling connections, not failing. Protocol pings tell a dead peer from
+    a quiet one: Parti may be silent for minutes.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class PartiStream:
         rand: Callable[[], float] = random.random,
         bad_frame_log_interval: float = 10.0,
         on_reject: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.url = url
         self.subscriptions = tuple(subscriptions)
@@ -125,6 +132,7 @@ class PartiStream:
         self._rand = rand
         self._warn = _RateLimitedLog(bad_frame_log_interval, clock)
         self._on_reject = on_reject
+        self._sleep = sleep
 
     async def __aiter__(self) -> AsyncGenerator[StreamItem, None]:
         attempt = 0
@@ -132,6 +140,7 @@ class PartiStream:
         down_reason = ""
         while True:
             connected_at: float | None = None
+            clean_close = False
             try:
                 async with self._connect() as ws:
                     await self._subscribe(ws)
@@ -149,16 +158,26 @@ class PartiStream:
                         if attempt and self._clock() - connected_at >= self._healthy_after:
                             attempt = 0
                     down_reason = _close_reason(ws)
+                    clean_close = _closed_cleanly(ws)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 down_reason = f"{type(exc).__name__}: {str(exc)[:120]}"
-            if connected_at is not None and self._clock() - connected_at >= self._healthy_after:
+            healthy = (
+                connected_at is not None and self._clock() - connected_at >= self._healthy_after
+            )
+            if healthy:
                 attempt = 0
             if connected_at is not None or down_since is None:
                 down_since = self._clock()
             self.stats.connected = False
-            delay = full_jitter(
-                attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand
+            immediate = healthy and clean_close
+            delay = (
+                0.0
+                if immediate
+                else full_jitter(
+                    attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand
+                )
             )
+            self.stats.retry_in = delay
             event(
                 _log,
                 "stream.disconnected",
@@ -167,8 +186,9 @@ class PartiStream:
                 retry_in=round(delay, 3),
                 attempt=attempt,
             )
-            attempt += 1
-            await asyncio.sleep(delay)
+            if not immediate:
+                attempt += 1
+                await self._sleep(delay)
 
     def _connect(self) -> connect:
         headers = {k: v for k, v in BROWSER_HEADERS.items() if k not in ("Origin", "User-Agent")}
@@ -191,6 +211,7 @@ class PartiStream:
 
     def _on_connected(self, gap: Gap | None) -> None:
         self.stats.connected = True
+        self.stats.retry_in = None
         self.stats.connects += 1
         if gap is not None:
             self.stats.reconnects += 1
@@ -200,19 +221,31 @@ class PartiStream:
             event(_log, "stream.connected", url=self.url)
 
     def _decode(self, frame: str | bytes) -> list[Received]:
+        # Each rejected element is counted and logged on its own; the frame's good
+        # events still come out, and nothing here ends the connection.
         self.stats.frames += 1
         try:
-            events = decode_frame(frame)
-        except DecodeError as exc:
-            self.stats.rejected[exc.reason] += 1
-            if self._on_reject is not None:
-                self._on_reject(exc.reason)
-            self._warn(exc.reason, "stream.frame_rejected", reason=exc.reason, detail=exc.detail)
+            decoded = decode(frame)
+        except Exception as exc:  # decode never raises; if it ever does, lose one frame
+            self._reject("internal_error", f"{type(exc).__name__} in the decoder", "")
             return []
+        for rejection in decoded.rejections:
+            self._reject(rejection.reason, rejection.detail, rejection.where)
         now = self._clock()
-        for item in events:
+        for item in decoded.events:
             self.stats.events[item.kind] += 1
-        return [Received(item, now) for item in events]
+        return [Received(item, now) for item in decoded.events]
+
+    def _reject(self, reason: str, detail: str, where: str) -> None:
+        self.stats.rejected[reason] += 1
+        if self._on_reject is not None:
+            self._on_reject(reason)
+        self._warn(reason, "stream.frame_rejected", reason=reason, detail=detail, where=where)
+
+
+def _closed_cleanly(ws: ClientConnection) -> bool:
+    received = ws.close_exc.rcvd
+    return received is not None and received.code in CLEAN_CLOSE_CODES
 
 
 def _close_reason(ws: ClientConnection) -> str:
