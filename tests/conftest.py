@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from notifier.parti.simulator import Simulator
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram
+from tests.pg import PgServer, PgUnavailable
 
 
 @pytest.fixture
@@ -29,3 +31,27 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     fake = await FakeDiscord().start()
     yield fake
     await fake.stop()
+
+
+# ---- PostgreSQL (tests/pg.py): one server a session, a fresh database a test ----------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """NOTIFIER_TEST_DATABASE_URL's server, or one started here; skips saying why when
+    none can be had, except in CI (CI=true), where that fails."""
+    try:
+        server = PgServer.start()
+    except PgUnavailable as exc:
+        message = f"PostgreSQL tests skipped: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message.replace("skipped", "cannot run in CI"), pytrace=False)
+        pytest.skip(message)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of an empty database (emptied again for the next test)."""
+    return pg_server.fresh_database()

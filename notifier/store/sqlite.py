@@ -1,0 +1,1095 @@
+"""The embedded SQLite store: one file, one process, every call on one dedicated thread.
+
+WAL mode. Commits that record alerts and their outcomes are fsynced (`synchronous=FULL`
+when durable); lease and clean-up writes are not: losing one in a power cut only makes a
+row due again. With one process owning the file every role is simply held by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from notifier.store.base import INGEST, OutboxWatch
+from notifier.store.errors import FencedOut, SchemaTooNew, StoreError, StoreUnavailable
+from notifier.store.migrations import LATEST, MIGRATIONS
+from notifier.store.types import (
+    CHAT_FIELDS,
+    DEAD,
+    DROPPED,
+    OPEN_STATES,
+    PENDING,
+    ROW_FIELDS,
+    SENDING,
+    SENT,
+    SUBSCRIPTION_FIELDS,
+    UNSET,
+    Chat,
+    Decision,
+    JsonObject,
+    LiveEntry,
+    LiveRecord,
+    NewAlert,
+    RoleHolder,
+    Row,
+    SchemaStatus,
+    Subscription,
+    SubscriptionChanges,
+    Unset,
+    params_hash,
+    to_json,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_COLUMNS = ", ".join(ROW_FIELDS)
+_PLACEHOLDERS = ", ".join("?" for _ in ROW_FIELDS)
+_CHAT_COLUMNS = ", ".join(CHAT_FIELDS)
+_SUB_COLUMNS = ", ".join(SUBSCRIPTION_FIELDS)
+
+
+def _obj(text: str) -> JsonObject:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def _values(row: Row) -> tuple[Any, ...]:
+    """A row's column values in `_COLUMNS` order, the payload as JSON."""
+    return tuple(
+        to_json(row.payload) if name == "payload" else getattr(row, name) for name in ROW_FIELDS
+    )
+
+
+def _row(values: Sequence[Any]) -> Row:
+    data = dict(zip(ROW_FIELDS, values, strict=True))
+    data["payload"] = _obj(data["payload"])
+    return Row(**data)
+
+
+def _chat(values: Sequence[Any]) -> Chat:
+    return Chat(**dict(zip(CHAT_FIELDS, values, strict=True)))
+
+
+def _subscription(values: Sequence[Any]) -> Subscription:
+    data = dict(zip(SUBSCRIPTION_FIELDS, values, strict=True))
+    data["params"] = _obj(data["params"])
+    return Subscription(**data)
+
+
+def _live(values: Sequence[Any]) -> LiveRecord:
+    user_id, identity, started_at, peak, data = values
+    return LiveRecord(int(user_id), identity, float(started_at), peak, _obj(data))
+
+
+class _Core:
+    """The synchronous store; only ever called from the store's one thread."""
+
+    def __init__(self, path: str, *, durable: bool, instance: str) -> None:
+        self.instance = instance
+        self._durable = durable
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL fsyncs every commit (survives power loss); NORMAL survives process crashes.
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.execute("PRAGMA busy_timeout=30000")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _lease_tx(self) -> Iterator[None]:
+        """A transaction that need not survive a power cut: a lost lease only makes its
+        row due again, so it is written to the WAL without waiting for the disk (the next
+        durable commit flushes it)."""
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._tx():
+                yield
+        finally:
+            if self._durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
+        found = self._db.execute(query, params).fetchone()
+        return None if found is None else found[0]
+
+    # ---- schema -------------------------------------------------------------------
+
+    def version(self) -> int:
+        return int(self._one("PRAGMA user_version"))
+
+    def migrate(self) -> list[int]:
+        applied: list[int] = []
+        with self._tx():  # BEGIN IMMEDIATE: a second process waits, then finds it done
+            version = self.version()
+            if version > LATEST:
+                raise SchemaTooNew(
+                    f"the state file's schema (version {version}) is newer than this"
+                    f" notifier's ({LATEST}): upgrade the notifier"
+                )
+            for migration in MIGRATIONS[version:]:
+                for statement in migration.statements("sqlite"):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={migration.version}")
+                applied.append(migration.version)
+        return applied
+
+    def status(self) -> SchemaStatus:
+        version = self.version()
+        pending = tuple(f"{m.version} {m.name}" for m in MIGRATIONS if m.version > version)
+        return SchemaStatus("sqlite", version, LATEST, pending)
+
+    def _check_fence(self, fence: int | None) -> None:
+        if fence is None:
+            return
+        current = self._one("SELECT generation FROM roles WHERE role = ?", (INGEST,))
+        if current != fence:
+            raise FencedOut(INGEST, fence, None if current is None else int(current))
+
+    # ---- outbox -------------------------------------------------------------------
+
+    def enqueue_leased(
+        self,
+        alerts: Sequence[NewAlert],
+        *,
+        now: float,
+        lease: float,
+        room: Mapping[str, int],
+        fence: int | None,
+        lives: Sequence[LiveEntry],
+        state: Mapping[str, str] | None,
+    ) -> tuple[list[str], list[Row]]:
+        added: list[str] = []
+        rows: list[Row] = []
+        left = dict(room)
+        with self._tx():
+            self._check_fence(fence)
+            for live in lives:
+                self._set_live(live)
+            for alert in alerts:
+                leased = left.get(alert.destination, 0) > 0
+                row = Row(
+                    key=alert.key,
+                    destination=alert.destination,
+                    rule=alert.rule,
+                    kind=alert.kind,
+                    action=alert.action,
+                    ref_key=alert.ref_key,
+                    subject=alert.subject,
+                    identity=alert.identity,
+                    payload=alert.payload,
+                    state=SENDING if leased else PENDING,
+                    attempts=1 if leased else 0,
+                    created_at=now,
+                    event_at=alert.event_at,
+                    next_attempt_at=now,
+                    lease_until=now + lease if leased else None,
+                    message_id=None,
+                    sent_at=None,
+                    last_error=None,
+                    lease_owner=self.instance if leased else None,
+                )
+                cursor = self._db.execute(
+                    f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+                    _values(row),
+                )
+                if not cursor.rowcount:
+                    continue
+                added.append(alert.key)
+                if leased:
+                    left[alert.destination] -= 1
+                    rows.append(row)
+            for name, value in (state or {}).items():
+                self._set(name, value)
+        return added, rows
+
+    def release_leases(self) -> int:
+        with self._lease_tx():
+            cursor = self._db.execute(
+                "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL"
+                " WHERE state = ?",
+                (PENDING, SENDING),
+            )
+            self._db.execute("DELETE FROM destination_leases")
+        return cursor.rowcount
+
+    def claim(self, destination: str, *, now: float, lease: float, limit: int) -> list[Row]:
+        with self._lease_tx():
+            found = self._db.execute(
+                f"UPDATE alerts SET state = ?, lease_until = ?, lease_owner = ?,"
+                f" attempts = attempts + 1"
+                f" WHERE key IN (SELECT key FROM alerts WHERE destination = ? AND ("
+                f"   (state = ? AND next_attempt_at <= ?) OR (state = ? AND lease_until <= ?))"
+                f"   ORDER BY next_attempt_at, created_at LIMIT ?)"
+                f" RETURNING {_COLUMNS}",
+                (
+                    SENDING,
+                    now + lease,
+                    self.instance,
+                    destination,
+                    PENDING,
+                    now,
+                    SENDING,
+                    now,
+                    limit,
+                ),
+            ).fetchall()
+        return sorted((_row(r) for r in found), key=lambda r: (r.next_attempt_at, r.created_at))
+
+    _MARK_SENT = (
+        "UPDATE alerts SET state = ?, message_id = COALESCE(?, message_id), sent_at = ?,"
+        " lease_until = NULL, lease_owner = NULL, last_error = NULL"
+        " WHERE key = ? AND state = ? AND lease_owner = ?"
+    )
+
+    def mark_sent(self, key: str, *, message_id: str | None, now: float) -> bool:
+        cursor = self._db.execute(
+            self._MARK_SENT, (SENT, message_id, now, key, SENDING, self.instance)
+        )
+        return cursor.rowcount == 1
+
+    def mark_sent_many(self, sent: Sequence[tuple[str, str | None]], *, now: float) -> list[str]:
+        done: list[str] = []
+        with self._tx():
+            for key, message_id in sent:
+                cursor = self._db.execute(
+                    self._MARK_SENT, (SENT, message_id, now, key, SENDING, self.instance)
+                )
+                if cursor.rowcount == 1:
+                    done.append(key)
+        return done
+
+    def reschedule(
+        self, key: str, *, at: float, error: str, payload: JsonObject | None, refund: bool
+    ) -> bool:
+        cursor = self._db.execute(
+            "UPDATE alerts SET state = ?, next_attempt_at = ?, lease_until = NULL,"
+            " lease_owner = NULL, last_error = ?, payload = COALESCE(?, payload),"
+            " attempts = attempts - ? WHERE key = ? AND state = ? AND lease_owner = ?",
+            (
+                PENDING,
+                at,
+                error[:500],
+                None if payload is None else to_json(payload),
+                1 if refund else 0,
+                key,
+                SENDING,
+                self.instance,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def mark_dead(self, key: str, *, reason: str, now: float) -> bool:
+        cursor = self._db.execute(
+            "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL,"
+            " last_error = ?, next_attempt_at = ? WHERE key = ? AND state = ? AND lease_owner = ?",
+            (DEAD, reason[:500], now, key, SENDING, self.instance),
+        )
+        return cursor.rowcount == 1
+
+    def retry(self, key: str, *, now: float) -> bool:
+        cursor = self._db.execute(
+            "UPDATE alerts SET state = ?, next_attempt_at = ?, attempts = 0, created_at = ?"
+            " WHERE key = ? AND state IN (?, ?)",
+            (PENDING, now, now, key, DEAD, DROPPED),
+        )
+        return cursor.rowcount == 1
+
+    def drop(self, key: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL"
+            " WHERE key = ? AND state != ?",
+            (DROPPED, key, SENT),
+        )
+        return cursor.rowcount == 1
+
+    def get(self, key: str) -> Row | None:
+        found = self._db.execute(f"SELECT {_COLUMNS} FROM alerts WHERE key = ?", (key,)).fetchone()
+        return None if found is None else _row(found)
+
+    def rows(self, *, states: Sequence[str] | None, limit: int) -> list[Row]:
+        query = f"SELECT {_COLUMNS} FROM alerts"
+        params: list[Any] = []
+        if states:
+            query += f" WHERE state IN ({', '.join('?' for _ in states)})"
+            params += list(states)
+        query += " ORDER BY created_at LIMIT ?"
+        return [_row(r) for r in self._db.execute(query, (*params, limit)).fetchall()]
+
+    def by_identity(self, identity: str) -> list[Row]:
+        found = self._db.execute(
+            f"SELECT {_COLUMNS} FROM alerts WHERE identity = ? AND action = 'send'",
+            (identity,),
+        ).fetchall()
+        return [_row(r) for r in found]
+
+    def next_due(self, destination: str) -> float | None:
+        at = self._one(
+            "SELECT MIN(CASE WHEN state = ? THEN next_attempt_at ELSE lease_until END)"
+            " FROM alerts WHERE destination = ? AND state IN (?, ?)",
+            (PENDING, destination, PENDING, SENDING),
+        )
+        return None if at is None else float(at)
+
+    def counts(self) -> dict[str, int]:
+        found = self._db.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state").fetchall()
+        return {state: int(n) for state, n in found}
+
+    def depth(self) -> dict[str, int]:
+        counts = dict.fromkeys(OPEN_STATES, 0)
+        for state in OPEN_STATES:  # one index range each
+            counts[state] = int(self._one("SELECT COUNT(*) FROM alerts WHERE state = ?", (state,)))
+        return counts
+
+    def oldest_pending_at(self) -> float | None:
+        # MIN per state reads the first entry of the (state, created_at) index.
+        at = self._one(
+            "SELECT MIN(at) FROM ("
+            " SELECT MIN(created_at) AS at FROM alerts WHERE state = ?"
+            " UNION ALL SELECT MIN(created_at) FROM alerts WHERE state = ?)",
+            (PENDING, SENDING),
+        )
+        return None if at is None else float(at)
+
+    def prune_sent(self, before: float, *, limit: int) -> int:
+        with self._lease_tx():
+            cursor = self._db.execute(
+                "DELETE FROM alerts WHERE key IN (SELECT key FROM alerts"
+                " WHERE state IN (?, ?) AND created_at < ? AND COALESCE(sent_at, created_at) < ?"
+                " LIMIT ?)",
+                (SENT, DROPPED, before, before, limit),
+            )
+        return cursor.rowcount
+
+    # ---- destination leases ------------------------------------------------------
+
+    def try_lease_destination(self, destination: str, *, now: float, ttl: float) -> bool:
+        with self._lease_tx():
+            found = self._db.execute(
+                "INSERT INTO destination_leases (destination, owner, lease_until)"
+                " VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE"
+                " SET owner = excluded.owner, lease_until = excluded.lease_until"
+                " WHERE destination_leases.owner = excluded.owner"
+                " OR destination_leases.lease_until <= ?"
+                " RETURNING owner",
+                (destination, self.instance, now + ttl, now),
+            ).fetchone()
+        return found is not None
+
+    def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
+        with self._lease_tx():
+            cursor = self._db.execute(
+                "UPDATE destination_leases SET lease_until = ? WHERE destination = ? AND owner = ?",
+                (now + ttl, destination, self.instance),
+            )
+        return cursor.rowcount == 1
+
+    def release_destination(self, destination: str) -> None:
+        with self._lease_tx():
+            self._db.execute(
+                "DELETE FROM destination_leases WHERE destination = ? AND owner = ?",
+                (destination, self.instance),
+            )
+
+    # ---- engine state and live set -----------------------------------------------
+
+    def _set(self, name: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO kv (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
+    def set_state(self, name: str, value: str, *, fence: int | None) -> None:
+        with self._tx():
+            self._check_fence(fence)
+            self._set(name, value)
+
+    def get_state(self, name: str) -> str | None:
+        value = self._one("SELECT value FROM kv WHERE name = ?", (name,))
+        return None if value is None else str(value)
+
+    def live_set(self) -> dict[int, LiveRecord]:
+        found = self._db.execute(
+            "SELECT user_id, identity, started_at, peak_viewers, data FROM live"
+        ).fetchall()
+        return {record.user_id: record for record in map(_live, found)}
+
+    def set_live(self, live: LiveEntry, *, fence: int | None) -> bool:
+        with self._tx():
+            self._check_fence(fence)
+            return self._set_live(live)
+
+    def _set_live(self, live: LiveEntry) -> bool:
+        found = self._db.execute(
+            "SELECT identity, peak_viewers FROM live WHERE user_id = ?", (live.user_id,)
+        ).fetchone()
+        if found is not None and found[0] == live.identity:
+            peak = max(found[1] or 0, live.viewers or 0)
+            self._db.execute(
+                "UPDATE live SET peak_viewers = ? WHERE user_id = ?", (peak, live.user_id)
+            )
+            return False
+        self._db.execute(
+            "INSERT OR REPLACE INTO live (user_id, identity, started_at, peak_viewers, data)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (live.user_id, live.identity, live.started_at, live.viewers, to_json(live.data)),
+        )
+        return True
+
+    def update_peaks(self, viewers: Mapping[int, int], *, fence: int | None) -> None:
+        with self._tx():
+            self._check_fence(fence)
+            for user_id, count in viewers.items():
+                self._db.execute(
+                    "UPDATE live SET peak_viewers = MAX(COALESCE(peak_viewers, 0), ?)"
+                    " WHERE user_id = ?",
+                    (count, user_id),
+                )
+
+    def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
+        with self._tx():
+            self._check_fence(fence)
+            found = self._db.execute(
+                "SELECT user_id, identity, started_at, peak_viewers, data FROM live"
+                " WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            if found is None:
+                return None
+            self._db.execute("DELETE FROM live WHERE user_id = ?", (user_id,))
+            self._db.execute(
+                "INSERT INTO stream_seqs (user_id, seq) VALUES (?, 1)"
+                " ON CONFLICT (user_id) DO UPDATE SET seq = seq + 1",
+                (user_id,),
+            )
+        return _live(found)
+
+    def stream_seqs(self) -> dict[int, int]:
+        found = self._db.execute("SELECT user_id, seq FROM stream_seqs").fetchall()
+        return {int(user_id): int(seq) for user_id, seq in found}
+
+    # ---- roles -------------------------------------------------------------------
+
+    def take_role(self, role: str, *, holder: str, now: float) -> int:
+        with self._tx():
+            generation = self._one(
+                "INSERT INTO roles (role, generation, holder, since) VALUES (?, 1, ?, ?)"
+                " ON CONFLICT (role) DO UPDATE SET generation = generation + 1,"
+                " holder = excluded.holder, since = excluded.since RETURNING generation",
+                (role, holder, now),
+            )
+        return int(generation)
+
+    def roles(self) -> dict[str, RoleHolder]:
+        found = self._db.execute("SELECT role, generation, holder, since FROM roles").fetchall()
+        return {
+            role: RoleHolder(role, int(gen), holder, since) for role, gen, holder, since in found
+        }
+
+    # ---- chats -------------------------------------------------------------------
+
+    def upsert_chat(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        now: float,
+        title: str | None,
+        guild_id: str | None,
+    ) -> Chat:
+        with self._tx():
+            found = self._db.execute(
+                "INSERT INTO chats (platform, chat_id, kind, guild_id, title, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (platform, chat_id) DO UPDATE SET kind = excluded.kind,"
+                " guild_id = COALESCE(excluded.guild_id, chats.guild_id),"
+                " title = COALESCE(excluded.title, chats.title), updated_at = excluded.updated_at"
+                f" RETURNING {_CHAT_COLUMNS}",
+                (platform, chat_id, kind, guild_id, title, now, now),
+            ).fetchone()
+        return _chat(found)
+
+    def get_chat(self, platform: str, chat_id: str) -> Chat | None:
+        found = self._db.execute(
+            f"SELECT {_CHAT_COLUMNS} FROM chats WHERE platform = ? AND chat_id = ?",
+            (platform, chat_id),
+        ).fetchone()
+        return None if found is None else _chat(found)
+
+    def set_chat_fields(
+        self, platform: str, chat_id: str, *, now: float, fields: Mapping[str, object]
+    ) -> bool:
+        assignments = "".join(f", {name} = ?" for name in fields)
+        cursor = self._db.execute(
+            f"UPDATE chats SET updated_at = ?{assignments} WHERE platform = ? AND chat_id = ?",
+            (now, *fields.values(), platform, chat_id),
+        )
+        return cursor.rowcount == 1
+
+    def migrate_chat(self, platform: str, old_id: str, new_id: str, *, now: float) -> int:
+        moved = 0
+        with self._tx():
+            if self.get_chat(platform, new_id) is None:
+                self._db.execute(
+                    "UPDATE chats SET chat_id = ?, updated_at = ?"
+                    " WHERE platform = ? AND chat_id = ?",
+                    (new_id, now, platform, old_id),
+                )
+            else:
+                self._db.execute(
+                    "DELETE FROM chats WHERE platform = ? AND chat_id = ?", (platform, old_id)
+                )
+            changed: list[int] = []
+            removed: list[int] = []
+            found = self._db.execute(
+                "SELECT id, kind, target, params_hash FROM subscriptions"
+                " WHERE platform = ? AND chat_id = ?",
+                (platform, old_id),
+            ).fetchall()
+            for sub_id, kind, target, digest in found:
+                exists = self._one(
+                    "SELECT id FROM subscriptions WHERE platform = ? AND chat_id = ? AND kind = ?"
+                    " AND target = ? AND params_hash = ?",
+                    (platform, new_id, kind, target, digest),
+                )
+                if exists is None:
+                    self._db.execute(
+                        "UPDATE subscriptions SET chat_id = ?, updated_at = ? WHERE id = ?",
+                        (new_id, now, sub_id),
+                    )
+                    changed.append(int(sub_id))
+                    moved += 1
+                else:  # the new chat already has it: the old copy goes
+                    self._db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
+                    removed.append(int(sub_id))
+            self._record_changes(changed, removed=False)
+            self._record_changes(removed, removed=True)
+            self._db.execute(
+                "UPDATE OR IGNORE decisions SET chat_id = ? WHERE platform = ? AND chat_id = ?",
+                (new_id, platform, old_id),
+            )
+            self._db.execute(
+                "DELETE FROM decisions WHERE platform = ? AND chat_id = ?", (platform, old_id)
+            )
+        return moved
+
+    # ---- subscriptions -----------------------------------------------------------
+
+    def _record_changes(self, ids: Sequence[int], *, removed: bool) -> None:
+        if not ids:
+            return
+        version = self._one(
+            "UPDATE counters SET value = value + 1 WHERE name = 'subscriptions' RETURNING value"
+        )
+        self._db.executemany(
+            "INSERT INTO subscription_changes (sub_id, version, removed) VALUES (?, ?, ?)"
+            " ON CONFLICT (sub_id) DO UPDATE SET version = excluded.version,"
+            " removed = excluded.removed",
+            [(sub_id, version, int(removed)) for sub_id in ids],
+        )
+
+    def add_subscription(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        target: str,
+        params: JsonObject,
+        created_by: str | None,
+        now: float,
+    ) -> int | None:
+        with self._tx():
+            sub_id = self._one(
+                "INSERT INTO subscriptions (platform, chat_id, kind, target, params, params_hash,"
+                " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (
+                    platform,
+                    chat_id,
+                    kind,
+                    target,
+                    to_json(params),
+                    params_hash(params),
+                    created_by,
+                    now,
+                    now,
+                ),
+            )
+            if sub_id is None:
+                return None
+            self._record_changes([int(sub_id)], removed=False)
+        return int(sub_id)
+
+    def remove_subscription(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        target: str,
+        params: JsonObject | None,
+    ) -> int:
+        query = (
+            "DELETE FROM subscriptions WHERE platform = ? AND chat_id = ? AND kind = ?"
+            " AND target = ?"
+        )
+        args: list[Any] = [platform, chat_id, kind, target]
+        if params is not None:
+            query += " AND params_hash = ?"
+            args.append(params_hash(params))
+        with self._tx():
+            ids = [int(r[0]) for r in self._db.execute(query + " RETURNING id", args).fetchall()]
+            self._record_changes(ids, removed=True)
+        return len(ids)
+
+    def remove_subscription_id(self, subscription_id: int) -> bool:
+        with self._tx():
+            cursor = self._db.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,))
+            if cursor.rowcount:
+                self._record_changes([subscription_id], removed=True)
+        return cursor.rowcount == 1
+
+    def list_subscriptions(
+        self, *, platform: str | None, chat_id: str | None, kind: str | None
+    ) -> list[Subscription]:
+        where = [
+            (column, value)
+            for column, value in (("platform", platform), ("chat_id", chat_id), ("kind", kind))
+            if value is not None
+        ]
+        query = f"SELECT {_SUB_COLUMNS} FROM subscriptions"
+        if where:
+            query += " WHERE " + " AND ".join(f"{column} = ?" for column, _ in where)
+        query += " ORDER BY id"
+        found = self._db.execute(query, [value for _, value in where]).fetchall()
+        return [_subscription(r) for r in found]
+
+    def count_subscriptions(self, platform: str, chat_id: str, *, kind: str | None) -> int:
+        query = "SELECT COUNT(*) FROM subscriptions WHERE platform = ? AND chat_id = ?"
+        args: list[Any] = [platform, chat_id]
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
+        return int(self._one(query, args))
+
+    def subscriptions_version(self) -> int:
+        return int(self._one("SELECT value FROM counters WHERE name = 'subscriptions'"))
+
+    def subscriptions_changed_since(self, version: int) -> SubscriptionChanges:
+        with self._tx():  # one snapshot for the version and the changes
+            current = self.subscriptions_version()
+            found = self._db.execute(
+                f"SELECT c.sub_id, c.removed, {', '.join('s.' + f for f in SUBSCRIPTION_FIELDS)}"
+                " FROM subscription_changes c LEFT JOIN subscriptions s ON s.id = c.sub_id"
+                " WHERE c.version > ? AND c.version <= ? ORDER BY c.version, c.sub_id",
+                (version, current),
+            ).fetchall()
+        changed = tuple(_subscription(r[2:]) for r in found if r[2] is not None)
+        removed = tuple(int(r[0]) for r in found if r[2] is None)
+        return SubscriptionChanges(current, changed, removed)
+
+    # ---- decisions ---------------------------------------------------------------
+
+    def record_decision(
+        self, platform: str, chat_id: str, subject: str, text: str, *, at: float
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO decisions (platform, chat_id, subject, text, at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (platform, chat_id, subject) DO UPDATE SET text = excluded.text,"
+            " at = excluded.at",
+            (platform, chat_id, subject, text[:2000], at),
+        )
+
+    def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None:
+        found = self._db.execute(
+            "SELECT text, at FROM decisions WHERE platform = ? AND chat_id = ? AND subject = ?",
+            (platform, chat_id, subject),
+        ).fetchone()
+        return None if found is None else Decision(found[0], float(found[1]))
+
+
+class SqliteStore:
+    """The store in one SQLite file; see the module docstring."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str, *, durable: bool = True, instance: str) -> None:
+        self.path = path
+        self.instance = instance
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._core: _Core | None = None
+        self._durable = durable
+        self._watches: set[OutboxWatch] = set()
+
+    @classmethod
+    async def open(
+        cls, path: str, *, durable: bool = True, instance: str, migrate: bool = True
+    ) -> SqliteStore:
+        store = cls(path, durable=durable, instance=instance)
+        try:
+            store._core = await store._run(
+                functools.partial(_Core, path, durable=durable, instance=instance)
+            )
+            if migrate:
+                await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, work)
+        except StoreError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc):
+                raise StoreUnavailable(f"state file {self.path}: {exc}") from None
+            raise StoreError(f"state file {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"state file {self.path}: {exc}") from None
+
+    async def _call(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(functools.partial(method, *args, **kwargs))
+
+    @property
+    def core(self) -> _Core:
+        if self._core is None:
+            raise StoreError("the store is closed")
+        return self._core
+
+    async def close(self) -> None:
+        for watch in list(self._watches):
+            await watch.aclose()
+        core, self._core = self._core, None
+        if core is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, core.close)
+        self._executor.shutdown(wait=True)
+
+    # ---- schema -------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        return await self._call(self.core.migrate)
+
+    async def status(self) -> SchemaStatus:
+        return await self._call(self.core.status)
+
+    # ---- outbox -------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        alerts: Sequence[NewAlert],
+        *,
+        now: float,
+        fence: int | None,
+        state: Mapping[str, str] | None = None,
+        lives: Sequence[LiveEntry] = (),
+    ) -> list[str]:
+        keys, _ = await self.enqueue_leased(
+            alerts, now=now, lease=0.0, room={}, fence=fence, lives=lives, state=state
+        )
+        return keys
+
+    async def enqueue_leased(
+        self,
+        alerts: Sequence[NewAlert],
+        *,
+        now: float,
+        lease: float,
+        room: Mapping[str, int],
+        fence: int | None,
+        lives: Sequence[LiveEntry] = (),
+        state: Mapping[str, str] | None = None,
+    ) -> tuple[list[str], list[Row]]:
+        keys, rows = await self._call(
+            self.core.enqueue_leased,
+            alerts,
+            now=now,
+            lease=lease,
+            room=room,
+            fence=fence,
+            lives=lives,
+            state=state,
+        )
+        if keys and self._watches:
+            added = set(keys)
+            leased = {row.key for row in rows}
+            for alert in alerts:
+                if alert.key in added and alert.key not in leased:
+                    for watch in self._watches:
+                        watch.push(alert.destination)
+        return keys, rows
+
+    async def release_leases(self) -> int:
+        return await self._call(self.core.release_leases)
+
+    async def claim(
+        self, destination: str, *, now: float, lease: float, limit: int = 1
+    ) -> list[Row]:
+        return await self._call(self.core.claim, destination, now=now, lease=lease, limit=limit)
+
+    async def mark_sent(self, key: str, *, message_id: str | None, now: float) -> bool:
+        return await self._call(self.core.mark_sent, key, message_id=message_id, now=now)
+
+    async def mark_sent_many(
+        self, sent: Sequence[tuple[str, str | None]], *, now: float
+    ) -> list[str]:
+        return await self._call(self.core.mark_sent_many, sent, now=now)
+
+    async def reschedule(
+        self,
+        key: str,
+        *,
+        at: float,
+        error: str,
+        payload: JsonObject | None = None,
+        refund: bool = False,
+    ) -> bool:
+        return await self._call(
+            self.core.reschedule, key, at=at, error=error, payload=payload, refund=refund
+        )
+
+    async def mark_dead(self, key: str, *, reason: str, now: float) -> bool:
+        return await self._call(self.core.mark_dead, key, reason=reason, now=now)
+
+    async def retry(self, key: str, *, now: float) -> bool:
+        return await self._call(self.core.retry, key, now=now)
+
+    async def drop(self, key: str) -> bool:
+        return await self._call(self.core.drop, key)
+
+    async def get(self, key: str) -> Row | None:
+        return await self._call(self.core.get, key)
+
+    async def rows(self, *, states: Sequence[str] | None = None, limit: int = 1000) -> list[Row]:
+        return await self._call(self.core.rows, states=states, limit=limit)
+
+    async def by_identity(self, identity: str) -> list[Row]:
+        return await self._call(self.core.by_identity, identity)
+
+    async def next_due(self, destination: str) -> float | None:
+        return await self._call(self.core.next_due, destination)
+
+    async def counts(self) -> dict[str, int]:
+        return await self._call(self.core.counts)
+
+    async def depth(self) -> dict[str, int]:
+        return await self._call(self.core.depth)
+
+    async def oldest_pending_at(self) -> float | None:
+        return await self._call(self.core.oldest_pending_at)
+
+    async def prune_sent(self, before: float, *, limit: int = 10_000) -> int:
+        return await self._call(self.core.prune_sent, before, limit=limit)
+
+    async def try_lease_destination(self, destination: str, *, now: float, ttl: float) -> bool:
+        return await self._call(self.core.try_lease_destination, destination, now=now, ttl=ttl)
+
+    async def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
+        return await self._call(self.core.renew_destination, destination, now=now, ttl=ttl)
+
+    async def release_destination(self, destination: str) -> None:
+        await self._call(self.core.release_destination, destination)
+
+    async def watch_outbox(self) -> OutboxWatch:
+        """Wake-ups from this process's own enqueues only (another process, such as the
+        CLI, writing the same file is not heard): keep polling as the fallback."""
+        watch: OutboxWatch
+
+        async def forget() -> None:
+            self._watches.discard(watch)
+
+        watch = OutboxWatch(forget)
+        self._watches.add(watch)
+        return watch
+
+    # ---- engine state and live set -----------------------------------------------
+
+    async def get_state(self, name: str) -> str | None:
+        return await self._call(self.core.get_state, name)
+
+    async def set_state(self, name: str, value: str, *, fence: int | None) -> None:
+        await self._call(self.core.set_state, name, value, fence=fence)
+
+    async def live_set(self) -> dict[int, LiveRecord]:
+        return await self._call(self.core.live_set)
+
+    async def set_live(
+        self,
+        user_id: int,
+        *,
+        identity: str,
+        started_at: float,
+        viewers: int | None,
+        data: JsonObject,
+        fence: int | None,
+    ) -> bool:
+        live = LiveEntry(user_id, identity, started_at, viewers, data)
+        return await self._call(self.core.set_live, live, fence=fence)
+
+    async def update_peaks(self, viewers: Mapping[int, int], *, fence: int | None) -> None:
+        await self._call(self.core.update_peaks, viewers, fence=fence)
+
+    async def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
+        return await self._call(self.core.end_live, user_id, fence=fence)
+
+    async def stream_seqs(self) -> dict[int, int]:
+        return await self._call(self.core.stream_seqs)
+
+    # ---- roles -------------------------------------------------------------------
+
+    async def take_role(self, role: str, *, holder: str, now: float) -> int:
+        return await self._call(self.core.take_role, role, holder=holder, now=now)
+
+    async def roles(self) -> dict[str, RoleHolder]:
+        return await self._call(self.core.roles)
+
+    # ---- chats and subscriptions ---------------------------------------------------
+
+    async def upsert_chat(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        now: float,
+        title: str | None = None,
+        guild_id: str | None = None,
+    ) -> Chat:
+        return await self._call(
+            self.core.upsert_chat,
+            platform,
+            chat_id,
+            kind=kind,
+            now=now,
+            title=title,
+            guild_id=guild_id,
+        )
+
+    async def get_chat(self, platform: str, chat_id: str) -> Chat | None:
+        return await self._call(self.core.get_chat, platform, chat_id)
+
+    async def set_chat_fields(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        now: float,
+        title: str | Unset | None = UNSET,
+        paused_reason: str | Unset | None = UNSET,
+        mute_until: float | Unset | None = UNSET,
+        quiet: str | Unset | None = UNSET,
+    ) -> bool:
+        fields: dict[str, object] = {
+            name: value
+            for name, value in (
+                ("title", title),
+                ("paused_reason", paused_reason),
+                ("mute_until", mute_until),
+                ("quiet", quiet),
+            )
+            if value is not UNSET
+        }
+        return await self._call(
+            self.core.set_chat_fields, platform, chat_id, now=now, fields=fields
+        )
+
+    async def migrate_chat(self, platform: str, old_id: str, new_id: str, *, now: float) -> int:
+        return await self._call(self.core.migrate_chat, platform, old_id, new_id, now=now)
+
+    async def add_subscription(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        target: str,
+        params: JsonObject,
+        created_by: str | None,
+        now: float,
+    ) -> int | None:
+        return await self._call(
+            self.core.add_subscription,
+            platform,
+            chat_id,
+            kind=kind,
+            target=target,
+            params=params,
+            created_by=created_by,
+            now=now,
+        )
+
+    async def remove_subscription(
+        self,
+        platform: str,
+        chat_id: str,
+        *,
+        kind: str,
+        target: str,
+        params: JsonObject | None = None,
+    ) -> int:
+        return await self._call(
+            self.core.remove_subscription,
+            platform,
+            chat_id,
+            kind=kind,
+            target=target,
+            params=params,
+        )
+
+    async def remove_subscription_id(self, subscription_id: int) -> bool:
+        return await self._call(self.core.remove_subscription_id, subscription_id)
+
+    async def list_subscriptions(
+        self,
+        *,
+        platform: str | None = None,
+        chat_id: str | None = None,
+        kind: str | None = None,
+    ) -> list[Subscription]:
+        return await self._call(
+            self.core.list_subscriptions, platform=platform, chat_id=chat_id, kind=kind
+        )
+
+    async def count_subscriptions(
+        self, platform: str, chat_id: str, *, kind: str | None = None
+    ) -> int:
+        return await self._call(self.core.count_subscriptions, platform, chat_id, kind=kind)
+
+    async def subscriptions_version(self) -> int:
+        return await self._call(self.core.subscriptions_version)
+
+    async def subscriptions_changed_since(self, version: int) -> SubscriptionChanges:
+        return await self._call(self.core.subscriptions_changed_since, version)
+
+    async def record_decision(
+        self, platform: str, chat_id: str, subject: str, text: str, *, at: float
+    ) -> None:
+        await self._call(self.core.record_decision, platform, chat_id, subject, text, at=at)
+
+    async def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None:
+        return await self._call(self.core.last_decision, platform, chat_id, subject)

@@ -1,0 +1,124 @@
+"""Role locks: one holder at a time, a killed holder steps down, the next gets generation+1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from notifier.store import INGEST, FencedOut, open_store
+from notifier.store.roles import RoleLock, StepDown, chat_updates_role, role_key
+
+WAIT = 10.0  # seconds any condition below may take before the test fails
+
+
+async def eventually(attempt: Callable[[], Awaitable[int | None]]) -> int:
+    """Retry until `attempt` gives a value: a freed advisory lock is seen by another
+    session only once the old backend has finished exiting."""
+    async with asyncio.timeout(WAIT):
+        # the condition lives in the server: nothing to await but another look
+        while (value := await attempt()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return value
+
+
+def test_role_keys_are_stable_signed_64_bit_and_distinct() -> None:
+    assert role_key(INGEST) == role_key("ingest")
+    assert -(2**63) <= role_key(INGEST) < 2**63
+    assert role_key(INGEST) != role_key(chat_updates_role("123:abc"))
+
+
+def test_a_chat_updates_role_never_contains_the_token() -> None:
+    role = chat_updates_role("123456:SECRET-token")
+    assert role.startswith("chat-updates:") and "SECRET" not in role
+    assert role == chat_updates_role("123456:SECRET-token")
+
+
+async def test_sqlite_roles_are_always_this_process_with_a_new_generation_each_start(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a")
+    try:
+        first = RoleLock(store, INGEST, instance="a")
+        assert await first.try_acquire() == 1
+        assert await first.try_acquire() == 1, "bumped once per start"
+        holding = asyncio.create_task(first.hold())
+        await first.release()
+        assert await asyncio.wait_for(holding, WAIT) is StepDown.RELEASED
+        assert await RoleLock(store, INGEST, instance="a").try_acquire() == 2
+    finally:
+        await store.close()
+
+
+async def test_only_one_instance_holds_a_role(pg_url: str) -> None:
+    store = await open_store(pg_url, instance="a")
+    first = RoleLock(pg_url, INGEST, instance="a")
+    second = RoleLock(store, INGEST, instance="b")
+    other_role = RoleLock(pg_url, chat_updates_role("t"), instance="b")
+    try:
+        generation = await first.try_acquire()
+        assert generation == 1
+        assert await second.try_acquire() is None
+        assert await other_role.try_acquire() == 1, "roles are independent"
+        holder = (await store.roles())[INGEST]
+        assert (holder.holder, holder.generation) == ("a", 1)
+        await first.release()
+        assert await eventually(second.try_acquire) == 2
+    finally:
+        for lock in (first, second, other_role):
+            await lock.release()
+        await store.close()
+
+
+async def test_a_killed_holder_steps_down_and_another_takes_over_with_the_next_generation(
+    pg_url: str,
+) -> None:
+    store = await open_store(pg_url, instance="a")
+    holder = RoleLock(pg_url, INGEST, instance="a", check_every=0.2)
+    standby = RoleLock(pg_url, INGEST, instance="b")
+    try:
+        generation = await holder.try_acquire()
+        assert generation is not None
+        await store.set_state("engine", "from a", fence=generation)
+        holding = asyncio.create_task(holder.hold())
+        assert await standby.try_acquire() is None
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(%s, 5000)", (holder.backend_pid,)
+            )  # waits until that backend has exited
+        assert await asyncio.wait_for(holding, WAIT) is StepDown.CONNECTION_LOST
+        assert holder.generation is None
+        assert await eventually(standby.try_acquire) == generation + 1
+        with pytest.raises(FencedOut):  # the old holder's late write
+            await store.set_state("engine", "late from a", fence=generation)
+        assert await store.get_state("engine") == "from a"
+    finally:
+        await holder.release()
+        await standby.release()
+        await store.close()
+
+
+async def test_hold_returns_released_when_the_holder_gives_the_role_back(pg_url: str) -> None:
+    store = await open_store(pg_url, instance="a")
+    lock = RoleLock(store, INGEST, instance="a", check_every=30.0)
+    next_holder = RoleLock(pg_url, INGEST, instance="b")
+    try:
+        assert await lock.try_acquire() == 1
+        holding = asyncio.create_task(lock.hold())
+        async with asyncio.timeout(WAIT):  # hold is waiting on the connection
+            while not lock.holding:  # noqa: ASYNC110 (a flag of the task just created)
+                await asyncio.sleep(0)
+        await lock.release()
+        assert await asyncio.wait_for(holding, WAIT) is StepDown.RELEASED
+        assert await next_holder.try_acquire() == 2
+    finally:
+        await next_holder.release()
+        await store.close()
+
+
+async def test_a_sqlite_path_is_not_a_role_lock_target(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="open store"):
+        RoleLock(str(tmp_path / "s.db"), INGEST, instance="a")
