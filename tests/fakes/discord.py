@@ -1517,7 +1517,7 @@ class FakeDiscord(Recorder):
             await self.notify()
             return bad
         problems = command_problems(body)
-        if problems:
+        if problems or not isinstance(body, list):
             self.violations += problems
             self.command_puts.append(entry | {"ok": False, "status": 400, "problems": problems})
             await self.notify()

@@ -378,7 +378,7 @@ class FakeDiscordGateway(Recorder):
         subcommand: str | None = None,
         options: Mapping[str, Any] | None = None,
         *,
-        member_permissions: int | None = None,
+        member_permissions: int | str | None = None,
         locale: str = "en-US",
     ) -> FakeInteraction:
         """A member runs `/name subcommand option:value ...` (subcommand "group sub" for a
@@ -407,7 +407,7 @@ class FakeDiscordGateway(Recorder):
         options: Mapping[str, Any] | None = None,
         *,
         focused: str,
-        member_permissions: int | None = None,
+        member_permissions: int | str | None = None,
         locale: str = "en-US",
     ) -> FakeInteraction:
         """The user is typing into option `focused` (its text is `options[focused]`, may be
@@ -431,7 +431,7 @@ class FakeDiscordGateway(Recorder):
         custom_id: str,
         message_id: int,
         *,
-        member_permissions: int | None = None,
+        member_permissions: int | str | None = None,
         locale: str = "en-US",
     ) -> FakeInteraction:
         """A user presses the button `custom_id` on a message the bot posted earlier."""
@@ -462,7 +462,7 @@ class FakeDiscordGateway(Recorder):
         guild_id: int | None,
         channel_id: int | None,
         user_id: int,
-        member_permissions: int | None,
+        member_permissions: int | str | None,
         locale: str,
         *,
         message: dict[str, Any] | None = None,

@@ -12,6 +12,7 @@ import aiohttp
 import discord
 import pytest
 from discord import app_commands
+from multidict import CIMultiDictProxy
 
 from tests.fakes.discord import (
     BOT_USER_ID,
@@ -194,7 +195,7 @@ async def sync_guild(bot: Bot) -> None:
 
 async def call(
     rest: FakeDiscord, method: str, path: str, body: Any = None, *, auth: bool = True
-) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, Any, CIMultiDictProxy[str]]:
     headers = {"Authorization": f"Bot {rest.bot_token}"} if auth else {}
     async with (
         aiohttp.ClientSession() as session,
