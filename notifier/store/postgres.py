@@ -57,12 +57,15 @@ from notifier.store.types import (
 # pg_advisory_xact_lock key that serialises migrations between instances starting at once
 MIGRATION_LOCK: Final = 0x6E6F746966696572  # "notifier"
 
-# libpq keepalives: a silent peer is declared dead after about 5 + 2 * 2 seconds
+# libpq keepalives: an idle connection to a silent peer is declared dead after about
+# 5 + 2 * 2 seconds; tcp_user_timeout does the same for one waiting on unacknowledged data
+# (a query sent into a network partition), which keepalives do not cover.
 KEEPALIVES: Final[dict[str, Any]] = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 2,
+    "tcp_user_timeout": 10_000,
 }
 CONNECT_TIMEOUT: Final = 10
 
@@ -334,23 +337,24 @@ class PostgresStore:
                 new = {str(r[0]) for r in await cur.fetchall()}
             added: list[str] = []
             leased: list[NewAlert] = []
+            woken: set[str] = set()  # destinations with new rows left pending
             left = dict(room)
             for alert in alerts:
-                if alert.key not in new or alert.key in added:
+                if alert.key not in new:
                     continue
+                new.discard(alert.key)  # a key twice in one batch counts once
                 added.append(alert.key)
                 if left.get(alert.destination, 0) > 0:
                     left[alert.destination] -= 1
                     leased.append(alert)
+                else:
+                    woken.add(alert.destination)
             if leased:
                 await cur.execute(
                     "UPDATE alerts SET state = %s, attempts = 1, lease_until = %s,"
                     " lease_owner = %s WHERE key = ANY(%s)",
                     (SENDING, now + lease, self.instance, [a.key for a in leased]),
                 )
-            woken = {a.destination for a in alerts if a.key in new} - {
-                a.destination for a in leased
-            }
             if woken:
                 await cur.execute(
                     "SELECT pg_notify(%s, d) FROM unnest(%s::text[]) AS d",

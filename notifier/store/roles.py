@@ -19,10 +19,11 @@ from typing import Any, Final
 import psycopg
 
 from notifier.store.base import Store
-from notifier.store.errors import StoreError
+from notifier.store.errors import StoreError, StoreUnavailable, describe
 from notifier.store.postgres import TAKE_ROLE, PostgresStore, connect, is_postgres_url, translate
 
 CHECK_EVERY: Final = 2.0
+QUERY_TIMEOUT: Final = 5.0  # seconds a lock query may take before the holder steps down
 
 
 class StepDown(enum.Enum):
@@ -105,17 +106,22 @@ class RoleLock:
             self._conn = await connect(self._url, instance=self.instance, autocommit=True)
         conn = self._conn
         try:
-            found = await (
-                await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
-            ).fetchone()
-            if not (found and found[0]):
-                return None
-            async with conn.transaction():
-                taken = await (
-                    await conn.execute(TAKE_ROLE, (self.role, self.instance, self._clock()))
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                found = await (
+                    await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
                 ).fetchone()
-        except (psycopg.Error, OSError) as exc:
+                if not (found and found[0]):
+                    return None
+                async with conn.transaction():
+                    taken = await (
+                        await conn.execute(TAKE_ROLE, (self.role, self.instance, self._clock()))
+                    ).fetchone()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
             await self._drop_connection()  # ends the session, and any lock it got
+            if isinstance(exc, TimeoutError):
+                raise StoreUnavailable(
+                    f"database {describe(self._url)}: no answer in {QUERY_TIMEOUT:g} s"
+                ) from None
             raise translate(exc, self._url) from None
         assert taken is not None
         self.generation = int(taken[0])
@@ -159,15 +165,16 @@ class RoleLock:
                 return StepDown.RELEASED
             try:
                 idle.result()
-                found = await (
-                    await conn.execute(
-                        "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                        " AND pid = pg_backend_pid() AND classid = %s::bigint::oid"
-                        " AND objid = %s::bigint::oid AND objsubid = 1 AND granted",
-                        (classid, objid),
-                    )
-                ).fetchone()
-            except (psycopg.Error, OSError):
+                async with asyncio.timeout(QUERY_TIMEOUT):  # no answer is doubt enough
+                    found = await (
+                        await conn.execute(
+                            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                            " AND pid = pg_backend_pid() AND classid = %s::bigint::oid"
+                            " AND objid = %s::bigint::oid AND objsubid = 1 AND granted",
+                            (classid, objid),
+                        )
+                    ).fetchone()
+            except (psycopg.Error, OSError, TimeoutError):
                 return StepDown.CONNECTION_LOST
             except asyncio.CancelledError:
                 if self._released.is_set():

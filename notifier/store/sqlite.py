@@ -767,7 +767,7 @@ class SqliteStore:
         except StoreError:
             raise
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "unable to open" in str(exc):
+            if "locked" in str(exc) or "busy" in str(exc):  # another writer: try again
                 raise StoreUnavailable(f"state file {self.path}: {exc}") from None
             raise StoreError(f"state file {self.path}: {exc}") from None
         except sqlite3.Error as exc:
