@@ -699,6 +699,22 @@ def test_subscription_state_is_exported_and_restored_before_the_subscription_ret
     assert again.identity == "price:BTC:above:100:2"
 
 
+def test_state_restored_after_the_subscriptions_were_added_applies_to_them() -> None:
+    first = engine(cooldown="0s")
+    first.on_price(price("90"), now=0.0)
+    first.add_subscription(alert(1, "above", 100), now=0.0)
+    first.on_price(price("101"), now=1.0)
+    restarted = engine(cooldown="0s")
+    restarted.add_subscription(alert(1, "above", 100), now=2.0)
+    restarted.add_subscription(follow(2), now=2.0)
+    restarted.restore_state(first.export_state())
+    assert restarted.subscription_counts() == {"live": 1, "price": 1, "move": 0}
+    assert restarted.on_price(price("102"), now=3.0).matches == []
+    restarted.on_price(price("90"), now=4.0)
+    (again,) = restarted.on_price(price("101"), now=5.0).matches
+    assert again.identity == "price:BTC:above:100:2"
+
+
 def test_pending_restored_state_is_bounded() -> None:
     first = engine(cooldown="0s")
     first.on_price(price("90"), now=0.0)
