@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -27,6 +26,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate
+from notifier.rules.regex import TitlePattern, compile_title_pattern
 from notifier.rules.schema import LiveRule, PriceRule, RulesFile, ScheduledRule
 from notifier.rules.subscriptions import SUB_PREFIX, Subscription, subscription_id, to_rule
 from notifier.units import parse_percent
@@ -193,7 +193,7 @@ class _Audience:
 class _Live(_Audience):
     excluded_ids: tuple[int, ...] | frozenset[int]
     excluded_names: tuple[str, ...] | frozenset[str]
-    title: re.Pattern[str] | None
+    title: TitlePattern | None
 
     def reason(self, event: ChannelLive, categories: _Categories) -> Reason | None:
         """None when the event passes every filter of the rule."""
@@ -727,7 +727,7 @@ class Engine:
             category_names=_small(cnames),
             excluded_ids=_small(xids),
             excluded_names=_small(xnames),
-            title=re.compile(rule.title_matches) if rule.title_matches else None,
+            title=compile_title_pattern(rule.title_matches) if rule.title_matches else None,
         )
 
     def _add_price(self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float) -> None:

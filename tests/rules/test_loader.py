@@ -21,7 +21,7 @@ destinations:
   me:
     telegram: {chat_id: 123}
   room:
-    discord: {webhook_url: "https://discord.example/api/webhooks/1/x"}
+    discord: {webhook_url: "https://discord.com/api/webhooks/123456789012345678/x"}
 rules:
 """
 
@@ -33,7 +33,7 @@ def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 def test_the_example_file_is_valid_with_its_variable_set() -> None:
-    env = {"DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/abc"}
+    env = {"DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/123456789012345678/abc"}
     rules_file = load_file(ROOT / "rules.example.yaml", env)
     kinds = [type(r) for r in rules_file.rules]
     assert kinds.count(LiveRule) == 2 and kinds.count(PriceRule) == 3
@@ -166,7 +166,7 @@ CASES = [
     (
         "YAML syntax error",
         "version: 1\ndestinations:\n  me: [unclosed\n",
-        ["r.yaml:4:1: YAML syntax: expected ',' or ']', but got '<stream end>'"],
+        ["r.yaml:4:1: YAML syntax: did not find expected ',' or ']'"],
     ),
     (
         "top level is a list",
@@ -223,21 +223,22 @@ def test_all_errors_of_a_file_are_reported_at_once() -> None:
 
 
 def test_environment_variables_are_interpolated() -> None:
-    text = HEAD.replace("https://discord.example/api/webhooks/1/x", "${HOOK}") + (
+    text = HEAD.replace("https://discord.com/api/webhooks/123456789012345678/x", "${HOOK}") + (
         "  - {name: a, when: live, users: ['$${NOT_A_VAR}'], notify: [me]}\n"
     )
     text = text.replace("chat_id: 123", 'chat_id: "${CHAT}"')
-    rules_file = load_text(text, "r.yaml", {"HOOK": "https://h.example/x", "CHAT": "-100123"})
+    hook = "https://discord.com/api/webhooks/223456789012345678/secret"
+    rules_file = load_text(text, "r.yaml", {"HOOK": hook, "CHAT": "-100123"})
     telegram = rules_file.destinations["me"].telegram
     discord = rules_file.destinations["room"].discord
     assert telegram is not None and telegram.chat_id == -100123
-    assert discord is not None and discord.webhook_url == "https://h.example/x"
+    assert discord is not None and discord.webhook_url == hook
     rule = rules_file.rules[0]
     assert isinstance(rule, LiveRule) and rule.users == ["${NOT_A_VAR}"]
 
 
 def test_a_missing_environment_variable_is_one_error_naming_it() -> None:
-    text = HEAD.replace("https://discord.example/api/webhooks/1/x", "${HOOK}")
+    text = HEAD.replace("https://discord.com/api/webhooks/123456789012345678/x", "${HOOK}")
     assert errors_of(text) == ["r.yaml:6:28: environment variable HOOK is not set"]
 
 
@@ -286,19 +287,23 @@ FUZZ_FOUND = [
     (
         "self-referencing anchor",
         "destinations:\n  x: &id001\n    conso%`e:%`{}%`  me: *id001\n  room: *id001\nversion: 1\n",
-        "r.yaml:1:1: the document nests too deeply, or an anchor refers to itself",
+        "r.yaml:3:26: the anchor &id001 refers to itself",
     ),
     # a mapping used as a key
-    ("mapping as a key", "{{ title }}", "r.yaml:1:2: YAML: found unhashable key"),
+    (
+        "mapping as a key",
+        "{{ title }}",
+        "r.yaml:1:2: a mapping cannot be a key",
+    ),
     # an escape beyond Unicode in a double-quoted string
     (
         "escape beyond Unicode",
         'destinations: "\\U7fffffff"\n',
-        "r.yaml:1:1: YAML: chr() arg not in range(0x110000)",
+        "r.yaml:1:18: YAML syntax: found invalid Unicode character escape code",
     ),
 ]
 
 
 @pytest.mark.parametrize(("case", "text", "expected"), FUZZ_FOUND, ids=[c[0] for c in FUZZ_FOUND])
 def test_inputs_the_fuzzer_found_are_clear_errors(case: str, text: str, expected: str) -> None:
-    assert errors_of(text) == [expected]
+    assert expected in errors_of(text)

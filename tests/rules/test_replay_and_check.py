@@ -13,7 +13,7 @@ from notifier.parti.simulator import Simulator
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     **os.environ,
-    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/abc",
+    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/123456789012345678/abc",
     "NOTIFIER_LOG_FORMAT": "json",
 }
 
@@ -65,7 +65,7 @@ def test_check_reads_notifier_rules_by_default(tmp_path: Path) -> None:
 def test_check_schema_prints_the_json_schema() -> None:
     done = notifier("check", "--schema")
     schema = json.loads(done.stdout)
-    assert set(schema["properties"]) == {"version", "destinations", "defaults", "rules"}
+    assert set(schema["properties"]) == {"version", "destinations", "defaults", "bots", "rules"}
 
 
 async def test_check_online_warns_about_unknown_users_and_categories(

@@ -11,7 +11,7 @@ from notifier.rules.loader import RulesError
 from notifier.rules.stream import compile_rules
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/abc"}
+ENV = {"DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/123456789012345678/abc"}
 
 
 def test_the_example_compiles_with_its_templates_and_on_end() -> None:

@@ -1,0 +1,872 @@
+"""The one way a rules file becomes rules, for `check`, `replay` and `run` alike: YAML events
+read once with their positions, `${VAR}` from the environment and an env file, each rule
+validated and compiled into the engine as it is read, every problem as file:line:col.
+
+A file of 100,000 rules is never held whole: no node tree, no list of rule models; each
+rule's data and positions live only while it is checked. Aliases are bounded (an alias
+bomb is refused after a million expanded nodes), and so is nesting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from notifier.rules.engine import Engine
+from notifier.rules.schema import (
+    Bots,
+    ConsoleTarget,
+    Defaults,
+    Destination,
+    DiscordBot,
+    DiscordTarget,
+    LiveRule,
+    PriceRule,
+    Rule,
+    RulesFile,
+    ScheduledRule,
+    TelegramBot,
+    TelegramTarget,
+)
+from notifier.rules.templates import TemplateProblem, check_template
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_ALIAS_NODES = 1_000_000  # nodes that aliases may add, in all
+MAX_DEPTH = 64
+_HEADER_KEYS = ("version", "destinations", "defaults", "bots")
+_RULE: TypeAdapter[Any] = TypeAdapter(Rule)
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# ---- results and problems ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error of a rules file, at a 1-based line and column."""
+
+    path: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.message}"
+
+
+class RulesError(Exception):
+    """A rules file that cannot be used; `problems` holds every error found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMeta:
+    """What the daemon needs of a rule besides the engine: its template and `on_end`."""
+
+    when: str
+    template: str | None = None
+    on_end: str | None = None
+
+
+DEFAULT_META = {kind: RuleMeta(kind) for kind in ("live", "price", "scheduled")}
+
+
+@dataclass
+class Compiled:
+    """A compiled rules file: `rules_file` holds the destinations, defaults and bots (its
+    `rules` only with keep_rules=True), the engine the rules."""
+
+    rules_file: RulesFile
+    engine: Engine
+    meta: dict[str, RuleMeta] = field(default_factory=dict)
+
+
+# ---- the environment ---------------------------------------------------------------------
+
+
+def rules_variables(
+    env: Mapping[str, str] | None = None, env_file: str | Path | None = None
+) -> Mapping[str, str]:
+    """What `${VAR}` reads: the environment (os.environ unless `env` is given) over an env
+    file. `env_file` None means the settings' `.env` in the current directory, if any; a
+    named file must exist. Values are read as systemd's EnvironmentFile= reads them: no
+    `$` expansion inside the file."""
+    from dotenv import dotenv_values
+
+    base = os.environ if env is None else env
+    path = Path(".env") if env_file is None else Path(env_file)
+    if env_file is None and not path.is_file():
+        return base
+    try:
+        with path.open(encoding="utf-8") as stream:
+            values = dotenv_values(stream=stream, interpolate=False)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RulesError(
+            [Problem(str(path), 1, 1, f"cannot read the env file: {reason}")]
+        ) from None
+    merged = {k: v for k, v in values.items() if v is not None}
+    merged.update(base)  # the real environment wins over the file
+    return merged
+
+
+# ---- entry points --------------------------------------------------------------------------
+
+
+def compile_rules(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    env_file: str | Path | None = None,
+    discord_api_url: str | None = None,
+    categories: Mapping[int, Iterable[str]] | None = None,
+    state: Mapping[str, Any] | None = None,
+    keep_rules: bool = False,
+) -> Compiled:
+    """The engine for a rules file; RulesError listing every problem with its position.
+
+    `env`: the variables (default os.environ); `env_file`: an env file under them (default
+    ./.env when present); `discord_api_url`: NOTIFIER_DISCORD_API_URL, which webhook URLs are
+    checked against (default Discord's own); `categories`, `state`: for the engine;
+    `keep_rules`: also keep every rule model in `rules_file.rules` (for `check --online`).
+    """
+    name = str(path)
+    variables = rules_variables(env, env_file)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RulesError([Problem(name, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise RulesError([Problem(name, 1, 1, f"file larger than {MAX_BYTES} bytes")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError([Problem(name, 1, 1, f"not UTF-8: {exc.reason}")]) from None
+    del raw
+    return compile_text(
+        text,
+        name,
+        variables=variables,
+        discord_api_url=discord_api_url,
+        categories=categories,
+        state=state,
+        keep_rules=keep_rules,
+    )
+
+
+def compile_text(
+    text: str,
+    name: str = "<rules>",
+    *,
+    variables: Mapping[str, str],
+    discord_api_url: str | None = None,
+    categories: Mapping[int, Iterable[str]] | None = None,
+    state: Mapping[str, Any] | None = None,
+    keep_rules: bool = False,
+) -> Compiled:
+    """`compile_rules` on text already read; `variables` is all `${VAR}` sees."""
+    context = {"discord_api_url": discord_api_url}
+    compiler = _Compiler(name, context, categories, keep_rules)
+    try:
+        _Reader(text, name, variables, compiler).run()
+    except _HeaderLate:
+        # A header key after the rules: read the header first, then the rules again.
+        header = _Compiler(name, context, categories, keep_rules, skip_rules=True)
+        _Reader(text, name, variables, header).run()
+        if header.fatal_problem is not None:
+            return header.result(state)
+        compiler = _Compiler(name, context, categories, keep_rules, header=header)
+        _Reader(text, name, variables, compiler).run()
+    return compiler.result(state)
+
+
+# ---- positions -------------------------------------------------------------------------------
+
+
+class _Map:
+    """Where a mapping and its keys and values are."""
+
+    __slots__ = ("at", "keys", "values")
+
+    def __init__(self, at: Any) -> None:
+        self.at = at
+        self.keys: dict[Any, Any] = {}
+        self.values: dict[Any, Any] = {}
+
+
+class _Seq:
+    __slots__ = ("at", "items")
+
+    def __init__(self, at: Any) -> None:
+        self.at = at
+        self.items: list[Any] = []
+
+
+class _Block:
+    """A block scalar (`|` or `>`): its text starts on the next line."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: Any) -> None:
+        self.at = at
+
+
+# A position: the parser's own mark (line and column from 0) for a scalar, or one of the
+# classes above. Marks are kept as they come: most are never looked at.
+Position = Any
+
+
+def _line_col(pos: Position) -> tuple[int, int]:
+    mark = pos.at if isinstance(pos, _Map | _Seq | _Block) else pos
+    if isinstance(mark, tuple):
+        return mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _child(pos: Position, key: Any) -> tuple[Position, Position] | None:
+    """(key position, value position) of a mapping key or sequence index."""
+    if isinstance(pos, _Map):
+        if key in pos.values:
+            return pos.keys[key], pos.values[key]
+        for candidate in pos.values:  # pydantic names keys by their text
+            if str(candidate) == str(key) and not isinstance(candidate, str):
+                return pos.keys[candidate], pos.values[candidate]
+    elif isinstance(pos, _Seq) and isinstance(key, int) and 0 <= key < len(pos.items):
+        item = pos.items[key]
+        return item, item
+    return None
+
+
+def _locate(root: Position, loc: Sequence[Any], *, want_key: bool = False) -> Position:
+    node = root
+    key_node = root
+    for part in loc:
+        found = _child(node, part)
+        if found is None:
+            continue  # union tags and validator names are not in the YAML
+        key_node, node = found
+    return key_node if want_key else node
+
+
+def _contains(pos: Position, marks: set[tuple[int, int]]) -> bool:
+    stack = [pos]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Map):
+            stack.extend(item.values.values())
+        elif isinstance(item, _Seq):
+            stack.extend(item.items)
+        elif _line_col(item) in marks:
+            return True
+    return False
+
+
+# ---- reading YAML events ----------------------------------------------------------------------
+
+
+class _Fatal(Exception):
+    """A problem after which nothing more of the file can be read."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+class _HeaderLate(Exception):
+    pass
+
+
+_NO_KEY = object()
+_SKIP = object()  # the value of a key that could not be used
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+_INT = "tag:yaml.org,2002:int"
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]{0,50})")
+
+
+def _resolvers_by_first_char() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    table = yaml.resolver.Resolver.yaml_implicit_resolvers
+    wildcard = table.get(None, [])
+    return {first: [*resolvers, *wildcard] for first, resolvers in table.items() if first}
+
+
+_BY_FIRST = _resolvers_by_first_char()
+_EMPTY_TAG = "tag:yaml.org,2002:null"  # a plain empty scalar
+
+
+class _Frame:
+    __slots__ = ("anchor", "container", "is_list", "key", "key_at", "merges", "nodes", "pos")
+
+    def __init__(self, container: Any, pos: Any, anchor: str | None) -> None:
+        self.container = container
+        self.pos = pos
+        self.anchor = anchor
+        self.is_list = isinstance(container, list)
+        self.key: Any = _NO_KEY
+        self.key_at: Any = None
+        self.nodes = 1
+        self.merges: list[tuple[Any, Any]] | None = None
+
+
+class _Reader:
+    """Python values and their positions from YAML events, `${VAR}` substituted; the items
+    of the top-level `rules` list go to the compiler one by one."""
+
+    def __init__(
+        self, text: str, name: str, variables: Mapping[str, str], compiler: _Compiler
+    ) -> None:
+        self.text = text
+        self.name = name
+        self.variables = variables
+        self.compiler = compiler
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, Any, int]] = {}
+        self.alias_nodes = 0
+        self.documents = 0
+        self.top: dict[Any, Any] | None = None
+        self.top_pos: _Map | None = None
+        self.rules_frame: _Frame | None = None
+
+    def problem(self, pos: Position, message: str) -> None:
+        line, column = _line_col(pos)
+        self.compiler.problems.append(Problem(self.name, line, column, message))
+
+    def fatal(self, pos: Position, message: str) -> _Fatal:
+        return _Fatal(Problem(self.name, *_line_col(pos), message))
+
+    def run(self) -> None:
+        loader = _Loader(self.text)
+        handlers: dict[type, Any] = {
+            yaml.ScalarEvent: self._scalar,
+            yaml.MappingStartEvent: self._start,
+            yaml.SequenceStartEvent: self._start,
+            yaml.MappingEndEvent: self._end,
+            yaml.SequenceEndEvent: self._end,
+            yaml.AliasEvent: self._alias,
+            yaml.DocumentStartEvent: self._document,
+        }
+        check, get = loader.check_event, loader.get_event
+        try:
+            while check():
+                event = get()
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    handler(event)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            message = exc.problem or exc.context or "invalid YAML"
+            self.compiler.fatal(Problem(self.name, *_line_col(mark), f"YAML syntax: {message}"))
+            return
+        except yaml.YAMLError as exc:
+            self.compiler.fatal(Problem(self.name, 1, 1, f"YAML: {exc}"))
+            return
+        except _Fatal as exc:
+            self.compiler.fatal(exc.problem)
+            return
+        except RecursionError:  # pragma: no cover - nesting is bounded first
+            self.compiler.fatal(Problem(self.name, 1, 1, "the document nests too deeply"))
+            return
+        finally:
+            loader.dispose()
+        if self.documents == 0:
+            message = "the file is empty: expected version, destinations, rules"
+            self.compiler.fatal(Problem(self.name, 1, 1, message))
+            return
+        if self.top is not None and self.top_pos is not None:
+            self.compiler.end(self.top, self.top_pos)
+
+    def _document(self, event: Any) -> None:
+        self.documents += 1
+        if self.documents > 1:
+            raise self.fatal(event.start_mark, "expected a single document")
+
+    # -- values
+
+    def _scalar(self, event: Any) -> None:
+        text: str = event.value
+        tag = event.tag
+        if tag is None:
+            if event.implicit[0]:
+                tag = _STR
+                for candidate, regexp in _BY_FIRST.get(text[:1], ()) if text else ():
+                    if regexp.match(text):
+                        tag = candidate
+                        break
+                else:
+                    if not text:
+                        tag = _EMPTY_TAG
+            else:
+                tag = _STR
+        elif tag == "!":
+            tag = _STR
+        elif tag.startswith("!") and not tag.startswith("!!"):
+            self.problem(event.start_mark, f"unknown tag {tag!r}")
+            self._add(None, event.start_mark, 1, event.anchor)
+            return
+        if tag == _STR:
+            value: Any = text
+            if "$" in text and not self._at_key():
+                value = self._substitute(text, event.start_mark)
+        elif tag == _MERGE and self._at_key():
+            value = _MERGE
+        else:
+            try:
+                value = self._construct(tag, text, event)
+            except (yaml.YAMLError, ValueError, TypeError, ArithmeticError) as exc:
+                reason = getattr(exc, "problem", None) or str(exc)
+                self.problem(event.start_mark, f"cannot read {_short(text)!r}: {reason}")
+                value = None
+        style = event.style
+        pos = _Block(event.start_mark) if style == "|" or style == ">" else event.start_mark
+        self._add(value, pos, 1, event.anchor)
+
+    def _at_key(self) -> bool:
+        frame = self.stack[-1] if self.stack else None
+        return frame is not None and not frame.is_list and frame.key is _NO_KEY
+
+    @staticmethod
+    def _construct(tag: str, text: str, event: Any) -> Any:
+        if tag == _INT:
+            if _DECIMAL_INT.fullmatch(text):
+                return int(text)
+            return _CONSTRUCTOR.construct_yaml_int(yaml.ScalarNode(tag, text))
+        if tag == "tag:yaml.org,2002:float":
+            return _decimal(text)
+        if tag == "tag:yaml.org,2002:bool":
+            return _CONSTRUCTOR.bool_values[text.lower()]
+        if tag == "tag:yaml.org,2002:null":
+            return None
+        construct = _CONSTRUCTOR.yaml_constructors.get(tag)
+        if construct is None or tag in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+            raise ValueError(f"unknown tag {tag!r}")
+        node = yaml.ScalarNode(tag, text, event.start_mark, event.end_mark, event.style)
+        return construct(_CONSTRUCTOR, node)
+
+    def _substitute(self, text: str, mark: Any) -> Any:
+        missing: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            var = match.group(1)
+            if var is None:
+                return "$"
+            if var not in self.variables:
+                missing.append(var)
+                return ""
+            return self.variables[var]
+
+        value = _VAR.sub(substitute, text)
+        for var in missing:
+            self.problem(mark, f"environment variable {var} is not set")
+            self.compiler.unset.add(_line_col(mark))
+        if value != text and value.strip().lstrip("-").isdigit() and len(value) < 100:
+            return int(value)  # a number from the environment is a number
+        return value
+
+    def _alias(self, event: Any) -> None:
+        found = self.anchors.get(event.anchor)
+        if found is None:
+            if any(frame.anchor == event.anchor for frame in self.stack):
+                raise self.fatal(event.start_mark, f"the anchor &{event.anchor} refers to itself")
+            self.problem(event.start_mark, f"unknown alias *{event.anchor}")
+            self._add(None, event.start_mark, 1, None)
+            return
+        value, pos, nodes = found
+        self.alias_nodes += nodes
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            message = f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes (an alias bomb?)"
+            raise self.fatal(event.start_mark, message)
+        self._add(value, pos, nodes, None)
+
+    # -- containers
+
+    def _start(self, event: Any) -> None:
+        mark = event.start_mark
+        stack = self.stack
+        if len(stack) >= MAX_DEPTH:
+            raise self.fatal(mark, f"nested deeper than {MAX_DEPTH} levels")
+        mapping = type(event) is yaml.MappingStartEvent
+        tag = event.tag
+        if tag is not None and tag not in ("!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+            self.problem(mark, f"unsupported tag {tag!r}")
+        frame = _Frame({} if mapping else [], _Map(mark) if mapping else _Seq(mark), event.anchor)
+        if not stack:
+            if mapping:
+                self.top, self.top_pos = frame.container, frame.pos
+        elif (
+            not mapping
+            and len(stack) == 1
+            and stack[0].key == "rules"
+            and self.top is not None
+            and self.top_pos is not None
+            and stack[0].container is self.top
+            and self.rules_frame is None
+        ):
+            self.rules_frame = frame  # its items go to the compiler as they end
+            self.compiler.rules_start(self.top, self.top_pos)
+        stack.append(frame)
+
+    def _end(self, event: Any) -> None:
+        frame = self.stack.pop()
+        container = frame.container
+        if frame.merges:
+            container = self._merge(frame)
+        self._add(container, frame.pos, frame.nodes, frame.anchor)
+
+    def _merge(self, frame: _Frame) -> dict[Any, Any]:
+        """`<<: *base`: the keys of the merged mappings, under the mapping's own."""
+        merged: dict[Any, Any] = {}
+        positions = frame.pos
+        assert frame.merges is not None
+        for value, pos in reversed(frame.merges):
+            sources = [(value, pos)]
+            if isinstance(value, list) and isinstance(pos, _Seq):
+                sources = list(zip(value, pos.items, strict=True))[::-1]
+            for source, source_pos in sources:
+                if not isinstance(source, dict) or not isinstance(source_pos, _Map):
+                    self.problem(source_pos, "<< merges only mappings")
+                    continue
+                for key, item in source.items():
+                    merged[key] = item
+                    if key not in frame.container:
+                        positions.keys[key] = source_pos.keys[key]
+                        positions.values[key] = source_pos.values[key]
+        merged.update(frame.container)
+        return merged
+
+    def _add(self, value: Any, pos: Any, nodes: int, anchor: str | None) -> None:
+        if anchor:
+            self.anchors[anchor] = (value, pos, nodes)
+        stack = self.stack
+        if not stack:
+            if value is None:
+                message = "the file is empty: expected version, destinations, rules"
+                raise self.fatal(pos, message)
+            if not isinstance(value, dict):
+                raise self.fatal(pos, "the top level must be a mapping")
+            return
+        frame = stack[-1]
+        frame.nodes += nodes
+        if frame.is_list:
+            if frame is self.rules_frame:
+                self.compiler.rule(value, pos)
+            else:
+                frame.container.append(value)
+                frame.pos.items.append(pos)
+            return
+        key = frame.key
+        if key is _NO_KEY:
+            if isinstance(value, dict | list):
+                kind = "mapping" if isinstance(value, dict) else "sequence"
+                self.problem(pos, f"a {kind} cannot be a key")
+                frame.key = _SKIP
+            elif value in frame.container:
+                self.problem(pos, f"duplicate key {_short(str(value))!r}")
+                frame.key = _SKIP
+            else:
+                frame.key = value
+                frame.key_at = pos
+            return
+        frame.key = _NO_KEY
+        if key is _SKIP:
+            return
+        if key is _MERGE:
+            frame.merges = [*(frame.merges or []), (value, pos)]
+            return
+        frame.container[key] = value
+        positions = frame.pos
+        positions.keys[key] = frame.key_at
+        positions.values[key] = pos
+
+
+def _decimal(text: str) -> Any:
+    """YAML floats as exact decimals: `100000.10` is a price, not a binary float."""
+    value = _CONSTRUCTOR.construct_yaml_float(yaml.ScalarNode("tag:yaml.org,2002:float", text))
+    if value != value or value in (float("inf"), float("-inf")) or ":" in text:
+        return value
+    try:
+        return Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        return value
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---- compiling ------------------------------------------------------------------------------
+
+
+class _Compiler:
+    """Checks the header and each rule as the reader hands them over; compiles the rules
+    into the engine while the file has no problem."""
+
+    def __init__(
+        self,
+        name: str,
+        context: dict[str, Any],
+        categories: Mapping[int, Iterable[str]] | None,
+        keep_rules: bool,
+        *,
+        skip_rules: bool = False,
+        header: _Compiler | None = None,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.categories = categories
+        self.keep_rules = keep_rules
+        self.skip_rules = skip_rules
+        self.problems: list[Problem] = []
+        self.unset: set[tuple[int, int]] = set()
+        self.fatal_problem: Problem | None = None
+        self.rules_file: RulesFile | None = None
+        self.destination_names: set[str] | None = None
+        self.engine: Engine | None = None
+        self.meta: dict[str, RuleMeta] = {}
+        self.kept: list[Any] = []
+        self.first_index: dict[str, int] = {}
+        self.index = 0
+        self.header_keys: frozenset[Any] = frozenset()
+        self.streamed = False  # the top-level rules list came item by item
+        self.opened = False
+        self.given_header = header
+        if header is not None:
+            self.problems += header.problems
+            self.unset |= header.unset
+            self.fatal_problem = header.fatal_problem
+            self._adopt(header)
+
+    def fatal(self, problem: Problem) -> None:
+        self.fatal_problem = problem
+
+    # -- the header
+
+    def rules_start(self, top: dict[Any, Any], pos: _Map) -> None:
+        self.streamed = True
+        if self.given_header is not None or self.skip_rules:
+            return
+        self.header_keys = frozenset(k for k in top if k in _HEADER_KEYS)
+        if "destinations" in top:
+            self._open(top, pos)
+
+    def _adopt(self, other: _Compiler) -> None:
+        self.rules_file = other.rules_file
+        self.destination_names = other.destination_names
+        self.opened = True
+        if self.rules_file is not None:
+            self.engine = Engine(self.rules_file, categories=self.categories)
+
+    def _open(self, top: dict[Any, Any], pos: _Map) -> None:
+        """Validate the header (all but `rules`) and start the engine."""
+        self.opened = True
+        data = {k: v for k, v in top.items() if k != "rules" or not isinstance(v, list)}
+        destinations = top.get("destinations")
+        if isinstance(destinations, dict):
+            self.destination_names = {str(k) for k in destinations}
+        try:
+            self.rules_file = RulesFile.model_validate(data, context=self.context)
+        except ValidationError as exc:
+            for error in exc.errors():
+                self._pydantic_problem(pos, (), error)
+            return
+        self.engine = Engine(self.rules_file, categories=self.categories)
+
+    def end(self, top: dict[Any, Any], pos: _Map) -> None:
+        if self.given_header is None:
+            if self.opened:
+                if {k for k in top if k in _HEADER_KEYS} - self.header_keys:
+                    raise _HeaderLate
+            elif self.streamed and not self.skip_rules:
+                raise _HeaderLate  # the rules came before the destinations
+            else:
+                self._open(top, pos)
+        rules = top.get("rules")
+        if isinstance(rules, list) and not self.streamed and not self.skip_rules:
+            self._rules_from_alias(rules, pos)
+
+    def _rules_from_alias(self, rules: list[Any], pos: _Map) -> None:
+        """`rules: *all`: the list came whole, not item by item."""
+        items = _locate(pos, ("rules",))
+        for n, rule in enumerate(rules):
+            self.rule(rule, items.items[n] if isinstance(items, _Seq) else items)
+
+    # -- each rule
+
+    def rule(self, raw: Any, pos: Position) -> None:
+        index = self.index
+        self.index += 1
+        if self.skip_rules:
+            return
+        rule: Any = None
+        before = len(self.problems)
+        try:
+            rule = _RULE.validate_python(raw, context=self.context)
+        except ValidationError as exc:
+            for error in exc.errors():
+                self._pydantic_problem(pos, ("rules", index), error)
+        self._rule_semantics(raw, pos, index)
+        if len(self.problems) > before or rule is None:
+            return
+        self.meta[rule.name] = _meta_of(rule)
+        if self.keep_rules:
+            self.kept.append(rule)
+        if self.engine is not None and not self.problems:
+            self.engine.add(rule)
+
+    def _rule_semantics(self, raw: Any, pos: Position, index: int) -> None:
+        """Checks across keys, on the raw data so they are found beside schema errors."""
+        if not isinstance(raw, dict):
+            return
+        rule_name = raw.get("name")
+        if isinstance(rule_name, str):
+            if rule_name in self.first_index:
+                where = f"first at rules[{self.first_index[rule_name]}]"
+                message = f"duplicate rule name {rule_name!r} ({where})"
+                self._at(_locate(pos, ("name",)), message)
+            else:
+                self.first_index[rule_name] = index
+        notify = raw.get("notify")
+        known = self.destination_names
+        if known is not None and isinstance(notify, list):
+            for position, destination in enumerate(notify):
+                if isinstance(destination, str) and destination not in known:
+                    message = f"rules[{index}].notify: unknown destination {destination!r}"
+                    close = difflib.get_close_matches(destination, sorted(known), n=1)
+                    if close:
+                        message += f" (did you mean {close[0]!r}?)"
+                    self._at(_locate(pos, ("notify", position)), message)
+        template, kind = raw.get("template"), raw.get("when")
+        if isinstance(template, str) and len(template) <= 10_000 and kind in FIELDS_KINDS:
+            problem = check_template(template, kind)
+            if problem is not None:
+                self._template_problem(_locate(pos, ("template",)), index, problem)
+
+    def _template_problem(self, pos: Position, index: int, problem: TemplateProblem) -> None:
+        line, col = _line_col(pos)
+        block = isinstance(pos, _Block)
+        message = f"rules[{index}].template: {problem.message}"
+        # A block scalar starts on the next line; a one-line template keeps the column.
+        if problem.line > 1 or block:
+            line += problem.line if block else problem.line - 1
+            self.problems.append(Problem(self.name, line, 1, message))
+        else:
+            self.problems.append(Problem(self.name, line, col, message))
+
+    def _at(self, pos: Position, message: str) -> None:
+        line, col = _line_col(pos)
+        self.problems.append(Problem(self.name, line, col, message))
+
+    def _pydantic_problem(self, root: Position, prefix: tuple[Any, ...], error: Any) -> None:
+        loc = tuple(error["loc"])
+        if self.unset and _contains(_locate(root, loc), self.unset):
+            return  # an error inside a value whose ${VAR} is missing only repeats that
+        full = (*prefix, *loc)
+        kind = error["type"]
+        where = _path_text(full)
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            message = f"unknown key {key!r}"
+            close = difflib.get_close_matches(key, _known_keys(full), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+            parent = _path_text(full[:-1])
+            self._at(
+                _locate(root, loc, want_key=True), message + (f" in {parent}" if parent else "")
+            )
+            return
+        if kind == "missing":
+            self._at(_locate(root, loc[:-1]), f"{where}: missing required key {loc[-1]!r}")
+            return
+        if kind == "union_tag_invalid":
+            got = error.get("ctx", {}).get("tag")
+            message = f"{where}.when: {got!r} is not one of live, price, scheduled"
+            self._at(_locate(root, (*loc, "when")), message)
+            return
+        if kind == "union_tag_not_found":
+            message = f"{where}: missing required key 'when' (live, price or scheduled)"
+            self._at(_locate(root, loc), message)
+            return
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if kind == "too_short" and loc[-1:] == ("notify",):
+            message = "names no destination: a rule needs at least one"
+        node = _locate(root, loc)
+        if isinstance(node, _Map):
+            node = _locate(root, loc, want_key=True)  # a whole-object error points at its key
+        self._at(node, f"{where}: {message}" if where else message)
+
+    # -- the result
+
+    def result(self, state: Mapping[str, Any] | None) -> Compiled:
+        problems = list(self.problems)
+        if self.fatal_problem is not None:
+            problems = [self.fatal_problem]  # what came before it may be its echo
+        if problems or self.rules_file is None or self.engine is None:
+            if not problems:  # pragma: no cover - a header problem is always reported
+                problems = [Problem(self.name, 1, 1, "no usable header")]
+            raise RulesError(_sorted_unique(problems))
+        self.engine.seal(state)
+        rules_file = self.rules_file
+        if self.keep_rules:
+            rules_file = rules_file.model_copy(update={"rules": self.kept})
+        return Compiled(rules_file, self.engine, self.meta)
+
+
+FIELDS_KINDS = ("live", "price", "scheduled")
+
+
+def _meta_of(rule: Any) -> RuleMeta:
+    on_end = rule.on_end if isinstance(rule, LiveRule) else None
+    if rule.template is not None or on_end is not None:
+        return RuleMeta(rule.when, rule.template, on_end)
+    return DEFAULT_META[rule.when]
+
+
+def _sorted_unique(problems: list[Problem]) -> list[Problem]:
+    return sorted(dict.fromkeys(problems), key=lambda p: (p.line, p.column))
+
+
+def _path_text(loc: Sequence[Any]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in FIELDS_KINDS and text.startswith("rules["):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _known_keys(loc: Sequence[Any]) -> list[str]:
+    models: dict[str, type[BaseModel]] = {
+        "live": LiveRule,
+        "price": PriceRule,
+        "scheduled": ScheduledRule,
+        "telegram": TelegramTarget,
+        "discord": DiscordTarget,
+        "console": ConsoleTarget,
+        "defaults": Defaults,
+        "bots": Bots,
+    }
+    if loc[:1] == ("bots",):
+        models.update(telegram=TelegramBot, discord=DiscordBot)
+    parents = [p for p in loc[:-1] if isinstance(p, str)]
+    if parents and parents[-1] in models:
+        return list(models[parents[-1]].model_fields)
+    if len(loc) >= 3 and loc[0] == "destinations":
+        return list(Destination.model_fields)
+    if len(loc) == 1:
+        return list(RulesFile.model_fields)
+    return []
