@@ -7,7 +7,8 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the daemon: connect, match, deliver, until SIGTERM")
     run.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+    run.add_argument("--env-file", help="also read NOTIFIER_* and ${VAR}s from this file")
 
     demo = sub.add_parser("demo", help="a scripted tour against the in-process simulator")
     demo.add_argument(
@@ -51,11 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     send_test = sub.add_parser("send-test", help="send one test alert to a destination")
     send_test.add_argument("destination", help="a destination name of the rules file")
     send_test.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+    send_test.add_argument("--env-file", help="also read NOTIFIER_* and ${VAR}s from this file")
 
     outbox = sub.add_parser("outbox", help="list pending and dead alerts; retry or drop one")
     outbox.add_argument("action", nargs="?", choices=("list", "retry", "drop"), default="list")
     outbox.add_argument("key", nargs="?", help="the alert key (for retry and drop)")
     outbox.add_argument("--all", action="store_true", help="list sent alerts too")
+
+    db = sub.add_parser("db", help="the store's schema: status, or apply migrations")
+    db.add_argument("action", nargs="?", choices=("status", "migrate"), default="status")
+
+    subs = sub.add_parser("subs", help="chat watchlists: list, export (YAML), import")
+    subs.add_argument("action", nargs="?", choices=("list", "export", "import"), default="list")
+    subs.add_argument("file", nargs="?", help="import: the YAML file from subs export")
+    subs.add_argument("--platform", choices=("telegram", "discord"))
+    subs.add_argument("--chat", help="one chat id (export, list); import: move into this chat")
 
     check = sub.add_parser("check", help="validate a rules file offline")
     check.add_argument("path", nargs="?", help="rules file (default: NOTIFIER_RULES)")
@@ -65,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also ask Parti whether the named users and categories exist",
     )
+    check.add_argument("--env-file", help="also read ${VAR}s from this file (the service's)")
 
     replay = sub.add_parser("replay", help="feed recorded frames through the rules; send nothing")
     replay.add_argument("events", help="JSON lines: one raw frame, or {at, frame}, per line")
     replay.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
+    replay.add_argument("--env-file", help="also read ${VAR}s from this file (the service's)")
     replay.add_argument(
         "--explain", action="store_true", help="also list events that matched nothing, and why"
     )
@@ -101,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    env_file = getattr(args, "env_file", None)
     try:
-        settings = Settings()
+        # The service's env file (EnvironmentFile=) sets NOTIFIER_* as well as ${VAR}s.
+        settings = Settings(_env_file=(".env", env_file) if env_file else ".env")
+    except OSError as exc:
+        print(f"notifier: cannot read {env_file or '.env'}: {exc.strerror}", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         # One line per variable; hide_input_in_errors keeps the values out, redact the rest.
         for problem in exc.errors(include_url=False):
@@ -112,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logsetup.register_settings_secrets(settings)
     # Commands that print data keep stdout for it; the daemon logs to stdout (journald).
-    data_commands = {"parti", "check", "replay", "demo", "send-test", "outbox"}
+    data_commands = {"parti", "check", "replay", "demo", "send-test", "outbox", "db", "subs"}
     logsetup.setup(
         settings.log_format, stream=sys.stderr if args.command in data_commands else None
     )
@@ -136,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_send_test(args, settings))
         if args.command == "outbox":
             return _outbox(args, settings)
+        if args.command == "db":
+            return _db(args, settings)
+        if args.command == "subs":
+            return _subs(args, settings)
         if args.command == "replay":
             return _replay(args, settings)
     except KeyboardInterrupt:
@@ -248,23 +271,28 @@ def _plain(value: Any) -> Any:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    from notifier.rules.loader import RulesError, load_file
     from notifier.rules.schema import RulesFile
+    from notifier.rules.stream import RulesError, compile_rules
 
     if args.schema:
         print(json.dumps(RulesFile.model_json_schema(), indent=2))
         return 0
     path = args.path or settings.rules
     try:
-        rules_file = load_file(path)
+        # The very compile `run` does: what passes here starts there.
+        compiled = compile_rules(
+            path,
+            env_file=args.env_file,
+            discord_api_url=settings.discord_api_url,
+            keep_rules=args.online,
+        )
     except RulesError as exc:
         _problems(exc)
         count = len(exc.problems)
         print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 1
-    kinds = {"live": 0, "price": 0, "scheduled": 0}
-    for rule in rules_file.rules:
-        kinds[rule.when] += 1
+    rules_file = compiled.rules_file
+    kinds = compiled.engine.summary()
     dests: dict[str, int] = {}
     for destination in rules_file.destinations.values():
         dests[destination.kind] = dests.get(destination.kind, 0) + 1
@@ -285,18 +313,22 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from notifier.parti import seed
     from notifier.parti.models import Category
-    from notifier.rules.engine import Engine, category_map
-    from notifier.rules.loader import RulesError, load_file
+    from notifier.rules.engine import category_map
     from notifier.rules.replay import format_table, replay
+    from notifier.rules.stream import RulesError, compile_rules
 
     path = args.rules or settings.rules
-    try:
-        rules_file = load_file(path)
-    except RulesError as exc:
-        return _problems(exc)
     # Offline: category ids map through the documented category list.
     categories = category_map(Category.model_validate(c) for c in seed.CATEGORIES)
-    engine = Engine(rules_file, categories=categories)
+    try:
+        engine = compile_rules(
+            path,
+            env_file=args.env_file,
+            discord_api_url=settings.discord_api_url,
+            categories=categories,
+        ).engine
+    except RulesError as exc:
+        return _problems(exc)
     try:
         with open(args.events, encoding="utf-8", errors="replace") as lines:
             result = replay(engine, lines, explain=args.explain)
@@ -313,23 +345,39 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from notifier.app import App
-    from notifier.deliver.factory import MissingSecret
+    from notifier.app import App, compile_for
+    from notifier.preflight import environment_problems, missing_secrets
     from notifier.rules.loader import RulesError
+    from notifier.stages.ops_http import AddressInUse
+    from notifier.store import StoreError
+
+    # Every configuration problem at once, one line each, before anything starts.
+    problems = environment_problems(settings)
+    compiled = None
+    try:
+        compiled = compile_for(settings, args.rules or settings.rules, env_file=args.env_file)
+    except RulesError as exc:
+        problems += [str(p) for p in exc.problems]
+    if compiled is not None:
+        problems += missing_secrets(compiled.rules_file, settings)
+    if problems:
+        for problem in problems:
+            print(f"notifier run: {logsetup.redact(problem)}", file=sys.stderr)
+        return 2
+    assert compiled is not None
 
     async def main() -> int:
-        try:
-            app = App(settings, rules_path=args.rules)
-        except RulesError as exc:
-            return _problems(exc)
-        except MissingSecret as exc:
-            print(f"notifier run: {exc}", file=sys.stderr)
-            return 2
+        app = App(settings, rules_path=args.rules, compiled=compiled, env_file=args.env_file)
         loop = asyncio.get_running_loop()
+        logsetup.install_asyncio_handler(loop)
         loop.add_signal_handler(signal.SIGTERM, app.request_stop)
         loop.add_signal_handler(signal.SIGINT, app.request_stop)
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
-        return await app.run()
+        try:
+            return await app.run()
+        except (AddressInUse, StoreError) as exc:
+            print(f"notifier run: {logsetup.redact(str(exc))}", file=sys.stderr)
+            return 2
 
     return asyncio.run(main())
 
@@ -376,21 +424,60 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _store_target(settings: Settings) -> str:
+    url = settings.database_url
+    return url.get_secret_value() if url is not None else settings.state_path
+
+
+async def _open_store(settings: Settings, *, migrate: bool = True) -> Any:
+    import socket
+
+    from notifier.store import open_store
+
+    return await open_store(
+        _store_target(settings),
+        instance=settings.instance or socket.gethostname(),
+        migrate=migrate,
+    )
+
+
+def _with_store(
+    settings: Settings, what: str, work: Callable[[Any], Awaitable[int]], *, migrate: bool = True
+) -> int:
+    """Open the store, run `work`, close it; a store problem is one line, exit 2."""
+    from notifier.store import StoreError
+
+    async def main() -> int:
+        try:
+            store = await _open_store(settings, migrate=migrate)
+        except StoreError as exc:
+            print(f"notifier {what}: {logsetup.redact(str(exc))}", file=sys.stderr)
+            return 2
+        try:
+            return await work(store)
+        except StoreError as exc:
+            print(f"notifier {what}: {logsetup.redact(str(exc))}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from notifier.outbox.store import DEAD, PENDING, SENDING, SENT, Outbox
+    from notifier.store import DEAD, PENDING, SENDING, SENT
 
-    outbox = Outbox(settings.state_path)
-    try:
+    async def work(store: Any) -> int:
         if args.action in ("retry", "drop"):
             if not args.key:
                 print(f"notifier outbox {args.action}: needs a KEY", file=sys.stderr)
                 return 2
             done = (
-                outbox.retry(args.key, now=time.time())
+                await store.retry(args.key, now=time.time())
                 if args.action == "retry"
-                else outbox.drop(args.key)
+                else await store.drop(args.key)
             )
             verb = "due again" if args.action == "retry" else "dropped"
             if not done:
@@ -403,20 +490,93 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{args.key}: {verb}")
             return 0
         states = [PENDING, SENDING, DEAD] + ([SENT] if args.all else [])
-        rows = outbox.rows(states=states)
-        counts = outbox.counts()
-    finally:
-        outbox.close()
-    for row in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
-        error = f"  {row.last_error}" if row.last_error else ""
+        rows = await store.rows(states=states)
+        counts = await store.counts()
+        for row in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+            error = f"  {row.last_error}" if row.last_error else ""
+            print(
+                f"{row.state:<8} {when}  {row.destination:<16} {row.rule:<20} "
+                f"attempts={row.attempts}  {row.key}{error}"
+            )
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
+        print(f"outbox ({store.backend}): {summary}")
+        return 0
+
+    return _with_store(settings, "outbox", work)
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(store: Any) -> int:
+        if args.action == "migrate":
+            applied = await store.migrate()
+            status = await store.status()
+            done = ", ".join(map(str, applied)) if applied else "nothing to apply"
+            print(f"{status.backend}: schema version {status.version} ({done})")
+            return 0
+        status = await store.status()
+        pending = ", ".join(status.pending) or "none"
         print(
-            f"{row.state:<8} {when}  {row.destination:<16} {row.rule:<20} "
-            f"attempts={row.attempts}  {row.key}{error}"
+            f"backend {status.backend}; schema version {status.version} of {status.latest}; "
+            f"pending migrations: {pending}"
         )
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "empty"
-    print(f"outbox {settings.state_path}: {summary}")
-    return 0
+        for role in (await store.roles()).values():
+            print(f"role {role.role}: generation {role.generation}, held by {role.holder}")
+        depth = await store.depth()
+        print("outbox: " + ", ".join(f"{n} {state}" for state, n in sorted(depth.items())))
+        return 0
+
+    return _with_store(settings, "db", work, migrate=args.action == "migrate")
+
+
+def _subs(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from notifier.bots.watchlists import dump_watchlists, load_watchlists
+
+    async def work(store: Any) -> int:
+        if args.action == "import":
+            if not args.file:
+                print("notifier subs import: needs a FILE (YAML from subs export)", file=sys.stderr)
+                return 2
+            try:
+                text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+                entries = load_watchlists(text, chat=args.chat)
+            except OSError as exc:
+                print(
+                    f"notifier subs import: cannot read {args.file}: {exc.strerror}",
+                    file=sys.stderr,
+                )
+                return 1
+            except ValueError as exc:
+                print(f"notifier subs import: {args.file}: {exc}", file=sys.stderr)
+                return 1
+            added = 0
+            for entry in entries:
+                new_id = await store.add_subscription(
+                    entry.platform,
+                    entry.chat_id,
+                    kind=entry.kind,
+                    target=entry.target,
+                    params=entry.params,
+                    created_by="import",
+                    now=time.time(),
+                )
+                added += new_id is not None
+            print(f"{added} subscriptions imported ({len(entries) - added} already there)")
+            return 0
+        subs = await store.list_subscriptions(platform=args.platform, chat_id=args.chat)
+        if args.action == "export":
+            print(dump_watchlists(subs), end="")
+            return 0
+        for sub in subs:
+            params = " ".join(f"{k}={v}" for k, v in sorted(sub.params.items()))
+            where = f"{sub.platform:<8} {sub.chat_id:<16}"
+            print(f"{sub.id:>6}  {where} {sub.kind:<5} {sub.target:<12} {params}")
+        print(f"{len(subs)} subscriptions")
+        return 0
+
+    return _with_store(settings, "subs", work)
 
 
 def _problems(error: Exception) -> int:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from notifier.app import App, Options
-from notifier.outbox.store import SENT, NewAlert, Row
+from notifier.deliver.lanes import Delivery
 from notifier.parti.decode import LIVE, PRICE
 from notifier.parti.simulator import Simulator
 from notifier.render import discord, telegram
 from notifier.render.fields import AlertView
 from notifier.settings import Settings
+from notifier.store.types import DEAD, SENT, NewAlert, Row
 
 DEMO_RULES = """\
 version: 1
@@ -81,17 +84,17 @@ class Tour:
         """Wait until `count` more alerts were written and delivered; returns them."""
         start = len(self._done)
         delivery = self.app.delivery
+        async with asyncio.timeout(timeout):
+            while True:
+                seen = delivery.sent_count
+                self._done = [a for a in self.written if await self._is_sent(a.key)]
+                if len(self._done) >= start + count:
+                    return self._done[start:]
+                await _progress(delivery, seen)
 
-        def ready() -> bool:
-            self._done = [a for a in self.written if self._is_sent(a.key)]
-            return len(self._done) >= start + count
-
-        async with asyncio.timeout(timeout), delivery.settled:
-            await delivery.settled.wait_for(ready)
-        return self._done[start:]
-
-    def _is_sent(self, key: str) -> bool:
-        row = self.app.outbox.sync.get(key)
+    async def _is_sent(self, key: str) -> bool:
+        assert self.app.store is not None
+        row = await self.app.store.get(key)
         return row is not None and row.state == SENT
 
     def mark(self) -> None:
@@ -105,7 +108,7 @@ class Tour:
             while self.evaluated < self._seen + events:
                 self._evaluated_flag.clear()
                 await self._evaluated_flag.wait()
-        await self.app._queue.join()
+        await self.app.core.queue.join()
         self._seen = self.evaluated
         outcome = f"no alert: {what}" if len(self.written) == before else "UNEXPECTED ALERT"
         print(f"  ({outcome})", flush=True)
@@ -122,7 +125,14 @@ async def run_demo(settings: Settings, *, telegram_chat: str | None = None) -> i
                     "notifier demo: --telegram-chat needs NOTIFIER_TELEGRAM_TOKEN", file=sys.stderr
                 )
                 return 2
-            chat = f"  chat: {{telegram: {{chat_id: {int(telegram_chat)}}}}}\n"
+            if not re.fullmatch(r"-?\d{1,19}|@[A-Za-z0-9_]{5,32}", telegram_chat):
+                print(
+                    "notifier demo: --telegram-chat takes a chat id (e.g. -1001234567890) "
+                    "or a public @channelname",
+                    file=sys.stderr,
+                )
+                return 2
+            chat = f"  chat: {{telegram: {{chat_id: {json.dumps(telegram_chat)}}}}}\n"
             rules = rules.replace(
                 "  terminal: {console: {}}\n", "  terminal: {console: {}}\n" + chat
             )
@@ -157,13 +167,49 @@ async def run_demo(settings: Settings, *, telegram_chat: str | None = None) -> i
             runner = asyncio.create_task(app.run())
             try:
                 await _tour(tour)
-                rows = app.outbox.sync.rows(limit=1000)
+                if telegram_chat:
+                    await _settle(app, "chat")
+                assert app.store is not None
+                rows = await app.store.rows(limit=1000)
+                unreachable = dict(app.health.destinations)
             finally:
                 app.request_stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
             _summary(rows, time.monotonic() - started)
-    return 0
+    return _failures(rows, unreachable) if telegram_chat else 0
+
+
+async def _settle(app: App, destination: str, timeout: float = 30.0) -> None:
+    """Give the real chat time to take what is waiting (it may be slower than the terminal)."""
+    assert app.store is not None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while destination not in app.health.destinations:
+                rows = await app.store.rows(limit=1000)
+                if all(r.state in (SENT, DEAD) for r in rows if r.destination == destination):
+                    return
+                async with app.delivery.settled:
+                    await app.delivery.settled.wait()
+
+
+async def _progress(delivery: Delivery, seen: int) -> None:
+    """Until the delivery records another sent alert."""
+    async with delivery.settled:
+        await delivery.settled.wait_for(lambda: delivery.sent_count != seen)
+
+
+def _failures(rows: list[Row], unreachable: dict[str, str]) -> int:
+    """With --telegram-chat: every alert the chat did not get, with the reason; exit 1."""
+    failed = [r for r in rows if r.destination == "chat" and r.state != SENT]
+    if not failed and "chat" not in unreachable:
+        return 0
+    if "chat" in unreachable:
+        print(f"notifier demo: Telegram chat unreachable: {unreachable['chat']}", file=sys.stderr)
+    for row in failed:
+        reason = row.last_error or "not sent yet"
+        print(f"notifier demo: {row.rule} not delivered to the chat: {reason}", file=sys.stderr)
+    return 1
 
 
 async def _tour(tour: Tour) -> None:
@@ -171,7 +217,7 @@ async def _tour(tour: Tour) -> None:
     await app.connected_once.wait()
     await sim.wait_subscribed(LIVE)
     await sim.wait_subscribed(PRICE)
-    await app._queue.join()
+    await app.core.queue.join()
 
     tour.say("SNEAKO goes live: a followed streamer, enriched with the profile (followers)")
     await sim.go_live(463000, event_title="Morning stream", category_name="IRL", viewers_count=5)

@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# `_created` series double the output and say nothing a scraper needs.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+EVENT_TYPES = ("live", "price")
+RELOAD_RESULTS = ("ok", "error")
+RETRY_OUTCOMES = ("retry_after", "backoff", "plain_text", "migrated", "unreachable")
+
+
+def destination_label(name: str) -> str:
+    """Chat subscriptions make one destination per chat: they share their platform's label,
+    so the series stay few (`@tg`, `@dc`, `@dcdm`)."""
+    return name.split(":", 1)[0] if name.startswith("@") else name
 
 
 class Metrics:
@@ -14,7 +36,10 @@ class Metrics:
             "notifier_frames_rejected", "Bad frames skipped, by reason", ["reason"], registry=r
         )
         self.matches = Counter(
-            "notifier_matches", "Alerts produced (new outbox keys), by rule", ["rule"], registry=r
+            "notifier_matches",
+            "Alerts produced (new outbox keys), by destination",
+            ["destination"],
+            registry=r,
         )
         self.sent = Counter("notifier_alerts_sent", "Alerts delivered", ["destination"], registry=r)
         self.retried = Counter(
@@ -51,6 +76,55 @@ class Metrics:
         self.stage_restarts = Counter(
             "notifier_stage_restarts", "Crashed stages restarted", ["stage"], registry=r
         )
+
+        self.destination_up = Gauge(
+            "notifier_destination_up",
+            "1 when the destination's chat API accepted us, 0 while it is unreachable",
+            ["destination"],
+            registry=r,
+        )
+        self.role_held = Gauge(
+            "notifier_role_held", "1 while this instance holds the role", ["role"], registry=r
+        )
+        self.generation = Gauge(
+            "notifier_ingest_generation", "Fencing generation of the ingest role", registry=r
+        )
+        self.outbox_dead = Gauge(
+            "notifier_outbox_dead", "Alerts in the dead letter state", registry=r
+        )
+        self.pruned = Counter(
+            "notifier_outbox_pruned", "Sent rows deleted after retention", registry=r
+        )
+        self.digests = Counter(
+            "notifier_digests",
+            "Digest messages that replaced several waiting alerts",
+            ["destination"],
+            registry=r,
+        )
+        for kind in EVENT_TYPES:
+            self.events.labels(type=kind)
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result=result)
+
+    def known(
+        self,
+        *,
+        destinations: Iterable[str] = (),
+        stages: Iterable[str] = (),
+        reasons: Iterable[str] = (),
+    ) -> None:
+        """Export the series we know of at 0 from the start, so a rate() sees the first one."""
+        for name in destinations:
+            label = destination_label(name)
+            self.sent.labels(destination=label)
+            self.dead.labels(destination=label)
+            self.matches.labels(destination=label)
+            for outcome in RETRY_OUTCOMES:
+                self.retried.labels(destination=label, outcome=outcome)
+        for stage in stages:
+            self.stage_restarts.labels(stage=stage)
+        for reason in reasons:
+            self.rejected.labels(reason=reason)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.units import UnitError, parse_duration
+
+
+def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"not a URL (expected e.g. {example})") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"must start with {wanted} and name a host (e.g. {example})")
+    return value
 
 
 class Settings(BaseSettings):
@@ -20,19 +33,64 @@ class Settings(BaseSettings):
     parti_ws_url: str = "wss://ws-backend.parti.com/"
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    # Telegram's bot-wide limit: 30 messages/s, or up to 1,000/s with paid broadcasts.
+    telegram_paid_broadcast: bool = False
     discord_bot_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
     state_path: str = "./notifier.db"
+    # postgresql://user:password@host/db: a secret, since it may carry the password.
+    database_url: SecretStr | None = None
+    # Names this process among instances sharing a database (default: the host name);
+    # set it when several run on one host.
+    instance: str = ""
     http_addr: str = "127.0.0.1:9464"
     log_format: Literal["auto", "console", "json"] = "auto"
     live_poll: float = Field(default=60.0, description="seconds; accepts 30s, 1m, ...")
+    retention: float = Field(default=7 * 86400.0, description="how long sent alerts are kept")
 
-    @field_validator("live_poll", mode="before")
+    @field_validator("live_poll", "retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
-        if isinstance(value, str | int | float):
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
             try:
-                return parse_duration(value)
+                seconds = parse_duration(value)
             except UnitError as exc:
                 raise ValueError(str(exc)) from None
+            if seconds <= 0:
+                raise ValueError("must be longer than 0s")
+            return seconds
         raise ValueError("expected a duration such as 60s")
+
+    @field_validator("parti_ws_url", "discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        return _url(value, ("ws", "wss"), "wss://ws-backend.parti.com/")
+
+    @field_validator("parti_api_url", "telegram_api_url", "discord_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _url(value, ("http", "https"), "https://api-backend.parti.com")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in ("postgresql", "postgres"):
+            # The value may hold a password: never echo it.
+            raise ValueError("must be a postgresql:// URL (or unset for the SQLite file)")
+        return value
+
+    @field_validator("http_addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        if not value:
+            return value  # disabled
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT such as 127.0.0.1:9464 (empty disables)")
+        if host.startswith("[") != host.endswith("]"):
+            raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9464")
+        return value

@@ -11,6 +11,7 @@ import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 
 from notifier.deliver.limits import SlidingWindow
+from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
 from notifier.render.fields import AlertView
@@ -53,8 +54,13 @@ class DiscordHub:
         if need_bot and self.http is None:
             if not self.bot_token:
                 raise RuntimeError("NOTIFIER_DISCORD_BOT_TOKEN is not set (needed for channel_id)")
-            self.http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
-            await self.http.static_login(self.bot_token)
+            http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
+            try:
+                await http.static_login(self.bot_token)
+            except BaseException:
+                await http.close()  # the next start logs in again
+                raise
+            self.http = http
 
     async def close(self) -> None:
         if self.http is not None:
@@ -166,8 +172,13 @@ def classify(error: BaseException) -> Failure:
             f"rate limited for {error.retry_after:g}s",
             float(error.retry_after),
         )
+    if isinstance(error, discord.LoginFailure):
+        # Every channel of this bot is affected, and a reload with a fixed token cures it.
+        return Failure(Outcome.UNREACHABLE, "the bot token was rejected")
     if isinstance(error, discord.HTTPException):
         status, code = error.status, error.code
+        if status == 401 and code != 50027:  # 50027: this webhook's own token is invalid
+            return Failure(Outcome.UNREACHABLE, "the bot token was rejected")
         text = f"{status} {code}: {error.text[:200]}" if error.text else f"{status} {code}"
         if status == 429:
             retry = _retry_after(error)
@@ -183,7 +194,7 @@ def classify(error: BaseException) -> Failure:
         return Failure(Outcome.PERMANENT, str(error))
     if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
         return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
-    return Failure(Outcome.BACKOFF, f"unexpected {type(error).__name__}: {str(error)[:200]}")
+    return Failure(Outcome.BACKOFF, f"unexpected {short_error(error)}")
 
 
 def _retry_after(error: discord.HTTPException) -> float:

@@ -12,12 +12,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from notifier.backoff import full_jitter
 from notifier.deliver.base import GATE, NotModified, Sender
-from notifier.log import event, get_logger
-from notifier.metrics import Metrics
-from notifier.outbox.aio import AsyncOutbox
+from notifier.log import event, get_logger, short_error
+from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
-from notifier.outbox.store import DEAD, DROPPED, SENT, Row
+from notifier.store import Store
+from notifier.store.types import DEAD, DROPPED, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
@@ -26,7 +27,7 @@ HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from th
 class Delivery:
     def __init__(
         self,
-        outbox: AsyncOutbox,
+        outbox: Store,
         senders: Mapping[str, Sender],
         *,
         metrics: Metrics | None = None,
@@ -36,6 +37,7 @@ class Delivery:
         lease: float = 120.0,
         send_timeout: float = 30.0,
         edit_wait: float = 2.0,
+        on_reachability: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -46,6 +48,10 @@ class Delivery:
         self.lease = lease
         self.send_timeout = send_timeout
         self.edit_wait = edit_wait
+        # Told (destination, reason) when a destination becomes unreachable, and
+        # (destination, None) when it answers again.
+        self.on_reachability = on_reachability
+        self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
@@ -84,6 +90,8 @@ class Delivery:
 
     async def run(self) -> None:
         """Run every lane until `stop()`; a crashed lane is logged and restarted."""
+        for name in self.senders:
+            self._alive[name] = True  # alive from now: health must not flap at start
         async with asyncio.TaskGroup() as group:
             for name in self.senders:
                 group.create_task(self._supervise(name))
@@ -115,15 +123,60 @@ class Delivery:
                     "lane.crashed",
                     logging.ERROR,
                     destination=name,
-                    error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                    error=short_error(exc),
                 )
                 await asyncio.sleep(1.0)
         self._alive[name] = False
+
+    async def _start(self, name: str, sender: Sender) -> bool:
+        """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us
+        is this destination's problem: back off and try again, the others carry on."""
+        while not self._stopping.is_set():
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await sender.start()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = sender.classify(exc)
+                wait = self._unreachable_for(name, failure.reason)
+                await self._wait(None, wait)
+                continue
+            return True
+        return False
+
+    def _unreachable_for(self, name: str, reason: str) -> float:
+        """Mark the destination unreachable; how long its lane now waits."""
+        streak = self._unreachable.get(name, 0)
+        self._unreachable[name] = streak + 1
+        wait = full_jitter(streak, base=self.policy.base, cap=self.policy.cap, rand=self.rand)
+        # At least a second: an API that refuses at once must not be hammered.
+        wait = max(1.0, wait)
+        if streak == 0 or self.on_reachability is None:
+            event(
+                _log,
+                "destination.unreachable",
+                logging.ERROR,
+                dest=name,
+                reason=reason,
+                retry_in=round(wait, 3),
+            )
+        if self.on_reachability is not None:
+            self.on_reachability(name, reason)
+        return wait
+
+    def _reachable(self, name: str) -> None:
+        if self._unreachable.pop(name, None) is not None:
+            event(_log, "destination.reachable", dest=name)
+            if self.on_reachability is not None:
+                self.on_reachability(name, None)
 
     async def _lane(self, name: str) -> None:
         sender = self.senders[name]
         wake = self._wake[name]
         paused_until = 0.0
+        if not await self._start(name, sender):
+            return
         while not self._stopping.is_set():
             now = self.clock()
             if paused_until > now:
@@ -178,6 +231,13 @@ class Delivery:
 
     async def _attempt(self, sender: Sender, row: Row) -> float:
         message_id: str | None = None
+        now = self.clock()
+        if now - row.created_at > self.policy.max_age:
+            reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
+            if row.last_error:
+                reason += f" (last error: {row.last_error})"
+            await self._dead(row, reason, now)
+            return 0.0
         if row.action in ("edit", "delete"):
             ref = await self.outbox.get(row.ref_key) if row.ref_key else None
             if ref is None or ref.state in (DEAD, DROPPED):
@@ -216,8 +276,9 @@ class Delivery:
         await self.outbox.mark_sent(
             row.key, message_id=message_id if row.action == "send" else None, now=now
         )
+        self._reachable(row.destination)
         self.sent_count += 1
-        self.metrics.sent.labels(destination=row.destination).inc()
+        self.metrics.sent.labels(destination=destination_label(row.destination)).inc()
         self.metrics.latency.observe(max(0.0, now - row.event_at))
         event(
             _log,
@@ -232,6 +293,15 @@ class Delivery:
 
     async def _failed(self, sender: Sender, row: Row, failure: Failure) -> float:
         now = self.clock()
+        if failure.outcome is Outcome.UNREACHABLE:
+            # Not this alert's fault: it keeps its attempts; the whole lane waits.
+            pause = now + self._unreachable_for(row.destination, failure.reason)
+            await self.outbox.reschedule(row.key, at=pause, error=failure.reason, refund=True)
+            self.metrics.retried.labels(
+                destination=destination_label(row.destination), outcome=failure.outcome.value
+            ).inc()
+            return pause
+        self._reachable(row.destination)
         payload: dict[str, Any] | None = None
         if failure.outcome is Outcome.PLAIN_TEXT:
             if row.payload.get("plain"):
@@ -242,24 +312,14 @@ class Delivery:
             failure, attempts=row.attempts, created_at=row.created_at, now=now, rand=self.rand
         )
         if decision.next is Next.DEAD:
-            await self.outbox.mark_dead(row.key, reason=decision.reason, now=now)
-            self.metrics.dead.labels(destination=row.destination).inc()
-            event(
-                _log,
-                "alert.dead",
-                logging.ERROR,
-                rule=row.rule,
-                dest=row.destination,
-                key=row.key,
-                reason=decision.reason,
-            )
+            await self._dead(row, decision.reason, now)
             return 0.0
         refund = failure.outcome in (Outcome.PLAIN_TEXT, Outcome.MIGRATED)
         await self.outbox.reschedule(
             row.key, at=decision.at, error=failure.reason, payload=payload, refund=refund
         )
         self.metrics.retried.labels(
-            destination=row.destination, outcome=failure.outcome.value
+            destination=destination_label(row.destination), outcome=failure.outcome.value
         ).inc()
         event(
             _log,
@@ -274,6 +334,19 @@ class Delivery:
         )
         # The chat API asked the whole lane to wait.
         return decision.at if failure.outcome is Outcome.RETRY_AFTER else 0.0
+
+    async def _dead(self, row: Row, reason: str, now: float) -> None:
+        await self.outbox.mark_dead(row.key, reason=reason, now=now)
+        self.metrics.dead.labels(destination=destination_label(row.destination)).inc()
+        event(
+            _log,
+            "alert.dead",
+            logging.ERROR,
+            rule=row.rule,
+            dest=row.destination,
+            key=row.key,
+            reason=reason,
+        )
 
 
 async def _first(*waits: Any) -> None:

@@ -25,10 +25,10 @@ from telegram.request import HTTPXRequest
 
 from notifier.deliver.base import NotModified
 from notifier.deliver.limits import SlidingWindow
+from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import telegram as render
 from notifier.render.fields import AlertView
-from notifier.render.text import tg_plain
 from notifier.rules.schema import TelegramTarget
 
 # Telegram's limits: 30 messages/s per bot, 1/s per private chat, 20/min per group.
@@ -171,9 +171,7 @@ def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
     view = AlertView.from_json(payload["view"])
     message = render.render(view, payload.get("template"))
     if payload.get("plain"):
-        return render.TelegramMessage(
-            tg_plain(message.html)[: render.TEXT_LIMIT], message.photo
-        ), True
+        return render.TelegramMessage(render.as_plain(message), message.photo), True
     return message, False
 
 
@@ -204,7 +202,8 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, Forbidden):
         return Failure(Outcome.PERMANENT, f"forbidden: {error.message}")
     if isinstance(error, InvalidToken):
-        return Failure(Outcome.PERMANENT, "the bot token was rejected")
+        # Every chat of this bot is affected, and a reload with a fixed token cures it.
+        return Failure(Outcome.UNREACHABLE, "the bot token was rejected")
     if isinstance(error, BadRequest):
         text = error.message.lower()
         if "can't parse entities" in text or "can't find end" in text:
@@ -218,4 +217,4 @@ def classify(error: BaseException) -> Failure:
         return Failure(Outcome.BACKOFF, f"telegram: {error.message}")
     if isinstance(error, TimeoutError | OSError):
         return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
-    return Failure(Outcome.BACKOFF, f"unexpected {type(error).__name__}: {str(error)[:200]}")
+    return Failure(Outcome.BACKOFF, f"unexpected {short_error(error)}")

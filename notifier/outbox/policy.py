@@ -17,6 +17,9 @@ class Outcome(Enum):
     PLAIN_TEXT = "plain_text"  # markup rejected: retry once as plain text
     MIGRATED = "migrated"  # the chat moved: retry at once with the new id
     PERMANENT = "permanent"  # never going to work: dead letter
+    # The destination, not the alert, is the problem (token rejected, API unreachable):
+    # the whole lane waits with backoff, the row keeps its attempts, until the max age.
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,13 @@ async def test_healthz_and_metrics_answer(
             metrics = (await http.get("/metrics")).text
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert 'notifier_events_total{type="live"} 1.0' in metrics
-        assert 'notifier_matches_total{rule="friends-live"} 2.0' in metrics, metrics
+        assert 'notifier_matches_total{destination="tg"} 1.0' in metrics, metrics
+        assert 'notifier_matches_total{destination="room"} 1.0' in metrics
+        # Known series are exported at 0 from the start; no `_created` series at all.
+        assert 'notifier_alerts_dead_total{destination="room"} 0.0' in metrics
+        assert 'notifier_rules_reloads_total{result="error"} 0.0' in metrics
+        assert 'notifier_events_total{type="price"}' in metrics
+        assert "_created" not in metrics
         assert 'notifier_frames_rejected_total{reason="not_json"} 1.0' in metrics
         assert 'notifier_alerts_sent_total{destination="tg"} 1.0' in metrics
         assert "notifier_event_to_sent_seconds_bucket" in metrics
@@ -281,7 +287,7 @@ async def test_min_viewers_is_checked_again_on_live_list_polls(
     assert "35 watching" in text and "reconnecting" not in text
 
 
-async def test_a_first_start_alerts_streams_already_live_without_the_gap_label(
+async def test_a_first_start_skips_streams_already_live_by_default(
     tmp_path: Path,
     sim: Simulator,
     fake_telegram: FakeTelegram,
@@ -289,6 +295,31 @@ async def test_a_first_start_alerts_streams_already_live_without_the_gap_label(
 ) -> None:
     webhook = fake_discord.add_webhook(2)
     rules = write_rules(tmp_path / "rules.yaml", webhook, users="[DBR]")  # live in the seed
+    daemon = await Daemon(daemon_env(tmp_path, sim, fake_telegram, fake_discord), rules).start()
+    try:
+        done = await daemon.wait_log("catch_up.done")
+        # A later go-live of a followed streamer still alerts: the skip was only old news.
+        await sim.go_offline(567503)
+        await daemon.wait_log("stream.ended", user_id=567503)
+        await sim.go_live(567503, event_title="Second stream")
+        await daemon.wait_log("alert.sent", rule="friends-live", dest="tg")
+    finally:
+        await daemon.stop()
+    assert done["skipped_on_first_start"] == 1 and done["alerts"] == 0
+    (text,) = tg_texts(fake_telegram)
+    assert "Second stream" in text
+
+
+async def test_a_first_start_alerts_streams_already_live_when_asked_without_the_gap_label(
+    tmp_path: Path,
+    sim: Simulator,
+    fake_telegram: FakeTelegram,
+    fake_discord: FakeDiscord,
+) -> None:
+    webhook = fake_discord.add_webhook(2)
+    rules = write_rules(
+        tmp_path / "rules.yaml", webhook, users="[DBR]", extra="defaults: {first_start: alert}\n"
+    )
     daemon = await Daemon(daemon_env(tmp_path, sim, fake_telegram, fake_discord), rules).start()
     try:
         done = await daemon.wait_log("catch_up.done")

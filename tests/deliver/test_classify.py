@@ -57,7 +57,7 @@ TELEGRAM = [
         Outcome.PERMANENT,
         None,
     ),
-    ("invalid token", InvalidToken(), Outcome.PERMANENT, None),
+    ("invalid token", InvalidToken(), Outcome.UNREACHABLE, None),
     ("migrated chat", ChatMigrated(-1009876), Outcome.MIGRATED, None),
 ]
 
@@ -110,6 +110,8 @@ DISCORD = [
         Outcome.PERMANENT,
         None,
     ),
+    ("bot token rejected", http_error(401, 0, "401: Unauthorized"), Outcome.UNREACHABLE, None),
+    ("bot login failed", discord.LoginFailure("Improper token"), Outcome.UNREACHABLE, None),
     ("invalid form body", http_error(400, 50035, "Invalid Form Body"), Outcome.PERMANENT, None),
     ("bad webhook url", discord_sender.BadWebhookUrl("no id"), Outcome.PERMANENT, None),
 ]

@@ -1,0 +1,94 @@
+"""Pure planning of a live-list poll against the persisted live set, and of the edits a
+stream's end makes (no I/O: the pollers do it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from notifier.parti.models import LiveChannel
+from notifier.render.fields import AlertView, ended_fields
+from notifier.store.types import NewAlert, Row
+
+
+class Found(Enum):
+    """What to do with a followed stream a poll found live and the live set lacks."""
+
+    ALERT = "alert"  # it may only now pass a filter such as min_viewers
+    ALERT_CAUGHT_UP = "alert_caught_up"  # missed while the stream was down or we were stopped
+    RECORD_ONLY = "record_only"  # a first start with `first_start: skip`: no flood of old news
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    new: list[LiveChannel] = field(default_factory=list)  # live, not yet in the live set
+    ended: list[int] = field(default_factory=list)  # in the live set, gone from the list
+    peaks: dict[int, int] = field(default_factory=dict)  # viewers of streams still live
+
+
+def plan_live_poll(
+    channels: Mapping[int, LiveChannel], live_set: Container[int] | Mapping[int, Any]
+) -> LivePlan:
+    plan = LivePlan()
+    for user_id, channel in channels.items():
+        if user_id in live_set:
+            plan.peaks[user_id] = channel.viewers_count or 0
+        else:
+            plan.new.append(channel)
+    if isinstance(live_set, Mapping):
+        plan.ended.extend(u for u in live_set if u not in channels)
+    return plan
+
+
+def found_mode(
+    *, first_poll: bool, ran_before: bool, first_start: str, gap: bool, stream_up: bool
+) -> Found:
+    """How a stream found by this poll is treated.
+
+    - the first poll of a first start (nothing in the store yet): `first_start` decides;
+    - after a gap (a reconnect, a restart), or while the WebSocket is down: caught up;
+    - otherwise a routine poll: a plain alert (a filter it passes only now).
+    """
+    if first_poll and not ran_before:
+        return Found.ALERT if first_start == "alert" else Found.RECORD_ONLY
+    if gap or not stream_up:
+        return Found.ALERT_CAUGHT_UP
+    return Found.ALERT
+
+
+def ended_edits(
+    rows: list[Row],
+    *,
+    on_end_of: Callable[[str], str],
+    destinations: Container[str],
+    ended_at: float,
+    peak_viewers: int | None,
+) -> list[NewAlert]:
+    """The edit (or delete) of every alert sent for a stream that has ended."""
+    edits: list[NewAlert] = []
+    for row in rows:
+        on_end = on_end_of(row.rule)
+        if on_end == "ignore" or row.destination not in destinations:
+            continue
+        view = AlertView.from_json(row.payload["view"])
+        fields = ended_fields(view.fields, ended_at=ended_at, peak_viewers=peak_viewers)
+        edits.append(
+            NewAlert(
+                key=f"{row.key}:end",
+                destination=row.destination,
+                rule=row.rule,
+                kind=row.kind,
+                subject=row.subject,
+                identity=f"{row.identity}:end",
+                payload={
+                    "view": AlertView(view.kind, view.rule, fields).to_json(),
+                    "template": None,
+                },
+                event_at=ended_at,
+                action="delete" if on_end == "delete" else "edit",
+                ref_key=row.key,
+            )
+        )
+    return edits

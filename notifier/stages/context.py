@@ -1,0 +1,83 @@
+"""What the stages share: the current rules, the match queue's items, and health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from notifier.metrics import Metrics
+from notifier.parti.models import ChannelLive, PriceUpdate
+from notifier.rules.engine import Engine, Match
+from notifier.rules.schema import RulesFile
+from notifier.rules.stream import DEFAULT_META, RuleMeta
+
+
+@dataclass
+class Rules:
+    """The compiled rules, swapped as one piece by a reload."""
+
+    file: RulesFile  # destinations and defaults
+    engine: Engine
+    meta: dict[str, RuleMeta]
+
+    def meta_of(self, name: str) -> RuleMeta:
+        return self.meta.get(name) or DEFAULT_META["live"]
+
+
+@dataclass(slots=True)
+class Pending:
+    """A match on its way to the outbox; `caught_up`: found after a gap, not live."""
+
+    match: Match
+    caught_up: bool = False
+
+
+@dataclass
+class Health:
+    stream_connected: bool = False
+    stream_down_since: float | None = None
+    stages: dict[str, bool] = field(default_factory=dict)
+    # destination -> the reason it cannot be reached now (absent: reachable or untried)
+    destinations: dict[str, str] = field(default_factory=dict)
+    store_error: str | None = None
+
+    def stream_down(self, now: float | None = None) -> None:
+        if self.stream_connected or self.stream_down_since is None:
+            self.stream_down_since = time.time() if now is None else now
+        self.stream_connected = False
+
+    def stream_up(self) -> None:
+        self.stream_connected = True
+        self.stream_down_since = None
+
+
+MATCH_QUEUE = 1_000  # matches waiting for the writer; a full queue holds the reader back
+
+
+class Core:
+    """The pieces every ingest-side stage reads: current rules, the match queue, health."""
+
+    def __init__(self, rules: Rules, metrics: Metrics, health: Health) -> None:
+        self.rules = rules
+        self.metrics = metrics
+        self.health = health
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue(MATCH_QUEUE)
+        # The engine changed since its state was last saved.
+        self.state_dirty = False
+
+    async def evaluate(self, ev: ChannelLive | PriceUpdate, at: float, *, caught_up: bool) -> int:
+        """Run one event through the engine; its matches join the queue (back-pressure, never
+        a drop). Returns how many matched."""
+        result = self.rules.engine.evaluate(ev, at)
+        if result.matches:
+            self.state_dirty = True
+        for match in result.matches:
+            await self.queue.put(Pending(match, caught_up))
+        return len(result.matches)
+
+    async def put(self, matches: list[Match], *, caught_up: bool = False) -> None:
+        if matches:
+            self.state_dirty = True
+        for match in matches:
+            await self.queue.put(Pending(match, caught_up))

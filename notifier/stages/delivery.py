@@ -1,0 +1,75 @@
+"""The current delivery (lanes and senders) and its swap on a reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from notifier.deliver.factory import Senders
+from notifier.deliver.lanes import Delivery
+from notifier.log import event, get_logger, short_error
+from notifier.metrics import Metrics
+from notifier.store.base import Store
+
+_log = get_logger("delivery")
+
+
+class DeliveryHolder:
+    def __init__(
+        self,
+        store: Store,
+        senders: Senders,
+        make: Callable[[Senders], Delivery],
+        metrics: Metrics,
+        *,
+        drain_deadline: float,
+    ) -> None:
+        self.store = store
+        self.senders = senders
+        self.make = make
+        self.metrics = metrics
+        self.drain_deadline = drain_deadline
+        self.current = make(senders)
+        self._changed = asyncio.Event()
+        self._stopping = False
+
+    def __call__(self) -> Delivery:
+        return self.current
+
+    async def run(self) -> None:
+        """Run the current delivery; after a swap, the new one."""
+        while True:
+            current = self.current
+            try:
+                await current.run()
+            except Exception as exc:  # lanes restart themselves; this is the last resort
+                self.metrics.stage_restarts.labels(stage="delivery").inc()
+                event(
+                    _log, "stage.crashed", logging.ERROR, stage="delivery", error=short_error(exc)
+                )
+                await asyncio.sleep(1.0)
+                continue
+            if self._stopping:
+                return
+            while self.current is current:
+                await self._changed.wait()
+                self._changed.clear()
+
+    async def swap(self, senders: Senders) -> None:
+        old_delivery, old_senders = self.current, self.senders
+        old_delivery.stop()
+        if await old_delivery.drain(self.drain_deadline):
+            # Nothing is in flight now: rows the old lanes held by hand are due again.
+            await self.store.release_leases()
+        self.senders, self.current = senders, self.make(senders)
+        self._changed.set()
+        self.current.wake_all()  # rows left by the old lanes
+        await old_senders.close()
+
+    async def stop(self) -> bool:
+        self._stopping = True
+        self.current.stop()
+        drained = await self.current.drain(self.drain_deadline)
+        event(_log, "app.drained", complete=drained, in_flight=self.current.in_flight)
+        return drained

@@ -1,0 +1,210 @@
+"""Pollers of Parti's HTTP routes: the live list (catch-up after gaps, streams that ended,
+filters passed late) and the calendar (scheduled reminders)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from notifier.deliver.lanes import Delivery
+from notifier.enrich.profiles import Profiles
+from notifier.log import event, get_logger, short_error
+from notifier.parti.client import PartiClient, PartiError
+from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel
+from notifier.stages.catchup import Found, ended_edits, found_mode, plan_live_poll
+from notifier.stages.context import Core
+from notifier.stages.ingest import Ingest
+from notifier.store.base import Store
+from notifier.store.types import LiveEntry, NewAlert
+
+_log = get_logger("poll")
+CALENDAR_EVERY = 60.0
+
+
+class LivePoller:
+    def __init__(
+        self,
+        core: Core,
+        ingest: Ingest,
+        client: PartiClient,
+        store: Store,
+        delivery: Callable[[], Delivery],
+        *,
+        every: float,
+        ran_before: bool,
+        stream_up: Callable[[], bool],
+        fence: Callable[[], int | None] = lambda: None,
+        on_written: Callable[[list[NewAlert]], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.ingest = ingest
+        self.client = client
+        self.store = store
+        self.delivery = delivery
+        self.every = every
+        self.ran_before = ran_before
+        self.stream_up = stream_up
+        self.fence = fence
+        self.on_written = on_written
+        self._polls = 0
+
+    async def run(self) -> None:
+        catch_up = self.ingest.catch_up
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await catch_up.wait()
+            after_connect = catch_up.is_set()
+            catch_up.clear()
+            try:
+                await self.poll(after_connect=after_connect)
+            except PartiError as exc:
+                event(_log, "poll.failed", logging.WARNING, error=short_error(exc))
+
+    async def poll(self, *, after_connect: bool) -> None:
+        # Read before the poll: a stream that drops during it leaves the flag for the next.
+        gap = after_connect and self.ingest.gap_possible
+        stream_up = self.stream_up()
+        channels: dict[int, LiveChannel] = {}
+        async for channel in self.client.iter_live():
+            channels[channel.user_id] = channel
+        live_set = await self.store.live_set()
+        plan = plan_live_poll(channels, live_set)
+        mode = found_mode(
+            first_poll=self._polls == 0,
+            ran_before=self.ran_before,
+            first_start=self.core.rules.file.defaults.first_start,
+            gap=gap,
+            stream_up=stream_up,
+        )
+        self._polls += 1
+        if after_connect:
+            self.ingest.gap_possible = False
+        found = recorded = 0
+        skipped: list[LiveEntry] = []
+        for channel in plan.new:
+            live = await self._as_live_event(channel)
+            if live is None or not self.core.rules.engine.follows(live):
+                continue
+            if mode is Found.RECORD_ONLY:
+                _, marker = live.identity
+                identity = f"live:{live.user_id}:{marker}"
+                skipped.append(
+                    LiveEntry(live.user_id, identity, time.time(), live.viewers_count, {})
+                )
+                continue
+            found += await self.core.evaluate(
+                live, time.time(), caught_up=mode is Found.ALERT_CAUGHT_UP
+            )
+        if skipped:
+            await self.store.enqueue([], now=time.time(), lives=skipped, fence=self.fence())
+            recorded = len(skipped)
+        if found and mode is Found.ALERT_CAUGHT_UP:
+            self.core.metrics.catch_ups.inc(found)
+        if after_connect or found or recorded:
+            event(
+                _log,
+                "catch_up.done",
+                live=len(channels),
+                alerts=found,
+                gap=mode is Found.ALERT_CAUGHT_UP,
+                skipped_on_first_start=recorded,
+            )
+        if plan.peaks:
+            await self.store.update_peaks(plan.peaks, fence=self.fence())
+        for user_id in plan.ended:
+            await self._stream_ended(user_id)
+
+    async def _as_live_event(self, channel: LiveChannel) -> ChannelLive | None:
+        data = channel.model_dump()
+        if channel.event_id is None and channel.livestream_id is None:
+            # The live list may omit the ids; the channel route has them (same identity
+            # as the WebSocket event, so the outbox key dedups).
+            try:
+                info = await self.client.channel(channel.user_id)
+            except PartiError:
+                return None
+            data["event_id"] = info.channel_info.channel.current_event_id
+            data["livestream_id"] = info.channel_info.channel.livestream_id
+        try:
+            live = ChannelLive.model_validate(data)
+        except ValueError:
+            return None
+        return self.ingest.with_seq(live)
+
+    async def _stream_ended(self, user_id: int) -> None:
+        ended = await self.store.end_live(user_id, fence=self.fence())
+        if ended is None:
+            return
+        self.ingest.stream_ended(user_id)
+        now = time.time()
+        rules = self.core.rules
+        delivery = self.delivery()
+        edits = ended_edits(
+            await self.store.by_identity(ended.identity),
+            on_end_of=lambda rule: rules.meta_of(rule).on_end or rules.file.defaults.on_end,
+            destinations=delivery.senders,
+            ended_at=now,
+            peak_viewers=ended.peak_viewers,
+        )
+        event(_log, "stream.ended", user_id=user_id, edits=len(edits))
+        if not edits:
+            return
+        added = await self.store.enqueue(edits, now=now, fence=None)
+        for edit in edits:
+            delivery.wake(edit.destination)
+        if self.on_written is not None:
+            self.on_written([e for e in edits if e.key in added])
+
+
+class CalendarPoller:
+    """Reminders before scheduled streams; idle while no rule is `scheduled` (a reload that
+    adds the first one wakes it)."""
+
+    def __init__(
+        self,
+        core: Core,
+        client: PartiClient,
+        profiles: Profiles,
+        *,
+        every: float,
+        rules_changed: asyncio.Event,
+    ) -> None:
+        self.core = core
+        self.client = client
+        self.profiles = profiles
+        self.every = every
+        self.rules_changed = rules_changed
+
+    async def run(self) -> None:
+        while True:
+            if not self.core.rules.engine.counts["scheduled"]:
+                await self.rules_changed.wait()
+                self.rules_changed.clear()
+                continue
+            try:
+                await self.poll()
+            except PartiError as exc:
+                event(_log, "calendar.failed", logging.WARNING, error=short_error(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await self.rules_changed.wait()
+            self.rules_changed.clear()
+
+    async def poll(self) -> None:
+        entries = [e async for e in self.client.iter_calendar()]
+        events = await asyncio.gather(*(self._named(e) for e in entries))
+        result = self.core.rules.engine.on_calendar(events, time.time())
+        await self.core.put(result.matches)
+
+    async def _named(self, entry: CalendarEvent) -> CalendarEvent:
+        """Calendar entries carry no user name; rules may name users: look it up."""
+        if entry.user_name:
+            return entry
+        profile = await self.profiles.get(entry.user_id)
+        if profile is None:
+            return entry
+        return entry.model_copy(update={"user_name": profile.user_name})

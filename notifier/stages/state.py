@@ -1,0 +1,84 @@
+"""Saves the engine's state, never ahead of the alerts it produced, and prunes old rows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from notifier.log import event, get_logger, short_error
+from notifier.stages.context import Core
+from notifier.store.base import Store
+
+_log = get_logger("state")
+ENGINE_STATE = "engine_state"
+STATE_EVERY = 5.0
+PRUNE_EVERY = 3600.0
+
+
+class StateSaver:
+    def __init__(
+        self,
+        core: Core,
+        store: Store,
+        *,
+        idle: Callable[[], bool],
+        fence: Callable[[], int | None] = lambda: None,
+        every: float = STATE_EVERY,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.idle = idle  # every evaluated match is in the outbox
+        self.fence = fence
+        self.every = every
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            await self.save()
+
+    async def save(self) -> None:
+        # Saved only when every evaluated match is in the outbox, so the saved state never
+        # runs ahead of the alerts (an older state is safe: outbox keys dedup a re-fire).
+        if not self.core.state_dirty or not self.idle():
+            return
+        self.core.state_dirty = False
+        state = json.dumps(self.core.rules.engine.export_state(now=time.time()))
+        try:
+            await self.store.set_state(ENGINE_STATE, state, fence=self.fence())
+        except Exception:
+            self.core.state_dirty = True  # saved next time
+            raise
+
+    async def load(self) -> None:
+        text = await self.store.get_state(ENGINE_STATE)
+        if text:
+            self.core.rules.engine.restore_state(json.loads(text))
+
+
+class Pruner:
+    """Deletes sent and dropped rows older than the retention period, in small batches."""
+
+    def __init__(self, store: Store, *, retention: float, every: float = PRUNE_EVERY) -> None:
+        self.store = store
+        self.retention = retention
+        self.every = every
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception as exc:  # the next round tries again
+                event(_log, "outbox.prune_failed", logging.WARNING, error=short_error(exc))
+            await asyncio.sleep(self.every)
+
+    async def prune(self) -> int:
+        before = time.time() - self.retention
+        total = 0
+        while (deleted := await self.store.prune_sent(before, limit=5_000)) > 0:
+            total += deleted
+        if total:
+            event(_log, "outbox.pruned", rows=total)
+        return total

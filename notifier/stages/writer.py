@@ -1,0 +1,158 @@
+"""The writer: enriches queued matches and writes them to the outbox in batches.
+
+A batch is written whole or retried until it is: a database that fails for a while
+holds the queue (and so the reader) back, it never drops a match, and the engine state
+is not saved while a batch is unwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from notifier.backoff import full_jitter
+from notifier.deliver.lanes import Delivery
+from notifier.enrich.profiles import Profiles
+from notifier.log import event, get_logger, short_error
+from notifier.metrics import destination_label
+from notifier.parti.models import ChannelLive
+from notifier.render.fields import view_of
+from notifier.stages.context import Core, Pending
+from notifier.store.base import Store
+from notifier.store.types import LiveEntry, NewAlert
+
+_log = get_logger("writer")
+WRITE_BATCH = 100  # alerts written in one transaction
+
+
+class Writer:
+    def __init__(
+        self,
+        core: Core,
+        store: Store,
+        profiles: Profiles,
+        delivery: Callable[[], Delivery],
+        *,
+        lease: float,
+        fence: Callable[[], int | None] = lambda: None,
+        on_written: Callable[[list[NewAlert]], None] | None = None,
+        retry_cap: float = 5.0,
+    ) -> None:
+        self.core = core
+        self.store = store
+        self.profiles = profiles
+        self.delivery = delivery  # the current delivery (a reload swaps it)
+        self.lease = lease
+        self.fence = fence
+        self.on_written = on_written
+        self.retry_cap = retry_cap
+        self.writing = 0
+
+    @property
+    def idle(self) -> bool:
+        """Every evaluated match is in the outbox."""
+        return self.core.queue.empty() and not self.writing
+
+    async def run(self) -> None:
+        queue = self.core.queue
+        while True:
+            first = await queue.get()
+            batch = [first]
+            while not queue.empty() and len(batch) < WRITE_BATCH:
+                batch.append(queue.get_nowait())
+            self.writing += 1
+            try:
+                await self._write_until_done(batch)
+            finally:
+                self.writing -= 1
+                for _ in batch:
+                    queue.task_done()
+
+    async def flush(self, deadline: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline):
+                await self.core.queue.join()
+
+    async def _write_until_done(self, batch: list[Pending]) -> None:
+        alerts, lives = await self._prepare(batch)
+        attempt = 0
+        while True:
+            try:
+                await self._write(alerts, lives)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.core.health.store_error = short_error(exc)
+                wait = full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random)
+                event(
+                    _log,
+                    "outbox.write_failed",
+                    logging.ERROR,
+                    alerts=len(alerts),
+                    attempt=attempt,
+                    retry_in=round(wait, 3),
+                    error=short_error(exc),
+                )
+                await asyncio.sleep(wait)
+                continue
+            if attempt:
+                self.core.health.store_error = None
+                event(_log, "outbox.write_recovered", alerts=len(alerts), attempts=attempt + 1)
+            return
+
+    async def _prepare(self, batch: list[Pending]) -> tuple[list[NewAlert], list[LiveEntry]]:
+        users = {p.match.event.user_id for p in batch if isinstance(p.match.event, ChannelLive)}
+        found = await asyncio.gather(*(self.profiles.get(uid) for uid in users))
+        profiles = dict(zip(users, found, strict=True))
+        rules = self.core.rules
+        alerts: list[NewAlert] = []
+        lives: list[LiveEntry] = []
+        for pending in batch:
+            match = pending.match
+            ev = match.event
+            profile = profiles.get(ev.user_id) if isinstance(ev, ChannelLive) else None
+            view = view_of(match, profile, caught_up=pending.caught_up)
+            alerts.append(
+                NewAlert(
+                    key=match.key,
+                    destination=match.destination,
+                    rule=match.rule,
+                    kind=match.kind,
+                    subject=match.subject,
+                    identity=match.identity,
+                    payload={
+                        "view": view.to_json(),
+                        "template": rules.meta_of(match.rule).template,
+                    },
+                    event_at=match.at,
+                )
+            )
+            if isinstance(ev, ChannelLive):
+                lives.append(LiveEntry(ev.user_id, match.identity, match.at, ev.viewers_count, {}))
+        return alerts, lives
+
+    async def _write(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
+        delivery = self.delivery()
+        keys, rows = await self.store.enqueue_leased(
+            alerts,
+            now=time.time(),
+            lease=self.lease,
+            room=delivery.room(),
+            lives=lives,
+            fence=self.fence(),
+        )
+        added = set(keys)  # a key already in the outbox is a no-op, not a new alert
+        for alert in alerts:
+            if alert.key in added:
+                self.core.metrics.matches.labels(
+                    destination=destination_label(alert.destination)
+                ).inc()
+                delivery.wake(alert.destination)
+        delivery.hand(rows)
+        if self.on_written is not None:
+            self.on_written([a for a in alerts if a.key in added])
