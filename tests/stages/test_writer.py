@@ -1,0 +1,79 @@
+"""The writer: a batch is written whole or retried until it is, never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from notifier.deliver.lanes import Delivery
+from notifier.enrich.profiles import Profiles
+from notifier.metrics import Metrics
+from notifier.parti.client import PartiClient
+from notifier.parti.models import ChannelLive
+from notifier.parti.simulator import Simulator
+from notifier.rules.compile import compile_rules
+from notifier.stages.context import Core, Health, Rules
+from notifier.stages.writer import Writer
+from notifier.store import Store, StoreUnavailable, open_store
+from notifier.store.types import LiveEntry, NewAlert, Row
+
+
+class FlakyStore:
+    """A real store whose first `failures` outbox writes fail as a lost database would."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+        self.attempts = 0
+
+    async def enqueue_leased(
+        self,
+        alerts: Sequence[NewAlert],
+        *,
+        now: float,
+        lease: float,
+        room: Mapping[str, int],
+        fence: int | None,
+        lives: Sequence[LiveEntry] = (),
+        state: Mapping[str, str] | None = None,
+    ) -> tuple[list[str], list[Row]]:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise StoreUnavailable("database 127.0.0.1:5432: connection refused")
+        return await self._store.enqueue_leased(
+            alerts, now=now, lease=lease, room=room, fence=fence, lives=lives, state=state
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_a_batch_the_database_refuses_is_retried_until_written(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
+    )
+    compiled = compile_rules(rules)
+    health = Health()
+    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), health)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    store = FlakyStore(real, failures=3)
+    async with PartiClient(sim.api_url) as client:
+        delivery = Delivery(real, {})
+        writer = Writer(core, store, Profiles(client), lambda: delivery, lease=60.0)  # type: ignore[arg-type]
+        task = asyncio.create_task(writer.run())
+        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=9, livestream_id=1)
+        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        assert not writer.idle
+        await writer.flush(30.0)
+        task.cancel()
+    rows = await real.rows()
+    await real.close()
+    assert store.attempts == 4  # three refusals, then written
+    assert [r.rule for r in rows] == ["a"]
+    assert writer.idle and health.store_error is None
