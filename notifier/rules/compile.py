@@ -420,14 +420,17 @@ class _Reader:
             value: Any = text
             if "$" in text and not self._at_key():
                 value = self._substitute(text, event.start_mark)
-        elif tag == _MERGE and self._at_key():
-            value = _MERGE
+        elif tag == _MERGE:
+            value = _MERGE if self._at_key() else text  # `<<` as a value is only text
         else:
             try:
                 value = self._construct(tag, text, event)
             except (yaml.YAMLError, ValueError, TypeError, ArithmeticError) as exc:
                 reason = getattr(exc, "problem", None) or str(exc)
+                if "digits" in reason:  # Python's bound on int(): 4300 digits
+                    reason = "a number too long"
                 self.problem(event.start_mark, f"cannot read {_short(text)!r}: {reason}")
+                self.compiler.unset.add(_line_col(event.start_mark))
                 value = None
         style = event.style
         pos = _Block(event.start_mark) if style == "|" or style == ">" else event.start_mark
@@ -481,6 +484,7 @@ class _Reader:
             if any(frame.anchor == event.anchor for frame in self.stack):
                 raise self.fatal(event.start_mark, f"the anchor &{event.anchor} refers to itself")
             self.problem(event.start_mark, f"unknown alias *{event.anchor}")
+            self.compiler.unset.add(_line_col(event.start_mark))
             self._add(None, event.start_mark, 1, None)
             return
         value, pos, nodes = found
@@ -629,6 +633,8 @@ class _Compiler:
         self.keep_rules = keep_rules
         self.skip_rules = skip_rules
         self.problems: list[Problem] = []
+        # Values already reported (a missing ${VAR}, an unreadable scalar, an unknown alias):
+        # schema errors inside them would only repeat the problem.
         self.unset: set[tuple[int, int]] = set()
         self.fatal_problem: Problem | None = None
         self.rules_file: RulesFile | None = None
@@ -774,6 +780,10 @@ class _Compiler:
             return  # an error inside a value whose ${VAR} is missing only repeats that
         full = (*prefix, *loc)
         kind = error["type"]
+        if loc[-1:] == ("[key]",):  # a key of a mapping, such as a destination name
+            message = f"{_path_text(full[:-2])}: a key here must be text (quote it)"
+            self._at(_locate(root, loc[:-1], want_key=True), message)
+            return
         where = _path_text(full)
         if kind == "extra_forbidden":
             key = str(loc[-1])

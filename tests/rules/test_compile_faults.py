@@ -541,6 +541,70 @@ def test_check_with_env_file_reads_the_services_variables(tmp_path: Path) -> Non
     assert TOKEN not in done.stdout + done.stderr
 
 
+def test_the_example_rules_check_with_the_example_env_file() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_WEBHOOK_URL"}
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "notifier", "check"),
+            *("--env-file", "examples/parti-notifier.env", "rules.example.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("rules.example.yaml: ok:")
+
+
+H = "destinations: {me: {console: {}}}\n"
+YAML_FAULTS = [
+    (
+        "unknown alias",
+        H + "rules: [{name: a, when: live, notify: *nope}]\n",
+        "2:39: unknown alias *nope",
+    ),
+    (
+        "a number as a destination name",
+        "destinations: {1: {console: {}}}\n",
+        "1:16: destinations: a key here must be text (quote it)",
+    ),
+    (
+        "a number beyond Python's digits",
+        H + "rules: [{name: a, when: live, users: [" + "9" * 5000 + "], notify: [me]}]\n",
+        "2:39: cannot read '9999999999999999999999999999999999999...': a number too long",
+    ),
+    (
+        "a Python tag",
+        H + "version: !!python/object:os.system {}\n",
+        "2:10: unsupported tag 'tag:yaml.org,2002:python/object:os.system'",
+    ),
+    ("two documents", H + "---\n" + H, "2:1: expected a single document"),
+    (
+        "a self-referencing anchor",
+        "destinations: &d {me: *d}\n",
+        "1:23: the anchor &d refers to itself",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), YAML_FAULTS, ids=[c[0] for c in YAML_FAULTS])
+def test_yaml_faults_are_one_clear_error(
+    case: str, text: str, expected: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert f"{path}:{expected}" in problems_of(path)
+
+
+def test_a_merge_key_is_text_where_a_value_is_expected(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(H + "rules: [{name: <<, when: live, notify: [me]}]\n")
+    assert "<<" in compile_rules(path, env={}).meta
+
+
 # ---- bounded inputs ------------------------------------------------------------------------
 
 
