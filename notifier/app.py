@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from notifier import systemd
+from notifier.deliver.base import Sender
 from notifier.deliver.factory import Senders, build_senders
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
@@ -39,6 +40,7 @@ from notifier.parti.models import ChannelLive, PriceUpdate
 from notifier.parti.stream import PartiStream
 from notifier.rules.engine import category_map
 from notifier.rules.stream import Compiled, compile_rules
+from notifier.rules.subscriptions import parse_destination
 from notifier.settings import Settings
 from notifier.stages.context import Core, Health, Rules
 from notifier.stages.delivery import DeliveryHolder
@@ -47,6 +49,7 @@ from notifier.stages.ops_http import OpsHttp, Watch
 from notifier.stages.pollers import CALENDAR_EVERY, CalendarPoller, LivePoller
 from notifier.stages.reload import Reloader
 from notifier.stages.state import ENGINE_STATE, Pruner, StateSaver
+from notifier.stages.subscriptions import SubscriptionSync
 from notifier.stages.supervisor import supervise
 from notifier.stages.writer import Writer
 from notifier.store import Store, open_store
@@ -183,7 +186,26 @@ class App:
             metrics=self.metrics,
             lease=self.options.lease,
             on_reachability=self._reachability,
+            chat_sender=lambda name: self._chat_sender(senders, name),
         )
+
+    def _chat_sender(self, senders: Senders, name: str) -> Sender | None:
+        """The sender of a chat subscription's destination ("@tg:<chat>[:<thread>]")."""
+        found = parse_destination(name)
+        token = self.settings.telegram_token
+        if found is None or found.platform != "telegram" or token is None:
+            return None
+        from notifier.deliver.telegram import TelegramBot, TelegramSender
+        from notifier.rules.schema import TelegramTarget
+
+        if senders.bot is None:
+            senders.bot = TelegramBot(
+                token.get_secret_value(),
+                self.settings.telegram_api_url,
+                limits_scale=self.options.limits_scale,
+            )
+        target = TelegramTarget(chat_id=int(found.id), thread_id=found.thread_id)
+        return TelegramSender(name, target, senders.bot)
 
     def _reachability(self, destination: str, problem: str | None) -> None:
         label = destination_label(destination)
@@ -267,7 +289,17 @@ class App:
         self._categories: dict[int, list[str]] = {}
         self.metrics.known(
             destinations=self.core.rules.file.destinations,
-            stages=("reader", "writer", "poller", "calendar", "state", "reloader", "delivery"),
+            stages=(
+                "reader",
+                "writer",
+                "poller",
+                "calendar",
+                "state",
+                "prune",
+                "subscriptions",
+                "reloader",
+                "delivery",
+            ),
             reasons=REJECT_REASONS,
         )
         released = await store.release_leases()
@@ -376,6 +408,8 @@ class App:
             rules_changed=self.rules_changed,
         )
         await self._reference_data(core, ingest)
+        subscriptions = SubscriptionSync(core, store)
+        await subscriptions.sync()  # before the freeze: they live as long as the rules
         gc.collect()
         gc.freeze()  # compiled rules live long: keep full collections from walking them
         stages: dict[str, Callable[[], Awaitable[None]]] = {
@@ -384,6 +418,7 @@ class App:
             "calendar": calendar.run,
             "state": state.run,
             "prune": Pruner(store, retention=settings.retention).run,
+            "subscriptions": subscriptions.run,
         }
         try:
             async with asyncio.TaskGroup() as group:

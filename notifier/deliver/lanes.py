@@ -18,7 +18,7 @@ from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.store import Store
-from notifier.store.types import DEAD, DROPPED, SENT, Row
+from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
@@ -38,6 +38,7 @@ class Delivery:
         send_timeout: float = 30.0,
         edit_wait: float = 2.0,
         on_reachability: Callable[[str, str | None], None] | None = None,
+        chat_sender: Callable[[str], Sender | None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -51,6 +52,10 @@ class Delivery:
         # Told (destination, reason) when a destination becomes unreachable, and
         # (destination, None) when it answers again.
         self.on_reachability = on_reachability
+        # Chat subscriptions' destinations ("@tg:<chat>", ...) get a sender and a lane when
+        # they have work, and give them up when idle: 20,000 chats, not 20,000 tasks.
+        self.chat_sender = chat_sender
+        self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
@@ -65,8 +70,30 @@ class Delivery:
         self.settled = asyncio.Condition()
 
     def wake(self, destination: str) -> None:
-        if destination in self._wake:
+        if destination in self._wake or self._open_lane(destination):
             self._wake[destination].set()
+
+    def _open_lane(self, name: str) -> bool:
+        """A lane for a chat destination (one whose name starts with "@"), if it can be."""
+        if not name.startswith("@") or self.chat_sender is None or self._group is None:
+            return False
+        if self._stopping.is_set():
+            return False
+        sender = self.chat_sender(name)
+        if sender is None:
+            return False
+        self.senders[name] = sender
+        self._wake[name] = asyncio.Event()
+        self._handed[name] = deque()
+        self._alive[name] = True
+        self._group.create_task(self._supervise(name))
+        return True
+
+    def _close_lane(self, name: str) -> None:
+        self.senders.pop(name, None)
+        self._wake.pop(name, None)
+        self._handed.pop(name, None)
+        self._alive.pop(name, None)
 
     def room(self) -> dict[str, int]:
         """How many more rows each lane takes by hand; the rest wait in the outbox, so a
@@ -93,8 +120,15 @@ class Delivery:
         for name in self.senders:
             self._alive[name] = True  # alive from now: health must not flap at start
         async with asyncio.TaskGroup() as group:
-            for name in self.senders:
+            self._group = group
+            for name in list(self.senders):
                 group.create_task(self._supervise(name))
+            if self.chat_sender is not None:
+                # Chat destinations with work left from before (pending or leased rows).
+                waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
+                for destination in {r.destination for r in waiting}:
+                    self.wake(destination)
+        self._group = None
 
     def stop(self) -> None:
         """Stop claiming; sends in flight finish (see `drain`)."""
@@ -115,6 +149,8 @@ class Delivery:
             self._alive[name] = True
             try:
                 await self._lane(name)
+                if name.startswith("@"):
+                    return  # a chat lane closed itself when idle
             except Exception as exc:  # a lane must never silently vanish
                 self._alive[name] = False
                 self.metrics.stage_restarts.labels(stage=f"lane:{name}").inc()
@@ -195,6 +231,9 @@ class Delivery:
                     return
             if not rows:
                 due = await self.outbox.next_due(name)
+                if due is None and name.startswith("@") and not handed and not wake.is_set():
+                    self._close_lane(name)  # idle: the next alert opens it again
+                    return
                 timeout = None if due is None else max(0.0, due - self.clock())
                 await self._wait(wake, timeout)
                 continue
