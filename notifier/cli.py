@@ -387,11 +387,12 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
 
     from notifier.deliver.factory import MissingSecret, build_senders
     from notifier.render.fields import test_view
-    from notifier.rules.loader import RulesError, load_file
+    from notifier.app import compile_for
+    from notifier.rules.loader import RulesError
 
     path = args.rules or settings.rules
     try:
-        rules_file = load_file(path)
+        rules_file = compile_for(settings, path, env_file=args.env_file).rules_file
         if args.destination not in rules_file.destinations:
             known = ", ".join(sorted(rules_file.destinations))
             print(
