@@ -1,0 +1,1 @@
+"""Commands in: chat bots that let people manage their own watchlists (subscriptions)."""
