@@ -31,7 +31,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatMemberStatus, ChatType, ParseMode
-from telegram.error import BadRequest, TelegramError
+from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -94,6 +94,10 @@ PAUSED_REMOVED: Final = "removed"
 log = get_logger("bots.telegram")
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+
+
+class CommandBotError(Exception):
+    """The command bot cannot start: one line, without the token."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,13 +243,13 @@ class TelegramCommands:
         await self.stop()
 
     async def start(self) -> None:
-        """Check the token (getMe), set the command menu, start long polling. Raises the
-        library's InvalidToken or NetworkError when the bot cannot start."""
+        """Check the token (getMe), set the command menu, start long polling. Raises
+        CommandBotError (one line, no token) when the bot cannot start."""
         if self._app is not None:
             return
         app = self._build()
-        await app.initialize()
         try:
+            await app.initialize()
             self.bot_username = app.bot.username or ""
             await self._set_menu(app)
             await app.start()
@@ -256,8 +260,16 @@ class TelegramCommands:
                 allowed_updates=list(UPDATES),
                 error_callback=self._polling_failed,
             )
-        except BaseException:
+        except BaseException as exc:
             await self._shut(app)
+            await app.bot.shutdown()  # its connection pool, when getMe failed
+            if isinstance(exc, InvalidToken):
+                # PTB's message quotes the token
+                raise CommandBotError("Telegram refused the bot token (getMe)") from None
+            if isinstance(exc, TelegramError):
+                raise CommandBotError(
+                    f"the Telegram bot cannot start: {short_error(exc)}"
+                ) from None
             raise
         self._app = app
         event(log, "bot.started", platform=PLATFORM, bot=self.bot_username)
@@ -458,8 +470,9 @@ class TelegramCommands:
         await turn.require_admin()
         try:
             streamer = await self._resolve(turn.args)
-        except CommandError:
-            if not (turn.args.isascii() and turn.args.isdigit()):
+        except (CommandError, PartiError):
+            # an id needs no look-up: unfollowing works for a deleted user, or with Parti down
+            if not (turn.args.isascii() and turn.args.isdigit() and len(turn.args) <= 19):
                 raise
             streamer = Streamer(int(turn.args), f"user {turn.args}")
         removed = await self._store.remove_subscription(
@@ -1061,6 +1074,7 @@ def _plain(html_text: str) -> str:
 
 __all__ = [
     "COMMANDS",
+    "CommandBotError",
     "CommandLimits",
     "Reply",
     "TelegramCommands",

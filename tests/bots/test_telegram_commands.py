@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import traceback
 from typing import Any
 
 import pytest
 from telegram import Bot, InlineKeyboardMarkup
 
-from notifier.bots.telegram import COMMANDS, CommandLimits, TelegramCommands, alert_keyboard
+from notifier.bots.telegram import (
+    COMMANDS,
+    CommandBotError,
+    CommandLimits,
+    TelegramCommands,
+    alert_keyboard,
+)
+from notifier.parti.client import PartiClient
 from notifier.parti.simulator import Simulator
 from notifier.store import Store
 from tests.bots.conftest import (
@@ -701,3 +710,49 @@ async def test_parti_not_answering_gets_a_short_reply_and_a_log_line(
     reply = await say(fake_telegram, USER, USER, "/follow SNEAKO")
     assert reply.text == "Parti is not answering right now; please try again in a minute."
     assert "bot.lookup_failed" in [record.getMessage() for record in caplog.records]
+
+
+async def test_a_refused_token_is_one_line_without_the_token(
+    fake_telegram: FakeTelegram, store: Store, client: PartiClient
+) -> None:
+    bot = TelegramCommands(
+        token="123:WRONG-SECRET", api_url=fake_telegram.api_url, store=store, client=client
+    )
+    with pytest.raises(CommandBotError) as caught:
+        await bot.start()
+    assert str(caught.value) == "Telegram refused the bot token (getMe)"
+    assert "WRONG-SECRET" not in "".join(traceback.format_exception(caught.value))
+
+
+async def test_unfollow_by_id_works_while_parti_is_not_answering(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store, sim: Simulator
+) -> None:
+    await add_follows(store, USER, [SNEAKO])
+    sim.fail_next(503, count=10)
+    reply = await say(fake_telegram, USER, USER, f"/unfollow {SNEAKO}")
+    assert reply.text == f"Unfollowed user {SNEAKO}."
+    assert await follows(store, USER) == []
+
+
+async def test_run_stops_cleanly_when_cancelled_and_another_bot_takes_over(
+    make_bot: BotFactory,
+    fake_telegram: FakeTelegram,
+    store: Store,
+    client: PartiClient,
+    clock: Clock,
+) -> None:
+    running = TelegramCommands(
+        token=fake_telegram.token,
+        api_url=fake_telegram.api_url,
+        store=store,
+        client=client,
+        clock=clock,
+    )
+    task = asyncio.create_task(running.run())
+    await fake_telegram.wait_polling(5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    await make_bot()
+    reply = await say(fake_telegram, USER, USER, "/help")
+    assert "/follow NAME" in reply.text
