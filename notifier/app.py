@@ -53,7 +53,7 @@ from notifier.stages.subscriptions import SubscriptionSync
 from notifier.stages.supervisor import supervise
 from notifier.stages.writer import Writer
 from notifier.store import Store, open_store
-from notifier.store.roles import RoleLock
+from notifier.store.roles import RoleLock, chat_updates_role
 from notifier.store.types import NewAlert
 
 _log = get_logger("app")
@@ -314,10 +314,12 @@ class App:
             watch = group.create_task(self.watch.run())
             reloader = group.create_task(self._supervised("reloader", self.reloader.run))
             ingest = group.create_task(self._ingest_role(store))
+            bots = group.create_task(self._chat_updates(store))
             await self._stop.wait()
             systemd.notify("STOPPING=1\nSTATUS=draining")
             event(_log, "app.stopping")
             reloader.cancel()
+            bots.cancel()
             ingest.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest
@@ -354,6 +356,56 @@ class App:
                     self._generation = None
                     self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
                 event(_log, "role.lost", logging.WARNING, role=INGEST_ROLE, generation=generation)
+        finally:
+            await lock.release()
+
+    async def _chat_updates(self, store: Store) -> None:
+        """The Telegram command bot (`bots.telegram.commands`), on the one instance holding
+        this token's chat-updates role (Telegram allows one getUpdates poller per token)."""
+        bots = self.core.rules.file.bots
+        token = self.settings.telegram_token
+        if not bots.telegram.commands or token is None:
+            return
+        from notifier.bots.telegram import CommandBotError, CommandLimits, TelegramCommands
+
+        secret = token.get_secret_value()
+        lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)
+        attempt = 0
+        try:
+            while True:
+                if await lock.try_acquire() is None:
+                    await asyncio.sleep(ROLE_RETRY)
+                    continue
+                bot = TelegramCommands(
+                    token=secret,
+                    api_url=self.settings.telegram_api_url,
+                    store=store,
+                    client=self.client,
+                    limits=CommandLimits(
+                        max_follows=bots.telegram.max_follows,
+                        max_price_alerts=bots.telegram.max_price_alerts,
+                    ),
+                )
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        serving = group.create_task(bot.run())
+                        lost = group.create_task(lock.hold())
+                        await asyncio.wait([serving, lost], return_when=asyncio.FIRST_COMPLETED)
+                        serving.cancel()
+                        lost.cancel()
+                    attempt = 0
+                except* CommandBotError as errors:
+                    attempt += 1
+                    wait = min(300.0, 2.0**attempt)
+                    event(
+                        _log,
+                        "bot.unavailable",
+                        logging.ERROR,
+                        platform="telegram",
+                        error=short_error(errors.exceptions[0]),
+                        retry_in=wait,
+                    )
+                    await asyncio.sleep(wait)
         finally:
             await lock.release()
 

@@ -56,3 +56,35 @@ async def test_a_stored_subscription_alerts_its_chat_and_one_added_while_running
     assert first["rule"].startswith("sub:") and second["rule"].startswith("sub:")
     chats = [r["params"]["chat_id"] for r in fake_telegram.sent() if "chat_id" in r["params"]]
     assert chats == [str(DM), str(DM + 1)]
+
+
+async def test_follow_in_a_dm_then_the_streamer_goes_live_then_unfollow_and_no_alert(
+    tmp_path: Path, sim: Simulator, fake_telegram: FakeTelegram
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    # A file rule on the console for the same streamer shows when an event was evaluated.
+    rules.write_text(
+        "destinations: {t: {console: {}}}\nbots: {telegram: {commands: true}}\n"
+        "rules: [{name: watch, when: live, users: [SNEAKO], notify: [t]}]\n"
+    )
+    daemon = await Daemon(daemon_env(tmp_path, sim, fake_telegram), rules).start()
+    try:
+        await fake_telegram.wait_polling(timeout=30)
+        fake_telegram.push_message(DM, DM, "/follow SNEAKO")
+        reply = await fake_telegram.wait_reply(DM, timeout=30)
+        assert "SNEAKO" in reply.text
+        await daemon.wait_log("subscriptions.synced", applied=1)
+        await sim.go_live(463000, event_title="Followed from the chat")
+        await daemon.wait_log("alert.sent", dest=f"@tg:{DM}")
+        fake_telegram.push_message(DM, DM, "/unfollow SNEAKO")
+        await fake_telegram.wait_reply(DM, timeout=30)
+        await daemon.wait_log("subscriptions.synced", 2)
+        await sim.go_offline(463000)
+        await daemon.wait_log("stream.ended", user_id=463000)
+        await sim.go_live(463000, event_title="Nobody follows this one")
+        await daemon.wait_log("alert.sent", 2, dest="t")  # evaluated: the DM got nothing
+    finally:
+        await daemon.stop()
+    texts = [m.text for m in fake_telegram.replies_to(DM)]
+    assert any("Followed from the chat" in t for t in texts)
+    assert not any("Nobody follows this one" in t for t in texts)
