@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from notifier.backoff import full_jitter
@@ -39,6 +39,7 @@ class Delivery:
         edit_wait: float = 2.0,
         on_reachability: Callable[[str, str | None], None] | None = None,
         chat_sender: Callable[[str], Sender | None] | None = None,
+        unreachable: Iterable[str] = (),
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -57,6 +58,13 @@ class Delivery:
         self.chat_sender = chat_sender
         self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
+        # Destinations that were down when this delivery was made (a reload makes a new one
+        # with new senders): their first start is the probe that says they answer again.
+        self._down_before = set(unreachable)
+        self._unreachable |= dict.fromkeys(self._down_before, 0)
+        # Destinations this delivery has seen answer; the first answer clears a mark that
+        # an earlier delivery left in the health report.
+        self._answered: set[str] = set()
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
@@ -166,7 +174,12 @@ class Delivery:
 
     async def _start(self, name: str, sender: Sender) -> bool:
         """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us
-        is this destination's problem: back off and try again, the others carry on."""
+        is this destination's problem: back off and try again, the others carry on.
+
+        A start that failed, or the first of a destination that was down before, probes
+        the API: once it succeeds the destination is reachable again. A restarted lane's
+        start is not a probe (the sender is up already) and proves nothing."""
+        probe = name in self._down_before
         while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(self.send_timeout):
@@ -174,10 +187,14 @@ class Delivery:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                probe = True
                 failure = sender.classify(exc)
                 wait = self._unreachable_for(name, failure.reason)
                 await self._wait(None, wait)
                 continue
+            self._down_before.discard(name)
+            if probe:
+                self._reachable(name)
             return True
         return False
 
@@ -202,10 +219,15 @@ class Delivery:
         return wait
 
     def _reachable(self, name: str) -> None:
-        if self._unreachable.pop(name, None) is not None:
+        """The destination answered (a probe at start, or a send)."""
+        was_down = self._unreachable.pop(name, None) is not None
+        if was_down:
             event(_log, "destination.reachable", dest=name)
-            if self.on_reachability is not None:
-                self.on_reachability(name, None)
+        # Also on the first answer this delivery sees: after a reload, the mark an earlier
+        # delivery left (in /healthz and notifier_destination_up) would otherwise stay.
+        if (was_down or name not in self._answered) and self.on_reachability is not None:
+            self.on_reachability(name, None)
+        self._answered.add(name)
 
     async def _lane(self, name: str) -> None:
         sender = self.senders[name]
