@@ -186,6 +186,7 @@ class App:
             metrics=self.metrics,
             lease=self.options.lease,
             on_reachability=self._reachability,
+            unreachable=tuple(self.health.destinations),
             chat_sender=lambda name: self._chat_sender(senders, name),
         )
 

@@ -270,11 +270,6 @@ async def test_a_discord_webhook_with_an_invalid_token_is_a_dead_letter_without_
     assert_no_leak(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs notifier/app.py App._make_delivery to pass "
-    "unreachable=tuple(self.health.destinations) to Delivery (reported to the lead)",
-)
 async def test_a_reload_that_fixes_a_token_logs_the_destination_reachable_with_no_alert_waiting(
     tmp_path: Path, sim: Simulator, telegram: FakeTelegram
 ) -> None:
