@@ -122,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"notifier: cannot read {env_file or '.env'}: {exc.strerror}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError:
+        print(f"notifier: cannot read {env_file or '.env'}: not UTF-8 text", file=sys.stderr)
+        return 2
     except ValidationError as exc:
         # One line per variable; hide_input_in_errors keeps the values out, redact the rest.
         for problem in exc.errors(include_url=False):
@@ -385,9 +388,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    from notifier.app import compile_for
     from notifier.deliver.factory import MissingSecret, build_senders
     from notifier.render.fields import test_view
-    from notifier.app import compile_for
     from notifier.rules.loader import RulesError
 
     path = args.rules or settings.rules

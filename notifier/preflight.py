@@ -43,6 +43,8 @@ def state_path_problem(settings: Settings) -> str | None:
             return f"NOTIFIER_STATE_PATH {path}: is a folder, not a file"
         if not os.access(path, os.R_OK | os.W_OK):
             return f"NOTIFIER_STATE_PATH {path}: not writable by this user"
+    if folder.exists() and not folder.is_dir():
+        return f"NOTIFIER_STATE_PATH {path}: {folder} is a file, not a folder"
     if not folder.is_dir():
         return f"NOTIFIER_STATE_PATH {path}: the folder {folder} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.units import UnitError, parse_duration
@@ -55,25 +56,47 @@ class Settings(BaseSettings):
                 seconds = parse_duration(value)
             except UnitError as exc:
                 raise ValueError(str(exc)) from None
+            if not math.isfinite(seconds):
+                raise ValueError("too long a duration (use e.g. 30s, 10m, 1h, 7d)")
             if seconds <= 0:
                 raise ValueError("must be longer than 0s")
             return seconds
         raise ValueError("expected a duration such as 60s")
 
-    @field_validator("parti_ws_url", "discord_gateway_url")
+    @field_validator("rules", "state_path")
     @classmethod
-    def _ws_url(cls, value: str) -> str:
-        return _url(value, ("ws", "wss"), "wss://ws-backend.parti.com/")
+    def _file(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a file")
+        return value
 
-    @field_validator("parti_api_url", "telegram_api_url", "discord_api_url")
+    @field_validator("telegram_token", "discord_bot_token")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        return _url(value, ("http", "https"), "https://api-backend.parti.com")
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # `NOTIFIER_TELEGRAM_TOKEN=` in an env file means no token: the start-up checks
+        # then name the variable, instead of a bot library refusing an empty one later.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator(
+        "parti_ws_url",
+        "discord_gateway_url",
+        "parti_api_url",
+        "telegram_api_url",
+        "discord_api_url",
+    )
+    @classmethod
+    def _service_url(cls, value: str, info: ValidationInfo) -> str:
+        # The field's own default is the example: it names the scheme and the service.
+        default = str(cls.model_fields[str(info.field_name)].default)
+        schemes = ("ws", "wss") if default.startswith("wss://") else ("http", "https")
+        return _url(value, schemes, default)
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value():
+        if value is None or not value.get_secret_value().strip():
             return None
         scheme = value.get_secret_value().partition("://")[0]
         if scheme not in ("postgresql", "postgres"):

@@ -116,7 +116,7 @@ class OpsHttp:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port))
+        site = web.TCPSite(self._runner, host.strip("[]") or "127.0.0.1", int(port))
         try:
             await site.start()
         except OSError as exc:
