@@ -115,7 +115,11 @@ rules_doc = st.fixed_dictionaries(
                 [
                     {"console": {}},
                     {"telegram": {"chat_id": 1}},
-                    {"discord": {"webhook_url": "https://discord.com/api/webhooks/123456789012345678/t"}},
+                    {
+                        "discord": {
+                            "webhook_url": "https://discord.com/api/webhooks/123456789012345678/t"
+                        }
+                    },
                     {"discord": {}},
                     {"telegram": {"chat_id": "nope"}},
                     {},
