@@ -295,6 +295,16 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 1
     rules_file = compiled.rules_file
+    from notifier.preflight import missing_secrets
+
+    # A token `run` would need and cannot find fails the check too (check OK = run starts).
+    secrets = missing_secrets(rules_file, settings)
+    for problem in secrets:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if secrets:
+        count = len(secrets)
+        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        return 1
     kinds = compiled.engine.summary()
     dests: dict[str, int] = {}
     for destination in rules_file.destinations.values():

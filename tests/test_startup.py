@@ -384,11 +384,6 @@ async def test_a_file_check_accepts_is_one_run_starts_with(
     assert WEBHOOK_TOKEN not in daemon.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py _check does not run preflight.missing_secrets: check accepts a telegram "
-    "destination without NOTIFIER_TELEGRAM_TOKEN that run refuses",
-)
 def test_check_refuses_what_run_refuses_for_a_missing_token(
     tmp_path: Path, closed_port: int
 ) -> None:

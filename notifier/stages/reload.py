@@ -64,6 +64,10 @@ class Reloader:
         self.core.rules = Rules(compiled.rules_file, compiled.engine, compiled.meta)
         self.core.state_dirty = True
         await self.holder.swap(senders)
+        # A destination the new rules dropped is nobody's problem any more.
+        for name in list(self.core.health.destinations):
+            if not name.startswith("@") and name not in senders.by_name:
+                del self.core.health.destinations[name]
         gc.unfreeze()  # let the old rules go
         gc.collect()
         gc.freeze()  # the new rules live until the next reload: keep collections off them

@@ -15,6 +15,9 @@ ENV = {
     **os.environ,
     "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/123456789012345678/abc",
     "NOTIFIER_LOG_FORMAT": "json",
+    # the example's destinations need both tokens: check refuses what run would
+    "NOTIFIER_TELEGRAM_TOKEN": "123456789:example-token-for-check",
+    "NOTIFIER_DISCORD_BOT_TOKEN": "example-discord-token-for-check",
 }
 
 
@@ -37,6 +40,13 @@ def test_check_accepts_the_example_with_a_summary() -> None:
         "rules.example.yaml: ok: rules 2 live, 3 price, 1 scheduled; destinations 5 "
         "(1 console, 2 discord, 2 telegram)"
     )
+
+
+def test_check_refuses_a_destination_whose_token_is_missing() -> None:
+    env = {k: v for k, v in ENV.items() if k != "NOTIFIER_TELEGRAM_TOKEN"}
+    done = notifier("check", "rules.example.yaml", env=env)
+    assert done.returncode == 1
+    assert "rules.example.yaml: destination 'me' needs NOTIFIER_TELEGRAM_TOKEN" in done.stderr
 
 
 def test_check_reports_every_error_and_exits_1(tmp_path: Path) -> None:
