@@ -32,12 +32,11 @@ from pydantic import SecretStr
 
 from notifier.deliver.factory import build_senders
 from notifier.deliver.lanes import Delivery
-from notifier.outbox.aio import AsyncOutbox
-from notifier.outbox.store import SENT, NewAlert, Outbox
 from notifier.render import telegram as render_telegram
 from notifier.render.fields import AlertView
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
+from notifier.store import SENT, NewAlert, open_store
 
 HERE = Path(__file__).resolve().parent
 DURABLE = os.environ.get("BENCH_FSYNC", "1") == "1"
@@ -101,21 +100,23 @@ async def deliver_all(
     rules_file = RulesFile.model_validate({"destinations": destinations})
     senders = build_senders(rules_file, settings, limits_scale=scale)
     await senders.start()
-    outbox = AsyncOutbox(Outbox(str(Path(folder) / f"bench-{time.time_ns()}.db"), durable=DURABLE))
+    outbox = await open_store(
+        str(Path(folder) / f"bench-{time.time_ns()}.db"), instance="bench", durable=DURABLE
+    )
     delivery = Delivery(outbox, senders.by_name, send_timeout=60)
     runner = asyncio.create_task(delivery.run())
     started = time.monotonic()
-    await outbox.enqueue(alerts, now=time.time())
+    await outbox.enqueue(alerts, now=time.time(), fence=None)
     delivery.wake_all()
     total = len(alerts)
     async with delivery.settled:
         await delivery.settled.wait_for(lambda: delivery.sent_count >= total)
     elapsed = time.monotonic() - started
-    assert outbox.sync.counts().get(SENT, 0) == total
+    assert (await outbox.counts()).get(SENT, 0) == total
     delivery.stop()
     await runner
     await senders.close()
-    outbox.close()
+    await outbox.close()
     return elapsed
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from notifier.outbox.store import DEAD, PENDING, Outbox
+from notifier.store import DEAD, DROPPED, PENDING, open_store
 from tests.deliver.harness import new_alert
 from tests.fakes.telegram import FakeTelegram, parse_html
 
@@ -69,11 +69,13 @@ async def test_send_test_without_a_token_names_the_variable(tmp_path: Path) -> N
 
 async def test_outbox_lists_retries_and_drops(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
-    outbox = Outbox(str(state))
+    outbox = await open_store(str(state), instance="test", durable=False)
     dead, pending = new_alert("me", key="dead-one"), new_alert("me", key="pending-one")
-    outbox.enqueue([dead, pending], now=time.time())
-    outbox.mark_dead("dead-one", reason="forbidden: bot was blocked", now=time.time())
-    outbox.close()
+    # Only the sender holding a row's lease records its outcome: lease the one to kill.
+    await outbox.enqueue_leased([dead], now=time.time(), lease=60.0, room={"me": 1}, fence=None)
+    await outbox.enqueue([pending], now=time.time(), fence=None)
+    assert await outbox.mark_dead("dead-one", reason="forbidden: bot was blocked", now=time.time())
+    await outbox.close()
     env = {"NOTIFIER_STATE_PATH": str(state)}
     code, out, _ = await notifier("outbox", env=env)
     lines = out.splitlines()
@@ -88,7 +90,10 @@ async def test_outbox_lists_retries_and_drops(tmp_path: Path) -> None:
     assert (await notifier("outbox", "drop", "pending-one", env=env))[0] == 0
     code, _, err = await notifier("outbox", "retry", "nope", env=env)
     assert code == 1 and "no dead alert with key nope" in err
-    check = Outbox(str(state))
-    assert check.get("dead-one").state == PENDING  # type: ignore[union-attr]
-    assert check.get("pending-one").state == "dropped"  # type: ignore[union-attr]
-    assert DEAD not in check.counts()
+    check = await open_store(str(state), instance="test", durable=False)
+    try:
+        states = {r.key: r.state for r in await check.rows()}
+        assert states == {"dead-one": PENDING, "pending-one": DROPPED}
+        assert DEAD not in await check.counts()
+    finally:
+        await check.close()

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from notifier.outbox.store import SENT, Outbox
 from notifier.parti.decode import LIVE, PRICE
 from notifier.parti.simulator import Simulator
+from notifier.store import SENT, open_store
 from tests.daemon.helpers import Daemon, daemon_env
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram, parse_html
@@ -203,8 +203,11 @@ async def test_sigterm_drains_in_flight_sends_and_exits_0(
     assert await daemon.wait() == 0
     drained = daemon.logged("app.drained")
     assert drained and drained[0]["complete"] is True
-    outbox = Outbox(str(tmp_path / "state.db"))
-    rows = [r for r in outbox.rows() if r.destination == "tg"]
+    outbox = await open_store(str(tmp_path / "state.db"), instance="test", migrate=False)
+    try:
+        rows = [r for r in await outbox.rows() if r.destination == "tg"]
+    finally:
+        await outbox.close()
     assert [r.state for r in rows] == [SENT], "recorded before exit: never sent again"
 
 

@@ -13,15 +13,15 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from notifier.outbox.store import Outbox
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
-from notifier.store.types import Row
+from notifier.store import Row, open_store
 from tests.daemon.helpers import Daemon, daemon_env
 from tests.fakes.discord import FakeDiscord
 
@@ -114,7 +114,7 @@ class Runner(Daemon):
 
     def rows(self) -> list[Row]:
         """The outbox as stored (read after the daemon stopped)."""
-        rows = Outbox(self.env["NOTIFIER_STATE_PATH"]).rows()
+        rows = stored_rows(self.env["NOTIFIER_STATE_PATH"])
         self.seen += [(f"last_error of {r.key}", r.last_error or "") for r in rows]
         return rows
 
@@ -124,6 +124,21 @@ class Runner(Daemon):
             ("stderr", self.stderr.decode(errors="replace")),
             *self.seen,
         ]
+
+
+def stored_rows(path: str) -> list[Row]:
+    """Every outbox row of a state file, for sync callers: the store is async, so it is
+    read on a thread with its own event loop (the test's loop may be running)."""
+
+    async def read() -> list[Row]:
+        store = await open_store(path, instance="test-reader", migrate=False)
+        try:
+            return await store.rows()
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, read()).result()
 
 
 @contextlib.asynccontextmanager

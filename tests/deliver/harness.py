@@ -15,12 +15,11 @@ from pydantic import SecretStr
 
 from notifier.deliver.factory import Senders, build_senders
 from notifier.deliver.lanes import Delivery
-from notifier.outbox.aio import AsyncOutbox
 from notifier.outbox.policy import RetryPolicy
-from notifier.outbox.store import NewAlert, Outbox, Row
 from notifier.render.fields import AlertView
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
+from notifier.store import NewAlert, Row, Store, open_store
 from tests.fakes.discord import BOT_TOKEN, FakeDiscord
 from tests.fakes.telegram import FakeTelegram
 
@@ -73,13 +72,13 @@ def new_alert(
 
 
 class Harness:
-    def __init__(self, outbox: AsyncOutbox, delivery: Delivery, senders: Senders) -> None:
+    def __init__(self, outbox: Store, delivery: Delivery, senders: Senders) -> None:
         self.outbox = outbox
         self.delivery = delivery
         self.senders = senders
 
     async def enqueue(self, *alerts: NewAlert) -> None:
-        await self.outbox.enqueue(list(alerts), now=time.time())
+        await self.outbox.enqueue(list(alerts), now=time.time(), fence=None)
         for alert in alerts:
             self.delivery.wake(alert.destination)
 
@@ -89,15 +88,17 @@ class Harness:
         return row
 
     async def wait_state(self, key: str, state: str, timeout: float = 20.0) -> Row:
-        """Wait for a row to reach `state`, re-checked after each delivery outcome."""
+        """Wait for a row to reach `state`, re-checked after each delivery outcome.
 
-        def reached() -> bool:
-            row = self.outbox.sync.get(key)
-            return row is not None and row.state == state
-
-        async with asyncio.timeout(timeout), self.delivery.settled:
-            await self.delivery.settled.wait_for(reached)
-        return await self.row(key)
+        The row is read while holding the condition's lock: an outcome recorded during
+        the read is notified only after `wait()` releases it, so none is missed."""
+        settled = self.delivery.settled
+        async with asyncio.timeout(timeout), settled:
+            while True:
+                row = await self.outbox.get(key)
+                if row is not None and row.state == state:
+                    return row
+                await settled.wait()
 
 
 def rules_for(
@@ -127,7 +128,7 @@ async def harness(
     rules_file = rules_for(telegram, discord, destinations)
     senders = build_senders(rules_file, settings, limits_scale=limits_scale)
     await senders.start()
-    outbox = AsyncOutbox(Outbox(str(tmp_path / "outbox.db"), durable=False))
+    outbox = await open_store(str(tmp_path / "outbox.db"), instance="harness", durable=False)
     delivery = Delivery(
         outbox,
         senders.by_name,
@@ -143,4 +144,4 @@ async def harness(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         await senders.close()
-        outbox.close()
+        await outbox.close()

@@ -8,9 +8,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from notifier.outbox.store import PENDING, SENDING, SENT, Outbox
+import pytest
+
+from notifier.store import PENDING, SENDING, SENT, Store, open_store
 from tests.deliver.harness import live_view, new_alert
 from tests.fakes.telegram import FakeTelegram
 
@@ -63,14 +66,21 @@ def delivered(fake: FakeTelegram) -> list[str]:
     return sorted(next(w for w in t.split() if w.startswith("alert-")) for t in texts)
 
 
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Store]:
+    """The worker's outbox file, opened beside it by the test (WAL: both read and write)."""
+    store = await open_store(str(tmp_path / "outbox.db"), instance="test", durable=False)
+    yield store
+    await store.close()
+
+
 async def test_sigkill_between_send_and_record_redelivers_only_what_was_in_flight(
-    tmp_path: Path, fake_telegram: FakeTelegram
+    tmp_path: Path, outbox: Store, fake_telegram: FakeTelegram
 ) -> None:
     db, rules = tmp_path / "outbox.db", tmp_path / "rules.yaml"
     rules.write_text("destinations: {group: {telegram: {chat_id: -100123}}}\n")
-    outbox = Outbox(str(db))
     alerts = [new_alert("group", live_view(f"alert-{n}"), key=f"key-{n}") for n in range(5)]
-    outbox.enqueue(alerts, now=time.time())
+    await outbox.enqueue(alerts, now=time.time(), fence=None)
     # The third message reaches Telegram, but its answer never reaches the worker.
     fake_telegram.fail(200, "", delay=60.0, methods=("sendMessage",), skip=2)
     worker = await start_worker(db, rules, fake_telegram)
@@ -81,7 +91,7 @@ async def test_sigkill_between_send_and_record_redelivers_only_what_was_in_fligh
     worker.send_signal(signal.SIGKILL)
     await worker.wait()
 
-    states = {a.key: (outbox.get(a.key) or alerts[0]).state for a in alerts}  # type: ignore[union-attr]
+    states = {r.key: r.state for r in await outbox.rows()}
     assert states == {
         "key-0": SENT,
         "key-1": SENT,
@@ -93,7 +103,7 @@ async def test_sigkill_between_send_and_record_redelivers_only_what_was_in_fligh
     restarted = await start_worker(db, rules, fake_telegram)
     try:
         await sent_keys(restarted, {"key-2", "key-3", "key-4"})
-        assert all(outbox.get(a.key).state == SENT for a in alerts)  # type: ignore[union-attr]
+        assert {r.key: r.state for r in await outbox.rows()} == dict.fromkeys(states, SENT)
     finally:
         restarted.terminate()
         await restarted.wait()

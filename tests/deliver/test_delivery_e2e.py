@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from notifier.outbox.store import DEAD, DROPPED, SENT
 from notifier.render.fields import AlertView, ended_fields
+from notifier.store import DEAD, DROPPED, SENT
 from tests.deliver.harness import harness, live_view, new_alert
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram

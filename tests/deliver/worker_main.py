@@ -11,18 +11,19 @@ import sys
 from notifier.deliver.factory import build_senders
 from notifier.deliver.lanes import Delivery
 from notifier.log import setup as setup_logging
-from notifier.outbox.aio import AsyncOutbox
 from notifier.outbox.policy import RetryPolicy
-from notifier.outbox.store import Outbox
 from notifier.rules.loader import load_file
 from notifier.settings import Settings
+from notifier.store import open_store
 
 
 async def main(db: str, rules: str, lease: float) -> None:
     setup_logging("json")
     senders = build_senders(load_file(rules), Settings())
     await senders.start()
-    outbox = AsyncOutbox(Outbox(db))
+    # No release_leases at start: a row the killed worker held is claimed again only
+    # once its lease has run out, as a second process sharing the file would.
+    outbox = await open_store(db, instance="crash-worker")
     delivery = Delivery(
         outbox, senders.by_name, lease=lease, policy=RetryPolicy(base=0.05, cap=0.2)
     )

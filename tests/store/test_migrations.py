@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from notifier.outbox.store import NewAlert as OldAlert
-from notifier.outbox.store import Outbox
 from notifier.store import PENDING, SENDING, SENT, SchemaTooNew, Store, open_store
 from notifier.store.migrations import LATEST
 from tests.store.conftest import OpenStore, alert
@@ -45,33 +43,77 @@ async def test_without_migrate_status_lists_pending_and_migrate_applies_them(
         await store.close()
 
 
+# The schema of the outbox file that came before the store package (its version 1), as
+# that code wrote it: kept here verbatim, so the upgrade is tested against the real thing.
+V1_SCHEMA = """
+CREATE TABLE alerts (
+    key TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL DEFAULT 'send',
+    ref_key TEXT,
+    subject TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    event_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    message_id TEXT,
+    sent_at REAL,
+    last_error TEXT
+);
+CREATE INDEX alerts_due ON alerts (destination, state, next_attempt_at);
+CREATE INDEX alerts_identity ON alerts (identity);
+CREATE TABLE kv (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE live (
+    user_id INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    peak_viewers INTEGER,
+    data TEXT NOT NULL
+);
+"""
+
+
+def write_v1_file(path: str) -> None:
+    """A version-1 file in WAL mode as the old outbox left it: three alerts enqueued at
+    1.0, two claimed at 2.0 with a 30 s lease, one of them sent; engine state; a live
+    channel."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(V1_SCHEMA)
+    db.execute("PRAGMA user_version=1")
+    columns = (
+        "key, destination, rule, kind, subject, identity, payload, state, attempts,"
+        " created_at, event_at, next_attempt_at, lease_until, message_id, sent_at"
+    )
+    db.executemany(
+        f"INSERT INTO alerts ({columns}) VALUES (?, 'me', 'r', 'live', '1', ?, ?, ?, ?,"
+        " 1.0, 1.0, 1.0, ?, ?, ?)",
+        [
+            ("a", "id-a", '{"view": {"k": "a"}}', "sent", 1, None, "t:1", 3.0),
+            ("b", "id-b", '{"view": {"k": "b"}}', "sending", 1, 32.0, None, None),
+            ("c", "id-c", '{"view": {"k": "c"}}', "pending", 0, None, None, None),
+        ],
+    )
+    db.execute("INSERT INTO kv (name, value) VALUES (?, ?)", ("engine", '{"v": 1}'))
+    db.execute(
+        "INSERT INTO live (user_id, identity, started_at, peak_viewers, data)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (5, "e5", 1.0, 4, '{"rule": "r"}'),
+    )
+    db.close()
+
+
 async def test_the_outbox_file_of_before_is_upgraded_in_place_with_its_rows(
     tmp_path: Path,
 ) -> None:
     path = str(tmp_path / "state.db")
-    old = Outbox(path)
-    old.enqueue(
-        [
-            OldAlert(
-                key=k,
-                destination="me",
-                rule="r",
-                kind="live",
-                subject="1",
-                identity=f"id-{k}",
-                payload={"view": {"k": k}},
-                event_at=1.0,
-            )
-            for k in "abc"
-        ],
-        now=1.0,
-        state={"engine": '{"v": 1}'},
-    )
-    old.claim("me", now=2.0, lease=30.0, limit=2)
-    old.mark_sent("a", message_id="t:1", now=3.0)
-    old.set_live(5, identity="e5", started_at=1.0, viewers=4, data={"rule": "r"})
-    assert old.schema_version == 1
-    old.close()
+    write_v1_file(path)
 
     store = await open_store(path, instance="a")
     try:

@@ -133,6 +133,14 @@ async def test_enqueue_leased_hands_the_lanes_share_already_leased(store: Store)
     assert again == ([], []), "once per key"
 
 
+async def test_rows_handed_by_enqueue_leased_are_not_claimed_while_leased(store: Store) -> None:
+    await store.enqueue_leased(
+        [alert("a"), alert("b")], now=1.0, lease=300.0, room={"me": 1}, fence=None
+    )
+    claimed = await store.claim("me", now=2.0, lease=5.0, limit=5)
+    assert [r.key for r in claimed] == ["b"], "a is in the lane's hands already"
+
+
 async def test_release_leases_frees_only_what_this_backend_knows_is_orphaned(
     open_instance: OpenStore,
 ) -> None:
