@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import socket
@@ -23,6 +24,7 @@ from typing import Any, TextIO
 
 from notifier import systemd
 from notifier.deliver.base import Sender
+from notifier.deliver.chats import Chats
 from notifier.deliver.factory import Senders, build_senders
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
@@ -43,6 +45,7 @@ from notifier.rules.stream import Compiled, compile_rules
 from notifier.rules.subscriptions import parse_destination
 from notifier.settings import Settings
 from notifier.stages.context import Core, Health, Rules
+from notifier.stages.decisions import DecisionRecorder
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ingest import Ingest
 from notifier.stages.ops_http import OpsHttp, Watch
@@ -187,6 +190,7 @@ class App:
             lease=self.options.lease,
             on_reachability=self._reachability,
             unreachable=tuple(self.health.destinations),
+            chats=self._chats,
             chat_sender=lambda name: self._chat_sender(senders, name),
         )
 
@@ -206,7 +210,10 @@ class App:
                 limits_scale=self.options.limits_scale,
             )
         target = TelegramTarget(chat_id=int(found.id), thread_id=found.thread_id)
-        return TelegramSender(name, target, senders.bot)
+        commands = self.core.rules.file.bots.telegram.commands
+        private = not found.id.startswith("-")
+        keyboard = functools.partial(_alert_keyboard, private=private) if commands else None
+        return TelegramSender(name, target, senders.bot, keyboard=keyboard)
 
     def _reachability(self, destination: str, problem: str | None) -> None:
         label = destination_label(destination)
@@ -258,6 +265,7 @@ class App:
 
     async def _run(self, store: Store) -> int:
         options = self.options
+        self._chats = Chats(store)
         self.holder = holder = DeliveryHolder(
             store,
             self.senders,
@@ -298,6 +306,7 @@ class App:
                 "state",
                 "prune",
                 "subscriptions",
+                "decisions",
                 "reloader",
                 "delivery",
             ),
@@ -461,6 +470,8 @@ class App:
             rules_changed=self.rules_changed,
         )
         await self._reference_data(core, ingest)
+        decisions = DecisionRecorder(store)
+        core.on_decisions = decisions.add
         subscriptions = SubscriptionSync(core, store)
         await subscriptions.sync()  # before the freeze: they live as long as the rules
         gc.collect()
@@ -472,6 +483,7 @@ class App:
             "state": state.run,
             "prune": Pruner(store, retention=settings.retention).run,
             "subscriptions": subscriptions.run,
+            "decisions": decisions.run,
         }
         try:
             async with asyncio.TaskGroup() as group:
@@ -512,6 +524,20 @@ class App:
                 price=asset.price,
             )
             await core.evaluate(update, now, caught_up=True)
+
+
+def _alert_keyboard(
+    payload: dict[str, Any], bot_username: str, *, private: bool
+) -> dict[str, Any] | None:
+    """The buttons under a chat subscription's live alert (see notifier/bots/telegram.py):
+    Unfollow and Mute 1h in a DM, Follow in DM in a group or channel."""
+    from notifier.bots.telegram import alert_keyboard
+
+    view = payload.get("view") or {}
+    user_id = (view.get("fields") or {}).get("user_id")
+    if view.get("kind") != "live" or not isinstance(user_id, int):
+        return None
+    return alert_keyboard(chat_is_private=private, user_id=user_id, bot_username=bot_username)
 
 
 def _register_webhook_secrets(compiled: Compiled) -> None:

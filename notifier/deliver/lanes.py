@@ -14,6 +14,7 @@ from typing import Any
 
 from notifier.backoff import full_jitter
 from notifier.deliver.base import GATE, NotModified, Sender
+from notifier.deliver.chats import Chats, Verdict, digest_payload
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
@@ -40,6 +41,7 @@ class Delivery:
         on_reachability: Callable[[str, str | None], None] | None = None,
         chat_sender: Callable[[str], Sender | None] | None = None,
         unreachable: Iterable[str] = (),
+        chats: Chats | None = None,
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -56,6 +58,7 @@ class Delivery:
         # Chat subscriptions' destinations ("@tg:<chat>", ...) get a sender and a lane when
         # they have work, and give them up when idle: 20,000 chats, not 20,000 tasks.
         self.chat_sender = chat_sender
+        self.chats = chats  # paused, muted and quiet chats (chat destinations only)
         self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         # Destinations that were down when this delivery was made (a reload makes a new one
@@ -291,7 +294,6 @@ class Delivery:
                 self.settled.notify_all()
 
     async def _attempt(self, sender: Sender, row: Row) -> float:
-        message_id: str | None = None
         now = self.clock()
         if now - row.created_at > self.policy.max_age:
             reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
@@ -299,6 +301,28 @@ class Delivery:
                 reason += f" (last error: {row.last_error})"
             await self._dead(row, reason, now)
             return 0.0
+        if self.chats is not None and row.action == "send" and row.destination.startswith("@"):
+            decision = await self.chats.decide(row.destination, now)
+            if decision.verdict is Verdict.DROP:
+                await self.outbox.drop(row.key)
+                event(
+                    _log, "alert.dropped", dest=row.destination, key=row.key, reason=decision.reason
+                )
+                return 0.0
+            if decision.verdict is Verdict.HOLD:
+                assert decision.until is not None
+                held = {**row.payload, "held": True}
+                await self.outbox.reschedule(
+                    row.key, at=decision.until, error=decision.reason, payload=held, refund=True
+                )
+                return 0.0
+            if row.payload.get("held"):
+                return await self._digest(sender, row, now)
+        return await self._deliver(sender, row)
+
+    async def _deliver(self, sender: Sender, row: Row) -> float:
+        """Send, edit or delete one row and record what the chat API said."""
+        message_id: str | None = None
         if row.action in ("edit", "delete"):
             ref = await self.outbox.get(row.ref_key) if row.ref_key else None
             if ref is None or ref.state in (DEAD, DROPPED):
@@ -352,8 +376,53 @@ class Delivery:
         )
         return 0.0
 
+    async def _digest(self, sender: Sender, row: Row, now: float) -> float:
+        """A held row is due: everything else waiting for this chat goes with it, as one
+        message, instead of a burst of old alerts."""
+        claimed = await self.outbox.claim(row.destination, now=now, lease=self.lease, limit=49)
+        rows = [row] + [r for r in claimed if r.action == "send"]
+        for other in claimed:
+            if other.action != "send":  # edits wait for their turn
+                await self.outbox.reschedule(other.key, at=now, error="after a digest", refund=True)
+        if len(rows) == 1:
+            return await self._deliver(sender, row)
+        windows = sender.windows()
+        slots = await GATE.acquire(windows)
+        try:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    message_id = await sender.send(digest_payload(rows))
+            finally:
+                GATE.release(windows, slots)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for other in rows[1:]:
+                await self.outbox.reschedule(other.key, at=now, error="digest failed", refund=True)
+            return await self._failed(sender, row, sender.classify(exc))
+        now = self.clock()
+        await self.outbox.mark_sent_many([(r.key, message_id) for r in rows], now=now)
+        self.sent_count += len(rows)
+        label = destination_label(row.destination)
+        self.metrics.sent.labels(destination=label).inc(len(rows))
+        self.metrics.digests.labels(destination=label).inc()
+        event(_log, "alert.digest", dest=row.destination, alerts=len(rows))
+        return 0.0
+
     async def _failed(self, sender: Sender, row: Row, failure: Failure) -> float:
         now = self.clock()
+        if self.chats is not None and row.destination.startswith("@"):
+            if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
+                await self.chats.migrated(row.destination, failure.new_chat_id, now)
+            elif failure.outcome is Outcome.PERMANENT and _refused_for_good(failure.reason):
+                await self.chats.pause(row.destination, failure.reason, now)
+                event(
+                    _log,
+                    "chat.paused",
+                    logging.WARNING,
+                    dest=row.destination,
+                    reason=failure.reason,
+                )
         if failure.outcome is Outcome.UNREACHABLE:
             # Not this alert's fault: it keeps its attempts; the whole lane waits.
             pause = now + self._unreachable_for(row.destination, failure.reason)
@@ -408,6 +477,22 @@ class Delivery:
             key=row.key,
             reason=reason,
         )
+
+
+def _refused_for_good(reason: str) -> bool:
+    """The chat itself will not take alerts (blocked, removed, deleted, no permission)."""
+    text = reason.lower()
+    return any(
+        s in text
+        for s in (
+            "forbidden",
+            "chat not found",
+            "unknown channel",
+            "missing access",
+            "missing permissions",
+            "cannot send messages to this user",
+        )
+    )
 
 
 async def _first(*waits: Any) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from typing import Any
 
 # RetryAfter.retry_after as a timedelta, without PTB's deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
-from telegram import Bot, LinkPreviewOptions, Message
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -70,9 +71,18 @@ class TelegramBot:
 class TelegramSender:
     channel = "telegram"
 
-    def __init__(self, name: str, target: TelegramTarget, bot: TelegramBot) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: TelegramTarget,
+        bot: TelegramBot,
+        *,
+        keyboard: Callable[[dict[str, Any], str], dict[str, Any] | None] | None = None,
+    ) -> None:
         self.name = name
         self.target = target
+        # Buttons under an alert (chat subscriptions): payload, bot username -> markup JSON.
+        self._keyboard = keyboard
         self.chat_id: int | str = target.chat_id
         self._bot = bot
         count, seconds = GROUP_LIMIT if _is_group(target.chat_id) else PRIVATE_LIMIT
@@ -97,10 +107,19 @@ class TelegramSender:
             options["message_thread_id"] = self.target.thread_id
         return options
 
+    def _markup(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self._keyboard is None:
+            return {}
+        markup = self._keyboard(payload, self._bot.bot.username or "")
+        if markup is None:
+            return {}
+        return {"reply_markup": InlineKeyboardMarkup.de_json(markup, self._bot.bot)}
+
     async def send(self, payload: dict[str, Any]) -> str | None:
         message, plain = _message(payload)
         bot = self._bot.bot
         parse_mode = None if plain else ParseMode.HTML
+        markup = self._markup(payload)
         if message.photo:
             try:
                 sent: Message = await bot.send_photo(
@@ -108,6 +127,7 @@ class TelegramSender:
                     caption=message.html,
                     parse_mode=parse_mode,
                     **self._common(),
+                    **markup,
                 )
                 return f"p:{sent.message_id}"
             except BadRequest as exc:
@@ -120,6 +140,7 @@ class TelegramSender:
             parse_mode=parse_mode,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
             **self._common(),
+            **markup,
         )
         return f"t:{sent.message_id}"
 
@@ -168,6 +189,8 @@ class TelegramSender:
 
 
 def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
+    if "html" in payload:  # made whole elsewhere (a digest of held alerts)
+        return render.TelegramMessage(str(payload["html"]), None), False
     view = AlertView.from_json(payload["view"])
     message = render.render(view, payload.get("template"))
     if payload.get("plain"):

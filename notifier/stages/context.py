@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from notifier.metrics import Metrics
 from notifier.parti.models import ChannelLive, PriceUpdate
-from notifier.rules.engine import Engine, Match
+from notifier.rules.engine import Engine, Match, SubDecision
 from notifier.rules.schema import RulesFile
 from notifier.rules.stream import DEFAULT_META, RuleMeta
 
@@ -65,11 +66,15 @@ class Core:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(MATCH_QUEUE)
         # The engine changed since its state was last saved.
         self.state_dirty = False
+        # Told each live event's decisions for chat subscriptions (for /why).
+        self.on_decisions: Callable[[list[SubDecision]], None] | None = None
 
     async def evaluate(self, ev: ChannelLive | PriceUpdate, at: float, *, caught_up: bool) -> int:
         """Run one event through the engine; its matches join the queue (back-pressure, never
         a drop). Returns how many matched."""
         result = self.rules.engine.evaluate(ev, at)
+        if result.sub_decisions and self.on_decisions is not None:
+            self.on_decisions(result.sub_decisions)
         if result.matches:
             self.state_dirty = True
         for match in result.matches:

@@ -1,0 +1,52 @@
+"""Remembers the engine's latest decision per chat and streamer for `/why`, written in the
+background: a popular streamer's go-live decides for thousands of chats at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from notifier.deliver.chats import chat_of
+from notifier.log import event, get_logger, short_error
+from notifier.rules.engine import SubDecision
+from notifier.store import Store
+
+_log = get_logger("decisions")
+FLUSH_EVERY = 1.0
+MAX_PENDING = 50_000  # beyond this the oldest waiting decisions are forgotten (only /why)
+
+
+class DecisionRecorder:
+    def __init__(self, store: Store, *, every: float = FLUSH_EVERY) -> None:
+        self.store = store
+        self.every = every
+        # (platform, chat id, subject) -> (text, at); a newer decision replaces an older one
+        self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def add(self, decisions: Iterable[SubDecision]) -> None:
+        for decision in decisions:
+            chat = chat_of(decision.destination)
+            if chat is None:
+                continue
+            key = (*chat, decision.subject)
+            self._pending.pop(key, None)
+            self._pending[key] = (decision.text, decision.at)
+        while len(self._pending) > MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            await self.flush()
+
+    async def flush(self) -> int:
+        pending, self._pending = self._pending, {}
+        written = 0
+        try:
+            for (platform, chat_id, subject), (text, at) in pending.items():
+                await self.store.record_decision(platform, chat_id, subject, text, at=at)
+                written += 1
+        except Exception as exc:  # /why may be a little stale; alerts are not affected
+            event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
+        return written
