@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the store's schema: status, or apply migrations")
     db.add_argument("action", nargs="?", choices=("status", "migrate"), default="status")
 
+    telegram = sub.add_parser("telegram", help="the Telegram bot's chats (from its commands)")
+    telegram.add_argument("action", choices=("chats",), help="chats: the chats the bot has seen")
+
     subs = sub.add_parser("subs", help="chat watchlists: list, export (YAML), import")
     subs.add_argument("action", nargs="?", choices=("list", "export", "import"), default="list")
     subs.add_argument("file", nargs="?", help="import: the YAML file from subs export")
@@ -134,7 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logsetup.register_settings_secrets(settings)
     # Commands that print data keep stdout for it; the daemon logs to stdout (journald).
-    data_commands = {"parti", "check", "replay", "demo", "send-test", "outbox", "db", "subs"}
+    data_commands = {
+        "parti",
+        "check",
+        "replay",
+        "demo",
+        "send-test",
+        "outbox",
+        "db",
+        "subs",
+        "telegram",
+    }
     logsetup.setup(
         settings.log_format, stream=sys.stderr if args.command in data_commands else None
     )
@@ -162,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args, settings)
         if args.command == "subs":
             return _subs(args, settings)
+        if args.command == "telegram":
+            return _telegram_chats(settings)
         if args.command == "replay":
             return _replay(args, settings)
     except KeyboardInterrupt:
@@ -591,6 +606,29 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _with_store(settings, "subs", work)
+
+
+def _telegram_chats(settings: Settings) -> int:
+    """Every chat the bot has seen (a command, a button, a subscription), with its id: the
+    chat id a rules file's telegram destination takes."""
+
+    async def work(store: Any) -> int:
+        subs = await store.list_subscriptions(platform="telegram")
+        counts: dict[str, int] = {}
+        for found in subs:
+            counts[found.chat_id] = counts.get(found.chat_id, 0) + 1
+        chats = await store.list_chats(platform="telegram")
+        for chat in chats:
+            title = chat.title or "-"
+            state = f"paused: {chat.paused_reason}" if chat.paused_reason else "active"
+            print(
+                f"{chat.chat_id:>16}  {chat.kind:<8} {counts.get(chat.chat_id, 0):>4} subs  "
+                f"{state:<24} {title}"
+            )
+        print(f"{len(chats)} chats")
+        return 0
+
+    return _with_store(settings, "telegram chats", work)
 
 
 def _problems(error: Exception) -> int:

@@ -21,7 +21,7 @@ from notifier.store.base import Store
 _log = get_logger("ops")
 
 
-class AddressInUse(OSError):
+class AddressInUse(Exception):
     """NOTIFIER_HTTP_ADDR cannot be bound (the message says why, in one line)."""
 
 
@@ -123,7 +123,7 @@ class OpsHttp:
             await self._runner.cleanup()
             self._runner = None
             raise AddressInUse(
-                exc.errno, f"NOTIFIER_HTTP_ADDR {self.addr}: cannot listen: {exc.strerror}"
+                f"NOTIFIER_HTTP_ADDR {self.addr}: cannot listen: {exc.strerror}"
             ) from None
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -282,6 +282,10 @@ class Store(Protocol):
 
     async def get_chat(self, platform: str, chat_id: str) -> Chat | None: ...
 
+    async def list_chats(self, *, platform: str | None = None, limit: int = 10_000) -> list[Chat]:
+        """Known chats, the most recently active first (`notifier telegram chats`)."""
+        ...
+
     async def set_chat_fields(
         self,
         platform: str,

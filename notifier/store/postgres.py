@@ -786,6 +786,17 @@ class PostgresStore:
             found = await cur.fetchone()
         return None if found is None else _chat(found)
 
+    async def list_chats(self, *, platform: str | None = None, limit: int = 10_000) -> list[Chat]:
+        where = "" if platform is None else " WHERE platform = %s"
+        params: tuple[object, ...] = () if platform is None else (platform,)
+        async with self._tx() as cur:
+            await cur.execute(
+                f"SELECT {_CHAT_COLUMNS} FROM chats{where} ORDER BY updated_at DESC LIMIT %s",
+                (*params, limit),
+            )
+            found = await cur.fetchall()
+        return [_chat(row) for row in found]
+
     async def set_chat_fields(
         self,
         platform: str,
