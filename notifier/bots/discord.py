@@ -76,8 +76,6 @@ AUTOCOMPLETE_SECONDS: Final = 2.0  # Discord waits 3 s for the choices
 LIVE_CACHE_SECONDS: Final = 30.0
 CATEGORY_CACHE_SECONDS: Final = 600.0
 MAX_VIEWERS: Final = 10_000_000
-# What the bot itself writes to a chat's paused_reason when it loses a channel.
-LOST_CHANNEL: Final = frozenset({PAUSED_NO_PERMISSION, PAUSED_NO_ACCESS, PAUSED_DELETED})
 CLEAR_WORDS: Final = frozenset({"", "none", "off", "clear", "-", "remove"})
 OPTION_OF: Final = {
     "title_matches": "title",
@@ -1092,8 +1090,8 @@ class DiscordCommands:
             raise Refusal(missing_text(channel.mention, missing))
 
     async def _remember_channel(self, channel: discord.TextChannel) -> bool:
-        """Record the channel's chat row; a pause for a lost channel ends (its permissions
-        were just checked). True when it was paused."""
+        """Record the channel's chat row; a pause ends (a channel is only paused when the
+        bot lost it, and its permissions there were just checked). True when it was paused."""
         key, now = str(channel.id), self._clock()
         chat = await self._store.upsert_chat(
             PLATFORM,
@@ -1104,7 +1102,7 @@ class DiscordCommands:
             guild_id=str(channel.guild.id),
         )
         self._guild_of_chat[key] = str(channel.guild.id)
-        if chat.paused_reason in LOST_CHANNEL:
+        if chat.paused_reason is not None:
             await self._store.set_chat_fields(PLATFORM, key, now=now, paused_reason=None)
             return True
         return False

@@ -4,6 +4,7 @@ token, and the pause of a channel the bot lost, with a word to the server."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -206,9 +207,19 @@ class DiscordDmSender(_ChatSender):
 # ---- a channel the bot lost ---------------------------------------------------------------
 
 
+def _lost_reason(reason: str) -> str | None:
+    """One of the PAUSED_* reasons for a reason given as such or as a failure's text
+    ("rejected 403 50013: Missing Permissions")."""
+    if reason in _WHY:
+        return reason
+    codes = {int(code) for code in re.findall(r"\b([0-9]{5})\b", reason)}
+    return next((name for code, name in _LOST_CODES.items() if code in codes), None)
+
+
 def pause_notice(channel_id: int, reason: str) -> str:
     """What the server is told when alerts to a channel are paused."""
-    why = _WHY.get(reason, reason)
+    reason = _lost_reason(reason) or reason
+    why = _WHY.get(reason) or f"Discord refused my messages there ({reason[:200]})"
     if reason == PAUSED_DELETED:
         fix = "Use `/parti unfollow` to remove its alerts, or `/parti follow` in another channel."
     else:

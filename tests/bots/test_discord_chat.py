@@ -18,6 +18,7 @@ from notifier.deliver.discord_chat import (
     DiscordChannelSender,
     DiscordDmSender,
     pause_channel,
+    pause_notice,
 )
 from notifier.outbox.policy import Outcome
 from notifier.render.fields import AlertView, ended_fields
@@ -238,7 +239,13 @@ async def test_pause_channel_without_a_system_channel_dms_whoever_configured_it(
         (
             {
                 "view": AlertView(
-                    "live", "r", ended_fields({"user_id": DBR}, ended_at=9.0, peak_viewers=None)
+                    "live",
+                    "r",
+                    ended_fields(
+                        live_payload()["view"]["fields"],
+                        ended_at=1_750_003_600.0,
+                        peak_viewers=None,
+                    ),
                 ).to_json()
             },
             True,
@@ -251,3 +258,17 @@ async def test_pause_channel_without_a_system_channel_dms_whoever_configured_it(
 def test_live_alert_components(payload: dict[str, Any], button: bool) -> None:
     components = live_alert_components(payload)
     assert (components == notify_button_components(DBR)) if button else components is None
+
+
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        (PAUSED_NO_PERMISSION, "I lost permission to post there"),
+        ("rejected 403 50013: Missing Permissions", "I lost permission to post there"),
+        ("rejected 403 50001: Missing Access", "I can no longer see that channel"),
+        ("rejected 404 10003: Unknown Channel", "the channel was deleted"),
+        ("bad request 400 50035: Invalid Form Body", "Discord refused my messages there"),
+    ],
+)
+def test_pause_notice_says_why_in_words(reason: str, says: str) -> None:
+    assert f"are paused: {says}" in pause_notice(ALERTS, reason)

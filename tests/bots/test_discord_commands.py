@@ -200,6 +200,14 @@ def live_payload(user_id: int = DBR, name: str = "DBR") -> dict[str, Any]:
         "category": "Other",
         "viewers": 200,
         "url": f"https://parti.com/creator/parti/{name}",
+        "avatar": "",
+        "image": "",
+        "followers": "",
+        "description": "",
+        "rule": "sub:1",
+        "caught_up": False,
+        "event_id": 80695,
+        "livestream_id": 76436,
         "at": 1_750_000_000.0,
     }
     return {"view": AlertView("live", "sub:1", fields).to_json()}
