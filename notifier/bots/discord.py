@@ -911,10 +911,9 @@ class DiscordCommands:
         removed = await self._store.remove_subscription(
             PLATFORM, key, kind=SubscriptionKind.LIVE, target=str(user_id)
         )
-        name = f"**{echo(await self._resolver.name_of(user_id))}**"
-        if removed:
-            return Answer(f"You won't get DMs about {name} any more.")
         streamer = Streamer(user_id, await self._resolver.name_of(user_id))
+        if removed:
+            return Answer(f"You won't get DMs about **{echo(streamer.user_name)}** any more.")
         return Answer(await self._add_dm(interaction.user, streamer) + " Press again to stop.")
 
     async def _add_dm(self, user: discord.abc.User, streamer: Streamer) -> str:

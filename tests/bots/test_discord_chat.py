@@ -70,7 +70,18 @@ def channel_sender(hub: DiscordHub, channel: int = ALERTS) -> DiscordChannelSend
 
 
 def price_payload() -> dict[str, Any]:
-    fields = {"asset": "BTC", "price": "110,000", "line": "100,000", "direction": "up"}
+    fields = {
+        "asset": "BTC",
+        "ticker": "bitcoin",
+        "price": "110,000",
+        "line": "100,000",
+        "direction": "up",
+        "change": "+10.00%",
+        "window": "",
+        "rule": "sub:2",
+        "kind": "line",
+        "at": 1_750_000_000.0,
+    }
     return {"view": AlertView("price", "sub:2", fields).to_json()}
 
 

@@ -258,6 +258,32 @@ async def test_cancelling_run_closes_the_gateway_session(
     assert closed["close_code"] == 1000 and bot.bot is None
 
 
+async def test_a_token_reset_while_running_ends_run_with_one_line(
+    start_bot: Starter, running: Running, rest: FakeDiscord, gateway: FakeDiscordGateway
+) -> None:
+    bot = await start_bot()
+    ((_, task),) = running.bots
+    running.bots.clear()
+    old = rest.bot_token
+    rest.regenerate_token()
+    gateway.drop_connection()  # the client resumes with the old token: closed with 4004
+    with pytest.raises(DiscordBotError) as refused:
+        async with asyncio.timeout(WAIT):
+            await task
+    assert str(refused.value) == "Discord refused the bot token (gateway 4004)"
+    assert old not in str(refused.value) and bot.bot is None
+
+
+async def test_too_many_commands_get_a_slow_down(
+    start_bot: Starter, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    await start_bot(limits=DiscordLimits(commands_per_minute=1))
+    await command(gateway, MEMBER, "me list")
+    answer = await command(gateway, MEMBER, "me follow", {"streamer": "DBR"})
+    assert answer == answer | {"content": "Slow down, please: I answer again in a minute."}
+    assert answer["ephemeral"] and await live_follows(store, f"dm:{MEMBER}") == []
+
+
 async def test_sync_guild_registers_the_commands_in_one_server(rest: FakeDiscord) -> None:
     names = await sync_guild(rest.bot_token, rest.api_url, GUILD)
     assert names == ["parti"]
