@@ -22,10 +22,10 @@ from telegram.error import (
     TelegramError,
     TimedOut,
 )
-from telegram.request import HTTPXRequest
 
 from notifier.deliver.base import NotModified
 from notifier.deliver.limits import SlidingWindow
+from notifier.deliver.tg_request import AiohttpRequest
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import telegram as render
@@ -36,6 +36,7 @@ from notifier.rules.schema import TelegramTarget
 BOT_LIMIT = (30, 1.0)
 PRIVATE_LIMIT = (1, 1.0)
 GROUP_LIMIT = (20, 60.0)
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)  # immutable: built once, sent with every text
 
 
 class TelegramBot:
@@ -45,14 +46,22 @@ class TelegramBot:
         self, token: str, api_url: str, *, limits_scale: float = 1.0, timeout: float = 15.0
     ) -> None:
         # A connection for every message a second allows, so none waits for the pool.
-        request = HTTPXRequest(
+        request = AiohttpRequest(
             connection_pool_size=max(64, int(2 * BOT_LIMIT[0] * limits_scale)),
             read_timeout=timeout,
             write_timeout=timeout,
             connect_timeout=min(timeout, 10.0),
             pool_timeout=timeout,
         )
-        self.bot = Bot(token, base_url=f"{api_url.rstrip('/')}/bot", request=request)
+        # This bot only sends: the request PTB keeps for getUpdates is never used, so it
+        # gets a small one of ours rather than an httpx client of its own.
+        self.bot = Bot(
+            token,
+            base_url=f"{api_url.rstrip('/')}/bot",
+            request=request,
+            get_updates_request=(updates := AiohttpRequest(connection_pool_size=1)),
+        )
+        self._requests = (request, updates)
         self.limits_scale = limits_scale
         self.window = SlidingWindow(int(BOT_LIMIT[0] * limits_scale), BOT_LIMIT[1], shared=True)
         self._started = False
@@ -66,6 +75,8 @@ class TelegramBot:
         if self._started:
             await self.bot.shutdown()
             self._started = False
+        for request in self._requests:  # also after a start that failed half-way
+            await request.shutdown()
 
 
 class TelegramSender:
@@ -138,7 +149,7 @@ class TelegramSender:
         sent = await bot.send_message(
             text=message.html,
             parse_mode=parse_mode,
-            link_preview_options=LinkPreviewOptions(is_disabled=True),
+            link_preview_options=_NO_PREVIEW,
             **self._common(),
             **markup,
         )
@@ -162,7 +173,7 @@ class TelegramSender:
                     message_id=int(number),
                     text=message.html,
                     parse_mode=parse_mode,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    link_preview_options=_NO_PREVIEW,
                 )
         except BadRequest as exc:
             if "not modified" in exc.message.lower():

@@ -1,20 +1,34 @@
 """The embedded SQLite store: one file, one process, every call on one dedicated thread.
 
-WAL mode. Commits that record alerts and their outcomes are fsynced (`synchronous=FULL`
-when durable); lease and clean-up writes are not: losing one in a power cut only makes a
-row due again. With one process owning the file every role is simply held by it.
+WAL mode, `synchronous=NORMAL`: every commit is in the WAL before its caller hears back,
+which survives a killed process. A durable store also survives a power cut by fsyncing
+the WAL in groups on a thread of its own (group commit): calls queued behind each other
+share one transaction, and every commit that needs the disk is covered by the next fsync
+that starts after it, so one fsync serves all the writers that came while the last one
+ran. Callers that write alerts, engine state or subscriptions (and claims, which may hand
+out fresh rows) hear back after their fsync; outcomes of sends hear back after their
+commit, their fsync follows at once (a power cut in between makes the alert go out again,
+never lost); leases and clean-up wait for no fsync at all (a lost lease only makes its
+row due again). With one process owning the file every role is simply held by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import functools
 import json
+import os
+import queue
 import sqlite3
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, ParamSpec, TypeVar
 
 from notifier.store.base import INGEST, OutboxWatch
 from notifier.store.errors import FencedOut, SchemaTooNew, StoreError, StoreUnavailable
@@ -91,22 +105,25 @@ def _live(values: Sequence[Any]) -> LiveRecord:
 class _Core:
     """The synchronous store; only ever called from the store's one thread."""
 
-    def __init__(self, path: str, *, durable: bool, instance: str) -> None:
+    def __init__(self, path: str, *, instance: str) -> None:
         self.instance = instance
-        self._durable = durable
-        self._db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL fsyncs every commit (survives power loss); NORMAL survives process crashes.
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        # Inside the runner's transaction, where a savepoint makes each call atomic.
+        self.grouped = False
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self.wal = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+        # The durable store fsyncs the WAL itself, in groups (see `_Flusher`).
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self._db = self.db
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
+        if self.grouped:
+            yield
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -114,20 +131,6 @@ class _Core:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-
-    @contextmanager
-    def _lease_tx(self) -> Iterator[None]:
-        """A transaction that need not survive a power cut: a lost lease only makes its
-        row due again, so it is written to the WAL without waiting for the disk (the next
-        durable commit flushes it)."""
-        if self._durable:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._tx():
-                yield
-        finally:
-            if self._durable:
-                self._db.execute("PRAGMA synchronous=FULL")
 
     def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
         found = self._db.execute(query, params).fetchone()
@@ -224,7 +227,7 @@ class _Core:
         return added, rows
 
     def release_leases(self) -> int:
-        with self._lease_tx():
+        with self._tx():
             cursor = self._db.execute(
                 "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL"
                 " WHERE state = ?",
@@ -234,7 +237,7 @@ class _Core:
         return cursor.rowcount
 
     def claim(self, destination: str, *, now: float, lease: float, limit: int) -> list[Row]:
-        with self._lease_tx():
+        with self._tx():
             found = self._db.execute(
                 f"UPDATE alerts SET state = ?, lease_until = ?, lease_owner = ?,"
                 f" attempts = attempts + 1"
@@ -372,7 +375,7 @@ class _Core:
         return None if at is None else float(at)
 
     def prune_sent(self, before: float, *, limit: int) -> int:
-        with self._lease_tx():
+        with self._tx():
             cursor = self._db.execute(
                 "DELETE FROM alerts WHERE key IN (SELECT key FROM alerts"
                 " WHERE state IN (?, ?) AND created_at < ? AND COALESCE(sent_at, created_at) < ?"
@@ -384,7 +387,7 @@ class _Core:
     # ---- destination leases ------------------------------------------------------
 
     def try_lease_destination(self, destination: str, *, now: float, ttl: float) -> bool:
-        with self._lease_tx():
+        with self._tx():
             found = self._db.execute(
                 "INSERT INTO destination_leases (destination, owner, lease_until)"
                 " VALUES (?, ?, ?) ON CONFLICT (destination) DO UPDATE"
@@ -397,7 +400,7 @@ class _Core:
         return found is not None
 
     def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
-        with self._lease_tx():
+        with self._tx():
             cursor = self._db.execute(
                 "UPDATE destination_leases SET lease_until = ? WHERE destination = ? AND owner = ?",
                 (now + ttl, destination, self.instance),
@@ -405,7 +408,7 @@ class _Core:
         return cursor.rowcount == 1
 
     def release_destination(self, destination: str) -> None:
-        with self._lease_tx():
+        with self._tx():
             self._db.execute(
                 "DELETE FROM destination_leases WHERE destination = ? AND owner = ?",
                 (destination, self.instance),
@@ -537,6 +540,14 @@ class _Core:
             (platform, chat_id),
         ).fetchone()
         return None if found is None else _chat(found)
+
+    def list_chats(self, platform: str | None, limit: int) -> list[Chat]:
+        query = f"SELECT {_CHAT_COLUMNS} FROM chats"
+        params: tuple[object, ...] = ()
+        if platform is not None:
+            query, params = query + " WHERE platform = ?", (platform,)
+        rows = self._db.execute(query + " ORDER BY updated_at DESC LIMIT ?", (*params, limit))
+        return [_chat(found) for found in rows.fetchall()]
 
     def set_chat_fields(
         self, platform: str, chat_id: str, *, now: float, fields: Mapping[str, object]
@@ -731,6 +742,299 @@ class _Core:
         return None if found is None else Decision(found[0], float(found[1]))
 
 
+class _Sync(enum.Enum):
+    """How far a call's commit gets before its caller hears back (durable stores)."""
+
+    DISK = "disk"  # its fsync: alerts, engine state, subscriptions, claims
+    COMMIT = "commit"  # its commit; the fsync follows at once: outcomes of sends
+    LEASE = "lease"  # its commit; fsynced with whatever comes next: leases, clean-up
+
+
+# Calls by name that need less than the disk (every other call that writes needs it).
+_SYNC: Final = {
+    "mark_sent": _Sync.COMMIT,
+    "mark_sent_many": _Sync.COMMIT,
+    "reschedule": _Sync.COMMIT,
+    "mark_dead": _Sync.COMMIT,
+    "release_leases": _Sync.LEASE,
+    "prune_sent": _Sync.LEASE,
+    "try_lease_destination": _Sync.LEASE,
+    "renew_destination": _Sync.LEASE,
+    "release_destination": _Sync.LEASE,
+}
+_GROUP: Final = 256  # calls in one transaction at most
+_FLUSH_AFTER: Final = 0.005  # seconds a commit nobody waits for stays un-fsynced at most
+_CLOSED: Final = "the store is closed"
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    sync: _Sync
+    solo: bool = False  # outside any group: opening, migrations, closing
+
+
+_Result = tuple[_Job, bool, Any]  # the call, whether it succeeded, its value or error
+
+
+def _settle(results: list[_Result]) -> None:
+    for job, ok, value in results:
+        if job.future.done():  # its caller was cancelled
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+def _post(results: list[_Result]) -> None:
+    """Hand results to the callers' event loops (one wake-up per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
+    for result in results:
+        by_loop.setdefault(result[0].loop, []).append(result)
+    for loop, some in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, some)
+
+
+class _Flusher:
+    """Fsyncs the WAL on a thread of its own. A commit that needs the disk is covered by
+    the first fsync that starts after it; while one fsync runs the commits behind it
+    gather for the next, so a busy store does one fsync for many writers, and a quiet
+    one starts each fsync at once. Commits nobody waits for (outcomes) are fsynced with
+    the next one somebody waits for, or `_FLUSH_AFTER` seconds after they were made.
+    An fsync of another descriptor of the same file makes SQLite's own writes durable:
+    it is the file's pages that are flushed."""
+
+    def __init__(self, wal: str, main: str) -> None:
+        self._wal = wal
+        self._main = main
+        self._fd = -1
+        self._cond = threading.Condition()
+        self._wanted = 0  # commits to cover (numbered)
+        self._urgent = 0  # the last of them somebody waits for
+        self._synced = 0  # the last one an fsync covered
+        self._dirty_since = 0.0  # when the first commit after `_synced` was made
+        self._waiting: deque[tuple[int, list[_Result]]] = deque()
+        self._closing = False
+        self._thread = threading.Thread(target=self._serve, name="store-fsync", daemon=True)
+        self._thread.start()
+
+    def committed(self, waiting: list[_Result]) -> None:
+        """A commit to make durable; `waiting` hear back once an fsync covers it."""
+        with self._cond:
+            self._wanted += 1
+            if self._wanted == self._synced + 1:
+                self._dirty_since = time.monotonic()
+                self._cond.notify()  # start the clock
+            if waiting:
+                self._urgent = self._wanted
+                self._waiting.append((self._wanted, waiting))
+                self._cond.notify()
+
+    def close(self) -> None:
+        """Finish the fsyncs owed, then stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _due(self) -> bool:
+        """Wait (holding the condition) until an fsync is due; False: stop."""
+        while True:
+            if self._urgent > self._synced:
+                return True
+            if self._wanted == self._synced:
+                if self._closing:
+                    return False
+                self._cond.wait()
+                continue
+            if self._closing:
+                return True
+            left = self._dirty_since + _FLUSH_AFTER - time.monotonic()
+            if left <= 0:
+                return True
+            self._cond.wait(left)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                if not self._due():
+                    return
+                target = self._wanted
+            error = self._sync()
+            ready: list[_Result] = []
+            with self._cond:
+                self._synced = target
+                if self._wanted > target:  # made while this fsync ran: its clock runs
+                    self._dirty_since = time.monotonic()
+                while self._waiting and self._waiting[0][0] <= target:
+                    ready += self._waiting.popleft()[1]
+            if error is not None:
+                ready = [(job, False, error) for job, _, _ in ready]
+            _post(ready)
+
+    def _sync(self) -> StoreError | None:
+        try:
+            try:
+                if self._fd < 0 or os.fstat(self._fd).st_nlink == 0:  # the WAL was replaced
+                    if self._fd >= 0:
+                        os.close(self._fd)
+                        self._fd = -1
+                    self._fd = os.open(self._wal, os.O_RDONLY)
+                _fdatasync(self._fd)
+            except FileNotFoundError:  # no WAL: every commit is in the main file
+                fd = os.open(self._main, os.O_RDONLY)
+                try:
+                    _fdatasync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            return StoreError(f"state file {self._main}: fsync failed: {exc.strerror or exc}")
+        return None
+
+
+_fdatasync: Final = getattr(os, "fdatasync", os.fsync)
+
+
+class _Runner:
+    """The store's one thread. Calls run in the order they came; the calls waiting
+    together share one transaction (a savepoint each, so one call's failure undoes only
+    that call), and a durable store's writes then wait for the flusher."""
+
+    def __init__(self, path: str, *, durable: bool) -> None:
+        self.path = path
+        self.durable = durable
+        self.core: _Core | None = None
+        self.flusher: _Flusher | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        if self._stopped:
+            raise StoreError(_CLOSED)
+        self._jobs.put(job)
+
+    def open(self, instance: str) -> _Core:
+        core = _Core(self.path, instance=instance)
+        if self.durable:
+            if core.wal:
+                self.flusher = _Flusher(self.path + "-wal", self.path)
+            else:  # no WAL (a file system without shared memory): SQLite fsyncs itself
+                core.db.execute("PRAGMA synchronous=FULL")
+        self.core = core
+        return core
+
+    def close(self) -> None:
+        """On the store's thread, after every call queued before it."""
+        if self.flusher is not None:
+            self.flusher.close()
+            self.flusher = None
+        core, self.core = self.core, None
+        if core is not None:
+            core.close()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        closed = loop.create_future()
+        self._jobs.put(_Job(self.close, loop, closed, _Sync.LEASE, solo=True))
+        self._jobs.put(None)
+        try:
+            await closed
+        finally:
+            await loop.run_in_executor(None, self._thread.join)
+
+    def _serve(self) -> None:
+        held: list[_Job | None] = []
+        while True:
+            job = held.pop() if held else self._jobs.get()
+            if job is None:
+                return
+            if job.solo:
+                self._solo(job)
+                continue
+            group = [job]
+            while len(group) < _GROUP:
+                try:
+                    following = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None or following.solo:
+                    held.append(following)
+                    break
+                group.append(following)
+            self._group(group)
+
+    def _solo(self, job: _Job) -> None:
+        try:
+            value = job.work()
+        except Exception as exc:
+            _post([(job, False, exc)])
+            return
+        if job.sync is _Sync.DISK and self.flusher is not None:
+            self.flusher.committed([(job, True, value)])
+        else:
+            _post([(job, True, value)])
+
+    def _group(self, group: list[_Job]) -> None:
+        core = self.core
+        if core is None:
+            _post([(job, False, StoreError(_CLOSED)) for job in group])
+            return
+        db = core.db
+        done: list[tuple[_Job, bool, Any, bool]] = []  # ..., and whether it wrote
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            core.grouped = True
+            for job in group:
+                before = db.total_changes
+                db.execute("SAVEPOINT call")
+                try:
+                    value = job.work()
+                except Exception as exc:
+                    if not db.in_transaction:  # SQLite gave the whole transaction up
+                        raise
+                    db.execute("ROLLBACK TO call")
+                    db.execute("RELEASE call")
+                    done.append((job, False, exc, False))
+                    continue
+                db.execute("RELEASE call")
+                done.append((job, True, value, db.total_changes != before))
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            _post([(job, False, exc) for job in group])
+            return
+        finally:
+            core.grouped = False
+        now: list[_Result] = []
+        later: list[_Result] = []
+        flush = False
+        for job, ok, value, wrote in done:
+            if ok and wrote and self.flusher is not None and job.sync is not _Sync.LEASE:
+                flush = True
+                if job.sync is _Sync.DISK:
+                    later.append((job, ok, value))
+                    continue
+            now.append((job, ok, value))
+        if flush:
+            assert self.flusher is not None
+            self.flusher.committed(later)
+        _post(now)
+
+
 class SqliteStore:
     """The store in one SQLite file; see the module docstring."""
 
@@ -739,7 +1043,7 @@ class SqliteStore:
     def __init__(self, path: str, *, durable: bool = True, instance: str) -> None:
         self.path = path
         self.instance = instance
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._runner = _Runner(path, durable=durable)
         self._core: _Core | None = None
         self._durable = durable
         self._watches: set[OutboxWatch] = set()
@@ -751,7 +1055,7 @@ class SqliteStore:
         store = cls(path, durable=durable, instance=instance)
         try:
             store._core = await store._run(
-                functools.partial(_Core, path, durable=durable, instance=instance)
+                functools.partial(store._runner.open, instance), _Sync.LEASE, solo=True
             )
             if migrate:
                 await store.migrate()
@@ -760,10 +1064,12 @@ class SqliteStore:
             raise
         return store
 
-    async def _run(self, work: Callable[[], T]) -> T:
+    async def _run(self, work: Callable[[], T], sync: _Sync, *, solo: bool = False) -> T:
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._runner.submit(_Job(work, loop, future, sync, solo))
         try:
-            return await loop.run_in_executor(self._executor, work)
+            return await future
         except StoreError:
             raise
         except sqlite3.OperationalError as exc:
@@ -774,26 +1080,25 @@ class SqliteStore:
             raise StoreError(f"state file {self.path}: {exc}") from None
 
     async def _call(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._run(functools.partial(method, *args, **kwargs))
+        sync = _SYNC.get(method.__name__, _Sync.DISK)
+        return await self._run(functools.partial(method, *args, **kwargs), sync)
 
     @property
     def core(self) -> _Core:
         if self._core is None:
-            raise StoreError("the store is closed")
+            raise StoreError(_CLOSED)
         return self._core
 
     async def close(self) -> None:
         for watch in list(self._watches):
             await watch.aclose()
-        core, self._core = self._core, None
-        if core is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, core.close)
-        self._executor.shutdown(wait=True)
+        self._core = None
+        await self._runner.stop()
 
     # ---- schema -------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        return await self._call(self.core.migrate)
+        return await self._run(self.core.migrate, _Sync.DISK, solo=True)
 
     async def status(self) -> SchemaStatus:
         return await self._call(self.core.status)
@@ -992,6 +1297,9 @@ class SqliteStore:
 
     async def get_chat(self, platform: str, chat_id: str) -> Chat | None:
         return await self._call(self.core.get_chat, platform, chat_id)
+
+    async def list_chats(self, *, platform: str | None = None, limit: int = 10_000) -> list[Chat]:
+        return await self._call(self.core.list_chats, platform, limit)
 
     async def set_chat_fields(
         self,

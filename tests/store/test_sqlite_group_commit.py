@@ -1,0 +1,116 @@
+"""SQLite only: group commit (calls queued together share a transaction and an fsync)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from notifier.store import INGEST, PENDING, SENT, FencedOut, StoreError, open_store
+from tests.store.conftest import alert
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_concurrent_writers_on_a_durable_store_each_get_their_own_keys(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        answers = await asyncio.gather(
+            *(
+                store.enqueue([alert(f"k{n}"), alert(f"k{n}b")], now=1.0, fence=None)
+                for n in range(50)
+            )
+        )
+        assert answers == [[f"k{n}", f"k{n}b"] for n in range(50)]
+        assert await store.counts() == {PENDING: 100}
+    finally:
+        await store.close()
+
+
+async def test_a_refused_call_among_concurrent_ones_undoes_only_itself(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        stale = await store.take_role(INGEST, holder="a", now=1.0)
+        fence = await store.take_role(INGEST, holder="b", now=2.0)
+        answers = await asyncio.gather(
+            store.enqueue([alert("before")], now=3.0, fence=fence),
+            store.enqueue([alert("stale")], now=3.0, fence=stale, state={"engine": "old"}),
+            store.enqueue([alert("after")], now=3.0, fence=fence),
+            return_exceptions=True,
+        )
+        assert answers[0] == ["before"] and answers[2] == ["after"]
+        assert isinstance(answers[1], FencedOut)
+        assert await store.get("stale") is None
+        assert await store.get_state("engine") is None
+    finally:
+        await store.close()
+
+
+async def test_outcomes_recorded_together_are_all_kept(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        await store.enqueue([alert(f"k{n}") for n in range(20)], now=1.0, fence=None)
+        rows = await store.claim("me", now=2.0, lease=30.0, limit=20)
+        done = await asyncio.gather(
+            *(store.mark_sent(row.key, message_id=f"t:{n}", now=3.0) for n, row in enumerate(rows))
+        )
+        assert all(done)
+        assert await store.counts() == {SENT: 20}
+    finally:
+        await store.close()
+    reopened = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        assert await reopened.counts() == {SENT: 20}
+    finally:
+        await reopened.close()
+
+
+async def test_an_enqueue_that_returned_survives_a_sigkill_of_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    child = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from notifier.store import open_store
+        from tests.store.conftest import alert
+
+        async def main():
+            store = await open_store({str(path)!r}, instance="a", durable=True)
+            keys = await store.enqueue([alert("kept")], now=1.0, fence=None)
+            print(",".join(keys), flush=True)
+            await asyncio.sleep(3600)
+
+        asyncio.run(main())
+        """
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", child, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = await proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    assert line.strip() == b"kept"
+    store = await open_store(str(path), instance="a", durable=True)
+    try:
+        row = await store.get("kept")
+        assert row is not None and row.state == PENDING
+    finally:
+        await store.close()
+
+
+async def test_a_closed_store_refuses_calls_and_closes_twice_quietly(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.get("a")
