@@ -12,7 +12,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from notifier.render.fields import AlertView, cleaned
+from notifier.render.fields import (
+    AlertView,
+    LiveFields,
+    PriceFields,
+    ScheduledFields,
+    is_ended,
+    is_live,
+    is_price,
+    is_scheduled,
+    is_test,
+)
 from notifier.render.templates import render_template
 from notifier.render.text import (
     DISCORD,
@@ -73,19 +83,30 @@ class DiscordMessage:
 def render(
     view: AlertView, template: str | None = None, *, mention_role: int | None = None
 ) -> DiscordMessage:
-    f = cleaned(view.fields)
+    view = view.cleaned()
     mention = f"<@&{int(mention_role)}> " if mention_role else ""
     content: str | None = None
     if template is not None:
         body = _PING.sub(
-            lambda m: m.group(0) + "\u200b", render_template(template, f, escape=discord_escape)
+            lambda m: m.group(0) + "\u200b",
+            render_template(template, view.fields, escape=discord_escape),
         )
         content = _cut_markdown(body, CONTENT_LIMIT - len(mention))
-    builder = {"live": _live, "price": _price, "scheduled": _scheduled}.get(view.kind, _test)
-    embed = builder(f).build()
+    embed = _embed(view).build()
     if mention:
         content = mention + (content or "")
     return DiscordMessage(content, embed, mention_role)
+
+
+def _embed(view: AlertView) -> _Embed:
+    if is_live(view):
+        return _live(view.fields)
+    if is_price(view):
+        return _price(view.fields)
+    if is_scheduled(view):
+        return _scheduled(view.fields)
+    # A test alert, or a kind this version does not know: the test alert's embed.
+    return _test(view.fields["destination"] if is_test(view) else "")
 
 
 def _cut_markdown(text: str, limit: int) -> str:
@@ -199,80 +220,80 @@ class _Embed:
         return embed
 
 
-def _live(f: dict[str, Any]) -> _Embed:
-    ended = bool(f.get("ended"))
-    url = _link(f.get("url"))
-    name = Field(str(f.get("user_name", "")), NAME_CAP)
+def _live(f: LiveFields) -> _Embed:
+    ended = is_ended(f)
+    url = _link(f["url"])
+    name = Field(str(f["user_name"]), NAME_CAP)
     embed = _Embed(
         COLOURS["ended" if ended else "live"],
-        title=[Field(str(f.get("title") or "") or "Live on Parti")],
+        title=[Field(str(f["title"] or "") or "Live on Parti")],
         author=[name, " was live" if ended else " is live"],
-        footer=["Parti" + (" · caught up after a reconnect" if f.get("caught_up") else "")],
+        footer=["Parti" + (" · caught up after a reconnect" if f["caught_up"] else "")],
         url=url,
         author_url=url,
-        icon=_link(f.get("avatar")),
-        image=None if ended else _link(f.get("image")),
-        timestamp=_timestamp(f.get("at")),
+        icon=_link(f["avatar"]),
+        image=None if ended else _link(f["image"]),
+        timestamp=_timestamp(f["at"]),
     )
-    if f.get("description"):
+    if f["description"]:
         embed.description = [Field(str(f["description"]), PROFILE_CAP)]
-    if f.get("category"):
+    if f["category"]:
         embed.fields.append(("Category", [Field(str(f["category"]), LABEL_CAP)]))
-    if (viewers := _number(f.get("viewers"))) is not None and not ended:
+    if (viewers := _number(f["viewers"])) is not None and not ended:
         embed.fields.append(("Viewers", [viewers]))
-    if (followers := _number(f.get("followers"))) is not None:
+    if (followers := _number(f["followers"])) is not None:
         embed.fields.append(("Followers", [followers]))
-    if ended:
-        embed.fields.append(("Ended", ["lasted ", Field(str(f.get("duration", "")), SHORT_CAP)]))
-        if (peak := _number(f.get("peak_viewers"))) is not None:
+    if is_ended(f):
+        embed.fields.append(("Ended", ["lasted ", Field(str(f["duration"]), SHORT_CAP)]))
+        if (peak := _number(f["peak_viewers"])) is not None:
             embed.fields.append(("Peak viewers", [peak]))
     return embed
 
 
-def _price(f: dict[str, Any]) -> _Embed:
-    up = f.get("direction") == "up"
+def _price(f: PriceFields) -> _Embed:
+    up = f["direction"] == "up"
     arrow = "📈" if up else "📉"
-    asset = Field(str(f.get("asset", "")), SHORT_CAP)
-    change = Field(str(f.get("change", "")), SHORT_CAP)
-    price = Field(str(f.get("price", "")), SHORT_CAP)
-    if f.get("kind") == "move":
-        window = Field(str(f.get("window", "")), SHORT_CAP)
+    asset = Field(str(f["asset"]), SHORT_CAP)
+    change = Field(str(f["change"]), SHORT_CAP)
+    price = Field(str(f["price"]), SHORT_CAP)
+    if f["kind"] == "move":
+        window = Field(str(f["window"]), SHORT_CAP)
         title: list[Part] = [f"{arrow} ", asset, " moved ", change, " within ", window]
         description: list[Part] = ["Now **", price, "**"]
     else:
         side = "above" if up else "below"
-        line = Field(str(f.get("line", "")), SHORT_CAP)
+        line = Field(str(f["line"]), SHORT_CAP)
         title = [f"{arrow} ", asset, f" crossed {side} ", line]
         description = ["Now **", price, "** (", change, " from the line)"]
     return _Embed(
         COLOURS["up" if up else "down"],
         title=title,
         description=description,
-        footer=["rule ", Field(str(f.get("rule", "")), LABEL_CAP)],
-        timestamp=_timestamp(f.get("at")),
+        footer=["rule ", Field(str(f["rule"]), LABEL_CAP)],
+        timestamp=_timestamp(f["at"]),
     )
 
 
-def _scheduled(f: dict[str, Any]) -> _Embed:
-    url = _link(f.get("url"))
+def _scheduled(f: ScheduledFields) -> _Embed:
+    url = _link(f["url"])
     embed = _Embed(
         COLOURS["scheduled"],
-        title=["⏰ Live in ", Field(str(f.get("starts_in", "")), SHORT_CAP)],
-        author=[Field(str(f.get("user_name", "")), NAME_CAP)],
+        title=["⏰ Live in ", Field(str(f["starts_in"]), SHORT_CAP)],
+        author=[Field(str(f["user_name"]), NAME_CAP)],
         url=url,
         author_url=url,
-        timestamp=_timestamp(f.get("starts_at")),
+        timestamp=_timestamp(f["starts_at"]),
     )
-    if f.get("title"):
+    if f["title"]:
         embed.description = [Field(str(f["title"]))]
     return embed
 
 
-def _test(f: dict[str, Any]) -> _Embed:
+def _test(destination: str) -> _Embed:
     return _Embed(
         COLOURS["test"],
         title=["✅ parti-notifier test alert"],
-        description=["destination ", Field(str(f.get("destination", "")), LABEL_CAP)],
+        description=["destination ", Field(str(destination), LABEL_CAP)],
     )
 
 

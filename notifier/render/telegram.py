@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from notifier.render import tg_html
-from notifier.render.fields import AlertView, cleaned
+from notifier.render.fields import (
+    AlertView,
+    LiveFields,
+    PriceFields,
+    ScheduledFields,
+    is_ended,
+    is_live,
+    is_price,
+    is_scheduled,
+    is_test,
+)
 from notifier.render.templates import render_template
 from notifier.render.text import TELEGRAM, Field, Part, fit, shorten, tg_escape, tg_plain
 
@@ -44,15 +54,25 @@ class TelegramMessage:
 
 
 def render(view: AlertView, template: str | None = None) -> TelegramMessage:
-    fields = cleaned(view.fields)
-    photo = _link(fields.get("image")) if view.kind == "live" else None
+    view = view.cleaned()
+    photo = _link(view.fields["image"]) if is_live(view) else None
     limit = CAPTION_LIMIT if photo else TEXT_LIMIT
     if template is not None:
-        body = _fit_markup(render_template(template, fields, escape=tg_escape), limit)
+        body = _fit_markup(render_template(template, view.fields, escape=tg_escape), limit)
         if tg_plain(body).strip():  # Telegram refuses an empty text: else the default below
             return TelegramMessage(body, photo)
-    parts = _BUILDERS.get(view.kind, _test)(fields)
-    return TelegramMessage(fit(parts, limit, TELEGRAM), photo)
+    return TelegramMessage(fit(_parts(view), limit, TELEGRAM), photo)
+
+
+def _parts(view: AlertView) -> list[Part]:
+    if is_live(view):
+        return _live(view.fields)
+    if is_price(view):
+        return _price(view.fields)
+    if is_scheduled(view):
+        return _scheduled(view.fields)
+    # A test alert, or a kind this version does not know: the test alert's words.
+    return _test(view.fields["destination"] if is_test(view) else "")
 
 
 def as_plain(message: TelegramMessage) -> str:
@@ -81,9 +101,9 @@ def _link(url: object) -> str | None:
     return None
 
 
-def _name(f: dict[str, Any]) -> list[Part]:
-    name = Field(str(f.get("user_name", "")), NAME_CAP, order=2)
-    url = _link(f.get("url"))
+def _name(f: LiveFields | ScheduledFields) -> list[Part]:
+    name = Field(str(f["user_name"]), NAME_CAP, order=2)
+    url = _link(f["url"])
     if url is None:
         return ["<b>", name, "</b>"]
     return [f'<b><a href="{tg_escape(url)}">', name, "</a></b>"]
@@ -93,54 +113,54 @@ def _number(value: object) -> str | None:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _live(f: dict[str, Any]) -> list[Part]:
-    ended = bool(f.get("ended"))
+def _live(f: LiveFields) -> list[Part]:
+    ended = is_ended(f)
     parts: list[Part] = ["⚫ " if ended else "🔴 ", *_name(f), " was live" if ended else " is live"]
-    if f.get("caught_up"):
+    if f["caught_up"]:
         parts.append(" <i>(while we were reconnecting)</i>")
-    if f.get("title"):
+    if f["title"]:
         parts += ["\n", Field(str(f["title"]), order=0)]
     facts: list[list[Part]] = []
-    if f.get("category"):
+    if f["category"]:
         facts.append(["🏷 ", Field(str(f["category"]), LABEL_CAP, order=1)])
-    if (viewers := _number(f.get("viewers"))) is not None and not ended:
+    if (viewers := _number(f["viewers"])) is not None and not ended:
         facts.append([f"👀 {viewers} watching"])
-    if (followers := _number(f.get("followers"))) is not None:
+    if (followers := _number(f["followers"])) is not None:
         facts.append([f"👥 {followers} followers"])
     for index, fact in enumerate(facts):
         parts += ["\n" if index == 0 else " · ", *fact]
-    if ended:
-        parts += ["\n<i>Stream ended · lasted ", Field(str(f.get("duration", "")), SHORT_CAP)]
-        if (peak := _number(f.get("peak_viewers"))) is not None:
+    if is_ended(f):
+        parts += ["\n<i>Stream ended · lasted ", Field(str(f["duration"]), SHORT_CAP)]
+        if (peak := _number(f["peak_viewers"])) is not None:
             parts.append(f" · peak {peak} viewers")
         parts.append("</i>")
     return parts
 
 
-def _price(f: dict[str, Any]) -> list[Part]:
-    arrow = "📈" if f.get("direction") == "up" else "📉"
-    head: list[Part] = [f"{arrow} <b>", Field(str(f.get("asset", "")), SHORT_CAP), "</b>"]
-    price: list[Part] = ["\nNow <b>", Field(str(f.get("price", "")), SHORT_CAP), "</b>"]
-    change = Field(str(f.get("change", "")), SHORT_CAP)
-    if f.get("kind") == "move":
-        window = Field(str(f.get("window", "")), SHORT_CAP)
+def _price(f: PriceFields) -> list[Part]:
+    arrow = "📈" if f["direction"] == "up" else "📉"
+    head: list[Part] = [f"{arrow} <b>", Field(str(f["asset"]), SHORT_CAP), "</b>"]
+    price: list[Part] = ["\nNow <b>", Field(str(f["price"]), SHORT_CAP), "</b>"]
+    change = Field(str(f["change"]), SHORT_CAP)
+    if f["kind"] == "move":
+        window = Field(str(f["window"]), SHORT_CAP)
         return [*head, " moved ", change, " within ", window, *price]
-    side = "above" if f.get("direction") == "up" else "below"
-    line = Field(str(f.get("line", "")), SHORT_CAP)
+    side = "above" if f["direction"] == "up" else "below"
+    line = Field(str(f["line"]), SHORT_CAP)
     return [*head, f" crossed {side} <b>", line, "</b>", *price, " (", change, " from the line)"]
 
 
-def _scheduled(f: dict[str, Any]) -> list[Part]:
-    starts_in = Field(str(f.get("starts_in", "")), SHORT_CAP)
+def _scheduled(f: ScheduledFields) -> list[Part]:
+    starts_in = Field(str(f["starts_in"]), SHORT_CAP)
     parts: list[Part] = ["⏰ ", *_name(f), " goes live in ", starts_in]
-    if f.get("title"):
+    if f["title"]:
         parts += ["\n", Field(str(f["title"]), order=0)]
     return parts
 
 
-def _test(f: dict[str, Any]) -> list[Part]:
-    destination = Field(str(f.get("destination", "")), LABEL_CAP)
-    return ["✅ <b>parti-notifier</b> test alert for <code>", destination, "</code>"]
-
-
-_BUILDERS = {"live": _live, "price": _price, "scheduled": _scheduled, "test": _test}
+def _test(destination: str) -> list[Part]:
+    return [
+        "✅ <b>parti-notifier</b> test alert for <code>",
+        Field(str(destination), LABEL_CAP),
+        "</code>",
+    ]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from jinja2 import Template
 
@@ -17,7 +16,9 @@ FIELD_CAP = 1000
 CAPS = {"user_name": 100, "category": 100, "asset": 64, "ticker": 64, "rule": 100}
 
 
-def render_template(source: str, fields: dict[str, Any], *, escape: Callable[[str], str]) -> str:
+def render_template(
+    source: str, fields: Mapping[str, object], *, escape: Callable[[str], str]
+) -> str:
     """The template with every text field capped and escaped by `escape`.
 
     Checked at load time, so a failure here is a bug or a value no sample had: the text
