@@ -18,8 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from notifier.app import App, Options
 from notifier.deliver.lanes import Delivery
+from notifier.demo_chat import TOKEN as DEMO_TOKEN
+from notifier.demo_chat import DemoChat
 from notifier.parti.decode import LIVE, PRICE
 from notifier.parti.simulator import Simulator
 from notifier.render import discord, telegram
@@ -53,6 +57,8 @@ rules:
     notify: [terminal]
 """
 
+DEMO_DM = 1001  # Ann's private chat with the bot
+
 HOSTILE_TITLE = "<b>IRL</b> stream @everyone <script>alert(1)</script> & <@&1234>"
 
 
@@ -62,6 +68,7 @@ class Tour:
     def __init__(self, app: App, sim: Simulator) -> None:
         self.app = app
         self.sim = sim
+        self.chat: DemoChat | None = None
         self.written: list[NewAlert] = []
         self.step = 0
         self.evaluated = 0
@@ -137,19 +144,29 @@ async def run_demo(settings: Settings, *, telegram_chat: str | None = None) -> i
                 "  terminal: {console: {}}\n", "  terminal: {console: {}}\n" + chat
             )
             rules = rules.replace("notify: [terminal]", "notify: [terminal, chat]")
+        # Without a real chat, a local stand-in for Telegram shows the chat commands.
+        local_chat = None if telegram_chat else await DemoChat().start()
+        if local_chat is not None:
+            rules += "bots:\n  telegram: {commands: true}\n"
         rules_path = Path(folder) / "demo-rules.yaml"
         rules_path.write_text(rules)
-        async with Simulator() as sim:
-            demo_settings = settings.model_copy(
-                update={
-                    "parti_api_url": sim.api_url,
-                    "parti_ws_url": sim.ws_url,
-                    "state_path": str(Path(folder) / "demo.db"),
-                    "http_addr": "",
-                    "live_poll": 1.0,
-                    "rules": str(rules_path),
+        async with Simulator() as sim, contextlib.AsyncExitStack() as stack:
+            if local_chat is not None:
+                stack.push_async_callback(local_chat.stop)
+            update: dict[str, object] = {
+                "parti_api_url": sim.api_url,
+                "parti_ws_url": sim.ws_url,
+                "state_path": str(Path(folder) / "demo.db"),
+                "http_addr": "",
+                "live_poll": 1.0,
+                "rules": str(rules_path),
+            }
+            if local_chat is not None:
+                update |= {
+                    "telegram_token": SecretStr(DEMO_TOKEN),
+                    "telegram_api_url": local_chat.api_url,
                 }
-            )
+            demo_settings = settings.model_copy(update=update)
             options = Options(
                 reconnect_base=0.2,
                 reconnect_cap=0.5,
@@ -160,6 +177,7 @@ async def run_demo(settings: Settings, *, telegram_chat: str | None = None) -> i
             )
             app = App(demo_settings, options=options)
             tour = Tour(app, sim)
+            tour.chat = local_chat
             options.on_alert_written = tour.on_written
             options.on_evaluated = tour.on_evaluated
             print(f"parti-notifier demo: simulator on {sim.api_url}, rules:\n")
@@ -219,9 +237,17 @@ async def _tour(tour: Tour) -> None:
     await sim.wait_subscribed(PRICE)
     await app.core.queue.join()
 
+    dm = 0
+    if tour.chat is not None:
+        tour.say("Ann types /follow SNEAKO to the bot in a private chat (a local Telegram)")
+        await tour.chat.type(DEMO_DM, "/follow SNEAKO")
+        await tour.chat.reply(DEMO_DM)
+        await _subscribed(app)
+        dm = 1  # from now on SNEAKO's alerts also go to Ann's DM
+
     tour.say("SNEAKO goes live: a followed streamer, enriched with the profile (followers)")
     await sim.go_live(463000, event_title="Morning stream", category_name="IRL", viewers_count=5)
-    await tour.sent(1)
+    await tour.sent(1 + dm)
 
     tour.say(
         "Genxgaming0_1 goes live in Gaming with 'Ranked grind' and 40 viewers: a category rule"
@@ -284,7 +310,15 @@ async def _tour(tour: Tour) -> None:
 
     tour.say("SNEAKO's stream ends: the alert is edited in place")
     await sim.go_offline(463000)
-    await tour.sent(1, timeout=30)
+    await tour.sent(1 + dm, timeout=30)
+
+
+async def _subscribed(app: App, timeout: float = 20.0) -> None:
+    """Until the engine has the chat's subscription (synced from the store)."""
+    async with asyncio.timeout(timeout):
+        # The demo only: the sync stage polls the store, there is no event to wait on.
+        while not app.core.rules.engine.subscription_ids():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 def _summary(rows: list[Row], seconds: float) -> None:

@@ -62,7 +62,7 @@ def ended_edits(
     rows: list[Row],
     *,
     on_end_of: Callable[[str], str],
-    destinations: Container[str],
+    known: Callable[[str], bool],
     ended_at: float,
     peak_viewers: int | None,
 ) -> list[NewAlert]:
@@ -70,7 +70,7 @@ def ended_edits(
     edits: list[NewAlert] = []
     for row in rows:
         on_end = on_end_of(row.rule)
-        if on_end == "ignore" or row.destination not in destinations:
+        if on_end == "ignore" or not known(row.destination):
             continue
         view = AlertView.from_json(row.payload["view"])
         fields = ended_fields(view.fields, ended_at=ended_at, peak_viewers=peak_viewers)

@@ -145,4 +145,9 @@ async def test_notifier_demo_runs_the_whole_tour_and_exits_0() -> None:
     assert "(caught up after a reconnect)" in alerts[5]
     assert text.count("(no alert:") == 3
     assert "UNEXPECTED" not in text
-    assert "7 of 7 alerts and edits delivered" in text
+    # The chat scene: Ann follows SNEAKO with /follow, then gets the DM alert and its edit.
+    dm = [line for line in text.splitlines() if line.startswith("[telegram DM 1001]")]
+    assert dm[0].startswith("[telegram DM 1001] Following SNEAKO")
+    assert dm[1].startswith("[telegram DM 1001] 🔴 SNEAKO is live")
+    assert dm[2].startswith("[telegram DM 1001] edited: ⚫ SNEAKO was live")
+    assert "9 of 9 alerts and edits delivered" in text
