@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import platform
+import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +160,38 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> str:
+    """The machine line every benchmark prints first (the load changes: it is printed again
+    with every run)."""
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {load_average()}"
+    )
+
+
+def median_min(values: list[float]) -> str:
+    """ "median X (min Y)" over repetitions."""
+    return f"median {statistics.median(values):.3f} (min {min(values):.3f})"
+
+
+@contextmanager
+def busy_core(enabled: bool = True) -> Iterator[None]:
+    """Keep one core busy with a spinning process (the "other core busy" runs)."""
+    if not enabled:
+        yield
+        return
+    import subprocess
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()

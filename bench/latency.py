@@ -1,11 +1,14 @@
 """End-to-end latency: from the simulator writing a frame to the fake Telegram receiving
-the alert, for the daemon (outbox fsync on and off) and for a bare relay as the floor.
+the alert, for the daemon (outbox fsync on and off) and for a bare relay as the floor,
+interleaved (relay, on, off, relay, on, off, ...) so a change in the machine's load hits
+all of them alike; the median and the minimum of the repetitions are reported.
 
-Run: .venv/bin/python bench/latency.py [--events 10000] [--rate 200]
+Run: .venv/bin/python bench/latency.py [--events 3000] [--rate 200] [--reps 3] [--busy]
 
 The simulator emits live events that all match one catch-all rule (10 users, so the
 profiles are cached) at a steady rate. The bare relay is a websockets client that
-forwards each frame with one httpx POST: no rules, no outbox, no rate limits.
+forwards each frame with one httpx POST: no rules, no outbox, no rate limits. `--busy`
+keeps one core busy with a spinning process for the whole run (the loaded machine).
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
+import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,13 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 import websockets
 
-from bench.common import Daemon, Servers, percentile
+from bench.common import Daemon, Servers, busy_core, load_average, machine, percentile
 
 RULES = """\
 destinations: {tg: {telegram: {chat_id: 1001}}}
 rules:
   - {name: all, when: live, notify: [tg], cooldown: 0s}
 """
+SLOW_MS = 50.0  # "no alert slower than this" at 200 alerts/s
+
+
+@dataclass(frozen=True)
+class Run:
+    p50: float
+    p99: float
+    worst: float
+    slow: int  # alerts slower than SLOW_MS
+    arrived: int
 
 
 async def bare_relay(servers: Servers, count: int, rate: float) -> list[float]:
@@ -61,13 +74,13 @@ def latencies(results: dict[str, object]) -> list[float]:
 
 
 async def daemon_run(
-    servers: Servers, folder: Path, count: int, rate: float, fsync: bool
-) -> tuple[list[float], int]:
+    servers: Servers, folder: Path, count: int, rate: float, fsync: bool, rep: int
+) -> list[float]:
     rules = folder / "rules.yaml"
     rules.write_text(RULES)
     args = ["--limits-scale", "1000"] + ([] if fsync else ["--no-fsync"])
     prefix = "on" if fsync else "off"
-    daemon = Daemon(servers, rules, folder / f"state-{prefix}.db", *args)
+    daemon = Daemon(servers, rules, folder / f"state-{prefix}-{rep}.db", *args)
     await daemon.start()
     try:
         await servers.post(
@@ -76,41 +89,82 @@ async def daemon_run(
         results = await servers.wait_arrived(prefix, count, 120)
     finally:
         await daemon.stop()
-    return latencies(results), len(results["arrived"])
+    return latencies(results)
 
 
-def row(name: str, values: list[float], count: int) -> str:
-    return (
-        f"  {name:<34} p50 {percentile(values, 50):7.2f} ms   p99 "
-        f"{percentile(values, 99):7.2f} ms   max {max(values):8.2f} ms   "
-        f"({len(values)}/{count})"
+def summary(values: list[float]) -> Run:
+    return Run(
+        percentile(values, 50),
+        percentile(values, 99),
+        max(values, default=float("nan")),
+        sum(1 for v in values if v > SLOW_MS),
+        len(values),
     )
+
+
+def row(name: str, run: Run, count: int) -> str:
+    return (
+        f"  {name:<18} p50 {run.p50:7.2f} ms   p99 {run.p99:8.2f} ms   max {run.worst:8.2f} ms"
+        f"   > {SLOW_MS:g} ms: {run.slow:4d}   ({run.arrived}/{count})"
+    )
+
+
+def spread(values: list[float], unit: str = "") -> str:
+    return f"median {statistics.median(values):.2f}{unit} (min {min(values):.2f}{unit})"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
+    parser.add_argument("--no-fsync-off", action="store_true", help="skip the fsync-off runs")
     args = parser.parse_args()
+    print(machine())
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; {args.events} events at {args.rate:g}/s"
+        f"{args.events} matching events at {args.rate:g}/s, {args.reps} interleaved repetitions"
+        + (", one core kept busy by a spinning process" if args.busy else "")
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    variants = ["relay", "fsync on"] + ([] if args.no_fsync_off else ["fsync off"])
+    runs: dict[str, list[Run]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as tmp, busy_core(args.busy):
         folder = Path(tmp)
-        async with Servers() as servers:
-            relay = await bare_relay(servers, args.events, args.rate)
-        async with Servers() as servers:
-            on, _ = await daemon_run(servers, folder, args.events, args.rate, fsync=True)
-        async with Servers() as servers:
-            off, _ = await daemon_run(servers, folder, args.events, args.rate, fsync=False)
-    print(row("bare relay (floor)", relay, args.events))
-    print(row("parti-notifier, outbox fsync on", on, args.events))
-    print(row("parti-notifier, outbox fsync off", off, args.events))
-    for name, values in (("fsync on", on), ("fsync off", off)):
-        p50 = percentile(values, 50) / percentile(relay, 50)
-        p99 = percentile(values, 99) / percentile(relay, 99)
-        print(f"  ratio to the relay, {name}: p50 {p50:.2f}x, p99 {p99:.2f}x (target <= 2)")
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1}: {load_average()}")
+            for name in variants:
+                async with Servers() as servers:
+                    if name == "relay":
+                        values = await bare_relay(servers, args.events, args.rate)
+                    else:
+                        fsync = name == "fsync on"
+                        values = await daemon_run(
+                            servers, folder, args.events, args.rate, fsync, rep
+                        )
+                run = summary(values)
+                runs[name].append(run)
+                print(row(name, run, args.events), flush=True)
+        print(f"after the runs: {load_average()}")
+    print(f"summary over {args.reps} repetitions (ratios taken within each repetition):")
+    relay = runs["relay"]
+    print(
+        f"  relay: p50 {spread([r.p50 for r in relay], ' ms')}, p99 "
+        f"{spread([r.p99 for r in relay], ' ms')}"
+    )
+    for name in variants[1:]:
+        mine = runs[name]
+        p50 = [m.p50 / r.p50 for m, r in zip(mine, relay, strict=True)]
+        p99 = [m.p99 / r.p99 for m, r in zip(mine, relay, strict=True)]
+        print(
+            f"  {name}: p50 {spread([m.p50 for m in mine], ' ms')}, p99 "
+            f"{spread([m.p99 for m in mine], ' ms')}, max "
+            f"{spread([m.worst for m in mine], ' ms')}, alerts > {SLOW_MS:g} ms: "
+            f"{[m.slow for m in mine]}"
+        )
+        print(
+            f"  {name} / relay: p50 {spread(p50, 'x')} (target <= 1.5x), "
+            f"p99 {spread(p99, 'x')} (target <= 2x)"
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -12,7 +12,7 @@ from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 from yarl import URL
 
-_FORM: Final = "application/x-www-form-urlencoded"
+_JSON: Final = {"Content-Type": "application/json"}
 _MAX_URLS: Final = 256  # parsed URLs kept (one per API method in practice)
 
 
@@ -21,11 +21,12 @@ class AiohttpRequest(BaseRequest):
 
     PTB's default (httpx) spends about half of a send in pool bookkeeping that walks
     every pooled connection on each request; aiohttp takes an idle connection off a
-    queue. Bodies are encoded once, to bytes, as the same form PTB posts by default, so
-    the server sees exactly what it saw before. Proxies from the environment are not
-    read. PTB itself turns the status and body into results and errors (429 ->
-    `RetryAfter`, ...); this class only turns transport failures into `TimedOut` and
-    `NetworkError`, with messages that never contain the URL (it holds the token)."""
+    queue. A body is PTB's own `RequestData.json_payload`, posted as the Bot API's
+    `application/json` (one C-encoded `json.dumps`; a form is encoded value by value in
+    Python); uploads go as multipart. Proxies from the environment are not read.
+    PTB itself turns the status and body into results and errors (429 -> `RetryAfter`,
+    ...); this class only turns transport failures into `TimedOut` and `NetworkError`,
+    with messages that never contain the URL (it holds the token)."""
 
     def __init__(
         self,
@@ -99,8 +100,8 @@ class AiohttpRequest(BaseRequest):
             if files:
                 data = _multipart(request_data)
             else:
-                data = urlencode(request_data.json_parameters, quote_via=quote).encode()
-                headers = {"Content-Type": _FORM}
+                data = request_data.json_payload
+                headers = _JSON
         try:
             async with session.request(
                 method, self._url(url), data=data, headers=headers, timeout=timeout
