@@ -42,7 +42,7 @@ from notifier.parti.models import ChannelLive, PriceUpdate
 from notifier.parti.stream import PartiStream
 from notifier.rules.engine import category_map
 from notifier.rules.stream import Compiled, compile_rules
-from notifier.rules.subscriptions import parse_destination
+from notifier.rules.subscriptions import ChatDestination, parse_destination
 from notifier.settings import Settings
 from notifier.stages.context import Core, Health, Rules
 from notifier.stages.decisions import DecisionRecorder
@@ -191,12 +191,30 @@ class App:
             on_reachability=self._reachability,
             unreachable=tuple(self.health.destinations),
             chats=self._chats,
+            on_lost_chat=self._lost_chat,
             chat_sender=lambda name: self._chat_sender(senders, name),
         )
 
+    async def _lost_chat(self, destination: str, sender: Sender, reason: str) -> bool:
+        """A Discord channel the bot lost: pause it and tell the server (once)."""
+        found = parse_destination(destination)
+        lost = getattr(sender, "lost", None)
+        hub = self.holder.senders.hub if self.holder is not None else None
+        if found is None or found.kind != "channel" or lost is None or hub is None:
+            return False
+        if hub.http is None or self.store is None:
+            return False
+        from notifier.deliver.discord_chat import pause_channel
+
+        await pause_channel(self.store, hub.http, int(found.id), lost)
+        return True
+
     def _chat_sender(self, senders: Senders, name: str) -> Sender | None:
-        """The sender of a chat subscription's destination ("@tg:<chat>[:<thread>]")."""
+        """The sender of a chat subscription's destination: "@tg:<chat>[:<thread>]",
+        "@dc:<channel>", "@dcdm:<user>"."""
         found = parse_destination(name)
+        if found is not None and found.platform == "discord":
+            return self._discord_chat_sender(senders, name, found)
         token = self.settings.telegram_token
         if found is None or found.platform != "telegram" or token is None:
             return None
@@ -369,7 +387,69 @@ class App:
         finally:
             await lock.release()
 
+    def _discord_chat_sender(
+        self, senders: Senders, name: str, found: ChatDestination
+    ) -> Sender | None:
+        token = self.settings.discord_bot_token
+        if token is None:
+            return None
+        from notifier.bots.discord_views import live_alert_components
+        from notifier.deliver.discord import DiscordHub
+        from notifier.deliver.discord_chat import DiscordChannelSender, DiscordDmSender
+
+        if senders.hub is None:
+            senders.hub = DiscordHub(
+                self.settings.discord_api_url,
+                token.get_secret_value(),
+                limits_scale=self.options.limits_scale,
+            )
+        if found.kind == "channel":
+            commands = self.core.rules.file.bots.discord.commands
+            components = live_alert_components if commands else None
+            return DiscordChannelSender(name, int(found.id), senders.hub, components_for=components)
+        return DiscordDmSender(name, int(found.id), senders.hub)
+
     async def _chat_updates(self, store: Store) -> None:
+        """The command bots, each on the one instance that holds its token's role."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._telegram_commands(store))
+            group.create_task(self._discord_commands(store))
+
+    async def _discord_commands(self, store: Store) -> None:
+        """The Discord command bot (`bots.discord.commands`): one gateway session per token
+        across all instances."""
+        bots = self.core.rules.file.bots
+        token = self.settings.discord_bot_token
+        if not bots.discord.commands or token is None:
+            return
+        from notifier.bots.discord import DiscordBotError, DiscordCommands, DiscordLimits
+
+        secret = token.get_secret_value()
+        lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)
+        attempt = 0
+        try:
+            while True:
+                if await lock.try_acquire() is None:
+                    await asyncio.sleep(ROLE_RETRY)
+                    continue
+                bot = DiscordCommands(
+                    token=secret,
+                    api_url=self.settings.discord_api_url,
+                    gateway_url=self.settings.discord_gateway_url,
+                    store=store,
+                    client=self.client,
+                    limits=DiscordLimits(max_follows=bots.discord.max_follows),
+                )
+                try:
+                    await _serve_while_held(bot.run(), lock)
+                    attempt = 0
+                except* DiscordBotError as errors:
+                    attempt += 1
+                    await _bot_backoff("discord", errors.exceptions[0], attempt)
+        finally:
+            await lock.release()
+
+    async def _telegram_commands(self, store: Store) -> None:
         """The Telegram command bot (`bots.telegram.commands`), on the one instance holding
         this token's chat-updates role (Telegram allows one getUpdates poller per token)."""
         bots = self.core.rules.file.bots
@@ -397,25 +477,11 @@ class App:
                     ),
                 )
                 try:
-                    async with asyncio.TaskGroup() as group:
-                        serving = group.create_task(bot.run())
-                        lost = group.create_task(lock.hold())
-                        await asyncio.wait([serving, lost], return_when=asyncio.FIRST_COMPLETED)
-                        serving.cancel()
-                        lost.cancel()
+                    await _serve_while_held(bot.run(), lock)
                     attempt = 0
                 except* CommandBotError as errors:
                     attempt += 1
-                    wait = min(300.0, 2.0**attempt)
-                    event(
-                        _log,
-                        "bot.unavailable",
-                        logging.ERROR,
-                        platform="telegram",
-                        error=short_error(errors.exceptions[0]),
-                        retry_in=wait,
-                    )
-                    await asyncio.sleep(wait)
+                    await _bot_backoff("telegram", errors.exceptions[0], attempt)
         finally:
             await lock.release()
 
@@ -524,6 +590,31 @@ class App:
                 price=asset.price,
             )
             await core.evaluate(update, now, caught_up=True)
+
+
+async def _serve_while_held(serving: Coroutine[Any, Any, None], lock: RoleLock) -> None:
+    """Run a command bot until it ends or this instance loses the role."""
+    async with asyncio.TaskGroup() as group:
+        bot = group.create_task(serving)
+        lost = group.create_task(lock.hold())
+        await asyncio.wait([bot, lost], return_when=asyncio.FIRST_COMPLETED)
+        bot.cancel()
+        lost.cancel()
+
+
+async def _bot_backoff(platform: str, error: BaseException, attempt: int) -> None:
+    """A command bot that cannot start (token refused, API down) tries again later; the
+    alerts do not depend on it."""
+    wait = min(300.0, 2.0**attempt)
+    event(
+        _log,
+        "bot.unavailable",
+        logging.ERROR,
+        platform=platform,
+        error=short_error(error),
+        retry_in=wait,
+    )
+    await asyncio.sleep(wait)
 
 
 def _alert_keyboard(

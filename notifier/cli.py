@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     telegram = sub.add_parser("telegram", help="the Telegram bot's chats (from its commands)")
     telegram.add_argument("action", choices=("chats",), help="chats: the chats the bot has seen")
 
+    discord_cmd = sub.add_parser("discord", help="the Discord bot's slash commands")
+    discord_cmd.add_argument("action", choices=("sync",), help="sync: register /parti")
+    discord_cmd.add_argument(
+        "--guild", type=int, required=True, help="register in this server only (for testing)"
+    )
+
     subs = sub.add_parser("subs", help="chat watchlists: list, export (YAML), import")
     subs.add_argument("action", nargs="?", choices=("list", "export", "import"), default="list")
     subs.add_argument("file", nargs="?", help="import: the YAML file from subs export")
@@ -147,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "db",
         "subs",
         "telegram",
+        "discord",
     }
     logsetup.setup(
         settings.log_format, stream=sys.stderr if args.command in data_commands else None
@@ -177,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _subs(args, settings)
         if args.command == "telegram":
             return _telegram_chats(settings)
+        if args.command == "discord":
+            return _discord_sync(args, settings)
         if args.command == "replay":
             return _replay(args, settings)
     except KeyboardInterrupt:
@@ -606,6 +615,25 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _with_store(settings, "subs", work)
+
+
+def _discord_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Register the /parti commands in one server at once (global ones take a while)."""
+    from notifier.bots.discord import DiscordBotError, sync_guild
+
+    token = settings.discord_bot_token
+    if token is None:
+        print("notifier discord sync: needs NOTIFIER_DISCORD_BOT_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        names = asyncio.run(
+            sync_guild(token.get_secret_value(), settings.discord_api_url, args.guild)
+        )
+    except DiscordBotError as exc:
+        print(f"notifier discord sync: {logsetup.redact(str(exc))}", file=sys.stderr)
+        return 1
+    print(f"server {args.guild}: registered /{', /'.join(names)}")
+    return 0
 
 
 def _telegram_chats(settings: Settings) -> int:

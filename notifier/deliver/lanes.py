@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from notifier.backoff import full_jitter
@@ -42,6 +42,7 @@ class Delivery:
         chat_sender: Callable[[str], Sender | None] | None = None,
         unreachable: Iterable[str] = (),
         chats: Chats | None = None,
+        on_lost_chat: Callable[[str, Sender, str], Awaitable[bool]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -59,6 +60,9 @@ class Delivery:
         # they have work, and give them up when idle: 20,000 chats, not 20,000 tasks.
         self.chat_sender = chat_sender
         self.chats = chats  # paused, muted and quiet chats (chat destinations only)
+        # A chat refused us for good: a platform's own pause (a Discord server is told),
+        # True when it handled it; else the chat is simply paused.
+        self.on_lost_chat = on_lost_chat
         self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         # Destinations that were down when this delivery was made (a reload makes a new one
@@ -415,7 +419,13 @@ class Delivery:
             if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
                 await self.chats.migrated(row.destination, failure.new_chat_id, now)
             elif failure.outcome is Outcome.PERMANENT and _refused_for_good(failure.reason):
-                await self.chats.pause(row.destination, failure.reason, now)
+                handled = self.on_lost_chat is not None and await self.on_lost_chat(
+                    row.destination, sender, failure.reason
+                )
+                if handled:
+                    self.chats.forget(row.destination)
+                else:
+                    await self.chats.pause(row.destination, failure.reason, now)
                 event(
                     _log,
                     "chat.paused",

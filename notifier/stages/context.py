@@ -12,6 +12,7 @@ from notifier.parti.models import ChannelLive, PriceUpdate
 from notifier.rules.engine import Engine, Match, SubDecision
 from notifier.rules.schema import RulesFile
 from notifier.rules.stream import DEFAULT_META, RuleMeta
+from notifier.rules.subscriptions import Subscription, subscription_id
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Core:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(MATCH_QUEUE)
         # The engine changed since its state was last saved.
         self.state_dirty = False
+        # Chat subscriptions by id (kept by the sync stage): their template, role, on_end.
+        self.subscriptions: dict[int, Subscription] = {}
         # Told each live event's decisions for chat subscriptions (for /why).
         self.on_decisions: Callable[[list[SubDecision]], None] | None = None
 
@@ -80,6 +83,30 @@ class Core:
         for match in result.matches:
             await self.queue.put(Pending(match, caught_up))
         return len(result.matches)
+
+    def template_of(self, rule: str) -> str | None:
+        sub = self.subscription_of(rule)
+        if sub is not None:
+            template = sub.params.get("template")
+            return template if isinstance(template, str) else None
+        return self.rules.meta_of(rule).template
+
+    def on_end_of(self, rule: str) -> str:
+        sub = self.subscription_of(rule)
+        found = sub.params.get("on_end") if sub is not None else self.rules.meta_of(rule).on_end
+        return str(found or self.rules.file.defaults.on_end)
+
+    def mention_role_of(self, rule: str) -> int | None:
+        sub = self.subscription_of(rule)
+        role = sub.params.get("role_id") if sub is not None else None
+        try:
+            return int(role) if role is not None else None
+        except (TypeError, ValueError):
+            return None
+
+    def subscription_of(self, rule: str) -> Subscription | None:
+        found = subscription_id(rule)
+        return None if found is None else self.subscriptions.get(found)
 
     async def put(self, matches: list[Match], *, caught_up: bool = False) -> None:
         if matches:

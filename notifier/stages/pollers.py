@@ -145,7 +145,7 @@ class LivePoller:
         delivery = self.delivery()
         edits = ended_edits(
             await self.store.by_identity(ended.identity),
-            on_end_of=lambda rule: rules.meta_of(rule).on_end or rules.file.defaults.on_end,
+            on_end_of=self.core.on_end_of,
             # A chat destination's lane opens on demand; a file destination must still exist.
             known=lambda name: name.startswith("@") or name in delivery.senders,
             ended_at=now,

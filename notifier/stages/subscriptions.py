@@ -11,6 +11,7 @@ from notifier.log import event, get_logger, short_error
 from notifier.rules.engine import Engine
 from notifier.rules.subscriptions import (
     Subscription,
+    discord_channel_destination,
     discord_dm_destination,
     telegram_destination,
 )
@@ -26,8 +27,10 @@ def as_rule_subscription(stored: Stored) -> Subscription | None:
     """The engine's view of a stored subscription: where its alerts go."""
     if stored.platform == "telegram":
         destination = telegram_destination(stored.chat_id)
+    elif stored.platform == "discord" and stored.chat_id.startswith("dm:"):
+        destination = discord_dm_destination(stored.chat_id.removeprefix("dm:"))
     elif stored.platform == "discord" and stored.chat_id.isdigit():
-        destination = discord_dm_destination(stored.chat_id)
+        destination = discord_channel_destination(stored.chat_id)
     else:
         return None
     return Subscription(
@@ -76,8 +79,11 @@ class SubscriptionSync:
         changes = await self.store.subscriptions_changed_since(self.version)
         now = self.clock()
         applied = 0
+        if self.version == 0:
+            self.core.subscriptions.clear()
         for sub_id in changes.removed:
             applied += engine.remove_subscription(sub_id)
+            self.core.subscriptions.pop(sub_id, None)
         for stored in changes.changed:
             sub = as_rule_subscription(stored)
             if sub is None:
@@ -93,6 +99,7 @@ class SubscriptionSync:
                     error=short_error(exc),
                 )
                 continue
+            self.core.subscriptions[sub.id] = sub
             applied += 1
         self.version = changes.version
         if applied:

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 from notifier.backoff import full_jitter
 from notifier.deliver.lanes import Delivery
@@ -109,7 +110,6 @@ class Writer:
         users = {p.match.event.user_id for p in batch if isinstance(p.match.event, ChannelLive)}
         found = await asyncio.gather(*(self.profiles.get(uid) for uid in users))
         profiles = dict(zip(users, found, strict=True))
-        rules = self.core.rules
         alerts: list[NewAlert] = []
         lives: list[LiveEntry] = []
         for pending in batch:
@@ -125,16 +125,20 @@ class Writer:
                     kind=match.kind,
                     subject=match.subject,
                     identity=match.identity,
-                    payload={
-                        "view": view.to_json(),
-                        "template": rules.meta_of(match.rule).template,
-                    },
+                    payload=self._payload(match.rule, view.to_json()),
                     event_at=match.at,
                 )
             )
             if isinstance(ev, ChannelLive):
                 lives.append(LiveEntry(ev.user_id, match.identity, match.at, ev.viewers_count, {}))
         return alerts, lives
+
+    def _payload(self, rule: str, view: dict[str, Any]) -> dict[str, Any]:
+        payload: dict[str, Any] = {"view": view, "template": self.core.template_of(rule)}
+        role = self.core.mention_role_of(rule)
+        if role is not None:
+            payload["mention_role"] = role  # a Discord server's role for this streamer
+        return payload
 
     async def _write(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
         delivery = self.delivery()
