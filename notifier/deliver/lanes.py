@@ -43,6 +43,7 @@ class Delivery:
         unreachable: Iterable[str] = (),
         chats: Chats | None = None,
         on_lost_chat: Callable[[str, Sender, str], Awaitable[bool]] | None = None,
+        coalesce_after: float = 120.0,
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
@@ -63,6 +64,9 @@ class Delivery:
         # A chat refused us for good: a platform's own pause (a Discord server is told),
         # True when it handled it; else the chat is simply paused.
         self.on_lost_chat = on_lost_chat
+        # A Telegram lane whose alerts wait longer than this (a group limited to 20 a
+        # minute that got 40) sends what waits as one digest instead of minutes-late alerts.
+        self.coalesce_after = coalesce_after
         self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         # Destinations that were down when this delivery was made (a reload makes a new one
@@ -322,6 +326,9 @@ class Delivery:
                 return 0.0
             if row.payload.get("held"):
                 return await self._digest(sender, row, now)
+        late = now - row.event_at > self.coalesce_after
+        if late and row.action == "send" and sender.channel == "telegram":
+            return await self._digest(sender, row, now)
         return await self._deliver(sender, row)
 
     async def _deliver(self, sender: Sender, row: Row) -> float:

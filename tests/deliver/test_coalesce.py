@@ -1,0 +1,43 @@
+"""A Telegram lane that fell behind sends what waits as one digest, not minutes-late alerts."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from notifier.store.types import SENT
+from tests.deliver.harness import harness, live_view, new_alert
+from tests.fakes.telegram import FakeTelegram, parse_html
+
+GROUP = {"group": {"telegram": {"chat_id": -100555}}}
+
+
+async def test_alerts_that_waited_too_long_go_out_as_one_digest(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    old = time.time() - 600  # the events happened ten minutes ago
+    alerts = [
+        dataclasses.replace(new_alert("group", live_view(f"Stream {n}")), event_at=old + n)
+        for n in range(3)
+    ]
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        await h.enqueue(*alerts)
+        rows = [await h.wait_state(a.key, SENT) for a in alerts]
+        digests = h.delivery.metrics.digests.labels(destination="group")._value.get()
+    (sent,) = fake_telegram.sent("sendMessage")
+    text = parse_html(sent["params"]["text"])
+    assert all(f"Stream {n}" in text for n in range(3))
+    assert len({r.message_id for r in rows}) == 1  # one message for the three
+    assert digests == 1
+
+
+async def test_alerts_on_time_are_sent_one_by_one(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    alerts = [new_alert("group", live_view(f"Stream {n}")) for n in range(2)]
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        await h.enqueue(*alerts)
+        for alert in alerts:
+            await h.wait_state(alert.key, SENT)
+    assert len(fake_telegram.sent("sendMessage")) + len(fake_telegram.sent("sendPhoto")) == 2
