@@ -23,6 +23,10 @@ from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
+# With several instances (PostgreSQL) one of them sends to a destination at a time, so its
+# sends keep their order and its rate limits; the lease is renewed while the lane works.
+DESTINATION_TTL = 30.0
+STANDBY_POLL = 5.0  # how often a lane that does not hold its destination asks again
 
 
 class Delivery:
@@ -67,6 +71,8 @@ class Delivery:
         # A Telegram lane whose alerts wait longer than this (a group limited to 20 a
         # minute that got 40) sends what waits as one digest instead of minutes-late alerts.
         self.coalesce_after = coalesce_after
+        self.exclusive = getattr(outbox, "backend", "sqlite") == "postgres"
+        self._destination_until: dict[str, float] = {}
         self._group: asyncio.TaskGroup | None = None
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         # Destinations that were down when this delivery was made (a reload makes a new one
@@ -142,12 +148,31 @@ class Delivery:
             self._group = group
             for name in list(self.senders):
                 group.create_task(self._supervise(name))
+            if self.exclusive:
+                watching = group.create_task(self._watch_other_instances())
             if self.chat_sender is not None:
                 # Chat destinations with work left from before (pending or leased rows).
                 waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
                 for destination in {r.destination for r in waiting}:
                     self.wake(destination)
+            if self.exclusive:
+                await self._stopping.wait()
+                watching.cancel()
         self._group = None
+
+    async def _watch_other_instances(self) -> None:
+        """Rows written by another instance (PostgreSQL NOTIFY) wake this one's lane; the
+        lanes also poll (STANDBY_POLL), since a notification can be lost."""
+        while not self._stopping.is_set():
+            try:
+                async with await self.outbox.watch_outbox() as watch:
+                    async for destination in watch:
+                        self.wake(destination)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                event(_log, "outbox.watch_failed", logging.WARNING, error=short_error(exc))
+                await self._wait(None, STANDBY_POLL)
 
     def stop(self) -> None:
         """Stop claiming; sends in flight finish (see `drain`)."""
@@ -243,15 +268,43 @@ class Delivery:
     async def _lane(self, name: str) -> None:
         sender = self.senders[name]
         wake = self._wake[name]
-        paused_until = 0.0
         if not await self._start(name, sender):
             return
+        try:
+            await self._run_lane(name, sender, wake)
+        finally:
+            if self._destination_until.pop(name, None) is not None:
+                with contextlib.suppress(Exception):
+                    await self.outbox.release_destination(name)
+
+    async def _holds_destination(self, name: str) -> bool:
+        """With several instances: whether this one is the destination's sender now."""
+        if not self.exclusive:
+            return True
+        now = self.clock()
+        if self._destination_until.get(name, 0.0) - now > DESTINATION_TTL / 3:
+            return True
+        if await self.outbox.try_lease_destination(name, now=now, ttl=DESTINATION_TTL):
+            self._destination_until[name] = now + DESTINATION_TTL
+            return True
+        self._destination_until.pop(name, None)
+        return False
+
+    async def _run_lane(self, name: str, sender: Sender, wake: asyncio.Event) -> None:
+        paused_until = 0.0
         while not self._stopping.is_set():
             now = self.clock()
             if paused_until > now:
                 await self._wait(None, paused_until - now)
                 continue
             handed = self._handed[name]
+            if not await self._holds_destination(name):
+                # Another instance sends here: rows handed to us go back for it to claim.
+                while handed:
+                    row = handed.popleft()
+                    await self.outbox.reschedule(row.key, at=now, error="standby", refund=True)
+                await self._wait(wake, STANDBY_POLL)
+                continue
             while handed and (handed[0].lease_until or 0.0) <= now + 1.0:
                 handed.popleft()  # its lease ran out while the lane waited: claim decides
             if handed:
@@ -268,6 +321,8 @@ class Delivery:
                     self._close_lane(name)  # idle: the next alert opens it again
                     return
                 timeout = None if due is None else max(0.0, due - self.clock())
+                if self.exclusive:  # other instances write here too: look again soon
+                    timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
                 await self._wait(wake, timeout)
                 continue
             paused_until = await self._process(sender, rows[0])
