@@ -49,11 +49,11 @@ from notifier.render import telegram as render_telegram
 from notifier.render.fields import AlertView
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
+from notifier.stages.writer import WRITE_BATCH  # batches as the daemon's writer writes them
 from notifier.store import SENT, NewAlert, open_store
 
 HERE = Path(__file__).resolve().parent
 DURABLE = os.environ.get("BENCH_FSYNC", "1") == "1"
-WRITE_BATCH = 100  # as the daemon's writer
 LEASE = 120.0
 
 # Apprise in a process of its own: reads {"api", "token", "chats": {chat_id: [html]}} on

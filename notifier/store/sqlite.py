@@ -347,10 +347,13 @@ class _Core:
         return [_row(r) for r in found]
 
     def next_due(self, destination: str) -> float | None:
+        # The first pending row is the first entry of its (destination, state,
+        # next_attempt_at) index range, whatever the backlog; the leased rows are few.
         at = self._one(
-            "SELECT MIN(CASE WHEN state = ? THEN next_attempt_at ELSE lease_until END)"
-            " FROM alerts WHERE destination = ? AND state IN (?, ?)",
-            (PENDING, destination, PENDING, SENDING),
+            "SELECT MIN(at) FROM ("
+            " SELECT MIN(next_attempt_at) AS at FROM alerts WHERE destination = ? AND state = ?"
+            " UNION ALL SELECT MIN(lease_until) FROM alerts WHERE destination = ? AND state = ?)",
+            (destination, PENDING, destination, SENDING),
         )
         return None if at is None else float(at)
 
@@ -748,6 +751,7 @@ class _Sync(enum.Enum):
     DISK = "disk"  # its fsync: alerts, engine state, subscriptions, claims
     COMMIT = "commit"  # its commit; the fsync follows at once: outcomes of sends
     LEASE = "lease"  # its commit; fsynced with whatever comes next: leases, clean-up
+    READ = "read"  # writes nothing: needs no write transaction either
 
 
 # Calls by name that need less than the disk (every other call that writes needs it).
@@ -761,7 +765,28 @@ _SYNC: Final = {
     "try_lease_destination": _Sync.LEASE,
     "renew_destination": _Sync.LEASE,
     "release_destination": _Sync.LEASE,
-}
+} | dict.fromkeys(
+    (
+        "get",
+        "rows",
+        "by_identity",
+        "next_due",
+        "counts",
+        "depth",
+        "oldest_pending_at",
+        "get_state",
+        "live_set",
+        "stream_seqs",
+        "roles",
+        "get_chat",
+        "list_subscriptions",
+        "count_subscriptions",
+        "subscriptions_version",
+        "last_decision",
+        "status",
+    ),
+    _Sync.READ,
+)
 _GROUP: Final = 256  # calls in one transaction at most
 _FLUSH_AFTER: Final = 0.005  # seconds a commit nobody waits for stays un-fsynced at most
 _CLOSED: Final = "the store is closed"
@@ -902,6 +927,14 @@ class _Flusher:
 _fdatasync: Final = getattr(os, "fdatasync", os.fsync)
 
 
+def _run_alone(job: _Job) -> _Result:
+    """A call outside any group transaction (it opens its own if it needs one)."""
+    try:
+        return (job, True, job.work())
+    except Exception as exc:
+        return (job, False, exc)
+
+
 class _Runner:
     """The store's one thread. Calls run in the order they came; the calls waiting
     together share one transaction (a savepoint each, so one call's failure undoes only
@@ -976,39 +1009,41 @@ class _Runner:
             self._group(group)
 
     def _solo(self, job: _Job) -> None:
-        try:
-            value = job.work()
-        except Exception as exc:
-            _post([(job, False, exc)])
-            return
-        if job.sync is _Sync.DISK and self.flusher is not None:
-            self.flusher.committed([(job, True, value)])
+        result = _run_alone(job)
+        if result[1] and job.sync is _Sync.DISK and self.flusher is not None:
+            self.flusher.committed([result])
         else:
-            _post([(job, True, value)])
+            _post([result])
 
     def _group(self, group: list[_Job]) -> None:
         core = self.core
         if core is None:
             _post([(job, False, StoreError(_CLOSED)) for job in group])
             return
+        if all(job.sync is _Sync.READ for job in group):
+            _post([_run_alone(job) for job in group])  # each read sees a committed state
+            return
         db = core.db
         done: list[tuple[_Job, bool, Any, bool]] = []  # ..., and whether it wrote
+        alone = len(group) == 1  # the transaction is the call's own: no savepoint needed
         try:
             db.execute("BEGIN IMMEDIATE")
             core.grouped = True
             for job in group:
                 before = db.total_changes
-                db.execute("SAVEPOINT call")
+                if not alone:
+                    db.execute("SAVEPOINT call")
                 try:
                     value = job.work()
                 except Exception as exc:
-                    if not db.in_transaction:  # SQLite gave the whole transaction up
+                    if alone or not db.in_transaction:  # nothing else to keep
                         raise
                     db.execute("ROLLBACK TO call")
                     db.execute("RELEASE call")
                     done.append((job, False, exc, False))
                     continue
-                db.execute("RELEASE call")
+                if not alone:
+                    db.execute("RELEASE call")
                 done.append((job, True, value, db.total_changes != before))
             db.execute("COMMIT")
         except Exception as exc:
