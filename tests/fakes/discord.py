@@ -483,6 +483,7 @@ class FakeDiscord(Recorder):
         r.add_get(f"{base}/applications/@me", self._application)
         r.add_get(f"{base}/gateway", self._gateway)
         r.add_get(f"{base}/gateway/bot", self._gateway)
+        r.add_get(f"{base}/guilds/{{gid}}", self._get_guild)
         r.add_get("/_fake/stats", self._stats)
         r.add_post(f"{base}/webhooks/{{wid}}/{{token}}", self._webhook_send)
         r.add_get(f"{base}/webhooks/{{wid}}/{{token}}/messages/{{mid}}", self._webhook_get)
@@ -1001,6 +1002,18 @@ class FakeDiscord(Recorder):
                 },
             }
         return _json(body)
+
+    async def _get_guild(self, request: web.Request) -> web.Response:
+        """`GET /guilds/{id}`: the server without channels and members, as Discord answers."""
+        if not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, 401)
+        guild_id = int(request.match_info["gid"])
+        if guild_id not in self.guilds:
+            return _error(404, 10004, "Unknown Guild")
+        payload = self.guild_payload(guild_id)
+        for key in ("channels", "members", "threads", "voice_states", "presences"):
+            payload.pop(key, None)
+        return _json(payload)
 
     async def _create_dm(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
