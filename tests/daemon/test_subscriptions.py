@@ -65,6 +65,7 @@ async def test_follow_in_a_dm_then_the_streamer_goes_live_then_unfollow_and_no_a
     # A file rule on the console for the same streamer shows when an event was evaluated.
     rules.write_text(
         "destinations: {t: {console: {}}}\nbots: {telegram: {commands: true}}\n"
+        "defaults: {cooldown: 0s}\n"
         "rules: [{name: watch, when: live, users: [SNEAKO], notify: [t]}]\n"
     )
     daemon = await Daemon(daemon_env(tmp_path, sim, fake_telegram), rules).start()
@@ -82,7 +83,8 @@ async def test_follow_in_a_dm_then_the_streamer_goes_live_then_unfollow_and_no_a
         await sim.go_offline(463000)
         await daemon.wait_log("stream.ended", user_id=463000)
         await sim.go_live(463000, event_title="Nobody follows this one")
-        await daemon.wait_log("alert.sent", 2, dest="t")  # evaluated: the DM got nothing
+        # The second go-live's console alert (not the ended edit): the event was evaluated.
+        await daemon.wait_log("alert.sent", 2, dest="t", action="send")
     finally:
         await daemon.stop()
     texts = [m.text for m in fake_telegram.replies_to(DM)]
