@@ -94,7 +94,11 @@ class DemoChat:
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != TOKEN:
             return _answer({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
-        params = {k: str(v) for k, v in (await request.post()).items()}
+        if request.content_type == "application/json":
+            body = await request.json()
+            params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
+        else:
+            params = {k: str(v) for k, v in (await request.post()).items()}
         method = request.match_info["method"]
         if method == "getUpdates":
             return _answer({"ok": True, "result": await self._get_updates(params)})
