@@ -226,6 +226,7 @@ class App:
                 token.get_secret_value(),
                 self.settings.telegram_api_url,
                 limits_scale=self.options.limits_scale,
+                paid_broadcast=self.settings.telegram_paid_broadcast,
             )
         target = TelegramTarget(chat_id=int(found.id), thread_id=found.thread_id)
         commands = self.core.rules.file.bots.telegram.commands

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     parti_ws_url: str = "wss://ws-backend.parti.com/"
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    # Telegram's bot-wide limit is 30 messages/s, or up to 1,000/s with paid broadcasts
+    # (each message beyond the free rate costs Telegram Stars).
+    telegram_paid_broadcast: bool = False
     discord_bot_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"

@@ -57,6 +57,7 @@ def build_senders(
                     settings.telegram_token.get_secret_value(),
                     settings.telegram_api_url,
                     limits_scale=limits_scale,
+                    paid_broadcast=settings.telegram_paid_broadcast,
                 )
             senders.by_name[name] = TelegramSender(name, destination.telegram, senders.bot)
         elif destination.discord is not None:

@@ -117,6 +117,7 @@ async def harness(
     limits_scale: float = 1.0,
     policy: RetryPolicy | None = None,
     send_timeout: float = 10.0,
+    paid_broadcast: bool = False,
 ) -> AsyncIterator[Harness]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -124,6 +125,7 @@ async def harness(
         telegram_api_url=telegram.api_url if telegram else "http://127.0.0.1:9",
         discord_api_url=discord.api_url if discord else "http://127.0.0.1:9/api/v10",
         discord_bot_token=SecretStr(BOT_TOKEN) if discord else None,
+        telegram_paid_broadcast=paid_broadcast,
     )
     rules_file = rules_for(telegram, discord, destinations)
     senders = build_senders(rules_file, settings, limits_scale=limits_scale)

@@ -304,6 +304,9 @@ class FakeTelegram(Recorder):
         self.privacy = True  # can_read_all_group_messages is false, as BotFather sets it
         self._random: tuple[float, Any] | None = None
         self._bot_window = Window(int(30 * (limits_scale or 1)), 1.0)
+        # Paid broadcasts (allow_paid_broadcast): up to 1,000 messages a second per bot.
+        self._paid_window = Window(int(1000 * (limits_scale or 1)), 1.0)
+        self.paid_broadcasts = 0
         self._chat_windows: dict[str, Window] = {}
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(500_000_001)
@@ -717,8 +720,10 @@ class FakeTelegram(Recorder):
             if roll < ratio:
                 return self._error(502, "Bad Gateway")
         chat_key = params.get("chat_id", "")
+        paid = str(params.get("allow_paid_broadcast", "")).lower() == "true"
+        self.paid_broadcasts += paid and method in _LIMITED
         if self.limits_scale is not None and method in _LIMITED:
-            wait = self._bot_window.admit(arrived)
+            wait = (self._paid_window if paid else self._bot_window).admit(arrived)
             if wait is None:
                 window = self._chat_windows.get(chat_key)
                 if window is None:
