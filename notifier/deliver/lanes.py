@@ -27,6 +27,9 @@ HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from th
 # sends keep their order and its rate limits; the lease is renewed while the lane works.
 DESTINATION_TTL = 30.0
 STANDBY_POLL = 5.0  # how often a lane that does not hold its destination asks again
+# Chat lanes open at once: a go-live to 20,000 followers opens them in turn, so memory
+# stays flat; even at Telegram's paid 1,000 messages a second a few hundred keep up.
+MAX_CHAT_LANES = 256
 
 
 class Delivery:
@@ -74,6 +77,8 @@ class Delivery:
         self.exclusive = getattr(outbox, "backend", "sqlite") == "postgres"
         self._destination_until: dict[str, float] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._chat_lanes = 0
+        self._waiting_chats: dict[str, None] = {}  # chat destinations waiting for a lane
         self._unreachable: dict[str, int] = {}  # destination -> failed probes in a row
         # Destinations that were down when this delivery was made (a reload makes a new one
         # with new senders): their first start is the probe that says they answer again.
@@ -97,16 +102,19 @@ class Delivery:
     def wake(self, destination: str) -> None:
         if destination in self._wake or self._open_lane(destination):
             self._wake[destination].set()
+        elif destination.startswith("@") and self.chat_sender is not None:
+            self._waiting_chats[destination] = None  # a lane frees up: it opens then
 
     def _open_lane(self, name: str) -> bool:
         """A lane for a chat destination (one whose name starts with "@"), if it can be."""
         if not name.startswith("@") or self.chat_sender is None or self._group is None:
             return False
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._chat_lanes >= MAX_CHAT_LANES:
             return False
         sender = self.chat_sender(name)
         if sender is None:
             return False
+        self._chat_lanes += 1
         self.senders[name] = sender
         self._wake[name] = asyncio.Event()
         self._handed[name] = deque()
@@ -115,10 +123,15 @@ class Delivery:
         return True
 
     def _close_lane(self, name: str) -> None:
-        self.senders.pop(name, None)
+        if self.senders.pop(name, None) is not None:
+            self._chat_lanes -= 1
         self._wake.pop(name, None)
         self._handed.pop(name, None)
         self._alive.pop(name, None)
+        while self._waiting_chats and self._chat_lanes < MAX_CHAT_LANES:
+            waiting = next(iter(self._waiting_chats))
+            del self._waiting_chats[waiting]
+            self.wake(waiting)
 
     def room(self) -> dict[str, int]:
         """How many more rows each lane takes by hand; the rest wait in the outbox, so a
