@@ -8,11 +8,14 @@ Counts, from the fake's requests and the instances' logs:
 - live alerts lost (target 0) and duplicated, and how many duplicates are explained by a
   send in flight at a kill or at the database restart (target: all of them);
 - the longest time no instance held ingest (role.acquired / role.lost, kill times);
-- price crossings: a cycle 99,000 (re-arm), 101,000+n (crossing n), 99,900 and 100,500+n
+- price crossings (a fifth of the events; BTC, line 100,000, re-arm 0.5%): cycles of 24
+  frames, 99,000 (re-arm), 101,000+n (crossing n), then 99,900 and 100,500+n in turn
   (inside the band: no alert). A crossing is "observable" when its re-arm and crossing
   frames reached one subscribed holder that was neither killed nor cut off by the
-  database restart within 2 s; those must all be alerted. A takeover while the line was
-  crossed must keep it crossed (no alert for 100,500+n) and alert the next crossing.
+  database restart within 2 s; those must all be alerted (frames sent while no instance
+  holds ingest are gone: Parti has no price history). A takeover while the line was
+  crossed (after crossing n was alerted, before the next re-arm) must keep it crossed:
+  no alert for 100,500+n, and the next crossing alerted.
 
 Run: .venv/bin/python bench/failover.py [--quick] [--events 2000] [--kills 10] [--seed 1]
 """
@@ -55,8 +58,10 @@ rules:
   - {name: btc, when: price, asset: BTC, above: 100000, rearm: 0.5%, cooldown: 0s, notify: [tg]}
 """
 REARM, CROSS, INSIDE, WIGGLE = 99_000, 101_000, 99_900, 100_500
+CYCLE = 24  # price frames a cycle: re-arm, cross, then inside the band (3 s at 8 a second)
 SETTLE = 300.0  # seconds to wait for the last alerts after the emission
 IN_FLIGHT = 2.0  # a send that reached the fake this long before a kill may be unrecorded
+SIGNAL_SLACK = 0.25  # a request already on its way when the kill was sent arrives after it
 PRICE_RE = re.compile(r"Now ([\d,]+)")
 
 
@@ -93,7 +98,7 @@ class Timeline:
     def in_flight(self, at: float) -> bool:
         """A send that reached the fake at `at` may have been in flight at a kill or
         during the database restart (its outcome unrecorded)."""
-        if any(k - IN_FLIGHT <= at <= k for k in self.kills):
+        if any(k - IN_FLIGHT <= at <= k + SIGNAL_SLACK for k in self.kills):
             return True
         return any(a - IN_FLIGHT <= at <= b for a, b in self.db_down)
 
@@ -261,10 +266,10 @@ async def holder_of(instances: list[Instance], timeout: float) -> Instance | Non
 
 async def run_config(name: str, *, database: str | None, instances: int, args: Any) -> Result:
     rng = random.Random(args.seed)
-    live_count = args.events * 4 // 5
-    cycles = (args.events - live_count) // 4
+    cycles = args.events // 5 // CYCLE
+    live_count = args.events - cycles * CYCLE
     emit_seconds = live_count / args.rate
-    price_every = emit_seconds / max(1, cycles * 4)
+    price_every = emit_seconds / max(1, cycles * CYCLE)
     kill_times = sorted(rng.uniform(3.0, emit_seconds) for _ in range(args.kills))
     timeline = Timeline()
     notes: list[str] = []
@@ -319,12 +324,12 @@ async def run_config(name: str, *, database: str | None, instances: int, args: A
                     )
 
             async def emit_prices() -> None:
-                for n in range(cycles * 4):
+                for n in range(cycles * CYCLE):
                     delay = started + (n + 0.5) * price_every - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    cycle, step = divmod(n, 4)
-                    price = (REARM, CROSS + cycle, INSIDE, WIGGLE + cycle)[step]
+                    cycle, step = divmod(n, CYCLE)
+                    price = (REARM, CROSS + cycle, INSIDE, WIGGLE + cycle)[min(step, 2 + step % 2)]
                     subscribed = sim.subscribers(PRICE) > 0
                     frames.append(Frame(time.time(), price, subscribed, sim.connections_total))
                     await sim.set_price("BTC", str(price))
@@ -396,7 +401,7 @@ async def run_config(name: str, *, database: str | None, instances: int, args: A
     crossings = _crossings(frames, _price_sends(telegram), timeline, notes)
     return Result(
         name=name,
-        events=live_count + cycles * 4,
+        events=live_count + cycles * CYCLE,
         kills=len(timeline.kills),
         db_restarts=len(timeline.db_down),
         lost=len(lost),
@@ -457,7 +462,7 @@ def _in_flight_bound(telegram: Telegram, timeline: Timeline) -> int:
 def _crossings(
     frames: list[Frame], sends: list[tuple[float, int]], timeline: Timeline, notes: list[str]
 ) -> dict[str, int]:
-    cycles = len(frames) // 4
+    cycles = len(frames) // CYCLE
     alerted = {n: sum(1 for _, p in sends if p == CROSS + n) for n in range(cycles)}
     spurious_of = {n: sum(1 for _, p in sends if p == WIGGLE + n) for n in range(cycles)}
     other = sum(
@@ -465,7 +470,7 @@ def _crossings(
     )
     observable: dict[int, bool] = {}
     for n in range(cycles):
-        rearm, cross = frames[4 * n], frames[4 * n + 1]
+        rearm, cross = frames[CYCLE * n], frames[CYCLE * n + 1]
         observable[n] = (
             rearm.subscribed
             and cross.subscribed
@@ -478,16 +483,16 @@ def _crossings(
         if what != "acquired":
             continue
         for n in range(cycles):
-            after = frames[4 * n + 1].at
-            before = frames[4 * n + 4].at if n + 1 < cycles else float("inf")
+            after = frames[CYCLE * n + 1].at
+            before = frames[CYCLE * (n + 1)].at if n + 1 < cycles else float("inf")
             if after < ts < before and alerted[n]:
                 crossed.add(n)
     missed = [n for n in range(cycles) if observable[n] and not alerted[n]]
     if missed:
         takeovers = sorted(ts for ts, _, what, _ in timeline.roles if what == "acquired")
         since = [
-            frames[4 * n + 1].at
-            - max((t for t in takeovers if t < frames[4 * n + 1].at), default=0)
+            frames[CYCLE * n + 1].at
+            - max((t for t in takeovers if t < frames[CYCLE * n + 1].at), default=0)
             for n in missed
         ]
         notes.append(

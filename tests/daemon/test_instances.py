@@ -4,7 +4,6 @@ takeover after SIGKILL with the next generation, and no alert lost or sent twice
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ rules:
     notify: [tg]
 """
 TAKEOVER = 10.0  # seconds a survivor may take to hold the role after the holder died
-SURVIVOR_SENDS = 10.0  # seconds a survivor may take to send what the dead holder left
+SURVIVOR_SENDS = 8.0  # seconds a survivor may take to send what the dead holder left
 
 
 class Instance(Daemon):
@@ -76,26 +75,6 @@ class Instance(Daemon):
         return int(self.logged("role.acquired")[-1]["generation"])
 
 
-async def first(
-    instances: list[Instance], ready: Callable[[Instance], bool], timeout: float
-) -> Instance:
-    """The first of `instances` for which `ready` holds (checked on each of its log lines)."""
-    waits = {
-        asyncio.ensure_future(i.wait_until(lambda i=i: ready(i), timeout)): i for i in instances
-    }
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
-        for task in waits:
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await task
-    ok = [waits[t] for t in done if not t.cancelled() and t.exception() is None]
-    assert ok, f"none of {[i.name for i in instances]} got there in {timeout:g} s"
-    return ok[0]
-
-
 async def stream_ready(holder: Instance, sim: Simulator) -> None:
     """The holder's stream is subscribed, and no other connection is left at the simulator
     (a killed holder's socket closes when the kernel reaps it)."""
@@ -124,148 +103,145 @@ def sends_with(tg: FakeTelegram, words: str) -> list[dict[str, Any]]:
     ]
 
 
-async def outbox(url: str) -> list[tuple[str, str]]:
-    """(rule, state) of every row in the shared outbox."""
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        cur = await conn.execute("SELECT rule, state FROM alerts ORDER BY created_at")
-        return [(str(rule), str(state)) for rule, state in await cur.fetchall()]
-
-
-async def until_stored(url: str, text: str, timeout: float = 15.0) -> None:
-    """Until the stored engine state contains `text` (the state saver has no log line)."""
-    async with asyncio.timeout(timeout), await psycopg.AsyncConnection.connect(url) as conn:
+async def until_db(
+    url: str, query: str, done: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 15.0
+) -> list[tuple[Any, ...]]:
+    """The rows of `query` once `done` holds for them. The writer and the state saver log
+    nothing per row, so this polls the shared database."""
+    async with (
+        asyncio.timeout(timeout),
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
         while True:
-            cur = await conn.execute("SELECT value FROM kv WHERE name = 'engine_state'")
-            found = await cur.fetchone()
-            await conn.commit()
-            if found is not None and text in str(found[0]):
-                return
-            await asyncio.sleep(0.2)  # polling the database: no notification to wait on
+            rows = await (await conn.execute(query)).fetchall()
+            if done(rows):
+                return rows
+            await asyncio.sleep(0.2)  # polling a database: nothing to wait on
+
+
+OUTBOX = "SELECT rule, state FROM alerts ORDER BY created_at"
+CROSSINGS = (
+    "SELECT payload->'view'->'fields'->>'price' FROM alerts"
+    " WHERE rule = 'btc-100k' ORDER BY created_at"
+)
+
+
+def prices(rows: list[tuple[Any, ...]]) -> list[str]:
+    return [str(price) for (price,) in rows]
 
 
 @pytest.fixture
 async def pair(
     tmp_path: Path, pg_url: str, sim: Simulator, fake_telegram: FakeTelegram
 ) -> AsyncIterator[tuple[Instance, Instance]]:
-    """Instances a and b on one database; the one holding ingest is subscribed to Parti."""
+    """Instance a holding ingest (started first, so it also sends to the one destination),
+    and instance b, started once a's stream is subscribed, on standby."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     env = daemon_env(tmp_path, sim, fake_telegram, NOTIFIER_DATABASE_URL=pg_url)
     a, b = Instance("a", env, rules), Instance("b", env, rules)
     try:
-        await asyncio.gather(a.start(), b.start())
-        holder = await first([a, b], lambda i: i.holds, TAKEOVER)
-        await stream_ready(holder, sim)
+        await a.start()
+        await a.wait_log("role.acquired", timeout=TAKEOVER)
+        await stream_ready(a, sim)
         # The first start's poll records the streams already live (not alerted): a
         # successor would otherwise alert them as caught up.
-        await holder.wait_log("catch_up.done", skipped_on_first_start=len(sim.live_channels))
+        await a.wait_log("catch_up.done", skipped_on_first_start=len(sim.live_channels))
+        await b.start()
         yield a, b
     finally:
         await asyncio.gather(a.stop(), b.stop())
 
 
-def roles(pair: tuple[Instance, Instance]) -> tuple[Instance, Instance]:
-    """(the ingest holder, the standby)."""
-    a, b = pair
-    return (a, b) if a.holds else (b, a)
+async def take_over(a: Instance, b: Instance, sim: Simulator) -> dict[str, Any]:
+    """SIGKILL a (the holder); b's role.acquired line, once its stream is subscribed."""
+    await a.kill()
+    taken = await b.wait_log("role.acquired", timeout=TAKEOVER)
+    await stream_ready(b, sim)
+    return taken
 
 
 async def test_two_instances_one_ingest_holder_and_one_alert_per_go_live(
     pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
 ) -> None:
-    holder, standby = roles(pair)
+    a, b = pair
     await sim.go_live(700001, user_name="Solo", event_title="only once please")
-    await holder.wait_log("alert.sent", rule="anyone-live")
-    assert await outbox(pg_url) == [("anyone-live", "sent")]
-    assert len(sends_with(fake_telegram, "only once please")) == 1
-    assert len(holder.logged("role.acquired")) == 1
-    assert standby.logged("role.acquired") == [] and not standby.logged("stream.connected")
+    await fake_telegram.wait_for(lambda: len(sends_with(fake_telegram, "only once please")) == 1)
+    await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")])
+    assert len(sends_tried(fake_telegram)) == 1
+    assert len(a.logged("role.acquired")) == 1
+    assert b.logged("role.acquired") == [] and not b.logged("stream.connected")
 
 
 async def test_sigkill_of_the_holder_hands_ingest_to_the_other_with_the_next_generation(
-    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+    pair: tuple[Instance, Instance], sim: Simulator, pg_url: str
 ) -> None:
-    holder, standby = roles(pair)
+    a, b = pair
     await sim.go_live(700002, user_name="Before", event_title="before the kill")
-    await holder.wait_log("alert.sent", rule="anyone-live")
-    generation = holder.generation
-    await holder.kill()
-    taken = await standby.wait_log("role.acquired", timeout=TAKEOVER)
+    await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")])
+    generation = a.generation
+    taken = await take_over(a, b, sim)
     assert taken["generation"] == generation + 1
-    await stream_ready(standby, sim)
-    await standby.wait_log("catch_up.done")  # the streamer still live is not alerted again
+    await b.wait_log("catch_up.done")  # "Before" is still live: not written again
     await sim.go_live(700003, user_name="After", event_title="after the kill")
-    await standby.wait_log("alert.sent", rule="anyone-live")
-    assert len(sends_with(fake_telegram, "after the kill")) == 1
-    assert len(sends_with(fake_telegram, "before the kill")) == 1
-    assert await outbox(pg_url) == [("anyone-live", "sent"), ("anyone-live", "sent")]
+    rows = await until_db(pg_url, OUTBOX, lambda rows: len(rows) == 2)
+    assert rows[0] == ("anyone-live", "sent")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the killed holder's destination lease (DESTINATION_TTL, 30 s) keeps every other"
+    " instance from sending to that destination until it runs out: a dead instance's"
+    " leases are not released (notifier/deliver/lanes.py, notifier/store/postgres.py)",
+)
+async def test_a_go_live_after_a_takeover_is_sent_by_the_survivor(
+    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
+) -> None:
+    a, b = pair
+    await take_over(a, b, sim)
+    await sim.go_live(700004, user_name="After", event_title="sent by the survivor")
+    await fake_telegram.wait_for(
+        lambda: len(sends_with(fake_telegram, "sent by the survivor")) == 1,
+        timeout=SURVIVOR_SENDS,
+    )
 
 
 @pytest.mark.xfail(
     strict=True,
     reason="a row leased by a dead instance waits out its whole lease (Options.lease, 120 s)"
-    " before a survivor may claim it: nothing releases the leases of an instance whose"
-    " sessions are gone (notifier/store/postgres.py claim/next_due)",
+    " and its destination lease (30 s) before a survivor may send it: nothing releases the"
+    " leases of an instance whose sessions are gone (notifier/store/postgres.py claim)",
 )
 async def test_an_alert_in_flight_when_the_holder_dies_is_sent_by_the_survivor(
     pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
 ) -> None:
-    holder, standby = roles(pair)
-    # The holder's send hangs (its answer, a 502, would come far too late): it dies mid-send.
+    a, b = pair
+    # a's send hangs (its answer, a 502, would come far too late): it dies mid-send.
     fake_telegram.fail(502, "Bad Gateway", delay=600, methods=("sendMessage", "sendPhoto"))
-    await sim.go_live(700004, user_name="Stuck", event_title="stuck in flight")
+    await sim.go_live(700005, user_name="Stuck", event_title="stuck in flight")
     await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
-    await holder.kill()
-    await standby.wait_log("role.acquired", timeout=TAKEOVER)
-    await stream_ready(standby, sim)
-    await sim.go_live(700005, user_name="Later", event_title="after the takeover")  # wakes its lane
-    await standby.wait_log("alert.sent", rule="anyone-live")
+    await take_over(a, b, sim)
     await fake_telegram.wait_for(
         lambda: len(sends_with(fake_telegram, "stuck in flight")) == 1, timeout=SURVIVOR_SENDS
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a survivor's delivery lanes sleep until their own writer wakes them: nothing"
-    " listens to the outbox NOTIFY (PostgresStore.watch_outbox is never used), there is no"
-    " polling fallback, and a takeover does not wake the lanes",
-)
-async def test_a_retry_pending_when_the_holder_dies_is_sent_by_the_survivor(
-    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
-) -> None:
-    holder, standby = roles(pair)
-    fake_telegram.fail(
-        429, "Too Many Requests: retry after 3", retry_after=3, methods=("sendMessage", "sendPhoto")
-    )
-    await sim.go_live(700006, user_name="Retry", event_title="retry pending")
-    await holder.wait_log("alert.retry")  # back in the outbox, due in 3 s, leased to nobody
-    await holder.kill()
-    await standby.wait_log("role.acquired", timeout=TAKEOVER)
-    await fake_telegram.wait_for(
-        lambda: len(sends_with(fake_telegram, "retry pending")) == 1, timeout=SURVIVOR_SENDS
-    )
-
-
 async def test_a_price_crossing_stays_crossed_across_a_takeover(
-    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+    pair: tuple[Instance, Instance], sim: Simulator, pg_url: str
 ) -> None:
-    holder, standby = roles(pair)
+    a, b = pair
     for price in ("99000", "100100", "99900"):  # crossed; back in the band, not re-armed
         await sim.set_price("BTC", price)
-    await holder.wait_log("alert.sent", rule="btc-100k")
-    await until_stored(pg_url, '"99900"')  # the state saver's round (every 5 s) is done
-    await holder.kill()
-    await standby.wait_log("role.acquired", timeout=TAKEOVER)
-    await stream_ready(standby, sim)
-    for price in ("100200", "99000", "100300"):  # up again inside the band; re-armed; crossed
+    await until_db(pg_url, CROSSINGS, lambda rows: len(rows) == 1)
+    # The state saver's round (every 5 s) has stored the crossed line and the last price.
+    await until_db(
+        pg_url, "SELECT value FROM kv WHERE name = 'engine_state'", lambda r: "99900" in str(r)
+    )
+    await take_over(a, b, sim)
+    for price in ("100200", "99000", "100300"):  # up inside the band; re-armed; crossed
         await sim.set_price("BTC", price)
-    await standby.wait_log("alert.sent", rule="btc-100k")
-    btc = [parse_html(r["params"].get("text", "")) for r in sends_with(fake_telegram, "BTC")]
-    assert [t.split("\n")[1] for t in btc] == [
-        "Now 100,100 (+0.10% from the line)",
-        "Now 100,300 (+0.30% from the line)",
-    ]
+    rows = await until_db(pg_url, CROSSINGS, lambda rows: len(rows) == 2)
+    assert prices(rows) == ["100,100", "100,300"]
 
 
 @pytest.mark.xfail(
@@ -274,24 +250,15 @@ async def test_a_price_crossing_stays_crossed_across_a_takeover(
     " from the alerts: a successor restores an older count, and its next crossing reuses"
     " an alert key already in the outbox, so it is dropped as a duplicate",
 )
-async def test_a_crossing_after_a_takeover_is_alerted_when_the_holder_died_before_saving_state(
-    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
+async def test_a_crossing_after_a_takeover_is_written_when_the_holder_died_before_saving(
+    pair: tuple[Instance, Instance], sim: Simulator, pg_url: str
 ) -> None:
-    holder, standby = roles(pair)
+    a, b = pair
     for price in ("99000", "100100", "99000", "100150", "99900"):  # two crossings
         await sim.set_price("BTC", price)
-    await holder.wait_log("alert.sent", 2, rule="btc-100k")
-    await holder.kill()
-    await standby.wait_log("role.acquired", timeout=TAKEOVER)
-    await stream_ready(standby, sim)
-    for price in ("100200", "99000", "100300"):  # inside the band; re-armed; crossed
+    await until_db(pg_url, CROSSINGS, lambda rows: len(rows) == 2, timeout=SURVIVOR_SENDS)
+    await take_over(a, b, sim)
+    for price in ("100200", "99000", "100300"):  # up inside the band; re-armed; crossed
         await sim.set_price("BTC", price)
-    await fake_telegram.wait_for(
-        lambda: len(sends_with(fake_telegram, "100,300")) == 1, timeout=SURVIVOR_SENDS
-    )
-    btc = [parse_html(r["params"].get("text", "")) for r in sends_with(fake_telegram, "BTC")]
-    assert [t.split("\n")[1].split(" (")[0] for t in btc] == [
-        "Now 100,100",
-        "Now 100,150",
-        "Now 100,300",
-    ]
+    rows = await until_db(pg_url, CROSSINGS, lambda rows: len(rows) == 3, timeout=SURVIVOR_SENDS)
+    assert prices(rows) == ["100,100", "100,150", "100,300"]
