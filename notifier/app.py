@@ -370,11 +370,13 @@ class App:
         )
         try:
             while True:
+                before = (await store.roles()).get(INGEST_ROLE)
                 generation = await lock.try_acquire()
                 if generation is None:
                     self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
                     await asyncio.sleep(ROLE_RETRY)
                     continue
+                await self._release_dead(store, before.holder if before else None)
                 self._generation = generation
                 self.metrics.role_held.labels(role=INGEST_ROLE).set(1)
                 self.metrics.generation.set(generation)
@@ -485,6 +487,15 @@ class App:
                     await _bot_backoff("telegram", errors.exceptions[0], attempt)
         finally:
             await lock.release()
+
+    async def _release_dead(self, store: Store, holder: str | None) -> None:
+        """The ingest lock was free: its last holder's session is gone (killed, or cut off
+        and stepping down). Its leased rows and destinations are free now, not in minutes;
+        a send it may still have in flight is the one the delivery promise allows twice."""
+        if holder is None or holder == self.instance or store.backend != "postgres":
+            return
+        released = await store.release_leases_of(holder)
+        event(_log, "role.released_dead", role=INGEST_ROLE, holder=holder, rows=released)
 
     async def _ingest_while(self, lock: RoleLock, store: Store) -> None:
         """The ingest stages, from the stored state, until the role is lost or we stop."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -23,6 +24,7 @@ from notifier.metrics import destination_label
 from notifier.parti.models import ChannelLive
 from notifier.render.fields import view_of
 from notifier.stages.context import Core, Pending
+from notifier.stages.state import ENGINE_STATE
 from notifier.store.base import Store
 from notifier.store.types import LiveEntry, NewAlert
 
@@ -140,16 +142,34 @@ class Writer:
             payload["mention_role"] = role  # a Discord server's role for this streamer
         return payload
 
+    def _state_with(self, alerts: list[NewAlert]) -> dict[str, str] | None:
+        """The engine state to commit with a batch of price crossings, so a successor never
+        restores a crossing count older than the alerts it made (its next crossing would
+        reuse a written key and be lost as a duplicate). Only when every evaluated match is
+        in this batch (the queue is empty): the state must not run ahead of the outbox."""
+        if not any(a.kind == "price" for a in alerts) or not self.core.queue.empty():
+            return None
+        state = self.core.rules.engine.export_state(now=time.time())
+        self.core.state_dirty = False  # an event evaluated from here on sets it again
+        return {ENGINE_STATE: json.dumps(state)}
+
     async def _write(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
         delivery = self.delivery()
-        keys, rows = await self.store.enqueue_leased(
-            alerts,
-            now=time.time(),
-            lease=self.lease,
-            room=delivery.room(),
-            lives=lives,
-            fence=self.fence(),
-        )
+        state = self._state_with(alerts)
+        try:
+            keys, rows = await self.store.enqueue_leased(
+                alerts,
+                now=time.time(),
+                lease=self.lease,
+                room=delivery.room(),
+                lives=lives,
+                fence=self.fence(),
+                state=state,
+            )
+        except BaseException:
+            if state is not None:
+                self.core.state_dirty = True  # not saved after all
+            raise
         added = set(keys)  # a key already in the outbox is a no-op, not a new alert
         for alert in alerts:
             if alert.key in added:

@@ -136,6 +136,11 @@ class Store(Protocol):
         back already leased to this instance; returns the new keys and the leased rows."""
         ...
 
+    async def release_leases_of(self, owner: str) -> int:
+        """An instance known to be gone (its role lock was free for the taking): its rows
+        are due again and its destinations free at once, not when their leases run out."""
+        ...
+
     async def release_leases(self) -> int:
         """At start: make due again the rows this instance can prove orphaned (SQLite:
         every lease, one process owns the file; PostgreSQL: this instance's leases,

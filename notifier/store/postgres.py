@@ -388,6 +388,17 @@ class PostgresStore:
         ]
         return added, rows
 
+    async def release_leases_of(self, owner: str) -> int:
+        async with self._tx() as cur:
+            await cur.execute(
+                "UPDATE alerts SET state = %s, lease_until = NULL, lease_owner = NULL"
+                " WHERE state = %s AND lease_owner = %s",
+                (PENDING, SENDING, owner),
+            )
+            released = cur.rowcount
+            await cur.execute("DELETE FROM destination_leases WHERE owner = %s", (owner,))
+        return released
+
     async def release_leases(self) -> int:
         async with self._tx() as cur:
             await cur.execute(

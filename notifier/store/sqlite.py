@@ -226,6 +226,16 @@ class _Core:
                 self._set(name, value)
         return added, rows
 
+    def release_leases_of(self, owner: str) -> int:
+        with self._tx():
+            cursor = self._db.execute(
+                "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL"
+                " WHERE state = ? AND lease_owner = ?",
+                (PENDING, SENDING, owner),
+            )
+            self._db.execute("DELETE FROM destination_leases WHERE owner = ?", (owner,))
+        return cursor.rowcount
+
     def release_leases(self) -> int:
         with self._tx():
             cursor = self._db.execute(
@@ -1186,6 +1196,9 @@ class SqliteStore:
 
     async def release_leases(self) -> int:
         return await self._call(self.core.release_leases)
+
+    async def release_leases_of(self, owner: str) -> int:
+        return await self._call(self.core.release_leases_of, owner)
 
     async def claim(
         self, destination: str, *, now: float, lease: float, limit: int = 1
