@@ -18,6 +18,7 @@ import bisect
 import json
 import math
 import sys
+from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -136,18 +137,6 @@ def _key(*parts: Any) -> str:
     return json.dumps([str(p) for p in parts], ensure_ascii=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    """What the engine keeps of a rule once compiled (the pydantic model is let go: with
-    100,000 rules it would weigh more than everything else together)."""
-
-    name: str
-    asset: str = ""
-    min_viewers: int | None = None
-    fire_on_start: bool = False
-    before: float = 0.0
-
-
 _EMPTY: tuple[Any, ...] = ()
 
 
@@ -161,46 +150,27 @@ def _small(values: set[Any]) -> tuple[Any, ...] | frozenset[Any]:
 # ---- live ------------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
-class _Audience:
-    """Whom a live or scheduled rule is about: users and categories (empty: anyone)."""
+@dataclass(frozen=True, slots=True, eq=False)
+class _Filter:
+    """What a live rule checks once its users matched (the user indexes did that part),
+    and where it goes. One object serves every rule with the same settings: 100,000 rules
+    that differ only in their users share one."""
 
-    rule: _Ref
     destinations: tuple[str, ...]
     cooldown: float
-    user_ids: tuple[int, ...] | frozenset[int]
-    user_names: tuple[str, ...] | frozenset[str]
-    category_ids: tuple[int, ...] | frozenset[int]
-    category_names: tuple[str, ...] | frozenset[str]
+    category_ids: tuple[int, ...] | frozenset[int] = _EMPTY
+    category_names: tuple[str, ...] | frozenset[str] = _EMPTY
+    excluded_ids: tuple[int, ...] | frozenset[int] = _EMPTY
+    excluded_names: tuple[str, ...] | frozenset[str] = _EMPTY
+    title: TitlePattern | None = None
+    min_viewers: int | None = None
 
-    def audience_reason(
-        self, user_id: int, names: Iterable[str | None], categories: _Categories
-    ) -> Reason | None:
-        if (self.user_ids or self.user_names) and user_id not in self.user_ids:
-            for name in names:
-                if name is not None and _fold(name) in self.user_names:
-                    break
-            else:
-                return Reason.USER_NOT_IN_RULE
+    def reason(self, event: ChannelLive, categories: _Categories) -> Reason | None:
+        """None when the event passes every filter of the rule."""
         if (self.category_ids or self.category_names) and not categories.match(
             self.category_ids, self.category_names
         ):
             return Reason.CATEGORY_NOT_IN_RULE
-        return None
-
-
-@dataclass(slots=True, kw_only=True)
-class _Live(_Audience):
-    excluded_ids: tuple[int, ...] | frozenset[int]
-    excluded_names: tuple[str, ...] | frozenset[str]
-    title: TitlePattern | None
-
-    def reason(self, event: ChannelLive, categories: _Categories) -> Reason | None:
-        """None when the event passes every filter of the rule."""
-        names = (event.user_name, event.social_username)
-        found = self.audience_reason(event.user_id, names, categories)
-        if found is not None:
-            return found
         if event.user_id in self.excluded_ids or (
             # folding the name costs more than the rest: only for rules that exclude names
             self.excluded_names and _fold(event.user_name) in self.excluded_names
@@ -208,16 +178,17 @@ class _Live(_Audience):
             return Reason.EXCLUDED_USER
         if self.title is not None and not self.title.search(event.event_title or ""):
             return Reason.TITLE_MISMATCH
-        if self.rule.min_viewers is not None and (event.viewers_count or 0) < self.rule.min_viewers:
+        if self.min_viewers is not None and (event.viewers_count or 0) < self.min_viewers:
             return Reason.TOO_FEW_VIEWERS
         return None
 
 
 class _Categories:
-    """An event's category as every id and name it goes by, worked out once per event
-    through Parti's category list (ids to names and back), so rules may name either."""
+    """An event's category as every id and name it goes by, through Parti's category list
+    (ids to names and back), so rules may name either; worked out once per event, and
+    only when a rule asks (most events meet no rule that names a category)."""
 
-    __slots__ = ("ids", "names")
+    __slots__ = ("_id", "_ids", "_ids_of", "_name", "_names", "_names_of")
 
     def __init__(
         self,
@@ -226,19 +197,38 @@ class _Categories:
         names_of: Mapping[int, frozenset[str]],
         ids_of: Mapping[str, frozenset[int]],
     ) -> None:
-        ids: set[int] = set() if category_id is None else {category_id}
-        names: set[str] = set()
-        if category_name:
-            name = _fold(category_name)
+        self._id, self._name = category_id, category_name
+        self._names_of, self._ids_of = names_of, ids_of
+        self._ids: set[int] | None = None
+        self._names: set[str] = set()
+
+    @property
+    def ids(self) -> set[int]:
+        if self._ids is None:
+            self._work_out()
+        assert self._ids is not None
+        return self._ids
+
+    @property
+    def names(self) -> set[str]:
+        if self._ids is None:
+            self._work_out()
+        return self._names
+
+    def _work_out(self) -> None:
+        ids: set[int] = set() if self._id is None else {self._id}
+        names = self._names
+        if self._name:
+            name = _fold(self._name)
             names.add(name)
-            ids |= ids_of.get(name, frozenset())
+            ids |= self._ids_of.get(name, frozenset())
         for cid in list(ids):
-            names |= names_of.get(cid, frozenset())
-        self.ids = ids
-        self.names = names
+            names |= self._names_of.get(cid, frozenset())
+        self._ids = ids
 
     def match(self, ids: Iterable[int], names: Iterable[str]) -> bool:
-        return any(i in self.ids for i in ids) or any(n in self.names for n in names)
+        mine, my_names = self.ids, self._names
+        return any(i in mine for i in ids) or any(n in my_names for n in names)
 
 
 def _split(values: Iterable[int | str]) -> tuple[set[int], set[str]]:
@@ -247,41 +237,121 @@ def _split(values: Iterable[int | str]) -> tuple[set[int], set[str]]:
     for value in values:
         if isinstance(value, int):
             ids.add(value)
-        elif value.strip().isdigit():
+        elif value.strip().isdecimal():
             ids.add(int(value))
         else:
             names.add(_fold(value))
     return ids, names
 
 
+class _Names:
+    """The live rules' names by index, packed into one string: a string object per name
+    would weigh about 55 bytes, a name here its length plus four."""
+
+    __slots__ = ("_blob", "_ends", "_pending", "_size")
+
+    def __init__(self) -> None:
+        self._blob = ""
+        self._pending: list[str] = []
+        self._ends = array("I")  # where each name ends in the blob
+        self._size = 0
+
+    def append(self, name: str) -> None:
+        self._pending.append(name)
+        self._size += len(name)
+        self._ends.append(self._size)
+        if len(self._pending) >= 4096:
+            self._pack()
+
+    def _pack(self) -> None:
+        self._blob += "".join(self._pending)
+        self._pending.clear()
+
+    def __getitem__(self, index: int) -> str:
+        if self._pending:
+            self._pack()
+        ends = self._ends
+        return self._blob[ends[index - 1] if index else 0 : ends[index]]
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+
+class _Filters:
+    """The live rules' filters by index: each distinct filter once, and a number per rule."""
+
+    __slots__ = ("_by_key", "_ids", "_table")
+
+    def __init__(self) -> None:
+        self._table: list[_Filter] = []
+        self._by_key: dict[tuple[Any, ...], int] = {}
+        self._ids = array("I")
+
+    def known(self, key: tuple[Any, ...]) -> _Filter | None:
+        found = self._by_key.get(key)
+        return None if found is None else self._table[found]
+
+    def append(self, key: tuple[Any, ...], found: _Filter) -> None:
+        number = self._by_key.get(key)
+        if number is None:
+            number = self._by_key[key] = len(self._table)
+            self._table.append(found)
+        self._ids.append(number)
+
+    def __getitem__(self, index: int) -> _Filter:
+        return self._table[self._ids[index]]
+
+
+# A rule index, or the rule indexes, that an index key leads to: most keys lead to one
+# rule, and a bare int is the smallest thing that can say so.
+_Slot = int | list[int] | tuple[int, ...]
+
+
+def _put(table: dict[Any, _Slot], key: Any, index: int) -> None:
+    slot = table.get(key)
+    if slot is None:
+        table[key] = index
+    elif isinstance(slot, int):
+        table[key] = [slot, index]
+    elif isinstance(slot, list):
+        slot.append(index)
+    else:
+        table[key] = [*slot, index]
+
+
+def _tighten(table: dict[Any, _Slot]) -> None:
+    """Lists that grew while the file was read become tuples (no spare capacity)."""
+    for key, slot in table.items():
+        if isinstance(slot, list):
+            table[key] = tuple(slot)
+
+
 # ---- price -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Line:
     """One `above` or `below` line of one rule on one asset."""
 
-    rule: _Ref
+    name: str
+    asset: str
     destinations: tuple[str, ...]
     cooldown: float
     direction: str  # "above" | "below"
     line: Decimal
-    band: Decimal
+    rearm_level: Decimal  # the line less (above) or plus (below) the rearm band
+    fire_on_start: bool = False
     armed: bool = False
     seq: int = 0
-    started: bool = False
-
-    @property
-    def rearm_level(self) -> Decimal:
-        return self.line - self.band if self.direction == "above" else self.line + self.band
 
     def state_key(self) -> str:
-        return _key(self.rule.name, self.rule.asset.upper(), self.direction, self.line)
+        return _key(self.name, self.asset.upper(), self.direction, self.line)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Move:
-    rule: _Ref
+    name: str
+    asset: str
     destinations: tuple[str, ...]
     cooldown: float
     percent: Decimal
@@ -291,7 +361,7 @@ class _Move:
     lows: deque[tuple[float, Decimal]] = field(default_factory=deque)
 
     def state_key(self) -> str:
-        return _key(self.rule.name, self.rule.asset.upper(), "move")
+        return _key(self.name, self.asset.upper(), "move")
 
     def observe(self, at: float, price: Decimal) -> tuple[str, Decimal, Decimal] | None:
         """Add an observation; (direction, change %, reference) when the move is reached."""
@@ -326,10 +396,12 @@ class _Book:
     below: list[_Line] = field(default_factory=list)
     moves: list[_Move] = field(default_factory=list)
     above_lines: list[Decimal] = field(default_factory=list)
-    # (rearm level, id of the line, the line): the id breaks ties, so lines are never compared
-    above_rearm: list[tuple[Decimal, int, _Line]] = field(default_factory=list)
+    # The lines again, by rearm level, and those levels (parallel lists: no tuple per line)
+    above_rearm: list[_Line] = field(default_factory=list)
+    above_rearm_levels: list[Decimal] = field(default_factory=list)
     below_lines: list[Decimal] = field(default_factory=list)
-    below_rearm: list[tuple[Decimal, int, _Line]] = field(default_factory=list)
+    below_rearm: list[_Line] = field(default_factory=list)
+    below_rearm_levels: list[Decimal] = field(default_factory=list)
     # A file's rules are appended and sorted once (`seal`); later lines are bisected in.
     is_sorted: bool = True
 
@@ -344,29 +416,35 @@ class _Book:
         self.below.sort(key=lambda e: e.line)
         self.above_lines = [e.line for e in self.above]
         self.below_lines = [e.line for e in self.below]
-        self.above_rearm = sorted((e.rearm_level, id(e), e) for e in self.above)
-        self.below_rearm = sorted((e.rearm_level, id(e), e) for e in self.below)
+        self.above_rearm = sorted(self.above, key=lambda e: e.rearm_level)
+        self.below_rearm = sorted(self.below, key=lambda e: e.rearm_level)
+        self.above_rearm_levels = [e.rearm_level for e in self.above_rearm]
+        self.below_rearm_levels = [e.rearm_level for e in self.below_rearm]
         self.is_sorted = True
 
     def insert(self, entry: _Line) -> None:
         """Bisect one line in (after lines of the same level, as a stable sort would)."""
         self.seal()
-        entries, levels, rearm = self._side(entry)
+        entries, levels, rearm, rearm_levels = self._side(entry)
         at = bisect.bisect_right(levels, entry.line)
         entries.insert(at, entry)
         levels.insert(at, entry.line)
-        bisect.insort(rearm, (entry.rearm_level, id(entry), entry))
+        at = bisect.bisect_right(rearm_levels, entry.rearm_level)
+        rearm.insert(at, entry)
+        rearm_levels.insert(at, entry.rearm_level)
 
     def remove(self, entry: _Line) -> None:
         self.seal()
-        entries, levels, rearm = self._side(entry)
-        at = bisect.bisect_left(levels, entry.line)
-        while entries[at] is not entry:  # among lines of the same level
-            at += 1
-        del entries[at]
-        del levels[at]
-        at = bisect.bisect_left(rearm, (entry.rearm_level, id(entry)))
-        del rearm[at]
+        entries, levels, rearm, rearm_levels = self._side(entry)
+        for items, keys, level in (
+            (entries, levels, entry.line),
+            (rearm, rearm_levels, entry.rearm_level),
+        ):
+            at = bisect.bisect_left(keys, level)
+            while items[at] is not entry:  # among lines of the same level
+                at += 1
+            del items[at]
+            del keys[at]
 
     def remove_move(self, move: _Move) -> None:
         # By identity: two moves with equal settings compare equal.
@@ -375,12 +453,10 @@ class _Book:
                 del self.moves[at]
                 return
 
-    def _side(
-        self, entry: _Line
-    ) -> tuple[list[_Line], list[Decimal], list[tuple[Decimal, int, _Line]]]:
+    def _side(self, entry: _Line) -> tuple[list[_Line], list[Decimal], list[_Line], list[Decimal]]:
         if entry.direction == "above":
-            return self.above, self.above_lines, self.above_rearm
-        return self.below, self.below_lines, self.below_rearm
+            return self.above, self.above_lines, self.above_rearm, self.above_rearm_levels
+        return self.below, self.below_lines, self.below_rearm, self.below_rearm_levels
 
     def empty(self) -> bool:
         return not (self.above or self.below or self.moves)
@@ -420,9 +496,32 @@ def _saved(pending: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any] |
 # ---- scheduled ----------------------------------------------------------------------
 
 
-@dataclass(slots=True, kw_only=True)
-class _Scheduled(_Audience):
-    pass
+@dataclass(slots=True, kw_only=True, eq=False)
+class _Scheduled:
+    """A reminder rule: whom it is about (users and categories; empty: anyone)."""
+
+    name: str
+    before: float
+    destinations: tuple[str, ...]
+    user_ids: tuple[int, ...] | frozenset[int]
+    user_names: tuple[str, ...] | frozenset[str]
+    category_ids: tuple[int, ...] | frozenset[int]
+    category_names: tuple[str, ...] | frozenset[str]
+
+    def audience_reason(
+        self, user_id: int, names: Iterable[str | None], categories: _Categories
+    ) -> Reason | None:
+        if (self.user_ids or self.user_names) and user_id not in self.user_ids:
+            for name in names:
+                if name is not None and _fold(name) in self.user_names:
+                    break
+            else:
+                return Reason.USER_NOT_IN_RULE
+        if (self.category_ids or self.category_names) and not categories.match(
+            self.category_ids, self.category_names
+        ):
+            return Reason.CATEGORY_NOT_IN_RULE
+        return None
 
 
 # ---- subscriptions ------------------------------------------------------------------------
@@ -436,7 +535,7 @@ class _SubRecord:
     name: str
     destination: str
     user_id: int | None = None  # a live subscription: its bucket in `_subs_by_user`
-    live: _Live | None = None
+    live: _Filter | None = None
     book: str = ""  # a price subscription: its book's key
     lines: tuple[_Line, ...] = ()
     move: _Move | None = None
@@ -468,11 +567,16 @@ class Engine:
         self._names_of: dict[int, frozenset[str]] = {}
         self._ids_of: dict[str, frozenset[int]] = {}
         self._destinations: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._by_user_id: dict[int, list[_Live]] = {}
-        self._by_user_name: dict[str, list[_Live]] = {}
-        self._by_category_id: dict[int, list[_Live]] = {}
-        self._by_category_name: dict[str, list[_Live]] = {}
-        self._catch_all: list[_Live] = []
+        # The live rules of the file, by index: a name, and a filter shared by every rule
+        # with the same settings (`_filters` finds it by those settings).
+        self._live_names = _Names()
+        self._live_filters = _Filters()
+        # user id, folded user name, category id or name -> the live rules naming it
+        self._by_user_id: dict[int, _Slot] = {}
+        self._by_user_name: dict[str, _Slot] = {}
+        self._by_category_id: dict[int, _Slot] = {}
+        self._by_category_name: dict[str, _Slot] = {}
+        self._catch_all: list[int] = []
         self._books: dict[str, _Book] = {}
         self._scheduled: list[_Scheduled] = []
         # (rule, subject, destination) -> (until, identity of the alert that set it)
@@ -505,21 +609,31 @@ class Engine:
 
     def add(self, rule: LiveRule | PriceRule | ScheduledRule) -> None:
         """Compile one rule (the model itself is not kept)."""
-        cooldown = self.defaults.cooldown if rule.cooldown is None else rule.cooldown
-        destinations = self._destinations.setdefault(tuple(rule.notify), tuple(rule.notify))
-        self.counts[rule.when] += 1
         if isinstance(rule, LiveRule):
-            self._add_live(rule, destinations, cooldown)
-        elif isinstance(rule, PriceRule):
+            self.add_live(
+                rule.name,
+                notify=rule.notify,
+                cooldown=rule.cooldown,
+                users=rule.users,
+                categories=rule.categories,
+                exclude_users=rule.exclude_users,
+                title_matches=rule.title_matches,
+                min_viewers=rule.min_viewers,
+            )
+            return
+        cooldown = self.defaults.cooldown if rule.cooldown is None else rule.cooldown
+        destinations = self._destinations_of(rule.notify)
+        self.counts[rule.when] += 1
+        if isinstance(rule, PriceRule):
             self._add_price(rule, destinations, cooldown)
         else:
             uids, unames = _split(rule.users)
             cids, cnames = _split(rule.categories)
             self._scheduled.append(
                 _Scheduled(
-                    rule=_Ref(rule.name, before=rule.before),
+                    name=rule.name,
+                    before=rule.before,
                     destinations=destinations,
-                    cooldown=cooldown,
                     user_ids=_small(uids),
                     user_names=_small(unames),
                     category_ids=_small(cids),
@@ -527,10 +641,86 @@ class Engine:
                 )
             )
 
+    def add_live(
+        self,
+        name: str,
+        *,
+        notify: Iterable[str],
+        cooldown: float | None = None,
+        users: Iterable[int | str] = (),
+        categories: Iterable[int | str] = (),
+        exclude_users: Iterable[int | str] = (),
+        title_matches: str | None = None,
+        min_viewers: int | None = None,
+    ) -> None:
+        """Compile one live rule from values already validated (as `LiveRule` validates
+        them); the compile of a file calls this without building the model."""
+        cooldown = self.defaults.cooldown if cooldown is None else cooldown
+        destinations = self._destinations_of(notify)
+        self.counts["live"] += 1
+        index = len(self._live_names)
+        if categories or exclude_users or title_matches is not None or min_viewers is not None:
+            cids, cnames = _split(categories)
+            xids, xnames = _split(exclude_users)
+            key: tuple[Any, ...] = (
+                destinations,
+                cooldown,
+                frozenset(cids),
+                frozenset(cnames),
+                frozenset(xids),
+                frozenset(xnames),
+                title_matches,
+                min_viewers,
+            )
+            found = self._live_filters.known(key)
+            if found is None:
+                found = _Filter(
+                    destinations,
+                    cooldown,
+                    _small(cids),
+                    _small(cnames),
+                    _small(xids),
+                    _small(xnames),
+                    compile_title_pattern(title_matches) if title_matches else None,
+                    min_viewers,
+                )
+        else:
+            cids, cnames = set(), set()
+            key = (destinations, cooldown)
+            found = self._live_filters.known(key)
+            if found is None:
+                found = _Filter(destinations, cooldown)
+        self._live_names.append(name)
+        self._live_filters.append(key, found)
+        uids, unames = _split(users)
+        if uids or unames:  # users narrow most; categories are then a filter
+            for uid in uids:
+                _put(self._by_user_id, uid, index)
+            for folded in unames:
+                _put(self._by_user_name, folded, index)
+        elif cids or cnames:
+            for cid in cids:
+                _put(self._by_category_id, cid, index)
+            for folded in cnames:
+                _put(self._by_category_name, folded, index)
+        else:
+            self._catch_all.append(index)
+
+    def _destinations_of(self, notify: Iterable[str]) -> tuple[str, ...]:
+        names = tuple(notify)
+        return self._destinations.setdefault(names, names)
+
     def seal(self, state: Mapping[str, Any] | None = None) -> None:
         """After the last `add`: sort the price lines, then take back saved state."""
         for book in self._books.values():
             book.seal()
+        for table in (
+            self._by_user_id,
+            self._by_user_name,
+            self._by_category_id,
+            self._by_category_name,
+        ):
+            _tighten(table)
         if state:
             self.restore_state(state)
 
@@ -618,7 +808,7 @@ class Engine:
         result = AddResult()
         if isinstance(rule, LiveRule):
             record.live = self._compile_live(rule, destinations, cooldown)
-            (record.user_id,) = record.live.user_ids
+            ((record.user_id,), _) = _split(rule.users)
             self._subs_by_user.setdefault(record.user_id, {})[sub.id] = record
         else:
             record.book = _fold(rule.asset)
@@ -694,40 +884,21 @@ class Engine:
 
     # ---- compile ---------------------------------------------------------------
 
-    def _add_live(self, rule: LiveRule, destinations: tuple[str, ...], cooldown: float) -> None:
-        compiled = self._compile_live(rule, destinations, cooldown)
-        uids, unames = compiled.user_ids, compiled.user_names
-        cids, cnames = compiled.category_ids, compiled.category_names
-        if uids or unames:  # users narrow most; categories are then a filter
-            for uid in uids:
-                self._by_user_id.setdefault(uid, []).append(compiled)
-            for name in unames:
-                self._by_user_name.setdefault(name, []).append(compiled)
-        elif cids or cnames:
-            for cid in cids:
-                self._by_category_id.setdefault(cid, []).append(compiled)
-            for name in cnames:
-                self._by_category_name.setdefault(name, []).append(compiled)
-        else:
-            self._catch_all.append(compiled)
-
-    def _compile_live(
-        self, rule: LiveRule, destinations: tuple[str, ...], cooldown: float
-    ) -> _Live:
-        uids, unames = _split(rule.users)
+    @staticmethod
+    def _compile_live(rule: LiveRule, destinations: tuple[str, ...], cooldown: float) -> _Filter:
+        """A subscription's filter (its own: subscriptions come and go, a shared one would
+        have to be counted)."""
         cids, cnames = _split(rule.categories)
         xids, xnames = _split(rule.exclude_users)
-        return _Live(
-            rule=_Ref(rule.name, min_viewers=rule.min_viewers),
-            destinations=destinations,
-            cooldown=cooldown,
-            user_ids=_small(uids),
-            user_names=_small(unames),
-            category_ids=_small(cids),
-            category_names=_small(cnames),
-            excluded_ids=_small(xids),
-            excluded_names=_small(xnames),
-            title=compile_title_pattern(rule.title_matches) if rule.title_matches else None,
+        return _Filter(
+            destinations,
+            cooldown,
+            _small(cids),
+            _small(cnames),
+            _small(xids),
+            _small(xnames),
+            compile_title_pattern(rule.title_matches) if rule.title_matches else None,
+            rule.min_viewers,
         )
 
     def _add_price(self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float) -> None:
@@ -742,20 +913,27 @@ class Engine:
         self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float
     ) -> tuple[list[_Line], _Move | None]:
         lines = []
+        asset = sys.intern(rule.asset)  # a few assets, named by thousands of rules
         for direction, line in (("above", rule.above), ("below", rule.below)):
             if line is not None:
-                ref = _Ref(rule.name, rule.asset, fire_on_start=rule.fire_on_start)
+                band = rule.rearm_band(line)
+                level = line - band if direction == "above" else line + band
                 lines.append(
-                    _Line(ref, destinations, cooldown, direction, line, rule.rearm_band(line))
+                    _Line(
+                        rule.name,
+                        asset,
+                        destinations,
+                        cooldown,
+                        direction,
+                        line,
+                        level,
+                        rule.fire_on_start,
+                    )
                 )
         move = None
         if rule.move is not None and rule.within is not None:
             move = _Move(
-                _Ref(rule.name, rule.asset),
-                destinations,
-                cooldown,
-                parse_percent(rule.move),
-                rule.within,
+                rule.name, asset, destinations, cooldown, parse_percent(rule.move), rule.within
             )
         return lines, move
 
@@ -779,9 +957,10 @@ class Engine:
         """Whether some live rule or subscription matches the event's filters (no
         cooldown, no state)."""
         categories = self._categories(event.category_id, event.category_name)
+        filters = self._live_filters
         if any(
-            c.reason(event, categories) is None
-            for c in self._live_candidates(event, categories).values()
+            filters[i].reason(event, categories) is None
+            for i in self._live_candidates(event, categories)
         ):
             return True
         subs = self._subs_by_user.get(event.user_id)
@@ -792,22 +971,42 @@ class Engine:
     def _categories(self, category_id: int | None, category_name: str | None) -> _Categories:
         return _Categories(category_id, category_name, self._names_of, self._ids_of)
 
-    def _live_candidates(self, event: ChannelLive, categories: _Categories) -> dict[int, _Live]:
-        candidates: dict[int, _Live] = {}
-        lists = [
-            self._by_user_id.get(event.user_id),
-            self._by_user_name.get(_fold(event.user_name)),
-            self._by_user_name.get(_fold(event.social_username)) if event.social_username else None,
-            self._catch_all,
-        ]
+    def _live_candidates(self, event: ChannelLive, categories: _Categories) -> list[int]:
+        """The indexes of the live rules naming the event's user or category, or anyone:
+        each once, in the order user id, user names, anyone, categories."""
+        found: list[int] = []
+        slots: list[_Slot] = []
+        slot = self._by_user_id.get(event.user_id)
+        if slot is not None:
+            slots.append(slot)
+        by_name = self._by_user_name
+        if by_name:
+            slot = by_name.get(_fold(event.user_name))
+            if slot is not None:
+                slots.append(slot)
+            if event.social_username:
+                slot = by_name.get(_fold(event.social_username))
+                if slot is not None:
+                    slots.append(slot)
+        if self._catch_all:
+            slots.append(self._catch_all)
         if self._by_category_id or self._by_category_name:
-            lists += [self._by_category_id.get(cid) for cid in categories.ids]
-            lists += [self._by_category_name.get(name) for name in categories.names]
-        for rules in lists:
-            if rules:
-                for compiled in rules:
-                    candidates[id(compiled)] = compiled
-        return candidates
+            for cid in categories.ids:
+                slot = self._by_category_id.get(cid)
+                if slot is not None:
+                    slots.append(slot)
+            for name in categories.names:
+                slot = self._by_category_name.get(name)
+                if slot is not None:
+                    slots.append(slot)
+        for slot in slots:
+            if isinstance(slot, int):
+                found.append(slot)
+            else:
+                found.extend(slot)
+        if len(slots) > 1:  # a rule may be found twice (by id and by name)
+            found = list(dict.fromkeys(found))
+        return found
 
     def on_live(self, event: ChannelLive, now: float, *, explain: bool = False) -> Evaluation:
         result = Evaluation()
@@ -821,17 +1020,25 @@ class Engine:
             return result
         user_id, marker = event.identity
         identity = f"live:{user_id}:{marker}"
-        for compiled in candidates.values():
-            reason = compiled.reason(event, categories)
+        names, filters = self._live_names, self._live_filters
+        # Rules of one filter share its verdict: worked out once per event.
+        verdicts: dict[int, Reason | None] = {}
+        for index in candidates:
+            found = filters[index]
+            key = id(found)
+            if key in verdicts:
+                reason = verdicts[key]
+            else:
+                reason = verdicts[key] = found.reason(event, categories)
             if reason is not None:
                 if explain:
-                    result.decisions.append(Decision(compiled.rule.name, subject, reason))
+                    result.decisions.append(Decision(names[index], subject, reason))
                 continue
             self._fire(
                 result,
-                compiled.rule.name,
-                compiled.destinations,
-                compiled.cooldown,
+                names[index],
+                found.destinations,
+                found.cooldown,
                 "live",
                 subject,
                 identity,
@@ -886,7 +1093,7 @@ class Engine:
                     result.decisions.append(Decision(name, subject, reason, destination))
             else:
                 if reason is Reason.TOO_FEW_VIEWERS:
-                    detail = f"{event.viewers_count or 0} of {compiled.rule.min_viewers}"
+                    detail = f"{event.viewers_count or 0} of {compiled.min_viewers}"
                 if explain:
                     result.decisions.append(Decision(name, subject, reason))
             record.last = SubDecision(name, destination, reason, subject, identity, now, detail)
@@ -934,40 +1141,38 @@ class Engine:
             for entry in book.above[lo:hi]:  # lines in (last, price]
                 touched.add(id(entry))
                 self._cross(entry, price, subject, now, event, result, explain)
-            lo = bisect.bisect_left(book.below_rearm, (last, -1))
-            hi = bisect.bisect_left(book.below_rearm, (price, -1))
-            for _, _, entry in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
+            lo = bisect.bisect_left(book.below_rearm_levels, last)
+            hi = bisect.bisect_left(book.below_rearm_levels, price)
+            for entry in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
                 if not entry.armed and price > entry.rearm_level:
                     entry.armed = True
                     touched.add(id(entry))
                     if explain:
-                        result.decisions.append(Decision(entry.rule.name, subject, Reason.REARMED))
+                        result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
         elif price < last:
             lo = bisect.bisect_left(book.below_lines, price)
             hi = bisect.bisect_left(book.below_lines, last)
             for entry in book.below[lo:hi]:  # lines in [price, last)
                 touched.add(id(entry))
                 self._cross(entry, price, subject, now, event, result, explain)
-            lo = bisect.bisect_right(book.above_rearm, (price, float("inf")))
-            hi = bisect.bisect_right(book.above_rearm, (last, float("inf")))
-            for _, _, entry in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
+            lo = bisect.bisect_right(book.above_rearm_levels, price)
+            hi = bisect.bisect_right(book.above_rearm_levels, last)
+            for entry in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
                 if not entry.armed and price < entry.rearm_level:
                     entry.armed = True
                     touched.add(id(entry))
                     if explain:
-                        result.decisions.append(Decision(entry.rule.name, subject, Reason.REARMED))
+                        result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
         if explain:
             for entry in book.lines():
                 if id(entry) not in touched:
                     reason = Reason.NOT_CROSSED if entry.armed else Reason.NOT_ARMED
-                    result.decisions.append(Decision(entry.rule.name, subject, reason))
+                    result.decisions.append(Decision(entry.name, subject, reason))
         for move in book.moves:
             hit = move.observe(now, price)
             if hit is None:
                 if explain:
-                    result.decisions.append(
-                        Decision(move.rule.name, subject, Reason.MOVE_TOO_SMALL)
-                    )
+                    result.decisions.append(Decision(move.name, subject, Reason.MOVE_TOO_SMALL))
                 continue
             direction, change, reference = hit
             move.seq += 1
@@ -982,7 +1187,7 @@ class Engine:
             }
             self._fire(
                 result,
-                move.rule.name,
+                move.name,
                 move.destinations,
                 move.cooldown,
                 "price",
@@ -1006,11 +1211,11 @@ class Engine:
     ) -> None:
         past = price >= entry.line if entry.direction == "above" else price <= entry.line
         entry.armed = not past
-        if past and entry.rule.fire_on_start:
+        if past and entry.fire_on_start:
             self._cross_fired(entry, price, subject, now, event, result, explain)
         elif explain:
             reason = Reason.ALREADY_PAST if past else Reason.BASELINE
-            result.decisions.append(Decision(entry.rule.name, subject, reason))
+            result.decisions.append(Decision(entry.name, subject, reason))
 
     def _cross(
         self,
@@ -1024,7 +1229,7 @@ class Engine:
     ) -> None:
         if not entry.armed:
             if explain:
-                result.decisions.append(Decision(entry.rule.name, subject, Reason.NOT_ARMED))
+                result.decisions.append(Decision(entry.name, subject, Reason.NOT_ARMED))
             return
         entry.armed = False
         self._cross_fired(entry, price, subject, now, event, result, explain)
@@ -1052,7 +1257,7 @@ class Engine:
         identity = f"price:{subject}:{entry.direction}:{entry.line}:{entry.seq}"
         self._fire(
             result,
-            entry.rule.name,
+            entry.name,
             entry.destinations,
             entry.cooldown,
             "price",
@@ -1075,10 +1280,10 @@ class Engine:
             for sched in self._scheduled:
                 if sched.audience_reason(event.user_id, (event.user_name,), categories):
                     continue
-                name = sched.rule.name
+                name = sched.name
                 if now >= event.event_start_ts:
                     reason: Reason | None = Reason.ALREADY_STARTED
-                elif now < event.event_start_ts - sched.rule.before:
+                elif now < event.event_start_ts - sched.before:
                     reason = Reason.NOT_DUE
                 elif (name, event.event_id) in self._reminded:
                     reason = Reason.ALREADY_REMINDED
@@ -1161,11 +1366,25 @@ class Engine:
         lines: dict[str, Any] = {}
         moves: dict[str, Any] = {}
         prices = {name: str(price) for name, (price, _) in self._prices.items()}
+        # A line is saved only when it differs from what a restore would give it without
+        # (its baseline from the saved price, no crossings), and the (armed, seq) records
+        # are shared: a save of 10,000 lines is a few of them, not 10,000 small dicts.
+        records: dict[tuple[bool, int], dict[str, Any]] = {}
         for asset, book in self._books.items():
-            if book.last is not None:
-                prices[asset] = str(book.last)
+            last = book.last
+            if last is not None:
+                prices[asset] = str(last)
+            else:  # what a restore takes as this book's price
+                known = self._prices.get(asset)
+                last = None if known is None else known[0]
             for entry in book.lines():
-                lines[entry.state_key()] = {"armed": entry.armed, "seq": entry.seq}
+                armed, seq = entry.armed, entry.seq
+                if seq == 0 and armed == (last is not None and not _past(entry, last)):
+                    continue
+                record = records.get((armed, seq))
+                if record is None:
+                    record = records[(armed, seq)] = {"armed": armed, "seq": seq}
+                lines[entry.state_key()] = record
             for move in book.moves:
                 moves[move.state_key()] = {
                     "seq": move.seq,
@@ -1176,9 +1395,9 @@ class Engine:
             for key, (kind, saved) in bucket.items():
                 (lines if kind == "line" else moves)[key] = dict(saved)
         cooldowns = {
-            _key(*k): [until, identity]
-            for k, (until, identity) in self._cooldown_until.items()
-            if now is None or until > now
+            _key(*k): value  # (until, identity): a JSON array, as a list would be
+            for k, value in self._cooldown_until.items()
+            if now is None or value[0] > now
         }
         reminded = {
             _key(rule, eid): start

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from notifier.parti.models import ChannelLive
 from notifier.rules.stream import RulesError, compile_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -602,7 +603,9 @@ def test_yaml_faults_are_one_clear_error(
 def test_a_merge_key_is_text_where_a_value_is_expected(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(H + "rules: [{name: <<, when: live, notify: [me]}]\n")
-    assert "<<" in compile_rules(path, env={}).meta
+    engine = compile_rules(path, env={}).engine
+    event = ChannelLive(user_id=1, user_name="anyone", event_id=1)
+    assert [m.rule for m in engine.on_live(event, now=0.0).matches] == ["<<"]
 
 
 # ---- bounded inputs ------------------------------------------------------------------------
