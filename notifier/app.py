@@ -49,7 +49,7 @@ from notifier.stages.decisions import DecisionRecorder
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ingest import Ingest
 from notifier.stages.ops_http import OpsHttp, Watch
-from notifier.stages.pollers import CALENDAR_EVERY, CalendarPoller, LivePoller
+from notifier.stages.pollers import CALENDAR_EVERY, FIRST_STARTED, CalendarPoller, LivePoller
 from notifier.stages.reload import Reloader
 from notifier.stages.state import ENGINE_STATE, Pruner, StateSaver
 from notifier.stages.subscriptions import SubscriptionSync
@@ -61,8 +61,7 @@ from notifier.store.types import NewAlert
 
 _log = get_logger("app")
 INGEST_ROLE = "ingest"
-ROLE_RETRY = 2.0
-FIRST_STARTED = "first_started"  # how often a standby instance tries to take the ingest role
+ROLE_RETRY = 2.0  # how often a standby instance tries to take the ingest role
 
 
 @dataclass
@@ -505,8 +504,6 @@ class App:
             await store.get_state(FIRST_STARTED) is not None
             or await store.get_state(ENGINE_STATE) is not None
         )
-        if not ran_before:
-            await store.set_state(FIRST_STARTED, str(time.time()), fence=self._fence())
         holder = self.holder
         assert holder is not None
         writer = self.writer = Writer(

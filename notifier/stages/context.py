@@ -78,7 +78,9 @@ class Core:
         result = self.rules.engine.evaluate(ev, at)
         if result.sub_decisions and self.on_decisions is not None:
             self.on_decisions(result.sub_decisions)
-        if result.matches:
+        # A price moves baselines and windows even when nothing fires: saved on the next
+        # round, so a successor starts from a recent price.
+        if result.matches or isinstance(ev, PriceUpdate):
             self.state_dirty = True
         for match in result.matches:
             await self.queue.put(Pending(match, caught_up))

@@ -21,6 +21,9 @@ from notifier.store.base import Store
 from notifier.store.types import LiveEntry, NewAlert
 
 _log = get_logger("poll")
+# Written with the first poll's record of what was live (one transaction): a store that
+# has it has seen a start, and its next start catches up instead of skipping.
+FIRST_STARTED = "first_started"
 CALENDAR_EVERY = 60.0
 
 
@@ -99,8 +102,12 @@ class LivePoller:
             found += await self.core.evaluate(
                 live, time.time(), caught_up=mode is Found.ALERT_CAUGHT_UP
             )
-        if skipped:
-            await self.store.enqueue([], now=time.time(), lives=skipped, fence=self.fence())
+        first_start = self._polls == 1 and not self.ran_before
+        if skipped or first_start:
+            started = {FIRST_STARTED: str(time.time())} if first_start else None
+            await self.store.enqueue(
+                [], now=time.time(), lives=skipped, state=started, fence=self.fence()
+            )
             recorded = len(skipped)
         if found and mode is Found.ALERT_CAUGHT_UP:
             self.core.metrics.catch_ups.inc(found)
@@ -141,7 +148,6 @@ class LivePoller:
             return
         self.ingest.stream_ended(user_id)
         now = time.time()
-        rules = self.core.rules
         delivery = self.delivery()
         edits = ended_edits(
             await self.store.by_identity(ended.identity),

@@ -188,12 +188,6 @@ async def test_sigkill_of_the_holder_hands_ingest_to_the_other_with_the_next_gen
     assert rows[0] == ("anyone-live", "sent")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the killed holder's destination lease (DESTINATION_TTL, 30 s) keeps every other"
-    " instance from sending to that destination until it runs out: a dead instance's"
-    " leases are not released (notifier/deliver/lanes.py, notifier/store/postgres.py)",
-)
 async def test_a_go_live_after_a_takeover_is_sent_by_the_survivor(
     pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
 ) -> None:
@@ -206,12 +200,6 @@ async def test_a_go_live_after_a_takeover_is_sent_by_the_survivor(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a row leased by a dead instance waits out its whole lease (Options.lease, 120 s)"
-    " and its destination lease (30 s) before a survivor may send it: nothing releases the"
-    " leases of an instance whose sessions are gone (notifier/store/postgres.py claim)",
-)
 async def test_an_alert_in_flight_when_the_holder_dies_is_sent_by_the_survivor(
     pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram
 ) -> None:
@@ -244,12 +232,6 @@ async def test_a_price_crossing_stays_crossed_across_a_takeover(
     assert prices(rows) == ["100,100", "100,300"]
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes by chance when the 5 s state save falls between crossing and kill
-    reason="the engine state (with each line's crossing count) is saved every 5 s, apart"
-    " from the alerts: a successor restores an older count, and its next crossing reuses"
-    " an alert key already in the outbox, so it is dropped as a duplicate",
-)
 async def test_a_crossing_after_a_takeover_is_written_when_the_holder_died_before_saving(
     pair: tuple[Instance, Instance], sim: Simulator, pg_url: str
 ) -> None:
