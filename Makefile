@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/chaos.py
+	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/subscriptions_fanout.py
 	$(BIN)/python bench/fuzz.py
 
 clean:
