@@ -27,6 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from notifier.rules.engine import Engine
 from notifier.rules.schema import (
+    MAX_PRICE,
     Bots,
     ConsoleTarget,
     Defaults,
@@ -659,15 +660,25 @@ _ONE = rf"(?:{_PLAIN}|{_QUOTED})"
 _LIST = rf"\[ *(?:{_ONE}(?: *, *{_ONE})*)? *\]"
 _ITEM = rf"[A-Za-z_][A-Za-z0-9_]*: +(?:{_ONE}|{_LIST})"
 _COMMENT = r"(?: +#[^\x85\u2028\u2029]*)?"
-_RULE_LINE = re.compile(rf"( *)- +\{{ *({_ITEM}(?: *, *{_ITEM})*) *\}} *{_COMMENT}\n?")
+# A rule line: `- {...}`, then maybe a comment. The braces' text is checked on its own.
+_RULE_LINE = re.compile(r"( *)- +\{(.*)\}(?: +#[^\x85\u2028\u2029]*| *)\n?")
+# The braces' text with quotes: all of it must be items (quoted or plain), strictly.
+_QUOTED_BODY = re.compile(rf" *({_ITEM}(?: *, *{_ITEM})*) *")
 _ITEMS = re.compile(rf"([A-Za-z_][A-Za-z0-9_]*): +({_ONE}|{_LIST})")
 _ONES = re.compile(_ONE)
+# The braces' text without quotes: only these characters (no #, $, &, *, !, {, tabs ...);
+# then `: `, `,`, `[` and `]` can only be what they separate, checked as it is split.
+_UNQUOTED_BODY = re.compile(r"[\w.%+\-, :\[\]]*")
 _RULES_KEY = re.compile(rf"rules: *{_COMMENT}\n?")
 _NOTHING = re.compile(r" *(?:#[^\x85\u2028\u2029]*)?\n?")  # a blank or comment-only line
 _MAX_HEADER = 1024 * 1024
 
 _LIVE_KEYS = frozenset(LiveRule.model_fields)
 _RULE_KEYS = _LIVE_KEYS | frozenset(PriceRule.model_fields) | frozenset(ScheduledRule.model_fields)
+_BASIC_LIVE_KEYS = frozenset({"name", "when", "users", "notify"})
+_PRICE_KEYS = frozenset(
+    {"name", "when", "notify", "asset", "above", "below", "rearm", "cooldown", "fire_on_start"}
+)
 _ON_END = frozenset({"edit", "delete", "ignore"})
 _MAX_VIEWERS = 1_000_000_000
 
@@ -683,15 +694,32 @@ def _resolve(text: str) -> Any:
         return text  # most names: no resolver starts with their first character
     if text.isdigit() and text.isascii() and len(text) <= 50 and (text[0] != "0" or text == "0"):
         return int(text)  # a decimal integer, as the int resolver and constructor read it
+    known = _RESOLVED.get(text, _RESOLVED)
+    if known is not _RESOLVED:
+        return known
+    value: Any = text
     for tag, regexp in resolvers:
         if regexp.match(text):
             if tag == _MERGE or tag == "tag:yaml.org,2002:value":
                 raise _Bail
             try:
-                return _Reader._construct(tag, text, None)
+                value = _Reader._construct(tag, text, None)
             except (yaml.YAMLError, ValueError, TypeError, ArithmeticError):
                 raise _Bail from None
-    return text
+            break
+    if len(_RESOLVED) < 4096:  # words met on every line (tg, true, 0.5%): resolved once
+        _RESOLVED[text] = value  # every such value is immutable: shared safely
+    return value
+
+
+_RESOLVED: dict[str, Any] = {}
+
+
+def _plain(text: str) -> Any:
+    """An unquoted scalar of the quick form: it starts with a letter, digit, _ or ."""
+    if not text or not (text[0].isalnum() or text[0] in "_."):
+        raise _Bail
+    return _resolve(text)
 
 
 def _one(text: str) -> Any:
@@ -702,30 +730,65 @@ def _one(text: str) -> Any:
 
 
 def _flow_mapping(body: str) -> dict[str, Any]:
-    """The mapping of a rule line (its text between the braces, already matched)."""
+    """The mapping of a rule line from the text between its braces."""
     if '"' in body or "'" in body:
+        if _QUOTED_BODY.fullmatch(body) is None:
+            raise _Bail
+        raw: dict[str, Any] = {}
         items = _ITEMS.findall(body)
-    else:
-        # No quotes: `: ` and `,` are only separators (plain scalars hold neither), so
-        # splitting is exact, and quicker than a regular expression.
-        parts = body.split(": ")
-        items = []
-        key = parts[0]
-        for piece in parts[1:-1]:
-            text, _, after = piece.rpartition(",")
-            items.append((key, text.strip()))
-            key = after.strip()
-        items.append((key, parts[-1].strip()))
-    raw: dict[str, Any] = {}
-    for key, text in items:
-        if key not in _RULE_KEYS:
-            raise _Bail  # unknown (and so an error), or a key YAML reads as a boolean
-        if text[0] == "[":
-            raw[key] = [_one(one) for one in _ONES.findall(text, 1, len(text) - 1)]
+        for key, text in items:
+            if key not in _RULE_KEYS:
+                raise _Bail  # unknown (and so an error), or a key YAML reads as a boolean
+            if text[0] == "[":
+                raw[key] = [_one(one) for one in _ONES.findall(text, 1, len(text) - 1)]
+            else:
+                raw[key] = _one(text)
+        if len(items) != len(raw):
+            raise _Bail  # a key twice
+        return raw
+    if _UNQUOTED_BODY.fullmatch(body) is None:
+        raise _Bail
+    # Without quotes, `: ` only ends a key and `,` only ends an item (a plain scalar of
+    # this form holds neither): splitting is exact, and quicker than a regular expression.
+    # Every `:` must be one of those `: `, every bracket an end of a list (counted below).
+    parts = body.split(": ")
+    last = len(parts) - 1
+    if last < 1 or body.count(":") != last:
+        raise _Bail
+    raw = {}
+    lists = 0
+    key = parts[0]
+    for n in range(1, last + 1):
+        piece = parts[n]
+        if n < last:
+            text, comma, after = piece.rpartition(",")
+            if not comma:
+                raise _Bail
         else:
-            raw[key] = _one(text)
-    if len(items) != len(raw):
-        raise _Bail  # a key twice
+            text, after = piece, ""
+        key = key.strip(" ")
+        if key not in _RULE_KEYS or key in raw:
+            raise _Bail  # unknown, a key YAML reads as a boolean, or a key twice
+        text = text.strip(" ")
+        if text[:1] == "[":
+            if text[-1] != "]":
+                raise _Bail
+            lists += 1
+            inner = text[1:-1].strip(" ")
+            if "," in inner:
+                raw[key] = [_plain(one.strip(" ")) for one in inner.split(",")]
+            else:  # most lists: one item, or none
+                raw[key] = [_plain(inner)] if inner else []
+        else:
+            if "," in text:
+                raise _Bail
+            first = text[:1]
+            if not (first.isalnum() or first == "_" or first == "."):
+                raise _Bail  # also an empty value
+            raw[key] = text if first not in _BY_FIRST else _resolve(text)
+        key = after
+    if body.count("[") != lists or body.count("]") != lists:
+        raise _Bail  # a bracket inside a value
     return raw
 
 
@@ -748,8 +811,8 @@ class _Quick:
         # names with one hash (or one name twice) go to the full path, which tells them apart.
         self.names: set[int] = set()
         self.meta: dict[str, RuleMeta] = {}
-        # Values met again and again, validated once: (type, value) -> the validated value
-        self.cooldowns: dict[tuple[type, Any], float] = {}
+        # Values met again and again, validated once: (field, type, value) -> the value
+        self.validated: dict[tuple[Any, ...], Any] = {}
         self.patterns: dict[str, bool] = {}
         self.templates: dict[str, bool] = {}
         self.notify_ok: dict[tuple[Any, ...], bool] = {}
@@ -758,6 +821,8 @@ class _Quick:
         try:
             return self._run(iter(lines))
         except _Bail:
+            return None
+        except Exception:  # a case the checks above did not foresee: the full path knows
             return None
 
     def _run(self, lines: Iterator[str]) -> Compiled:
@@ -777,7 +842,7 @@ class _Quick:
             elif found.group(1) != indent:
                 raise _Bail
             raw = _flow_mapping(found.group(2))
-            if not self._live(raw, engine):
+            if not self._live(raw, engine) and not self._price(raw, engine):
                 self._other(raw, engine)
         assert header.rules_file is not None
         return Compiled(header.rules_file, engine, self.meta)
@@ -822,18 +887,25 @@ class _Quick:
 
     def _live(self, raw: dict[str, Any], engine: Engine) -> bool:
         """A live rule checked and added without a model; False when it needs one."""
-        if raw.get("when") != "live" or not raw.keys() <= _LIVE_KEYS:
+        if raw.get("when") != "live":
             return False
+        keys = raw.keys()
         name = raw.get("name")
         notify = raw.get("notify")
-        if type(name) is not str or not 1 <= len(name) <= 100 or type(notify) is not list:
+        if type(name) is not str or not 1 <= len(name) <= 100 or not self._notify(notify):
             return False
-        ok = self.notify_ok.get(key := tuple(notify))
-        if ok is None:
-            ok = self.notify_ok[key] = len(set(notify)) == len(notify) > 0 and all(
-                type(d) is str and d in self.destinations for d in notify
-            )
-        if not ok:
+        assert isinstance(notify, list)
+        if keys <= _BASIC_LIVE_KEYS:  # most rules of a big file: whom, and where to
+            users = raw.get("users", _NONE)
+            if type(users) is not list:
+                return False
+            for value in users:
+                if type(value) is not int and type(value) is not str:
+                    return False
+            self._name(name)
+            engine.add_live(name, notify=notify, users=users)
+            return True
+        if not keys <= _LIVE_KEYS:
             return False
         users = raw.get("users", _NONE)
         categories = raw.get("categories", _NONE)
@@ -876,6 +948,78 @@ class _Quick:
         )
         return True
 
+    def _price(self, raw: dict[str, Any], engine: Engine) -> bool:
+        """A price rule of lines (no move, no template) checked and added without a model;
+        False when it needs one."""
+        if raw.get("when") != "price" or not raw.keys() <= _PRICE_KEYS:
+            return False
+        name = raw.get("name")
+        asset = raw.get("asset")
+        if (
+            type(name) is not str
+            or not 1 <= len(name) <= 100
+            or type(asset) is not str
+            or not asset
+            or not self._notify(raw.get("notify"))
+        ):
+            return False
+        good_above, above = _price_line(raw.get("above"))
+        good_below, below = _price_line(raw.get("below"))
+        if not good_above or not good_below or (above is None and below is None):
+            return False
+        rearm = raw.get("rearm")
+        if rearm is not None:
+            rearm = self._validated("rearm", rearm)
+            if rearm is None:
+                return False
+        cooldown = raw.get("cooldown")
+        if cooldown is not None:
+            cooldown = self._cooldown(cooldown)
+            if cooldown is None:
+                return False
+        fire_on_start = raw.get("fire_on_start", False)
+        if type(fire_on_start) is not bool:
+            return False
+        self._name(name)
+        engine.add_price_lines(
+            name,
+            notify=raw["notify"],
+            asset=asset,
+            above=above,
+            below=below,
+            rearm=rearm,
+            cooldown=cooldown,
+            fire_on_start=fire_on_start,
+        )
+        return True
+
+    def _notify(self, notify: Any) -> bool:
+        """A list of distinct known destination names (the answer kept per list)."""
+        if type(notify) is not list:
+            return False
+        ok = self.notify_ok.get(key := tuple(notify))
+        if ok is None:
+            ok = self.notify_ok[key] = len(set(notify)) == len(notify) > 0 and all(
+                type(d) is str and d in self.destinations for d in notify
+            )
+        return ok
+
+    def _validated(self, field: str, value: Any) -> Any:
+        """`field` of a price rule as the model validates `value`, once per value met
+        (None: it does not validate, or is not a plain value)."""
+        if not isinstance(value, str | int | Decimal):
+            return None  # a list, say: the model says what is wrong with it
+        key = (field, type(value), value)  # the type: True and 1 are one key otherwise
+        if key not in self.validated:
+            data = {"name": "x", "when": "price", "asset": "x", "above": 1, "notify": ["x"]}
+            try:
+                rule = _RULE.validate_python({**data, field: value})
+            except ValidationError:
+                self.validated[key] = None
+            else:
+                self.validated[key] = getattr(rule, field)
+        return self.validated[key]
+
     def _other(self, raw: dict[str, Any], engine: Engine) -> None:
         """Any other rule: through its model, as the full path validates it."""
         try:
@@ -900,16 +1044,8 @@ class _Quick:
             raise _Bail  # a duplicate name (said by the full path), or a shared hash
 
     def _cooldown(self, value: Any) -> float | None:
-        key = (type(value), value)
-        if key not in self.cooldowns:
-            try:
-                rule = _RULE.validate_python(
-                    {"name": "x", "when": "live", "notify": ["x"], "cooldown": value}
-                )
-            except (ValidationError, TypeError):
-                return None
-            self.cooldowns[key] = rule.cooldown
-        return self.cooldowns[key]
+        seconds: float | None = self._validated("cooldown", value)
+        return seconds
 
     def _pattern(self, pattern: str) -> bool:
         if pattern not in self.patterns:
@@ -933,10 +1069,26 @@ class _Quick:
 _NONE: list[Any] = []
 
 
+def _price_line(value: Any) -> tuple[bool, Decimal | None]:
+    """`above` or `below` as PriceRule validates an int or a finite Decimal: (True, it),
+    (True, None) when absent, (False, None) for anything else (the model judges it)."""
+    if value is None:
+        return True, None
+    if type(value) is int:
+        line = Decimal(value)
+    elif type(value) is Decimal and value.is_finite():
+        line = value
+    else:
+        return False, None
+    if abs(line) >= MAX_PRICE or (line != 0 and line.adjusted() < -18):
+        return False, None
+    return True, line
+
+
 def _finish(compiled: Compiled, state: Mapping[str, Any] | None) -> Compiled:
     """Seal the engine, then give the heap the compile let go of back to the system."""
     compiled.engine.seal(state)
-    gc.collect()
+    gc.collect(1)  # what the compile let go of is young: no need to walk every module
     _trim()
     return compiled
 

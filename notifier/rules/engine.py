@@ -493,6 +493,37 @@ def _saved(pending: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any] |
     return None if pending is None else pending[1]
 
 
+def _band(rearm: str | Decimal | None, line: Decimal) -> Decimal:
+    """The hysteresis band of a line, as an absolute price (PriceRule.rearm_band)."""
+    if rearm is None:
+        return Decimal(0)
+    if isinstance(rearm, str):
+        return line * parse_percent(rearm) / 100
+    return rearm
+
+
+def _lines(
+    name: str,
+    asset: str,
+    destinations: tuple[str, ...],
+    cooldown: float,
+    above: Decimal | None,
+    below: Decimal | None,
+    rearm: str | Decimal | None,
+    fire_on_start: bool,
+) -> list[_Line]:
+    lines = []
+    asset = sys.intern(asset)  # a few assets, named by thousands of rules
+    for direction, line in (("above", above), ("below", below)):
+        if line is not None:
+            band = _band(rearm, line)
+            level = line - band if direction == "above" else line + band
+            lines.append(
+                _Line(name, asset, destinations, cooldown, direction, line, level, fire_on_start)
+            )
+    return lines
+
+
 # ---- scheduled ----------------------------------------------------------------------
 
 
@@ -692,6 +723,9 @@ class Engine:
                 found = _Filter(destinations, cooldown)
         self._live_names.append(name)
         self._live_filters.append(key, found)
+        if type(users) is list and len(users) == 1 and type(users[0]) is int:
+            _put(self._by_user_id, users[0], index)  # the commonest rule: one user, by id
+            return
         uids, unames = _split(users)
         if uids or unames:  # users narrow most; categories are then a filter
             for uid in uids:
@@ -909,31 +943,51 @@ class Engine:
         if move is not None:
             book.moves.append(move)
 
+    def add_price_lines(
+        self,
+        name: str,
+        *,
+        notify: Iterable[str],
+        asset: str,
+        above: Decimal | None = None,
+        below: Decimal | None = None,
+        rearm: str | Decimal | None = None,
+        cooldown: float | None = None,
+        fire_on_start: bool = False,
+    ) -> None:
+        """Compile one price rule of lines only (no move) from values already validated
+        (as `PriceRule` validates them); the compile of a file calls this without a model."""
+        cooldown = self.defaults.cooldown if cooldown is None else cooldown
+        destinations = self._destinations_of(notify)
+        self.counts["price"] += 1
+        book = self._book(_fold(asset))
+        lines = _lines(name, asset, destinations, cooldown, above, below, rearm, fire_on_start)
+        for entry in lines:
+            book.append(entry)
+
+    @staticmethod
     def _compile_price(
-        self, rule: PriceRule, destinations: tuple[str, ...], cooldown: float
+        rule: PriceRule, destinations: tuple[str, ...], cooldown: float
     ) -> tuple[list[_Line], _Move | None]:
-        lines = []
-        asset = sys.intern(rule.asset)  # a few assets, named by thousands of rules
-        for direction, line in (("above", rule.above), ("below", rule.below)):
-            if line is not None:
-                band = rule.rearm_band(line)
-                level = line - band if direction == "above" else line + band
-                lines.append(
-                    _Line(
-                        rule.name,
-                        asset,
-                        destinations,
-                        cooldown,
-                        direction,
-                        line,
-                        level,
-                        rule.fire_on_start,
-                    )
-                )
+        lines = _lines(
+            rule.name,
+            rule.asset,
+            destinations,
+            cooldown,
+            rule.above,
+            rule.below,
+            rule.rearm,
+            rule.fire_on_start,
+        )
         move = None
         if rule.move is not None and rule.within is not None:
             move = _Move(
-                rule.name, asset, destinations, cooldown, parse_percent(rule.move), rule.within
+                rule.name,
+                sys.intern(rule.asset),
+                destinations,
+                cooldown,
+                parse_percent(rule.move),
+                rule.within,
             )
         return lines, move
 

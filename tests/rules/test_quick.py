@@ -123,6 +123,7 @@ GIVEN_BACK = {
     "date-name": HEADER + "rules:\n  - {name: 2024-01-01, when: live, notify: [me]}\n",
     "boolean-user": HEADER + "rules:\n  - {name: a, when: live, users: [yes], notify: [me]}\n",
     "bad-cooldown": HEADER + "rules:\n  - {name: a, when: live, cooldown: soon, notify: [me]}\n",
+    "cooldown-list": HEADER + "rules:\n  - {name: a, when: live, cooldown: [1], notify: [me]}\n",
     "bad-pattern": HEADER + "rules:\n  - {name: a, when: live, title_matches: 'a(?=b)', "
     "notify: [me]}\n",
     "bad-template": HEADER + "rules:\n  - {name: a, when: live, template: '{{ nope }}', "
