@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -42,7 +42,9 @@ from notifier.rules.schema import (
     TelegramBot,
     TelegramTarget,
 )
-from notifier.rules.templates import TemplateProblem, check_template
+
+if TYPE_CHECKING:
+    from notifier.rules.templates import TemplateProblem
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_ALIAS_NODES = 1_000_000  # nodes that aliases may add, in all
@@ -1062,7 +1064,9 @@ class _Quick:
     def _template(self, template: str, kind: str = "live") -> bool:
         key = f"{kind}\x00{template}"
         if key not in self.templates:
-            self.templates[key] = len(template) <= 10_000 and check_template(template, kind) is None
+            self.templates[key] = (
+                len(template) <= 10_000 and _check_template(template, kind) is None
+            )
         return self.templates[key]
 
 
@@ -1252,7 +1256,7 @@ class _Compiler:
                     self._at(_locate(pos, ("notify", position)), message)
         template, kind = raw.get("template"), raw.get("when")
         if isinstance(template, str) and len(template) <= 10_000 and kind in FIELDS_KINDS:
-            problem = check_template(template, kind)
+            problem = _check_template(template, kind)
             if problem is not None:
                 self._template_problem(_locate(pos, ("template",)), index, problem)
 
@@ -1330,6 +1334,13 @@ class _Compiler:
 
 
 FIELDS_KINDS = ("live", "price", "scheduled")
+
+
+def _check_template(source: str, kind: str) -> TemplateProblem | None:
+    # Jinja2 is imported with the first template: a file without any does not need it.
+    from notifier.rules.templates import check_template
+
+    return check_template(source, kind)
 
 
 def _meta_of(rule: Any) -> RuleMeta | None:

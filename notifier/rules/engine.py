@@ -576,6 +576,11 @@ class _SubRecord:
 # Restored state of subscriptions not (yet) in the engine, kept by rule name: enough for
 # every subscription of a big installation, and a few state keys per rule at most.
 PENDING_LIMIT = 100_000
+
+# Cooldowns that ended this long ago are dropped (kept a while: an event evaluated late,
+# with an older clock, still finds the cooldown it would have met).
+COOLDOWN_GRACE = 3600.0
+_COOLDOWN_SWEEP = 4096
 _PENDING_PER_RULE = 8
 
 
@@ -612,6 +617,7 @@ class Engine:
         self._scheduled: list[_Scheduled] = []
         # (rule, subject, destination) -> (until, identity of the alert that set it)
         self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._cooldown_sweep = _COOLDOWN_SWEEP  # the size at which ended ones are dropped
         self._reminded: dict[tuple[str, int], int] = {}
         # Every asset name seen (symbols and tickers, folded) -> (latest price, subject):
         # a new price subscription takes its baseline from it, even on a new book.
@@ -1407,11 +1413,23 @@ class Engine:
         if cooling is not None and now < cooling[0] and cooling[1] != identity:
             return cooling[0]
         if cooldown > 0:
-            self._cooldown_until[cool_key] = (now + cooldown, identity)
+            table = self._cooldown_until
+            table[cool_key] = (now + cooldown, identity)
+            if len(table) > self._cooldown_sweep:
+                self._sweep_cooldowns(now)
         result.matches.append(
             Match(rule, destination, kind, subject, identity, now, event, details)
         )
         return None
+
+    def _sweep_cooldowns(self, now: float) -> None:
+        """Forget cooldowns long over: one per rule, subject and destination that ever
+        fired would otherwise stay for good. The table is swept each time it has doubled
+        since the last sweep, so the work stays in proportion to what was added."""
+        horizon = now - COOLDOWN_GRACE
+        kept = {k: v for k, v in self._cooldown_until.items() if v[0] > horizon}
+        self._cooldown_until = kept
+        self._cooldown_sweep = max(2 * len(kept), _COOLDOWN_SWEEP)
 
     # ---- state ----------------------------------------------------------------------
 

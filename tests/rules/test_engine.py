@@ -862,3 +862,18 @@ def test_a_book_changed_line_by_line_behaves_like_one_built_at_once(
         got = incremental.on_price(price(str(value)), now=float(i)).matches
         want = at_once.on_price(price(str(value)), now=float(i)).matches
         assert sorted(m.key for m in got) == sorted(m.key for m in want)
+
+
+def test_cooldowns_long_over_are_forgotten() -> None:
+    e = engine({"name": "all", "when": "live"}, cooldown="1s")
+    for n in range(20_000):  # every event a new streamer, one second apart
+        e.on_live(live(user_id=n + 1, event_id=n + 1), now=float(n))
+    assert e.index_sizes()["cooldowns"] <= 2 * 4096
+
+
+def test_a_cooldown_holds_an_event_with_an_older_clock() -> None:
+    e = engine({"name": "all", "when": "live"}, cooldown="10m")
+    assert e.on_live(live(event_id=1), now=10_000.0).matches
+    for n in range(10_000):  # many others fire within the next 1,000 s: the table is swept
+        e.on_live(live(user_id=n + 1, event_id=n + 2), now=10_000.0 + n / 10)
+    assert e.on_live(live(event_id=99_999), now=10_100.0).matches == [], "still cooling"
