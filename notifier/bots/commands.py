@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import enum
 import html
+import math
 import re
 import unicodedata
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
+from notifier.store.types import SubscriptionKind
 from notifier.units import UnitError, parse_duration, parse_percent
 
 MAX_ARGUMENT: Final = 200  # characters of a command's arguments; names and prices are short
@@ -38,10 +41,26 @@ class CommandError(ValueError):
         self.html = html_text
 
 
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit - 1` characters and "…" when it is longer than `limit`."""
+    return text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
+
+
 def echo(text: str, limit: int = ECHO_LIMIT) -> str:
     """User text as it may appear in an HTML reply: cut, then escaped."""
-    cut = text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
-    return html.escape(cut, quote=False)
+    return html.escape(cut(text, limit), quote=False)
+
+
+def plural(count: int, word: str) -> str:
+    """`1 streamer`, `2 streamers`."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def pages_of(count: int, page: int, *, size: int) -> tuple[int, int]:
+    """How many pages `count` items fill (at least one), and `page` brought into them (a
+    button from an older, longer list shows the last page)."""
+    pages = max(1, math.ceil(count / size))
+    return pages, min(max(page, 0), pages - 1)
 
 
 def check_argument(raw: str) -> str:
@@ -111,6 +130,27 @@ def parse_mute(text: str) -> float:
     if seconds > MAX_MUTE:
         raise CommandError("At most 7d; use /quiet for hours you never want alerts.")
     return seconds
+
+
+def describe_price(kind: str, target: str, params: Mapping[str, Any]) -> str:
+    """A price or move alert by its asset and line (never a list index), as plain text:
+    `BTC above 100,000 (rearm 0.5%)`, `ETH moves 5% within 1h`."""
+    if kind == SubscriptionKind.MOVE:
+        percent = str(params.get("percent", "?"))
+        window = params.get("window")
+        try:
+            span = format_duration(parse_duration(window)) if window is not None else "?"
+        except (UnitError, TypeError):
+            span = str(window)
+        return f"{target} moves {percent} within {span}"
+    direction = str(params.get("direction", "?"))
+    try:
+        line = format_price(Decimal(str(params.get("line"))))
+    except (InvalidOperation, ValueError):
+        line = str(params.get("line"))
+    rearm = params.get("rearm")
+    suffix = f" (rearm {rearm})" if rearm is not None else ""
+    return f"{target} {direction} {line}{suffix}"
 
 
 def format_duration(seconds: float) -> str:

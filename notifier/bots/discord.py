@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -26,11 +24,14 @@ from notifier.bots.commands import (
     Flood,
     FloodGate,
     check_argument,
-    format_duration,
+    cut,
+    describe_price,
     format_price,
+    pages_of,
     parse_move,
     parse_price,
     plain_number,
+    plural,
 )
 from notifier.bots.discord_views import (
     DYNAMIC_ITEMS,
@@ -65,7 +66,6 @@ from notifier.store.base import Store
 from notifier.store.errors import StoreError
 from notifier.store.types import ChatKind, SubscriptionKind
 from notifier.store.types import Subscription as Stored
-from notifier.units import UnitError, parse_duration
 
 PLATFORM: Final = "discord"
 DM_PREFIX: Final = "dm:"
@@ -167,8 +167,7 @@ def missing_text(channel: str, missing: Sequence[str]) -> str:
 
 def echo(text: str, limit: int = ECHO_LIMIT) -> str:
     """User text as it may appear in a reply: cut, markdown made inert."""
-    cut = text if len(text) <= limit else text[: max(1, limit - 1)] + "…"
-    return discord.utils.escape_markdown(discord.utils.escape_mentions(cut))
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(cut(text, limit)))
 
 
 def plain(html_text: str) -> str:
@@ -195,24 +194,6 @@ def describe_live(params: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def describe_price(kind: str, target: str, params: dict[str, Any]) -> str:
-    """A price or move alert: `BTC above 100,000 (rearm 0.5%)`, `ETH moves 5% within 1h`."""
-    if kind == SubscriptionKind.MOVE:
-        window = params.get("window")
-        try:
-            span = format_duration(parse_duration(window)) if window is not None else "?"
-        except (UnitError, TypeError):
-            span = str(window)
-        return f"{target} moves {params.get('percent', '?')} within {span}"
-    try:
-        line = format_price(Decimal(str(params.get("line"))))
-    except (InvalidOperation, ValueError):
-        line = str(params.get("line"))
-    rearm = params.get("rearm")
-    suffix = f" (rearm {rearm})" if rearm is not None else ""
-    return f"{target} {params.get('direction', '?')} {line}{suffix}"
-
-
 def categories_of(text: str) -> list[str | int]:
     """`Gaming, Music` -> ["Gaming", "Music"]; a number is a category id."""
     items: list[str | int] = []
@@ -224,17 +205,8 @@ def categories_of(text: str) -> list[str | int]:
     return items
 
 
-def pages_of(count: int, page: int) -> tuple[int, int]:
-    pages = max(1, math.ceil(count / PAGE_SIZE))
-    return pages, min(max(page, 0), pages - 1)
-
-
 def _role_name(role: discord.Role) -> str:
     return f"@{discord.utils.escape_markdown(role.name)}"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 # ---- the client ---------------------------------------------------------------------------
@@ -528,7 +500,7 @@ class DiscordCommands:
             count = len(await self._guild_subscriptions(guild, SubscriptionKind.LIVE))
             if count >= self._limits.max_follows:
                 raise Refusal(
-                    f"This server follows {_plural(count, 'streamer')}, the most it may; "
+                    f"This server follows {plural(count, 'streamer')}, the most it may; "
                     "`/parti unfollow` one first."
                 )
         name = f"**{echo(found.user_name)}**"
@@ -678,7 +650,7 @@ class DiscordCommands:
             if not removed:
                 return Answer(f"{channel.mention} has no {echo(symbol)} alerts.")
             return Answer(
-                f"Removed {_plural(removed, 'alert')} on {echo(symbol)} in {channel.mention}."
+                f"Removed {plural(removed, 'alert')} on {echo(symbol)} in {channel.mention}."
             )
         self._check_channel(guild, channel, None)
         text = _argument(value or "")
@@ -706,7 +678,7 @@ class DiscordCommands:
         )
         if count >= self._limits.max_price_alerts:
             raise Refusal(
-                f"This server has {_plural(count, 'price alert')}, the most it may; "
+                f"This server has {plural(count, 'price alert')}, the most it may; "
                 "remove one first (`/parti price` with direction `off`)."
             )
         label = describe_price(kind, symbol, params)
@@ -822,7 +794,7 @@ class DiscordCommands:
         subs = sorted(await self._guild_subscriptions(guild), key=lambda sub: sub.id)
         if not subs:
             return Answer("This server has no alerts yet. Try `/parti follow`.")
-        pages, page = pages_of(len(subs), page)
+        pages, page = pages_of(len(subs), page, size=PAGE_SIZE)
         chunk = subs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
         paused = {
             chat: (await self._store.get_chat(PLATFORM, chat))
@@ -840,7 +812,7 @@ class DiscordCommands:
             description="\n".join(lines),
             colour=render.COLOURS["live"],
         )
-        embed.set_footer(text=f"{_plural(len(subs), 'alert')} · page {page + 1} of {pages}")
+        embed.set_footer(text=f"{plural(len(subs), 'alert')} · page {page + 1} of {pages}")
         return Answer(embed=embed, view=page_view(SERVER_LIST, page, pages))
 
     async def _labels(self, subs: Sequence[Stored]) -> list[str]:
@@ -858,7 +830,7 @@ class DiscordCommands:
                 settings = describe_live(dict(sub.params))
                 label = f"**{echo(next(named))}**" + (f" ({settings})" if settings else "")
             else:
-                label = echo(describe_price(sub.kind, sub.target, dict(sub.params)), 80)
+                label = echo(describe_price(sub.kind, sub.target, sub.params), 80)
             labels.append(label)
         return labels
 
@@ -893,7 +865,7 @@ class DiscordCommands:
         )
         if not subs:
             return Answer("You get no DM alerts yet. Try `/parti me follow` or a Notify me button.")
-        pages, page = pages_of(len(subs), page)
+        pages, page = pages_of(len(subs), page, size=PAGE_SIZE)
         chunk = subs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
         labels = await self._labels(chunk)
         embed = discord.Embed(
@@ -903,7 +875,7 @@ class DiscordCommands:
             ),
             colour=render.COLOURS["live"],
         )
-        embed.set_footer(text=f"{_plural(len(subs), 'streamer')} · page {page + 1} of {pages}")
+        embed.set_footer(text=f"{plural(len(subs), 'streamer')} · page {page + 1} of {pages}")
         return Answer(embed=embed, view=page_view(MEMBER_LIST, page, pages))
 
     async def _toggle_dm(self, interaction: Interaction, user_id: int) -> Answer:
@@ -924,7 +896,7 @@ class DiscordCommands:
             if await self._channel_follows(key, target):
                 return f"You already get DMs about {name}."
             raise Refusal(
-                f"You follow {_plural(count, 'streamer')} by DM, the most you may; "
+                f"You follow {plural(count, 'streamer')} by DM, the most you may; "
                 "`/parti me unfollow` one first."
             )
         self._validate(key, SubscriptionKind.LIVE, target, {})
@@ -1280,8 +1252,7 @@ def _find_role(guild: discord.Guild, text: str) -> discord.Role:
 
 
 def _choice_name(label: str) -> str:
-    text = " ".join(label.split())
-    return text if len(text) <= 100 else text[:99] + "…"
+    return cut(" ".join(label.split()), 100)
 
 
 # ---- the command tree -----------------------------------------------------------------------

@@ -7,12 +7,10 @@ import asyncio
 import datetime as dt
 import html
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any, Final
 
@@ -55,17 +53,21 @@ from notifier.bots.commands import (
     Mute,
     Unfollow,
     check_argument,
+    cut,
+    describe_price,
     echo,
     encode_callback,
     follow_payload,
     format_duration,
     format_price,
+    pages_of,
     parse_callback,
     parse_follow_payload,
     parse_move,
     parse_mute,
     parse_price,
     plain_number,
+    plural,
 )
 from notifier.bots.quiet import QuietError, chat_quiet, chat_zone, parse_quiet, quiet_end
 from notifier.bots.resolve import Resolver, Streamer, StreamerNotFound
@@ -78,7 +80,6 @@ from notifier.store.base import Store
 from notifier.store.errors import StoreError
 from notifier.store.types import Chat as StoredChat
 from notifier.store.types import ChatKind, SubscriptionKind
-from notifier.units import UnitError, parse_duration
 
 PLATFORM: Final = "telegram"
 PAGE_SIZE: Final = 10
@@ -499,7 +500,7 @@ class TelegramCommands:
             params["rearm"] = request.rearm
         await self._check_alert_room(turn.chat_key)
         self._validate(turn.chat_key, SubscriptionKind.PRICE, symbol, params)
-        label = html.escape(_describe(SubscriptionKind.PRICE, symbol, params), quote=False)
+        label = html.escape(describe_price(SubscriptionKind.PRICE, symbol, params), quote=False)
         added = await self._store.add_subscription(
             PLATFORM,
             turn.chat_key,
@@ -537,7 +538,7 @@ class TelegramCommands:
         }
         await self._check_alert_room(turn.chat_key)
         self._validate(turn.chat_key, SubscriptionKind.MOVE, symbol, params)
-        label = html.escape(_describe(SubscriptionKind.MOVE, symbol, params), quote=False)
+        label = html.escape(describe_price(SubscriptionKind.MOVE, symbol, params), quote=False)
         added = await self._store.add_subscription(
             PLATFORM,
             turn.chat_key,
@@ -710,7 +711,7 @@ class TelegramCommands:
         await self._redraw(message, await self._alerts_page(chat_key, action.page))
         if sub is None or not removed:
             return "That alert is already gone.", False
-        return f"Cancelled {_describe(sub.kind, sub.target, sub.params)}.", False
+        return f"Cancelled {describe_price(sub.kind, sub.target, sub.params)}.", False
 
     async def _redraw(self, message: Any, reply: Reply) -> None:
         try:
@@ -910,11 +911,11 @@ class TelegramCommands:
         )
         if not subs:
             return Reply("This chat follows nobody yet. Try /follow NAME.")
-        pages, page = _pages(len(subs), page)
+        pages, page = pages_of(len(subs), page, size=PAGE_SIZE)
         chunk = subs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
         names = await asyncio.gather(*(self._resolver.name_of(int(s.target)) for s in chunk))
         count = len(subs)
-        header = f"<b>Following {count} streamer{'' if count == 1 else 's'}</b>"
+        header = f"<b>Following {plural(count, 'streamer')}</b>"
         if pages > 1:
             header += f" (page {page + 1} of {pages})"
         lines = [f"{page * PAGE_SIZE + i + 1}. {echo(name)}" for i, name in enumerate(names)]
@@ -943,13 +944,13 @@ class TelegramCommands:
             return Reply(
                 "This chat has no price alerts. Try /price BTC above 100000 or /move ETH 5% 1h."
             )
-        pages, page = _pages(len(subs), page)
+        pages, page = pages_of(len(subs), page, size=PAGE_SIZE)
         chunk = subs[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
         count = len(subs)
-        header = f"<b>{count} price alert{'' if count == 1 else 's'}</b>"
+        header = f"<b>{plural(count, 'price alert')}</b>"
         if pages > 1:
             header += f" (page {page + 1} of {pages})"
-        labels = [_describe(sub.kind, sub.target, sub.params) for sub in chunk]
+        labels = [describe_price(sub.kind, sub.target, sub.params) for sub in chunk]
         lines = [f"• {html.escape(label, quote=False)}" for label in labels]
         rows = [
             [
@@ -1004,11 +1005,6 @@ def _title(chat: Chat) -> str | None:
     return chat.title
 
 
-def _pages(count: int, page: int) -> tuple[int, int]:
-    pages = max(1, math.ceil(count / PAGE_SIZE))
-    return pages, min(max(page, 0), pages - 1)
-
-
 def _nav(
     page: int, pages: int, kind: type[ListPage] | type[AlertsPage]
 ) -> list[list[InlineKeyboardButton]]:
@@ -1023,8 +1019,7 @@ def _nav(
 
 
 def _button_name(name: str) -> str:
-    text = " ".join(name.split())
-    return text if len(text) <= BUTTON_NAME_LIMIT else text[: BUTTON_NAME_LIMIT - 1] + "…"
+    return cut(" ".join(name.split()), BUTTON_NAME_LIMIT)
 
 
 def _without(markup: InlineKeyboardMarkup, data: str) -> InlineKeyboardMarkup | None:
@@ -1034,26 +1029,6 @@ def _without(markup: InlineKeyboardMarkup, data: str) -> InlineKeyboardMarkup | 
         if kept:
             rows.append(kept)
     return InlineKeyboardMarkup(rows) if rows else None
-
-
-def _describe(kind: str, target: str, params: Any) -> str:
-    """An alert by its asset and line (never a list index): `BTC above 100,000 (rearm 0.5%)`."""
-    if kind == SubscriptionKind.MOVE:
-        percent = str(params.get("percent", "?"))
-        window = params.get("window")
-        try:
-            span = format_duration(parse_duration(window)) if window is not None else "?"
-        except (UnitError, TypeError):
-            span = str(window)
-        return f"{target} moves {percent} within {span}"
-    direction = str(params.get("direction", "?"))
-    try:
-        line = format_price(Decimal(str(params.get("line"))))
-    except (InvalidOperation, ValueError):
-        line = str(params.get("line"))
-    rearm = params.get("rearm")
-    suffix = f" (rearm {rearm})" if rearm is not None else ""
-    return f"{target} {direction} {line}{suffix}"
 
 
 def _when(at: float, zone: dt.tzinfo, now: float) -> str:
@@ -1069,7 +1044,7 @@ def _when(at: float, zone: dt.tzinfo, now: float) -> str:
 def _plain(html_text: str) -> str:
     """A reply's HTML as plain text for a callback answer (at most 200 characters)."""
     text = html.unescape(html_text.replace("<b>", "").replace("</b>", ""))
-    return text if len(text) <= 200 else text[:199] + "…"
+    return cut(text, 200)
 
 
 __all__ = [
