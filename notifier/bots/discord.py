@@ -33,6 +33,15 @@ from notifier.bots.commands import (
     plain_number,
     plural,
 )
+from notifier.bots.common import (
+    FAILED,
+    SLOW_DOWN,
+    asset_named,
+    failure_text,
+    known_assets,
+    live_now,
+    subscription_problem,
+)
 from notifier.bots.discord_views import (
     DYNAMIC_ITEMS,
     MEMBER_LIST,
@@ -56,14 +65,11 @@ from notifier.parti.models import AssetPrice, Category, ChannelLive, LiveChannel
 from notifier.render import discord as render
 from notifier.render.fields import AlertView, view_of
 from notifier.rules.engine import Match
-from notifier.rules.subscriptions import Subscription as RuleSubscription
 from notifier.rules.subscriptions import (
     discord_channel_destination,
     discord_dm_destination,
-    to_rule,
 )
 from notifier.store.base import Store
-from notifier.store.errors import StoreError
 from notifier.store.types import ChatKind, SubscriptionKind
 from notifier.store.types import Subscription as Stored
 
@@ -90,14 +96,10 @@ ON_END: Final = {
     "ignore": "leave it as it is",
 }
 
-SLOW_DOWN: Final = "Slow down, please: I answer again in a minute."
 MANAGERS_ONLY: Final = (
     "Only members with the **Manage Server** permission can change this server's alerts."
 )
 IN_A_SERVER: Final = "Use this command in a server."
-PARTI_DOWN: Final = "Parti is not answering right now; please try again in a minute."
-STORE_DOWN: Final = "I can't reach my database right now; please try again in a minute."
-FAILED: Final = "Sorry, that went wrong on my side; please try again later."
 PREVIEW_NOTE: Final = "*Preview of a go-live alert (nobody is pinged).*"
 
 log = get_logger("bots.discord")
@@ -396,15 +398,8 @@ class DiscordCommands:
             return Answer(exc.text)
         except CommandError as exc:
             return Answer(plain(exc.html))
-        except PartiError as exc:
-            event(log, "bot.lookup_failed", logging.WARNING, command=what, error=short_error(exc))
-            return Answer(PARTI_DOWN)
-        except StoreError as exc:
-            event(log, "bot.store_failed", logging.WARNING, command=what, error=short_error(exc))
-            return Answer(STORE_DOWN)
         except Exception as exc:
-            event(log, "bot.command_failed", logging.ERROR, command=what, error=short_error(exc))
-            return Answer(FAILED)
+            return Answer(failure_text(log, exc, what=what))
 
     async def command_failed(self, interaction: Interaction, error: Exception) -> None:
         """The tree's error handler: an option discord.py could not convert, or a bug."""
@@ -523,7 +518,7 @@ class DiscordCommands:
         if existing:
             text = f"Updated {name} in {channel.mention}{detail}."
         else:
-            live = await self._live_now(found.user_id)
+            live = await live_now(self._client, found.user_id)
             state = {True: " They are live now!", False: "", None: ""}[live]
             text = (
                 f"Following {name} in {channel.mention}{detail}: "
@@ -1108,8 +1103,7 @@ class DiscordCommands:
             destination = discord_dm_destination(chat_key[len(DM_PREFIX) :])
         else:
             destination = discord_channel_destination(chat_key)
-        candidate = RuleSubscription(
-            id=0,
+        detail = subscription_problem(
             platform=PLATFORM,
             chat_id=chat_key,
             kind=kind,
@@ -1117,14 +1111,10 @@ class DiscordCommands:
             destination=destination,
             params=params,
         )
-        try:
-            to_rule(candidate)
-        except ValueError as exc:
-            # "subscription 0: title_matches: ..." -> the part after the id
-            detail = str(exc).partition(": ")[2] or str(exc)
+        if detail is not None:
             for setting, option in OPTION_OF.items():  # say it as the command's option names
                 detail = detail.replace(f"{setting}:", f"{option}:", 1)
-            raise Refusal(f"Can't set that: {echo(detail.rstrip('.'), 200)}.") from None
+            raise Refusal(f"Can't set that: {echo(detail.rstrip('.'), 200)}.")
 
     async def _resolve(self, text: str) -> Streamer:
         given = _argument(text)
@@ -1145,13 +1135,6 @@ class DiscordCommands:
             if not (given.isascii() and given.isdigit() and 0 < len(given) <= 19):
                 raise
             return Streamer(int(given), f"user {given}")
-
-    async def _live_now(self, user_id: int) -> bool | None:
-        try:
-            info = await self._client.channel(user_id)
-        except PartiError:
-            return None
-        return bool(info.is_streaming_live_now or info.channel_info.channel.is_live)
 
     async def _cached(self, key: str, ttl: float, load: Callable[[], Awaitable[T]]) -> T:
         now = time.monotonic()
@@ -1174,11 +1157,10 @@ class DiscordCommands:
 
     async def _asset(self, text: str) -> AssetPrice:
         prices = await self._client.prices()
-        wanted = text.strip().lower()
-        for asset in prices:
-            if wanted in (asset.display_symbol.lower(), (asset.ticker or "").lower()):
-                return asset
-        known = ", ".join(sorted({a.display_symbol.upper() for a in prices})[:20])
+        asset = asset_named(prices, text)
+        if asset is not None:
+            return asset
+        known = known_assets(prices)
         raise Refusal(
             f"I don't know the asset {echo(text)}." + (f" Known: {known}." if known else "")
         )

@@ -69,15 +69,21 @@ from notifier.bots.commands import (
     plain_number,
     plural,
 )
+from notifier.bots.common import (
+    SLOW_DOWN,
+    asset_named,
+    failure_text,
+    known_assets,
+    live_now,
+    subscription_problem,
+)
 from notifier.bots.quiet import QuietError, chat_quiet, chat_zone, parse_quiet, quiet_end
 from notifier.bots.resolve import Resolver, Streamer, StreamerNotFound
 from notifier.log import event, get_logger, register_secret, short_error
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import AssetPrice
-from notifier.rules.subscriptions import Subscription as RuleSubscription
-from notifier.rules.subscriptions import telegram_destination, to_rule
+from notifier.rules.subscriptions import telegram_destination
 from notifier.store.base import Store
-from notifier.store.errors import StoreError
 from notifier.store.types import Chat as StoredChat
 from notifier.store.types import ChatKind, SubscriptionKind
 
@@ -139,11 +145,7 @@ HELP: Final = (
     "Alerts held by /mute or quiet hours come as one digest when they end."
 )
 GROUP_NOTE: Final = "\nIn groups and channels only admins change what the chat follows."
-SLOW_DOWN: Final = "Slow down, please: I answer again in a minute."
 REFUSAL: Final = "Only this chat's admins can change what it follows."
-PARTI_DOWN: Final = "Parti is not answering right now; please try again in a minute."
-STORE_DOWN: Final = "I can't reach my database right now; please try again in a minute."
-FAILED: Final = "Sorry, that went wrong on my side; please try again later."
 
 
 # ---- what the lead calls when sending alerts (pure) -----------------------------------------
@@ -395,18 +397,8 @@ class TelegramCommands:
         except CommandError as exc:
             reply = Reply(exc.html)
         except Exception as exc:
-            reply = Reply(self._failure_text(exc, what=name))
+            reply = Reply(failure_text(log, exc, what=name))
         await self._reply(message, reply.html, reply.markup)
-
-    def _failure_text(self, exc: Exception, *, what: str) -> str:
-        if isinstance(exc, PartiError):
-            event(log, "bot.lookup_failed", logging.WARNING, command=what, error=short_error(exc))
-            return PARTI_DOWN
-        if isinstance(exc, StoreError):
-            event(log, "bot.store_failed", logging.WARNING, command=what, error=short_error(exc))
-            return STORE_DOWN
-        event(log, "bot.command_failed", logging.ERROR, command=what, error=short_error(exc))
-        return FAILED
 
     async def _start(self, turn: _Turn) -> Reply:
         if turn.stored.paused_reason is not None:
@@ -460,7 +452,7 @@ class TelegramCommands:
         )
         if added is None:
             return f"This chat already follows {name}."
-        live = await self._live_now(streamer.user_id)
+        live = await live_now(self._client, streamer.user_id)
         state = {True: "They are live now!", False: "They are not live right now.", None: ""}[live]
         where = "here" if turn.is_private else "in this chat"
         return f"Following {name}: I'll post {where} when they go live. {state}".rstrip()
@@ -653,7 +645,7 @@ class TelegramCommands:
             await query.answer(text, show_alert=alert)
             answered = True
         except Exception as exc:
-            text = _plain(self._failure_text(exc, what="button"))
+            text = _plain(failure_text(log, exc, what="button"))
             if not answered:
                 try:
                     await query.answer(text, show_alert=True)
@@ -851,13 +843,6 @@ class TelegramCommands:
                 " page (https://parti.com/creator/...) or their user id."
             ) from None
 
-    async def _live_now(self, user_id: int) -> bool | None:
-        try:
-            info = await self._client.channel(user_id)
-        except PartiError:
-            return None
-        return bool(info.is_streaming_live_now or info.channel_info.channel.is_live)
-
     async def _follows(self, chat_key: str, target: str) -> bool:
         subs = await self._store.list_subscriptions(
             platform=PLATFORM, chat_id=chat_key, kind=SubscriptionKind.LIVE
@@ -866,11 +851,10 @@ class TelegramCommands:
 
     async def _asset(self, text: str) -> AssetPrice:
         prices = await self._client.prices()
-        wanted = text.strip().lower()
-        for asset in prices:
-            if wanted in (asset.display_symbol.lower(), (asset.ticker or "").lower()):
-                return asset
-        known = ", ".join(sorted({a.display_symbol.upper() for a in prices})[:20])
+        asset = asset_named(prices, text)
+        if asset is not None:
+            return asset
+        known = known_assets(prices)
         raise CommandError(
             f"I don't know the asset {echo(text)}."
             + (f" Known: {html.escape(known, quote=False)}." if known else "")
@@ -886,8 +870,7 @@ class TelegramCommands:
             )
 
     def _validate(self, chat_key: str, kind: str, target: str, params: dict[str, Any]) -> None:
-        candidate = RuleSubscription(
-            id=0,
+        detail = subscription_problem(
             platform=PLATFORM,
             chat_id=chat_key,
             kind=kind,
@@ -895,12 +878,8 @@ class TelegramCommands:
             destination=telegram_destination(chat_key),
             params=params,
         )
-        try:
-            to_rule(candidate)
-        except ValueError as exc:
-            # "subscription 0: line: ..." -> the part after the id
-            detail = str(exc).partition(": ")[2] or str(exc)
-            raise CommandError(f"Can't set that: {echo(detail, 160)}.") from None
+        if detail is not None:
+            raise CommandError(f"Can't set that: {echo(detail, 160)}.")
 
     async def _list_page(self, chat_key: str, page: int) -> Reply:
         subs = sorted(
