@@ -490,19 +490,8 @@ class TelegramCommands:
         }
         if request.rearm is not None:
             params["rearm"] = request.rearm
-        await self._check_alert_room(turn.chat_key)
-        self._validate(turn.chat_key, SubscriptionKind.PRICE, symbol, params)
-        label = html.escape(describe_price(SubscriptionKind.PRICE, symbol, params), quote=False)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            turn.chat_key,
-            kind=SubscriptionKind.PRICE,
-            target=symbol,
-            params=params,
-            created_by=str(turn.sender),
-            now=self._clock(),
-        )
-        if added is None:
+        label, added = await self._add_alert(turn, SubscriptionKind.PRICE, symbol, params)
+        if not added:
             return Reply(f"This chat already has that alert: <b>{label}</b>.")
         now_text = f" Now {format_price(asset.price)}."
         text = f"Alert set: <b>{label}</b>.{now_text}"
@@ -528,21 +517,29 @@ class TelegramCommands:
             "percent": f"{plain_number(request.percent)}%",
             "window": int(request.window),
         }
+        label, added = await self._add_alert(turn, SubscriptionKind.MOVE, symbol, params)
+        if not added:
+            return Reply(f"This chat already has that alert: <b>{label}</b>.")
+        return Reply(f"Alert set: <b>{label}</b>. Now {format_price(asset.price)}.")
+
+    async def _add_alert(
+        self, turn: _Turn, kind: SubscriptionKind, symbol: str, params: dict[str, Any]
+    ) -> tuple[str, bool]:
+        """Saves a price or move alert once the chat has room for it and the rules take it.
+        Returns its label (HTML) and whether it is new (False: the chat already has it)."""
         await self._check_alert_room(turn.chat_key)
-        self._validate(turn.chat_key, SubscriptionKind.MOVE, symbol, params)
-        label = html.escape(describe_price(SubscriptionKind.MOVE, symbol, params), quote=False)
+        self._validate(turn.chat_key, kind, symbol, params)
+        label = html.escape(describe_price(kind, symbol, params), quote=False)
         added = await self._store.add_subscription(
             PLATFORM,
             turn.chat_key,
-            kind=SubscriptionKind.MOVE,
+            kind=kind,
             target=symbol,
             params=params,
             created_by=str(turn.sender),
             now=self._clock(),
         )
-        if added is None:
-            return Reply(f"This chat already has that alert: <b>{label}</b>.")
-        return Reply(f"Alert set: <b>{label}</b>. Now {format_price(asset.price)}.")
+        return label, added is not None
 
     async def _alerts(self, turn: _Turn) -> Reply:
         return await self._alerts_page(turn.chat_key, 0)
@@ -716,7 +713,7 @@ class TelegramCommands:
                 link_preview_options=LinkPreviewOptions(is_disabled=True),
             )
         except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
+            if not _not_modified(exc):
                 raise
 
     async def _set_markup(self, message: Message, markup: InlineKeyboardMarkup | None) -> None:
@@ -725,7 +722,7 @@ class TelegramCommands:
                 chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup
             )
         except BadRequest as exc:
-            if "not modified" not in str(exc).lower():
+            if not _not_modified(exc):
                 raise
 
     # ---- chat membership and migration ---------------------------------------------------
@@ -999,6 +996,12 @@ def _nav(
 
 def _button_name(name: str) -> str:
     return cut(" ".join(name.split()), BUTTON_NAME_LIMIT)
+
+
+def _not_modified(exc: BadRequest) -> bool:
+    """Telegram refuses an edit that changes nothing ("message is not modified"): a press
+    that redraws the page already shown, not a fault."""
+    return "not modified" in str(exc).lower()
 
 
 def _without(markup: InlineKeyboardMarkup, data: str) -> InlineKeyboardMarkup | None:
