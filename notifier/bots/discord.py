@@ -9,7 +9,7 @@ import html
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -1272,23 +1272,20 @@ def build_tree(tree: app_commands.CommandTree[Any]) -> None:
             return
         await bot.serve(interaction, what, lambda: action(bot))
 
-    async def streamers(interaction: Interaction, current: str) -> list[Choice[str]]:
-        bot = _bot_of(interaction)
-        return (
-            [] if bot is None else await bot.streamer_choices(interaction, current, followed=None)
-        )
+    def streamer_choices(
+        followed: str | None,
+    ) -> Callable[[Interaction, str], Coroutine[Any, Any, list[Choice[str]]]]:
+        async def choices(interaction: Interaction, current: str) -> list[Choice[str]]:
+            bot = _bot_of(interaction)
+            if bot is None:
+                return []
+            return await bot.streamer_choices(interaction, current, followed=followed)
 
-    async def followed(interaction: Interaction, current: str) -> list[Choice[str]]:
-        bot = _bot_of(interaction)
-        if bot is None:
-            return []
-        return await bot.streamer_choices(interaction, current, followed="server")
+        return choices
 
-    async def mine(interaction: Interaction, current: str) -> list[Choice[str]]:
-        bot = _bot_of(interaction)
-        return (
-            [] if bot is None else await bot.streamer_choices(interaction, current, followed="me")
-        )
+    streamers = streamer_choices(None)  # live channels, then Parti's look-up
+    followed = streamer_choices("server")  # the server's follows first
+    mine = streamer_choices("me")  # the member's DM follows first
 
     async def assets(interaction: Interaction, current: str) -> list[Choice[str]]:
         bot = _bot_of(interaction)

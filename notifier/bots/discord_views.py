@@ -85,12 +85,13 @@ def page_custom_id(scope: str, page: int) -> str:
 # ---- the items discord.py dispatches -----------------------------------------------------
 
 
-def _handler(interaction: discord.Interaction[Any]) -> ButtonHandler | None:
-    return getattr(interaction.client, "buttons", None)
-
-
-async def _gone(interaction: discord.Interaction[Any]) -> None:
-    await interaction.response.send_message("This button no longer works.", ephemeral=True)
+async def _handler(interaction: discord.Interaction[Any]) -> ButtonHandler | None:
+    """The bot that serves the press; None, once the presser is told the button no longer
+    works, in a client that has none."""
+    handler: ButtonHandler | None = getattr(interaction.client, "buttons", None)
+    if handler is None:
+        await interaction.response.send_message("This button no longer works.", ephemeral=True)
+    return handler
 
 
 class NotifyButton(
@@ -120,11 +121,9 @@ class NotifyButton(
         return cls(int(match["user_id"]))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = _handler(interaction)
-        if handler is None:
-            await _gone(interaction)
-            return
-        await handler.notify_pressed(interaction, self.user_id)
+        handler = await _handler(interaction)
+        if handler is not None:
+            await handler.notify_pressed(interaction, self.user_id)
 
 
 class PageButton(
@@ -156,11 +155,9 @@ class PageButton(
         return cls(match["scope"], int(match["page"]), str(label))
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler = _handler(interaction)
-        if handler is None:
-            await _gone(interaction)
-            return
-        await handler.page_pressed(interaction, self.scope, self.page)
+        handler = await _handler(interaction)
+        if handler is not None:
+            await handler.page_pressed(interaction, self.scope, self.page)
 
 
 def page_view(scope: str, page: int, pages: int) -> discord.ui.View | None:
