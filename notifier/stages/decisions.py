@@ -49,4 +49,6 @@ class DecisionRecorder:
                 written += 1
         except Exception as exc:  # /why may be a little stale; alerts are not affected
             event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
+        if written:
+            event(_log, "decisions.recorded", decisions=written)
         return written

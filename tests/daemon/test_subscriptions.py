@@ -90,3 +90,23 @@ async def test_follow_in_a_dm_then_the_streamer_goes_live_then_unfollow_and_no_a
     texts = [m.text for m in fake_telegram.replies_to(DM)]
     assert any("Followed from the chat" in t for t in texts)
     assert not any("Nobody follows this one" in t for t in texts)
+
+
+async def test_why_answers_with_the_engines_last_decision_for_the_chat(
+    tmp_path: Path, sim: Simulator, fake_telegram: FakeTelegram
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("destinations: {t: {console: {}}}\nbots: {telegram: {commands: true}}\n")
+    env = daemon_env(tmp_path, sim, fake_telegram)
+    await subscribe(Path(env["NOTIFIER_STATE_PATH"]), DM, 463000)
+    daemon = await Daemon(env, rules).start()
+    try:
+        await fake_telegram.wait_polling(timeout=30)
+        await sim.go_live(463000, event_title="Why this one")
+        await daemon.wait_log("alert.sent", dest=f"@tg:{DM}")
+        await daemon.wait_log("decisions.recorded")  # written in the background
+        fake_telegram.push_message(DM, DM, "/why SNEAKO")
+        reply = await fake_telegram.wait_reply(DM, timeout=20)
+    finally:
+        await daemon.stop()
+    assert "SNEAKO" in reply.text and "fired" in reply.text
