@@ -1,7 +1,10 @@
 """The rule engine (pure: no I/O, the clock passed in): events in, matches and reasons out.
 
 Live rules are compiled into indexes (user ids, user names, category ids and names,
-catch-all), so matching an event costs about the same with 10 rules or 100,000.
+catch-all) that lead to rule numbers, so matching an event costs about the same with 10
+rules or 100,000. A live rule is no object of its own: its name is packed with the others
+into one string, and its filter is shared by every rule with the same settings (100,000
+rules that differ only in their users weigh about 15 MB).
 Price lines are kept sorted per asset so that a price step only touches the lines it
 crossed. Every decision has a named `Reason`, so `replay --explain` can say why
 nothing fired; the mutable state (baselines, armed flags, windows, cooldowns) can
