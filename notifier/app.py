@@ -477,6 +477,7 @@ class App:
                         max_follows=bots.telegram.max_follows,
                         max_price_alerts=bots.telegram.max_price_alerts,
                     ),
+                    limiter=self._reply_limiter(),
                 )
                 try:
                     await _serve_while_held(bot.run(), lock)
@@ -486,6 +487,18 @@ class App:
                     await _bot_backoff("telegram", errors.exceptions[0], attempt)
         finally:
             await lock.release()
+
+    def _reply_limiter(self) -> Any:
+        """The command bot's replies wait for the alerts' windows of the same bot and chat."""
+        from notifier.bots.limiter import SharedLimiter
+
+        assert self.holder is not None
+        senders = self.holder.senders
+        if senders.bot is None:
+            self._chat_sender(senders, "@tg:0")  # makes the shared TelegramBot
+        bot = senders.bot
+        assert bot is not None
+        return SharedLimiter(bot.window, bot.chat_window)
 
     async def _release_dead(self, store: Store, holder: str | None) -> None:
         """The ingest lock was free: its last holder's session is gone (killed, or cut off

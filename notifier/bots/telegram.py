@@ -33,6 +33,7 @@ from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
+    BaseRateLimiter,
     CallbackQueryHandler,
     ChatMemberHandler,
     CommandHandler,
@@ -217,8 +218,11 @@ class TelegramCommands:
         limits: CommandLimits | None = None,
         clock: Callable[[], float] = time.time,
         poll_timeout: float = 30.0,
+        limiter: BaseRateLimiter[Any] | None = None,
     ) -> None:
         register_secret(token)
+        # Replies share the alerts' rate windows when the daemon passes its limiter.
+        self._limiter = limiter
         self._token = token
         self._api_url = api_url.rstrip("/")
         self._store = store
@@ -310,7 +314,7 @@ class TelegramCommands:
             # hold up the others
             .concurrent_updates(32)
             # 30 messages/s per bot and 20/min per group, shared by every reply
-            .rate_limiter(AIORateLimiter(max_retries=1))
+            .rate_limiter(self._limiter or AIORateLimiter(max_retries=1))
         )
         app: AnyApplication = builder.build()
         for name, action in self._actions().items():

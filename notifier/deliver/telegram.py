@@ -75,7 +75,21 @@ class TelegramBot:
         self._requests = (request, updates)
         self.limits_scale = limits_scale
         self.window = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
+        self._chat_windows: dict[str, SlidingWindow] = {}
         self._started = False
+
+    def chat_window(self, chat_id: int | str) -> SlidingWindow:
+        """Telegram's limit for one chat (1 a second private, 20 a minute in a group), one
+        window per chat for everything this bot sends there: alerts and command replies."""
+        key = str(chat_id)
+        window = self._chat_windows.get(key)
+        if window is None:
+            count, seconds = GROUP_LIMIT if _is_group(chat_id) else PRIVATE_LIMIT
+            window = SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
+            self._chat_windows[key] = window
+            if len(self._chat_windows) > 100_000:  # chats long quiet: their windows are empty
+                self._chat_windows.pop(next(iter(self._chat_windows)))
+        return window
 
     async def start(self) -> None:
         if not self._started:
@@ -107,9 +121,7 @@ class TelegramSender:
         self._keyboard = keyboard
         self.chat_id: int | str = target.chat_id
         self._bot = bot
-        count, seconds = GROUP_LIMIT if _is_group(target.chat_id) else PRIVATE_LIMIT
-        scale = bot.limits_scale
-        self._chat_window = SlidingWindow(max(1, int(count * scale)), seconds)
+        self._chat_window = bot.chat_window(target.chat_id)
 
     async def start(self) -> None:
         await self._bot.start()
