@@ -7,9 +7,11 @@ share one transaction, and every commit that needs the disk is covered by the ne
 that starts after it, so one fsync serves all the writers that came while the last one
 ran. Callers that write alerts, engine state or subscriptions (and claims, which may hand
 out fresh rows) hear back after their fsync; outcomes of sends hear back after their
-commit, their fsync follows at once (a power cut in between makes the alert go out again,
-never lost); leases and clean-up wait for no fsync at all (a lost lease only makes its
-row due again). With one process owning the file every role is simply held by it.
+commit and are fsynced with the next alert, or within `_FLUSH_AFTER` (a power cut in
+between makes the alert go out again, never lost: an fsync of its own would make a busy
+lane's next insert wait behind it); leases and clean-up wait for no fsync at all (a lost
+lease only makes its row due again). With one process owning the file every role is
+simply held by it.
 """
 
 from __future__ import annotations
@@ -759,7 +761,7 @@ class _Sync(enum.Enum):
     """How far a call's commit gets before its caller hears back (durable stores)."""
 
     DISK = "disk"  # its fsync: alerts, engine state, subscriptions, claims
-    COMMIT = "commit"  # its commit; the fsync follows at once: outcomes of sends
+    COMMIT = "commit"  # its commit; fsynced within _FLUSH_AFTER: outcomes of sends
     LEASE = "lease"  # its commit; fsynced with whatever comes next: leases, clean-up
     READ = "read"  # writes nothing: needs no write transaction either
 
@@ -798,7 +800,7 @@ _SYNC: Final = {
     _Sync.READ,
 )
 _GROUP: Final = 256  # calls in one transaction at most
-_FLUSH_AFTER: Final = 0.005  # seconds a commit nobody waits for stays un-fsynced at most
+_FLUSH_AFTER: Final = 0.1  # seconds a commit nobody waits for stays un-fsynced at most
 _CLOSED: Final = "the store is closed"
 
 
