@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from notifier import systemd
 from notifier.deliver.base import Sender
@@ -56,8 +56,10 @@ from notifier.stages.subscriptions import SubscriptionSync
 from notifier.stages.supervisor import supervise
 from notifier.stages.writer import Writer
 from notifier.store import Store, open_store
-from notifier.store.roles import RoleLock, chat_updates_role
 from notifier.store.types import NewAlert
+
+if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is used
+    from notifier.store.roles import RoleLock
 
 _log = get_logger("app")
 INGEST_ROLE = "ingest"
@@ -364,6 +366,8 @@ class App:
 
     async def _ingest_role(self, store: Store) -> None:
         """Hold the ingest role while this instance can; run the ingest stages while held."""
+        from notifier.store.roles import RoleLock
+
         lock = RoleLock(
             store, INGEST_ROLE, instance=self.instance, check_every=self.options.role_check_every
         )
@@ -425,6 +429,7 @@ class App:
         if not bots.discord.commands or token is None:
             return
         from notifier.bots.discord import DiscordBotError, DiscordCommands, DiscordLimits
+        from notifier.store.roles import RoleLock, chat_updates_role
 
         secret = token.get_secret_value()
         lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)
@@ -459,6 +464,7 @@ class App:
         if not bots.telegram.commands or token is None:
             return
         from notifier.bots.telegram import CommandBotError, CommandLimits, TelegramCommands
+        from notifier.store.roles import RoleLock, chat_updates_role
 
         secret = token.get_secret_value()
         lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-
-from jinja2 import Template
+from typing import TYPE_CHECKING
 
 from notifier.render.text import shorten
-from notifier.rules.templates import ENVIRONMENT
+
+if TYPE_CHECKING:  # Jinja2 (about 7 MB) is imported with the first template only
+    from jinja2 import Template
 
 # A field reaches a template at most this long (code points, before escaping), so one
 # hostile field cannot push the others out of the message; names and labels are shorter.
@@ -37,4 +38,6 @@ def render_template(
 
 @functools.lru_cache(maxsize=256)
 def _compiled(source: str) -> Template:
+    from notifier.rules.templates import ENVIRONMENT
+
     return ENVIRONMENT.from_string(source)

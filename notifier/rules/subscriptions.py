@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from notifier.rules.schema import Defaults, LiveRule, PriceRule
-from notifier.rules.templates import check_template
 
 # The rule name of subscription 7 is "sub:7"; it is part of the outbox key of its alerts.
 SUB_PREFIX = "sub:"
@@ -146,6 +145,8 @@ def to_rule(sub: Subscription, defaults: Defaults | None = None) -> LiveRule | P
     except ValidationError as exc:
         raise ValueError(f"{where}: {_first_error(exc)}") from None
     if rule.template is not None:
+        from notifier.rules.templates import check_template  # Jinja2 only when needed
+
         problem = check_template(rule.template, rule.when)
         if problem is not None:
             raise ValueError(f"{where}: {problem.message}")
