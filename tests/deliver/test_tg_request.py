@@ -135,16 +135,17 @@ async def test_an_answer_slower_than_the_read_timeout_is_timed_out(
 async def test_a_refused_connection_is_a_network_error_that_never_shows_the_token(
     fake_telegram: FakeTelegram,
 ) -> None:
-    bot = await _bot(fake_telegram.api_url, fake_telegram.token)
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    bot._base_url = f"http://127.0.0.1:{port}/bot{fake_telegram.token}"
+    request = AiohttpRequest()
+    await request.initialize()
+    bot = Bot(fake_telegram.token, base_url=f"http://127.0.0.1:{port}/bot", request=request)
     try:
         with pytest.raises(NetworkError) as caught:
-            await bot.send_message(chat_id=1001, text="x")
+            await bot.get_me()
     finally:
-        await bot.shutdown()
+        await request.shutdown()
     assert not isinstance(caught.value, TimedOut)
     assert fake_telegram.token not in str(caught.value)
     assert fake_telegram.token.split(":")[1] not in str(caught.value)
