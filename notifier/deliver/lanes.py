@@ -30,6 +30,9 @@ STANDBY_POLL = 5.0  # how often a lane that does not hold its destination asks a
 # Chat lanes open at once: a go-live to 20,000 followers opens them in turn, so memory
 # stays flat; even at Telegram's paid 1,000 messages a second a few hundred keep up.
 MAX_CHAT_LANES = 256
+# Alerts in one digest message: with their lines of about 100 characters, 30 fit in
+# Telegram's 4,096 without an "and N more" (a longer wait makes several digests).
+DIGEST_ROWS = 30
 
 
 class Delivery:
@@ -458,7 +461,9 @@ class Delivery:
     async def _digest(self, sender: Sender, row: Row, now: float) -> float:
         """A held row is due: everything else waiting for this chat goes with it, as one
         message, instead of a burst of old alerts."""
-        claimed = await self.outbox.claim(row.destination, now=now, lease=self.lease, limit=49)
+        claimed = await self.outbox.claim(
+            row.destination, now=now, lease=self.lease, limit=DIGEST_ROWS - 1
+        )
         rows = [row] + [r for r in claimed if r.action == "send"]
         for other in claimed:
             if other.action != "send":  # edits wait for their turn
