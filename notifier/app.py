@@ -416,81 +416,80 @@ class App:
         return DiscordDmSender(name, int(found.id), senders.hub)
 
     async def _chat_updates(self, store: Store) -> None:
-        """The command bots, each on the one instance that holds its token's role."""
+        """The command bots, each on the one instance that holds its token's role
+        (Telegram allows one getUpdates poller per token; Discord one gateway session)."""
+        bots = self.core.rules.file.bots
+        telegram, discord = self.settings.telegram_token, self.settings.discord_bot_token
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._telegram_commands(store))
-            group.create_task(self._discord_commands(store))
+            if bots.telegram.commands and telegram is not None:
+                from notifier.bots.telegram import CommandBotError
 
-    async def _discord_commands(self, store: Store) -> None:
-        """The Discord command bot (`bots.discord.commands`): one gateway session per token
-        across all instances."""
-        bots = self.core.rules.file.bots
-        token = self.settings.discord_bot_token
-        if not bots.discord.commands or token is None:
-            return
-        from notifier.bots.discord import DiscordBotError, DiscordCommands, DiscordLimits
+                secret = telegram.get_secret_value()
+                make = functools.partial(self._telegram_bot, store, secret)
+                group.create_task(
+                    self._command_bot(store, "telegram", secret, make, CommandBotError)
+                )
+            if bots.discord.commands and discord is not None:
+                from notifier.bots.discord import DiscordBotError
+
+                secret = discord.get_secret_value()
+                make = functools.partial(self._discord_bot, store, secret)
+                group.create_task(
+                    self._command_bot(store, "discord", secret, make, DiscordBotError)
+                )
+
+    def _telegram_bot(self, store: Store, token: str) -> Any:
+        from notifier.bots.telegram import CommandLimits, TelegramCommands
+
+        limits = self.core.rules.file.bots.telegram
+        return TelegramCommands(
+            token=token,
+            api_url=self.settings.telegram_api_url,
+            store=store,
+            client=self.client,
+            limits=CommandLimits(
+                max_follows=limits.max_follows, max_price_alerts=limits.max_price_alerts
+            ),
+            limiter=self._reply_limiter(),
+        )
+
+    def _discord_bot(self, store: Store, token: str) -> Any:
+        from notifier.bots.discord import DiscordCommands, DiscordLimits
+
+        return DiscordCommands(
+            token=token,
+            api_url=self.settings.discord_api_url,
+            gateway_url=self.settings.discord_gateway_url,
+            store=store,
+            client=self.client,
+            limits=DiscordLimits(max_follows=self.core.rules.file.bots.discord.max_follows),
+        )
+
+    async def _command_bot(
+        self,
+        store: Store,
+        platform: str,
+        token: str,
+        make: Callable[[], Any],
+        refused: type[Exception],
+    ) -> None:
+        """Stand for the token's role; while held, serve the bot (a new one after each
+        failure to start, with backoff); give the role up when stopping."""
         from notifier.store.roles import RoleLock, chat_updates_role
 
-        secret = token.get_secret_value()
-        lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)
+        lock = RoleLock(store, chat_updates_role(token), instance=self.instance)
         attempt = 0
         try:
             while True:
                 if await lock.try_acquire() is None:
                     await asyncio.sleep(ROLE_RETRY)
                     continue
-                bot = DiscordCommands(
-                    token=secret,
-                    api_url=self.settings.discord_api_url,
-                    gateway_url=self.settings.discord_gateway_url,
-                    store=store,
-                    client=self.client,
-                    limits=DiscordLimits(max_follows=bots.discord.max_follows),
-                )
                 try:
-                    await _serve_while_held(bot.run(), lock)
+                    await _serve_while_held(make().run(), lock)
                     attempt = 0
-                except* DiscordBotError as errors:
+                except* refused as errors:
                     attempt += 1
-                    await _bot_backoff("discord", errors.exceptions[0], attempt)
-        finally:
-            await lock.release()
-
-    async def _telegram_commands(self, store: Store) -> None:
-        """The Telegram command bot (`bots.telegram.commands`), on the one instance holding
-        this token's chat-updates role (Telegram allows one getUpdates poller per token)."""
-        bots = self.core.rules.file.bots
-        token = self.settings.telegram_token
-        if not bots.telegram.commands or token is None:
-            return
-        from notifier.bots.telegram import CommandBotError, CommandLimits, TelegramCommands
-        from notifier.store.roles import RoleLock, chat_updates_role
-
-        secret = token.get_secret_value()
-        lock = RoleLock(store, chat_updates_role(secret), instance=self.instance)
-        attempt = 0
-        try:
-            while True:
-                if await lock.try_acquire() is None:
-                    await asyncio.sleep(ROLE_RETRY)
-                    continue
-                bot = TelegramCommands(
-                    token=secret,
-                    api_url=self.settings.telegram_api_url,
-                    store=store,
-                    client=self.client,
-                    limits=CommandLimits(
-                        max_follows=bots.telegram.max_follows,
-                        max_price_alerts=bots.telegram.max_price_alerts,
-                    ),
-                    limiter=self._reply_limiter(),
-                )
-                try:
-                    await _serve_while_held(bot.run(), lock)
-                    attempt = 0
-                except* CommandBotError as errors:
-                    attempt += 1
-                    await _bot_backoff("telegram", errors.exceptions[0], attempt)
+                    await _bot_backoff(platform, errors.exceptions[0], attempt)
         finally:
             await lock.release()
 
