@@ -88,4 +88,3 @@ async def test_a_chat_that_blocked_the_bot_is_paused_and_its_next_alert_dropped(
         await daemon.stop()
     attempts = [r for r in fake_telegram.requests if r["params"].get("chat_id") == str(DM)]
     assert len(attempts) == 1  # the refused one; the next was not even tried
-
