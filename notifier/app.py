@@ -219,21 +219,15 @@ class App:
         token = self.settings.telegram_token
         if found is None or found.platform != "telegram" or token is None:
             return None
-        from notifier.deliver.telegram import TelegramBot, TelegramSender
+        from notifier.deliver.telegram import TelegramSender
         from notifier.rules.schema import TelegramTarget
 
-        if senders.bot is None:
-            senders.bot = TelegramBot(
-                token.get_secret_value(),
-                self.settings.telegram_api_url,
-                limits_scale=self.options.limits_scale,
-                paid_broadcast=self.settings.telegram_paid_broadcast,
-            )
+        bot = senders.telegram_bot(self.settings, limits_scale=self.options.limits_scale)
         target = TelegramTarget(chat_id=int(found.id), thread_id=found.thread_id)
         commands = self.core.rules.file.bots.telegram.commands
         private = not found.id.startswith("-")
         keyboard = functools.partial(_alert_keyboard, private=private) if commands else None
-        return TelegramSender(name, target, senders.bot, keyboard=keyboard)
+        return TelegramSender(name, target, bot, keyboard=keyboard)
 
     def _reachability(self, destination: str, problem: str | None) -> None:
         label = destination_label(destination)
@@ -400,20 +394,14 @@ class App:
         if token is None:
             return None
         from notifier.bots.discord_views import live_alert_components
-        from notifier.deliver.discord import DiscordHub
         from notifier.deliver.discord_chat import DiscordChannelSender, DiscordDmSender
 
-        if senders.hub is None:
-            senders.hub = DiscordHub(
-                self.settings.discord_api_url,
-                token.get_secret_value(),
-                limits_scale=self.options.limits_scale,
-            )
+        hub = senders.discord_hub(self.settings, limits_scale=self.options.limits_scale)
         if found.kind == "channel":
             commands = self.core.rules.file.bots.discord.commands
             components = live_alert_components if commands else None
-            return DiscordChannelSender(name, int(found.id), senders.hub, components_for=components)
-        return DiscordDmSender(name, int(found.id), senders.hub)
+            return DiscordChannelSender(name, int(found.id), hub, components_for=components)
+        return DiscordDmSender(name, int(found.id), hub)
 
     async def _chat_updates(self, store: Store) -> None:
         """The command bots, each on the one instance that holds its token's role

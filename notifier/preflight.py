@@ -12,7 +12,13 @@ from notifier.settings import Settings
 
 
 def missing_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
-    """One line per destination whose token is not set (names the variable, never a value)."""
+    """One line per destination (or bot) whose token is not set (names the variable, never
+    a value)."""
+    return missing_destination_secrets(rules_file, settings) + _bot_secrets(rules_file, settings)
+
+
+def missing_destination_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
+    """The destinations whose token is not set (`build_senders` refuses them too)."""
     problems: list[str] = []
     for name, destination in rules_file.destinations.items():
         if destination.telegram is not None and settings.telegram_token is None:
@@ -23,6 +29,11 @@ def missing_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
             and settings.discord_bot_token is None
         ):
             problems.append(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
+    return problems
+
+
+def _bot_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
+    problems: list[str] = []
     bots = getattr(rules_file, "bots", None)
     if bots is not None:
         if bots.telegram.commands and settings.telegram_token is None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from notifier.deliver.base import Sender
 from notifier.deliver.console import ConsoleSender
+from notifier.preflight import missing_destination_secrets
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
 
@@ -24,6 +25,33 @@ class Senders:
     by_name: dict[str, Sender] = field(default_factory=dict)
     bot: TelegramBot | None = None
     hub: DiscordHub | None = None
+
+    def telegram_bot(self, settings: Settings, *, limits_scale: float) -> TelegramBot:
+        """The one TelegramBot of these senders (made on first use; needs the token)."""
+        if self.bot is None:
+            from notifier.deliver.telegram import TelegramBot
+
+            assert settings.telegram_token is not None
+            self.bot = TelegramBot(
+                settings.telegram_token.get_secret_value(),
+                settings.telegram_api_url,
+                limits_scale=limits_scale,
+                paid_broadcast=settings.telegram_paid_broadcast,
+            )
+        return self.bot
+
+    def discord_hub(self, settings: Settings, *, limits_scale: float) -> DiscordHub:
+        """The one DiscordHub of these senders (webhooks need no token; channels do)."""
+        if self.hub is None:
+            from notifier.deliver.discord import DiscordHub
+
+            token = settings.discord_bot_token
+            self.hub = DiscordHub(
+                settings.discord_api_url,
+                token.get_secret_value() if token else None,
+                limits_scale=limits_scale,
+            )
+        return self.hub
 
     async def start(self) -> None:
         for sender in self.by_name.values():
@@ -43,36 +71,23 @@ def build_senders(
     limits_scale: float = 1.0,
     console_stream: TextIO | None = None,
 ) -> Senders:
+    problems = missing_destination_secrets(rules_file, settings)
+    if problems:
+        raise MissingSecret(problems[0])
     senders = Senders()
     for name, destination in rules_file.destinations.items():
         # Each chat library is imported only when a destination needs it (discord.py alone
         # weighs about 30 MB of memory).
         if destination.telegram is not None:
-            from notifier.deliver.telegram import TelegramBot, TelegramSender
+            from notifier.deliver.telegram import TelegramSender
 
-            if senders.bot is None:
-                if settings.telegram_token is None:
-                    raise MissingSecret(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
-                senders.bot = TelegramBot(
-                    settings.telegram_token.get_secret_value(),
-                    settings.telegram_api_url,
-                    limits_scale=limits_scale,
-                    paid_broadcast=settings.telegram_paid_broadcast,
-                )
-            senders.by_name[name] = TelegramSender(name, destination.telegram, senders.bot)
+            bot = senders.telegram_bot(settings, limits_scale=limits_scale)
+            senders.by_name[name] = TelegramSender(name, destination.telegram, bot)
         elif destination.discord is not None:
-            from notifier.deliver.discord import DiscordHub, DiscordSender
+            from notifier.deliver.discord import DiscordSender
 
-            if senders.hub is None:
-                token = settings.discord_bot_token
-                senders.hub = DiscordHub(
-                    settings.discord_api_url,
-                    token.get_secret_value() if token else None,
-                    limits_scale=limits_scale,
-                )
-            if destination.discord.channel_id is not None and settings.discord_bot_token is None:
-                raise MissingSecret(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
-            senders.by_name[name] = DiscordSender(name, destination.discord, senders.hub)
+            hub = senders.discord_hub(settings, limits_scale=limits_scale)
+            senders.by_name[name] = DiscordSender(name, destination.discord, hub)
         else:
             senders.by_name[name] = ConsoleSender(name, console_stream)
     return senders
