@@ -84,6 +84,12 @@ class Decision:
     destination: str | None = None
 
 
+def live_identity(event: ChannelLive) -> str:
+    """A go-live's event identity as alert keys and the live set hold it."""
+    user_id, marker = event.identity
+    return f"live:{user_id}:{marker}"
+
+
 def describe(reason: Reason, *, detail: str = "") -> str:
     """A decision in words, as `replay --explain` prints it (plus a detail, if any)."""
     return f"{reason.value} ({detail})" if detail else reason.value
@@ -1081,8 +1087,7 @@ class Engine:
             if explain:
                 result.decisions.append(Decision(None, subject, Reason.NO_RULE))
             return result
-        user_id, marker = event.identity
-        identity = f"live:{user_id}:{marker}"
+        identity = live_identity(event)
         names, filters = self._live_names, self._live_filters
         # Rules of one filter share its verdict: worked out once per event.
         verdicts: dict[int, Reason | None] = {}

@@ -14,6 +14,7 @@ from notifier.enrich.profiles import Profiles
 from notifier.log import event, get_logger, short_error
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel
+from notifier.rules.engine import live_identity
 from notifier.stages.catchup import Found, ended_edits, found_mode, plan_live_poll
 from notifier.stages.context import Core
 from notifier.stages.ingest import Ingest
@@ -93,10 +94,10 @@ class LivePoller:
             if live is None or not self.core.rules.engine.follows(live):
                 continue
             if mode is Found.RECORD_ONLY:
-                _, marker = live.identity
-                identity = f"live:{live.user_id}:{marker}"
                 skipped.append(
-                    LiveEntry(live.user_id, identity, time.time(), live.viewers_count, {})
+                    LiveEntry(
+                        live.user_id, live_identity(live), time.time(), live.viewers_count, {}
+                    )
                 )
                 continue
             found += await self.core.evaluate(
