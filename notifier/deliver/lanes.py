@@ -23,6 +23,8 @@ from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
+# Rows a lane claims at once: one claim (a write) serves a backlog of up to this many.
+CLAIM_BATCH = 16
 # With several instances (PostgreSQL) one of them sends to a destination at a time, so its
 # sends keep their order and its rate limits; the lease is renewed while the lane works.
 DESTINATION_TTL = 30.0
@@ -93,8 +95,13 @@ class Delivery:
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
-        # Rows handed over already leased (fresh alerts): sent without a claim.
+        # Rows handed over already leased (fresh alerts, or the rest of a claimed batch):
+        # sent without a claim.
         self._handed: dict[str, deque[Row]] = {name: deque() for name in senders}
+        # Destinations whose outbox may hold due rows their lane has not claimed (rows
+        # written without a hand-off, by this instance or another): a lane whose last
+        # claim came back short claims again only when it is in here or a wait ran out.
+        self._unclaimed: set[str] = set()
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -103,6 +110,8 @@ class Delivery:
         self.settled = asyncio.Condition()
 
     def wake(self, destination: str) -> None:
+        """`destination` has rows in the outbox (not handed over): its lane claims them."""
+        self._unclaimed.add(destination)
         if destination in self._wake or self._open_lane(destination):
             self._wake[destination].set()
         elif destination.startswith("@") and self.chat_sender is not None:
@@ -131,6 +140,7 @@ class Delivery:
         self._wake.pop(name, None)
         self._handed.pop(name, None)
         self._alive.pop(name, None)
+        self._unclaimed.discard(name)
         while self._waiting_chats and self._chat_lanes < MAX_CHAT_LANES:
             waiting = next(iter(self._waiting_chats))
             del self._waiting_chats[waiting]
@@ -308,6 +318,9 @@ class Delivery:
 
     async def _run_lane(self, name: str, sender: Sender, wake: asyncio.Event) -> None:
         paused_until = 0.0
+        # The last claim came back short: until a wait runs out or rows are written for
+        # this destination without a hand-off, another claim would come back empty.
+        drained = False
         while not self._stopping.is_set():
             now = self.clock()
             if paused_until > now:
@@ -326,21 +339,39 @@ class Delivery:
             if handed:
                 paused_until = await self._process(sender, handed.popleft())
                 continue
-            with self._busy():  # a claim in progress counts as in flight for `drain`
-                rows = await self.outbox.claim(name, now=now, lease=self.lease, limit=1)
-                if rows and self._stopping.is_set():  # claimed as we stopped: give it back
-                    await self.outbox.reschedule(rows[0].key, at=now, error="stopping", refund=True)
-                    return
+            rows: list[Row] = []
+            if not drained or name in self._unclaimed:
+                self._unclaimed.discard(name)
+                with self._busy():  # a claim in progress counts as in flight for `drain`
+                    rows = await self.outbox.claim(
+                        name, now=now, lease=self.lease, limit=CLAIM_BATCH
+                    )
+                    if rows and self._stopping.is_set():  # claimed as we stopped: give back
+                        for row in rows:
+                            await self.outbox.reschedule(
+                                row.key, at=now, error="stopping", refund=True
+                            )
+                        return
+                drained = len(rows) < CLAIM_BATCH
             if not rows:
                 due = await self.outbox.next_due(name)
-                if due is None and name.startswith("@") and not handed and not wake.is_set():
+                if (
+                    due is None
+                    and name.startswith("@")
+                    and not handed
+                    and not wake.is_set()
+                    and name not in self._unclaimed
+                ):
                     self._close_lane(name)  # idle: the next alert opens it again
                     return
                 timeout = None if due is None else max(0.0, due - self.clock())
                 if self.exclusive:  # other instances write here too: look again soon
                     timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
                 await self._wait(wake, timeout)
+                if not handed:  # woken by a wait that ran out (rows due) or by `wake_all`
+                    drained = False
                 continue
+            handed.extendleft(reversed(rows[1:]))  # the rest of the batch, before fresh rows
             paused_until = await self._process(sender, rows[0])
 
     async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> None:
@@ -461,10 +492,19 @@ class Delivery:
     async def _digest(self, sender: Sender, row: Row, now: float) -> float:
         """A held row is due: everything else waiting for this chat goes with it, as one
         message, instead of a burst of old alerts."""
-        claimed = await self.outbox.claim(
-            row.destination, now=now, lease=self.lease, limit=DIGEST_ROWS - 1
+        # Rows this lane holds already (leased to it) go first, then the outbox's.
+        handed = self._handed.get(row.destination, deque())
+        held = [r for r in handed if r.action == "send"][: DIGEST_ROWS - 1]
+        for taken in held:
+            handed.remove(taken)
+        claimed = (
+            await self.outbox.claim(
+                row.destination, now=now, lease=self.lease, limit=DIGEST_ROWS - 1 - len(held)
+            )
+            if len(held) < DIGEST_ROWS - 1
+            else []
         )
-        rows = [row] + [r for r in claimed if r.action == "send"]
+        rows = [row] + held + [r for r in claimed if r.action == "send"]
         for other in claimed:
             if other.action != "send":  # edits wait for their turn
                 await self.outbox.reschedule(other.key, at=now, error="after a digest", refund=True)

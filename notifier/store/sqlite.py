@@ -5,13 +5,17 @@ which survives a killed process. A durable store also survives a power cut by fs
 the WAL in groups on a thread of its own (group commit): calls queued behind each other
 share one transaction, and every commit that needs the disk is covered by the next fsync
 that starts after it, so one fsync serves all the writers that came while the last one
-ran. Callers that write alerts, engine state or subscriptions (and claims, which may hand
-out fresh rows) hear back after their fsync; outcomes of sends hear back after their
-commit and are fsynced with the next alert, or within `_FLUSH_AFTER` (a power cut in
-between makes the alert go out again, never lost: an fsync of its own would make a busy
-lane's next insert wait behind it); leases and clean-up wait for no fsync at all (a lost
-lease only makes its row due again). With one process owning the file every role is
-simply held by it.
+ran. Fresh alerts (with the engine state of their batch) and claims hear back after their
+commit and their fsync starts at once: the send does not wait for the disk (a killed
+process loses nothing committed; a power cut in the few milliseconds before that fsync
+loses the batch as it would the frames that came in those milliseconds, and an alert
+already sent from it goes out again when the restarted daemon's catch-up finds the
+stream live). Subscriptions and the other state hear back after their fsync; outcomes of
+sends hear back after their commit and are fsynced with the next alert, or within
+`_FLUSH_AFTER` (a power cut in between makes the alert go out again, never lost: an fsync
+of its own would make a busy lane's next insert wait behind it); leases and clean-up wait
+for no fsync at all (a lost lease only makes its row due again). With one process owning
+the file every role is simply held by it.
 """
 
 from __future__ import annotations
@@ -760,7 +764,8 @@ class _Core:
 class _Sync(enum.Enum):
     """How far a call's commit gets before its caller hears back (durable stores)."""
 
-    DISK = "disk"  # its fsync: alerts, engine state, subscriptions, claims
+    DISK = "disk"  # its fsync: subscriptions, chats, roles, migrations
+    SOON = "soon"  # its commit; its fsync starts at once: alerts and their batch, claims
     COMMIT = "commit"  # its commit; fsynced within _FLUSH_AFTER: outcomes of sends
     LEASE = "lease"  # its commit; fsynced with whatever comes next: leases, clean-up
     READ = "read"  # writes nothing: needs no write transaction either
@@ -768,6 +773,8 @@ class _Sync(enum.Enum):
 
 # Calls by name that need less than the disk (every other call that writes needs it).
 _SYNC: Final = {
+    "enqueue_leased": _Sync.SOON,
+    "claim": _Sync.SOON,
     "mark_sent": _Sync.COMMIT,
     "mark_sent_many": _Sync.COMMIT,
     "reschedule": _Sync.COMMIT,
@@ -859,16 +866,18 @@ class _Flusher:
         self._thread = threading.Thread(target=self._serve, name="store-fsync", daemon=True)
         self._thread.start()
 
-    def committed(self, waiting: list[_Result]) -> None:
-        """A commit to make durable; `waiting` hear back once an fsync covers it."""
+    def committed(self, waiting: list[_Result], *, soon: bool = False) -> None:
+        """A commit to make durable; `waiting` hear back once an fsync covers it. `soon`:
+        its fsync starts at once although nobody waits for it."""
         with self._cond:
             self._wanted += 1
             if self._wanted == self._synced + 1:
                 self._dirty_since = time.monotonic()
                 self._cond.notify()  # start the clock
-            if waiting:
+            if waiting or soon:
                 self._urgent = self._wanted
-                self._waiting.append((self._wanted, waiting))
+                if waiting:
+                    self._waiting.append((self._wanted, waiting))
                 self._cond.notify()
 
     def close(self) -> None:
@@ -1068,17 +1077,18 @@ class _Runner:
             core.grouped = False
         now: list[_Result] = []
         later: list[_Result] = []
-        flush = False
+        flush = soon = False
         for job, ok, value, wrote in done:
             if ok and wrote and self.flusher is not None and job.sync is not _Sync.LEASE:
                 flush = True
+                soon = soon or job.sync is _Sync.SOON
                 if job.sync is _Sync.DISK:
                     later.append((job, ok, value))
                     continue
             now.append((job, ok, value))
         if flush:
             assert self.flusher is not None
-            self.flusher.committed(later)
+            self.flusher.committed(later, soon=soon)
         _post(now)
 
 

@@ -41,3 +41,22 @@ async def test_alerts_on_time_are_sent_one_by_one(
         for alert in alerts:
             await h.wait_state(alert.key, SENT)
     assert len(fake_telegram.sent("sendMessage")) + len(fake_telegram.sent("sendPhoto")) == 2
+
+
+async def test_a_late_backlog_larger_than_a_claim_still_goes_out_as_one_digest(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    # 25 rows: more than a lane claims at once (16), fewer than a digest holds (30). The
+    # rows the lane already holds from its claim join the digest too.
+    old = time.time() - 600
+    alerts = [
+        dataclasses.replace(new_alert("group", live_view(f"Stream {n}")), event_at=old + n)
+        for n in range(25)
+    ]
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        await h.enqueue(*alerts)
+        rows = [await h.wait_state(a.key, SENT) for a in alerts]
+    (sent,) = fake_telegram.sent("sendMessage")
+    text = parse_html(sent["params"]["text"])
+    assert all(f"Stream {n}" in text for n in range(25))
+    assert len({r.message_id for r in rows}) == 1

@@ -114,3 +114,41 @@ async def test_a_closed_store_refuses_calls_and_closes_twice_quietly(tmp_path: P
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await store.get("a")
+
+
+async def test_alerts_and_claims_do_not_wait_for_the_disk_but_their_fsync_starts_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from notifier.store import sqlite
+
+    started = threading.Event()
+    release = threading.Event()
+    real = sqlite._fdatasync
+
+    def held_fsync(fd: int) -> None:
+        started.set()
+        release.wait(10)
+        real(fd)
+
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        monkeypatch.setattr(sqlite, "_fdatasync", held_fsync)
+        # The alert is committed and its caller hears back while the fsync is held ...
+        assert await asyncio.wait_for(
+            store.enqueue([alert("k1")], now=1.0, fence=None), 5
+        ) == ["k1"]
+        rows = await asyncio.wait_for(store.claim("me", now=2.0, lease=30.0, limit=5), 5)
+        assert [row.key for row in rows] == ["k1"]
+        # ... and that fsync started at once, not `_FLUSH_AFTER` later.
+        assert await asyncio.to_thread(started.wait, 5)
+        # State that must be on the disk still waits for its fsync.
+        saving = asyncio.ensure_future(store.set_state("engine", "x", fence=None))
+        done, _ = await asyncio.wait([saving], timeout=0.3)
+        assert not done
+        release.set()
+        await asyncio.wait_for(saving, 5)
+    finally:
+        release.set()
+        await store.close()

@@ -1,0 +1,69 @@
+"""A lane claims its backlog in batches and never claims in vain after a hand-off."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from notifier.deliver.lanes import CLAIM_BATCH
+from notifier.store.types import SENT, Row
+from tests.deliver.harness import Harness, harness, live_view, new_alert
+from tests.fakes.telegram import FakeTelegram
+
+GROUP = {"group": {"telegram": {"chat_id": -100555}}}
+
+
+def count_claims(h: Harness) -> list[int]:
+    """The number of rows each claim of the lanes returned, from now on."""
+    claims: list[int] = []
+    claim = h.outbox.claim
+
+    async def counting(*args: Any, **kwargs: Any) -> list[Row]:
+        rows = await claim(*args, **kwargs)
+        claims.append(len(rows))
+        return rows
+
+    h.outbox.claim = counting  # type: ignore[method-assign]
+    return claims
+
+
+async def test_a_backlog_is_claimed_in_batches_in_order(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    alerts = [new_alert("group", live_view(f"Stream {n}")) for n in range(40)]
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        claims = count_claims(h)
+        await h.enqueue(*alerts)
+        for alert in alerts:
+            await h.wait_state(alert.key, SENT)
+    taken = [n for n in claims if n]
+    assert sum(taken) == 40
+    assert len(taken) == -(-40 // CLAIM_BATCH)  # 3 claims, not 40
+    assert claims.count(0) <= 1  # at most the lane's first look, before the rows came
+    texts = [r["params"]["text"] for r in fake_telegram.sent("sendMessage")]
+    order = [next(n for n in range(40) if f"Stream {n}<" in t) for t in texts]
+    assert order == list(range(40))
+
+
+async def test_rows_handed_to_a_lane_are_sent_without_any_claim(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        first = new_alert("group")
+        await h.enqueue(first)
+        await h.wait_state(first.key, SENT)  # the lane is up and has looked at the outbox
+        claims = count_claims(h)
+        fresh = [new_alert("group") for _ in range(5)]
+        _, rows = await h.outbox.enqueue_leased(
+            fresh, now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
+        )
+        assert len(rows) == 5
+        h.delivery.hand(rows)
+        for alert in fresh:
+            await h.wait_state(alert.key, SENT)
+        # Rows written without a hand-off are claimed: one claim, and none in vain.
+        last = new_alert("group")
+        await h.enqueue(last)
+        await h.wait_state(last.key, SENT)
+    assert claims == [1]
