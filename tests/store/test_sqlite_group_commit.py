@@ -136,9 +136,9 @@ async def test_alerts_and_claims_do_not_wait_for_the_disk_but_their_fsync_starts
     try:
         monkeypatch.setattr(sqlite, "_fdatasync", held_fsync)
         # The alert is committed and its caller hears back while the fsync is held ...
-        assert await asyncio.wait_for(
-            store.enqueue([alert("k1")], now=1.0, fence=None), 5
-        ) == ["k1"]
+        assert await asyncio.wait_for(store.enqueue([alert("k1")], now=1.0, fence=None), 5) == [
+            "k1"
+        ]
         rows = await asyncio.wait_for(store.claim("me", now=2.0, lease=30.0, limit=5), 5)
         assert [row.key for row in rows] == ["k1"]
         # ... and that fsync started at once, not `_FLUSH_AFTER` later.
