@@ -1162,7 +1162,7 @@ class DiscordCommands:
             return asset
         known = known_assets(prices)
         raise Refusal(
-            f"I don't know the asset {echo(text)}." + (f" Known: {known}." if known else "")
+            f"I don't know the asset {echo(text)}." + (f" Known: {echo(known)}." if known else "")
         )
 
     async def _preview(self, streamer: Streamer, channel_id: int) -> AlertView:

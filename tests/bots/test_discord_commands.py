@@ -21,6 +21,7 @@ from notifier.bots.discord import (
 from notifier.deliver.discord import DiscordHub
 from notifier.deliver.discord_chat import DiscordChannelSender
 from notifier.parti.client import PartiClient
+from notifier.parti.simulator import Simulator
 from notifier.render.fields import AlertView
 from notifier.store import Store
 from tests.bots.conftest import Clock
@@ -685,3 +686,20 @@ async def test_notify_me_works_after_a_restart(
     await start_bot()
     await press_notify(rest, gateway, message_id)
     assert await live_follows(store, f"dm:{MEMBER}") == [(str(DBR), {})]
+
+
+async def test_the_known_assets_of_an_unknown_asset_answer_are_made_inert(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, sim: Simulator
+) -> None:
+    hostile = "**@everyone**"
+    sim.prices[hostile] = {**sim.prices["BTC"], "display_symbol": hostile}
+    answer = await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "DOGE", "direction": "above", "channel": ALERTS, "value": "1"},
+    )
+    assert answer["content"].startswith("I don't know the asset DOGE. Known: ")
+    # Symbols are shown upper-cased: the markdown around them must not render.
+    assert "**@EVERYONE**" not in answer["content"]
+    assert "\\*\\*@EVERYONE\\*\\*" in answer["content"]
