@@ -606,17 +606,12 @@ class DiscordCommands:
         self._validate(chat_key, SubscriptionKind.LIVE, target, params)
         if params == current.params:
             return Answer(f"Nothing changed for {name} in {channel.mention}.")
-        await self._store.add_subscription(
-            PLATFORM,
-            chat_key,
-            kind=SubscriptionKind.LIVE,
-            target=target,
-            params=params,
-            created_by=current.created_by or str(interaction.user.id),
-            now=self._clock(),
-        )
-        for old in existing:
+        # In place: the rule keeps its name, so its cooldown and the keys of the alerts it
+        # made (a stream live now does not alert again) stay.
+        for old in existing[1:]:
             await self._store.remove_subscription_id(old.id)
+        if not await self._store.update_subscription(current.id, params=params, now=self._clock()):
+            raise Refusal(f"{channel.mention}'s follow of {name} changed meanwhile; try again.")
         settings = describe_live(params) or "no extra settings"
         return Answer(f"Updated {name} in {channel.mention}: {settings}.")
 

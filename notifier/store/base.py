@@ -339,6 +339,13 @@ class Store(Protocol):
 
     async def remove_subscription_id(self, subscription_id: int) -> bool: ...
 
+    async def update_subscription(
+        self, subscription_id: int, *, params: JsonObject, now: float
+    ) -> bool:
+        """Change a subscription's settings in place (its id, so its rule's cooldown and
+        its alerts' keys, stay); False when it is gone or the same one exists already."""
+        ...
+
     async def list_subscriptions(
         self,
         *,

@@ -939,6 +939,31 @@ class PostgresStore:
             await self._record_changes(cur, [int(found[0])], removed=False)
         return int(found[0])
 
+    async def update_subscription(
+        self, subscription_id: int, *, params: JsonObject, now: float
+    ) -> bool:
+        async with self._tx() as cur:
+            await cur.execute(
+                "UPDATE subscriptions SET params = %s, params_hash = %s, updated_at = %s"
+                " WHERE id = %s AND NOT EXISTS (SELECT 1 FROM subscriptions other"
+                "   WHERE other.id <> %s AND (other.platform, other.chat_id, other.kind,"
+                "   other.target, other.params_hash) = (SELECT platform, chat_id, kind, target,"
+                "   %s FROM subscriptions WHERE id = %s))",
+                (
+                    Jsonb(params),
+                    params_hash(params),
+                    now,
+                    subscription_id,
+                    subscription_id,
+                    params_hash(params),
+                    subscription_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            await self._record_changes(cur, [subscription_id], removed=False)
+        return True
+
     async def remove_subscription(
         self,
         platform: str,

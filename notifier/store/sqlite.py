@@ -673,6 +673,18 @@ class _Core:
             self._record_changes([int(sub_id)], removed=False)
         return int(sub_id)
 
+    def update_subscription(self, subscription_id: int, *, params: JsonObject, now: float) -> bool:
+        with self._tx():
+            cursor = self._db.execute(
+                "UPDATE OR IGNORE subscriptions SET params = ?, params_hash = ?, updated_at = ?"
+                " WHERE id = ?",
+                (to_json(params), params_hash(params), now, subscription_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._record_changes([subscription_id], removed=False)
+        return True
+
     def remove_subscription(
         self,
         platform: str,
@@ -1388,6 +1400,13 @@ class SqliteStore:
 
     async def migrate_chat(self, platform: str, old_id: str, new_id: str, *, now: float) -> int:
         return await self._call(self.core.migrate_chat, platform, old_id, new_id, now=now)
+
+    async def update_subscription(
+        self, subscription_id: int, *, params: JsonObject, now: float
+    ) -> bool:
+        return await self._call(
+            self.core.update_subscription, subscription_id, params=params, now=now
+        )
 
     async def add_subscription(
         self,

@@ -504,6 +504,21 @@ async def test_edit_changes_min_viewers_and_keeps_the_rest(
     assert await live_follows(store, ALERTS) == [(str(DBR), {"role_id": LIVE, "min_viewers": 50})]
 
 
+async def test_edit_keeps_the_subscription_so_its_rule_and_cooldown_stay(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    await command(gateway, OWNER, "follow", {"streamer": "DBR", "channel": ALERTS})
+    (before,) = await store.list_subscriptions(platform="discord", chat_id=str(ALERTS))
+    await command(
+        gateway,
+        OWNER,
+        "edit",
+        {"streamer": "DBR", "channel": ALERTS, "setting": "min_viewers", "value": "50"},
+    )
+    (after,) = await store.list_subscriptions(platform="discord", chat_id=str(ALERTS))
+    assert (after.id, after.params) == (before.id, {"min_viewers": 50})
+
+
 @pytest.mark.parametrize(
     ("direction", "value", "kind", "params"),
     [

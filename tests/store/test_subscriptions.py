@@ -147,3 +147,20 @@ async def test_last_decision_keeps_one_row_per_chat_and_subject(store: Store) ->
     await store.record_decision("telegram", "c1", "ETH", "cooldown", at=3.0)
     decision = await store.last_decision("telegram", "c1", "BTC")
     assert decision is not None and (decision.text, decision.at) == ("crossed 100", 2.0)
+
+
+async def test_an_update_keeps_the_id_and_enters_the_change_feed(store: Store) -> None:
+    sub_id = await add(store, "c1", "BTC", {"line": 1})
+    other = await add(store, "c1", "BTC", {"line": 2})
+    assert sub_id is not None and other is not None
+    version = await store.subscriptions_version()
+    assert await store.update_subscription(sub_id, params={"line": 3}, now=2.0)
+    (changed,) = [s for s in await store.list_subscriptions() if s.id == sub_id]
+    assert changed.params == {"line": 3}
+    feed = await store.subscriptions_changed_since(version)
+    assert [s.id for s in feed.changed] == [sub_id] and feed.removed == ()
+    # The settings of another one of the chat's: refused, nothing changes.
+    assert not await store.update_subscription(sub_id, params={"line": 2}, now=3.0)
+    assert not await store.update_subscription(9999, params={"line": 4}, now=3.0)
+    params = {s.id: s.params for s in await store.list_subscriptions()}
+    assert params == {sub_id: {"line": 3}, other: {"line": 2}}
