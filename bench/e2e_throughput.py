@@ -12,8 +12,10 @@ frames that all match the catch-all rule of bench/latency.py, fsync on, client l
 scaled by `--limits-scale`; the figure is M / (first frame written to M-th alert received
 by the fake Telegram), both read on the servers' clock. `/_bench/emit` has no unpaced mode:
 the default rate of 1e9/s means it never sleeps between frames (only the socket paces it).
-The CPU each process used during a run is printed: a daemon near 100% of a core is the
-bound; a servers process near it means the simulator limited the figure.
+Each run prints the share of a core the daemon ran, the share it waited for a core
+(runnable, all threads: the machine is busy) and the share the servers process ran (near
+100%: the simulator limited the figure); the last line divides by the daemon's own CPU
+seconds, which says what a core of its own would allow.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ class Run:
     @property
     def per_second(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def per_cpu_second(self) -> float:
+        """Per second of the daemon's own CPU: what a core of its own would allow, less
+        what it spends waiting (fsync, the network)."""
+        cpu = self.usage.daemon_cpu
+        return self.count / cpu if cpu > 0 else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -202,8 +211,8 @@ def row(name: str, run: Run, unit: str) -> str:
     )
 
 
-def spread(runs: list[Run], unit: str) -> str:
-    values = [r.per_second for r in runs]
+def spread(runs: list[Run], unit: str, *, cpu: bool = False) -> str:
+    values = [r.per_cpu_second if cpu else r.per_second for r in runs]
     return f"median {statistics.median(values):,.0f} {unit}/s (min {min(values):,.0f})"
 
 
@@ -246,6 +255,10 @@ async def main() -> None:
     if max(r.per_second for r in alerts) > 0.9 * cap:
         print(f"note: alerts near the client's own per-chat limit ({cap:,.0f}/s at this scale)")
     print(f"end-to-end: ingest {spread(ingest, 'events')}; alerts {spread(alerts, 'alerts')}")
+    print(
+        f"per second of the daemon's CPU: ingest {spread(ingest, 'events', cpu=True)}; "
+        f"alerts {spread(alerts, 'alerts', cpu=True)}"
+    )
 
 
 if __name__ == "__main__":
