@@ -132,6 +132,8 @@ class App:
         self.ready = asyncio.Event()
         self.connected_once = asyncio.Event()
         self.rules_changed = asyncio.Event()
+        self._bots_changed = asyncio.Event()  # a reload changed the command bots' makings
+        self._bots_serving: tuple[str, ...] = ()
         self._stop = asyncio.Event()
         self._reload_requested = False
         self.store: Store | None = None
@@ -306,6 +308,7 @@ class App:
             compile_rules=self._recompile,
             build_senders=self._build_senders,
             rules_changed=self.rules_changed,
+            adopt_settings=self._adopt_settings,
         )
         if self._reload_requested:
             self.reloader.requested.set()
@@ -338,7 +341,7 @@ class App:
             watch = group.create_task(self.watch.run())
             reloader = group.create_task(self._supervised("reloader", self.reloader.run))
             ingest = group.create_task(self._ingest_role(store))
-            bots = group.create_task(self._chat_updates(store))
+            bots = group.create_task(self._command_bots(store))
             await self._stop.wait()
             systemd.notify("STOPPING=1\nSTATUS=draining")
             event(_log, "app.stopping")
@@ -402,6 +405,46 @@ class App:
             components = live_alert_components if commands else None
             return DiscordChannelSender(name, int(found.id), hub, components_for=components)
         return DiscordDmSender(name, int(found.id), hub)
+
+    def _adopt_settings(self, settings: Settings) -> None:
+        """A reload's settings (a token fixed in the env file): chat lanes opened from now
+        on use them, and the command bots start again when their block or token changed."""
+        self.settings = settings
+        if self._bots_key() != self._bots_serving:
+            self._bots_changed.set()
+
+    def _bots_key(self) -> tuple[str, ...]:
+        """What the command bots are made of: their block of the rules and the settings
+        they use (kept in memory only, to compare)."""
+        settings = self.settings
+        tokens = (settings.telegram_token, settings.discord_bot_token)
+        return (
+            self.core.rules.file.bots.model_dump_json(),
+            *(token.get_secret_value() if token is not None else "" for token in tokens),
+            settings.telegram_api_url,
+            settings.discord_api_url,
+            settings.discord_gateway_url,
+        )
+
+    async def _command_bots(self, store: Store) -> None:
+        """The command bots as the rules and settings have them; a reload that changes
+        their block or a token stops them and starts them as they are now."""
+        while True:
+            self._bots_changed.clear()
+            self._bots_serving = self._bots_key()
+            serving = asyncio.create_task(self._chat_updates(store))
+            changed = asyncio.create_task(self._bots_changed.wait())
+            try:
+                await asyncio.wait({serving, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                serving.cancel()
+                await asyncio.wait({serving})  # they give their roles up (also when stopping)
+            if not serving.cancelled() and (error := serving.exception()) is not None:
+                raise error  # a failure of the bots' own, as before
+            if not self._bots_changed.is_set():  # no bot to serve: until a reload adds one
+                await self._bots_changed.wait()
+            event(_log, "bots.restarting")
 
     async def _chat_updates(self, store: Store) -> None:
         """The command bots, each on the one instance that holds its token's role

@@ -30,6 +30,7 @@ class Reloader:
         compile_rules: Callable[[Settings, dict[str, Any]], Compiled],
         build_senders: Callable[[Compiled, Settings], Senders],
         rules_changed: asyncio.Event,
+        adopt_settings: Callable[[Settings], None] | None = None,
     ) -> None:
         self.core = core
         self.holder = holder
@@ -37,6 +38,9 @@ class Reloader:
         self.compile_rules = compile_rules
         self.build_senders = build_senders
         self.rules_changed = rules_changed
+        # Told the settings of a reload that succeeded, before its senders are swapped in:
+        # the senders made later (chat lanes, command bots) use them too.
+        self.adopt_settings = adopt_settings
         self.requested = asyncio.Event()
 
     async def run(self) -> None:
@@ -63,6 +67,8 @@ class Reloader:
         # alerts; the engine state they changed is re-derived (outbox keys dedup a re-fire).
         self.core.rules = Rules(compiled.rules_file, compiled.engine, compiled.meta)
         self.core.state_dirty = True
+        if self.adopt_settings is not None:
+            self.adopt_settings(settings)
         await self.holder.swap(senders)
         # A destination the new rules dropped is nobody's problem any more.
         for name in list(self.core.health.destinations):

@@ -285,3 +285,68 @@ async def test_a_reload_that_fixes_a_token_logs_the_destination_reachable_with_n
         await daemon.wait_log("destination.reachable", dest="tg", timeout=5)
         await assert_up(daemon, "tg")
     assert_no_leak(daemon)
+
+
+# ---- what a reload changes besides the file's destinations ----------------------------
+
+DM = 5551001
+
+
+async def test_a_chat_subscription_gets_the_token_a_reload_fixed(
+    tmp_path: Path, sim: Simulator, telegram: FakeTelegram, discord: FakeDiscord
+) -> None:
+    # No Telegram destination in the file: the chat's lane makes its bot from the settings
+    # the daemon holds, which must be the reload's, not the start's.
+    from tests.daemon.test_subscriptions import subscribe
+
+    write_env_file(tmp_path, NOTIFIER_TELEGRAM_TOKEN=TG_REVOKED)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"destinations:\n{CONSOLE}")
+    env = env_for(tmp_path, sim, NOTIFIER_TELEGRAM_API_URL=telegram.api_url)
+    await subscribe(Path(env["NOTIFIER_STATE_PATH"]), DM, 463000)
+    async with running(env, rules, cwd=tmp_path) as daemon:
+        await sim.wait_subscribed(LIVE)
+        await daemon.wait_log("catch_up.done")
+        await sim.go_live(463000, event_title="token trouble")
+        await daemon.wait_log("destination.unreachable", dest=f"@tg:{DM}")
+        assert tg_sends(telegram) == []
+
+        write_env_file(tmp_path, NOTIFIER_TELEGRAM_TOKEN=TG_TOKEN)
+        daemon.send(signal.SIGHUP)
+        await daemon.wait_log("rules.reloaded")
+        await daemon.wait_log("alert.sent", dest=f"@tg:{DM}", timeout=20)
+    (sent,) = tg_sends(telegram)
+    assert sent["params"]["chat_id"] == str(DM)
+    assert_no_leak(daemon)
+
+
+async def test_a_reload_starts_and_stops_the_command_bot(
+    tmp_path: Path, sim: Simulator, telegram: FakeTelegram
+) -> None:
+    write_env_file(tmp_path, NOTIFIER_TELEGRAM_TOKEN=TG_TOKEN)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"destinations:\n{CONSOLE}")
+    env = env_for(tmp_path, sim, NOTIFIER_TELEGRAM_API_URL=telegram.api_url)
+    async with running(env, rules, cwd=tmp_path) as daemon:
+        await sim.wait_subscribed(LIVE)
+        assert daemon.logged("bot.started") == []
+
+        rules.write_text(f"destinations:\n{CONSOLE}bots: {{telegram: {{commands: true}}}}\n")
+        daemon.send(signal.SIGHUP)
+        started = await daemon.wait_log("bot.started", timeout=20)
+        assert started["platform"] == "telegram"
+        await telegram.wait_for(lambda: any(r["method"] == "getUpdates" for r in telegram.requests))
+
+        rules.write_text(f"destinations:\n{CONSOLE}")
+        daemon.send(signal.SIGHUP)
+        await daemon.wait_log("bot.stopped", timeout=20)
+        # Stopped for good: a third reload that changes nothing of the bots starts none.
+        daemon.send(signal.SIGHUP)
+        await daemon.wait_log("rules.reloaded", count=3)
+        polls = sum(1 for r in telegram.requests if r["method"] == "getUpdates")
+        # Proof that nothing polls: another instance may take the token's updates now.
+        await daemon.wait_log("bot.started", count=1)
+    assert len(daemon.logged("bot.started")) == 1
+    assert len(daemon.logged("bots.restarting")) == 2
+    assert sum(1 for r in telegram.requests if r["method"] == "getUpdates") == polls
+    assert_no_leak(daemon)
