@@ -180,9 +180,11 @@ async def deliver_all(
 
 
 def new_alerts(destinations: list[str], per_destination: int = 1) -> list[NewAlert]:
+    """`per_destination` events, each to every destination, in the order they happen (the
+    writer writes an event's alerts together)."""
     alerts = []
-    for d in destinations:
-        for k in range(per_destination):
+    for k in range(per_destination):
+        for d in destinations:
             n = len(alerts)
             alerts.append(
                 NewAlert(
@@ -219,6 +221,12 @@ async def telegram_fanout(scale: float, chats: int, folder: str) -> tuple[float,
     return seconds, limited
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU time a process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def discord_fanout(webhooks: int, per_hook: int, folder: str) -> tuple[float, int]:
     proc, info = await start_fakes(1.0, webhooks)
     try:
@@ -226,7 +234,14 @@ async def discord_fanout(webhooks: int, per_hook: int, folder: str) -> tuple[flo
         dc = {
             f"hook{n}": {"discord": {"webhook_url": url}} for n, url in enumerate(info["webhooks"])
         }
+        fake_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
         seconds = await deliver_all(dc, new_alerts(list(dc), per_hook), settings, 1.0, folder)
+        fake_cpu, own_cpu = cpu_seconds(proc.pid) - fake_cpu, time.process_time() - own_cpu
+        print(
+            f"    CPU during the run: the fake Discord {fake_cpu:.2f} s, the sender (this "
+            f"process, its start included) {own_cpu:.2f} s",
+            flush=True,
+        )
         limited = int((await stats(info["discord_stats"]))["rate_limited"])
     finally:
         await stop_fakes(proc)

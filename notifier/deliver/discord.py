@@ -38,6 +38,9 @@ def point_at(api_url: str) -> None:
     Route.BASE = api_url.rstrip("/")
 
 
+WEBHOOK_CONNECTIONS = 1024
+
+
 class DiscordHub:
     """The one aiohttp session for webhooks and the one bot HTTP client, shared by senders."""
 
@@ -50,7 +53,10 @@ class DiscordHub:
 
     async def start(self, *, need_bot: bool) -> None:
         if self.session is None:
-            self.session = aiohttp.ClientSession(trust_env=False)
+            # One connection per webhook lane sending at once (aiohttp's default of 100
+            # would queue a fan-out to 200 webhooks behind itself); the lanes bound it.
+            connector = aiohttp.TCPConnector(limit=WEBHOOK_CONNECTIONS, keepalive_timeout=30.0)
+            self.session = aiohttp.ClientSession(connector=connector, trust_env=False)
         if need_bot and self.http is None:
             if not self.bot_token:
                 raise RuntimeError("NOTIFIER_DISCORD_BOT_TOKEN is not set (needed for channel_id)")
@@ -97,7 +103,12 @@ class DiscordSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return [self._window]
+        # A webhook's bucket is kept by discord.py from Discord's own answers: its requests
+        # to one webhook go one at a time, and the answer that empties the bucket
+        # (X-RateLimit-Remaining: 0) holds the next request until X-RateLimit-Reset-After,
+        # as the server counts. A window of ours on top, counted from when answers were
+        # read, would wait longer than the server asks.
+        return [] if self._webhook is not None else [self._window]
 
     def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
         # Explicit every time: a webhook without allowed_mentions would ping @everyone.

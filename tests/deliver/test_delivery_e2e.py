@@ -241,3 +241,45 @@ async def test_an_edit_whose_original_died_is_dropped(
         await h.enqueue(original, edit)
         await h.wait_state(original.key, DEAD)
         await h.wait_state(edit.key, DROPPED)
+
+
+async def test_a_fan_out_to_more_webhooks_than_a_default_pool_sends_to_all_at_once(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    # aiohttp's default pool (100 connections) would queue the 101st webhook's alert behind
+    # the first hundred answers; each webhook has its lane and its connection.
+    hooks = 150
+    destinations = {
+        f"hook{n}": {"discord": {"webhook_url": fake_discord.add_webhook(7000 + n)}}
+        for n in range(hooks)
+    }
+    fake_discord.fail(200, count=hooks, delay=60.0)  # every answer held until the fake stops
+    async with harness(tmp_path, destinations, discord=fake_discord, send_timeout=120) as h:
+        alerts = [new_alert(name) for name in destinations]
+        await h.enqueue(*alerts)
+        # All at once (no send times out meanwhile, so none is retried on a freed connection).
+        await fake_discord.wait_for(lambda: fake_discord.pausing == hooks, timeout=20)
+        fake_discord.closing.set()  # the held answers go out now
+        for alert in alerts:
+            await h.wait_state(alert.key, SENT)
+
+
+async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
+    tmp_path: Path,
+) -> None:
+    # The fake enforces 5 requests per 2 s per webhook and says so in X-RateLimit-*; the
+    # sixth and seventh alerts wait for the bucket to reset instead of being refused.
+    fake = await FakeDiscord(limits_scale=1.0).start()
+    try:
+        url = fake.add_webhook(4242)
+        async with harness(
+            tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=fake
+        ) as h:
+            alerts = [new_alert("room") for _ in range(7)]
+            await h.enqueue(*alerts)
+            for alert in alerts:
+                await h.wait_state(alert.key, SENT)
+        assert fake.rate_limited == 0
+        assert len(fake.sent()) == 7
+    finally:
+        await fake.stop()

@@ -54,6 +54,7 @@ class Recorder:
         self.closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.pausing = 0  # slow answers being held now (see `pause`)
 
     async def record(self, entry: dict[str, Any]) -> None:
         self.requests.append(entry)
@@ -74,9 +75,15 @@ class Recorder:
             await self._runner.cleanup()
 
     async def pause(self, delay: float) -> None:
-        """A slow answer that ends early when the fake stops (so teardown never waits)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.closing.wait(), delay)
+        """A slow answer that ends early when the fake stops (so teardown never waits);
+        `pausing` counts the answers held at once."""
+        self.pausing += 1
+        await self.notify()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), delay)
+        finally:
+            self.pausing -= 1
 
     async def notify(self) -> None:
         async with self._changed:
