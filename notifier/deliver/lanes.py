@@ -159,6 +159,8 @@ class Delivery:
                 self._wake[row.destination].set()
 
     def wake_all(self) -> None:
+        """Every lane looks at the outbox (rows another delivery left, or a stop)."""
+        self._unclaimed.update(self._wake)
         for flag in self._wake.values():
             flag.set()
 
@@ -342,6 +344,7 @@ class Delivery:
             rows: list[Row] = []
             if not drained or name in self._unclaimed:
                 self._unclaimed.discard(name)
+                wake.clear()  # this claim answers every wake-up so far
                 with self._busy():  # a claim in progress counts as in flight for `drain`
                     rows = await self.outbox.claim(
                         name, now=now, lease=self.lease, limit=CLAIM_BATCH
@@ -367,21 +370,25 @@ class Delivery:
                 timeout = None if due is None else max(0.0, due - self.clock())
                 if self.exclusive:  # other instances write here too: look again soon
                     timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
-                await self._wait(wake, timeout)
-                if not handed:  # woken by a wait that ran out (rows due) or by `wake_all`
-                    drained = False
+                if not await self._wait(wake, timeout):
+                    drained = False  # the wait ran out: a row came due
                 continue
             handed.extendleft(reversed(rows[1:]))  # the rest of the batch, before fresh rows
             paused_until = await self._process(sender, rows[0])
 
-    async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> None:
-        """Until woken (new work), stopped, or `timeout`; no `wake` for a pause."""
+    async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> bool:
+        """Until woken (new work), stopped, or `timeout`; no `wake` for a pause. False
+        when the time ran out."""
         waits = [self._stopping.wait()] + ([wake.wait()] if wake is not None else [])
-        with contextlib.suppress(TimeoutError):
+        woken = True
+        try:
             async with asyncio.timeout(timeout):
                 await _first(*waits)
+        except TimeoutError:
+            woken = False
         if wake is not None:
             wake.clear()
+        return woken
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -68,3 +68,32 @@ async def test_rows_handed_to_a_lane_are_sent_without_any_claim(
         await h.enqueue(last)
         await h.wait_state(last.key, SENT)
     assert claims == [1]
+
+
+async def test_rows_handed_while_the_lane_sends_cost_no_claim_either(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        first = new_alert("group")
+        await h.enqueue(first)
+        await h.wait_state(first.key, SENT)
+        claims = count_claims(h)
+        # The next send is held by Telegram; rows are handed to the lane meanwhile.
+        fake_telegram.fail(200, "", delay=3.0, methods=("sendMessage",))
+        held = new_alert("group")
+        _, rows = await h.outbox.enqueue_leased(
+            [held], now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
+        )
+        h.delivery.hand(rows)
+        await fake_telegram.wait_for(lambda: fake_telegram.pausing == 1)
+        more = [new_alert("group") for _ in range(3)]
+        _, rows = await h.outbox.enqueue_leased(
+            more, now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
+        )
+        h.delivery.hand(rows)
+        for alert in [held, *more]:
+            await h.wait_state(alert.key, SENT)
+        last = new_alert("group")
+        await h.enqueue(last)
+        await h.wait_state(last.key, SENT)
+    assert claims == [1]
