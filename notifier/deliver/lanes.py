@@ -35,6 +35,10 @@ MAX_CHAT_LANES = 256
 # Alerts in one digest message: with their lines of about 100 characters, 30 fit in
 # Telegram's 4,096 without an "and N more" (a longer wait makes several digests).
 DIGEST_ROWS = 30
+# Transient failures in a row (timeouts, refused connections, 5xx) after which a destination
+# shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
+# keep their own backoff meanwhile.
+DOWN_AFTER_FAILURES = 3
 
 
 class Delivery:
@@ -89,6 +93,7 @@ class Delivery:
         # with new senders): their first start is the probe that says they answer again.
         self._down_before = set(unreachable)
         self._unreachable |= dict.fromkeys(self._down_before, 0)
+        self._transient: dict[str, int] = {}  # destination -> transient failures in a row
         # Destinations this delivery has seen answer; the first answer clears a mark that
         # an earlier delivery left in the health report.
         self._answered: set[str] = set()
@@ -282,8 +287,22 @@ class Delivery:
             self.on_reachability(name, reason)
         return wait
 
+    def _failing(self, name: str, reason: str) -> None:
+        """A transient failure; after DOWN_AFTER_FAILURES in a row the destination shows as
+        down (its lane does not pause: each alert keeps its own backoff)."""
+        streak = self._transient.get(name, 0) + 1
+        self._transient[name] = streak
+        if streak < DOWN_AFTER_FAILURES:
+            return
+        if name not in self._unreachable:
+            self._unreachable[name] = 0
+            event(_log, "destination.unreachable", logging.ERROR, dest=name, reason=reason)
+        if self.on_reachability is not None:
+            self.on_reachability(name, reason)
+
     def _reachable(self, name: str) -> None:
         """The destination answered (a probe at start, or a send)."""
+        self._transient.pop(name, None)
         was_down = self._unreachable.pop(name, None) is not None
         if was_down:
             event(_log, "destination.reachable", dest=name)
@@ -568,7 +587,10 @@ class Delivery:
                 destination=destination_label(row.destination), outcome=failure.outcome.value
             ).inc()
             return pause
-        self._reachable(row.destination)
+        if failure.outcome is Outcome.BACKOFF:
+            self._failing(row.destination, failure.reason)
+        else:  # the chat API answered (a refusal, a rate limit): it is up
+            self._reachable(row.destination)
         payload: dict[str, Any] | None = None
         if failure.outcome is Outcome.PLAIN_TEXT:
             if row.payload.get("plain"):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ async def harness(
     policy: RetryPolicy | None = None,
     send_timeout: float = 10.0,
     paid_broadcast: bool = False,
+    on_reachability: Callable[[str, str | None], None] | None = None,
 ) -> AsyncIterator[Harness]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -137,6 +138,7 @@ async def harness(
         policy=policy or RetryPolicy(base=0.05, cap=0.2, max_age=60.0),
         send_timeout=send_timeout,
         edit_wait=0.05,
+        on_reachability=on_reachability,
     )
     task = asyncio.create_task(delivery.run())
     try:

@@ -283,3 +283,21 @@ async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
         assert len(fake.sent()) == 7
     finally:
         await fake.stop()
+
+
+async def test_a_chat_api_failing_mid_run_shows_as_down_until_it_answers(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    reports: list[tuple[str, str | None]] = []
+    fake_telegram.fail(502, "Bad Gateway", count=4)
+    destinations = {"group": {"telegram": {"chat_id": -100123}}}
+    async with harness(
+        tmp_path, destinations, telegram=fake_telegram, on_reachability=lambda *r: reports.append(r)
+    ) as h:
+        alert = new_alert("group")
+        await h.enqueue(alert)
+        await h.wait_state(alert.key, SENT)
+    down = [reason for name, reason in reports if reason is not None]
+    # Down from the third failure in a row (the fourth says so again); up at the answer.
+    assert len(down) == 2 and all("502" in r or "Bad Gateway" in r for r in down), reports
+    assert reports[-1] == ("group", None)
