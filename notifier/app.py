@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import socket
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from notifier import systemd
-from notifier.deliver.base import Sender
 from notifier.deliver.chats import Chats
 from notifier.deliver.factory import Senders, build_senders
 from notifier.deliver.lanes import Delivery
@@ -42,8 +40,9 @@ from notifier.parti.models import ChannelLive, PriceUpdate
 from notifier.parti.stream import PartiStream
 from notifier.rules.engine import category_map
 from notifier.rules.stream import Compiled, compile_rules
-from notifier.rules.subscriptions import ChatDestination, parse_destination
 from notifier.settings import Settings
+from notifier.stages.bots import CommandBots
+from notifier.stages.chat_senders import ChatSenders
 from notifier.stages.context import Core, Health, Rules
 from notifier.stages.decisions import DecisionRecorder
 from notifier.stages.delivery import DeliveryHolder
@@ -132,8 +131,6 @@ class App:
         self.ready = asyncio.Event()
         self.connected_once = asyncio.Event()
         self.rules_changed = asyncio.Event()
-        self._bots_changed = asyncio.Event()  # a reload changed the command bots' makings
-        self._bots_serving: tuple[str, ...] = ()
         self._stop = asyncio.Event()
         self._reload_requested = False
         self.store: Store | None = None
@@ -142,6 +139,7 @@ class App:
         self.watch: Watch | None = None
         self.writer: Writer | None = None
         self.reloader: Reloader | None = None
+        self.command_bots: CommandBots | None = None
         self._generation: int | None = None
 
     # ---- control ------------------------------------------------------------------
@@ -194,42 +192,9 @@ class App:
             on_reachability=self._reachability,
             unreachable=tuple(self.health.destinations),
             chats=self._chats,
-            on_lost_chat=self._lost_chat,
-            chat_sender=lambda name: self._chat_sender(senders, name),
+            on_lost_chat=self._chat_senders.lost,
+            chat_sender=lambda name: self._chat_senders.sender(senders, name),
         )
-
-    async def _lost_chat(self, destination: str, sender: Sender, reason: str) -> bool:
-        """A Discord channel the bot lost: pause it and tell the server (once)."""
-        found = parse_destination(destination)
-        lost = getattr(sender, "lost", None)
-        hub = self.holder.senders.hub if self.holder is not None else None
-        if found is None or found.kind != "channel" or lost is None or hub is None:
-            return False
-        if hub.http is None or self.store is None:
-            return False
-        from notifier.deliver.discord_chat import pause_channel
-
-        await pause_channel(self.store, hub.http, int(found.id), lost)
-        return True
-
-    def _chat_sender(self, senders: Senders, name: str) -> Sender | None:
-        """The sender of a chat subscription's destination: "@tg:<chat>[:<thread>]",
-        "@dc:<channel>", "@dcdm:<user>"."""
-        found = parse_destination(name)
-        if found is not None and found.platform == "discord":
-            return self._discord_chat_sender(senders, name, found)
-        token = self.settings.telegram_token
-        if found is None or found.platform != "telegram" or token is None:
-            return None
-        from notifier.deliver.telegram import TelegramSender
-        from notifier.rules.schema import TelegramTarget
-
-        bot = senders.telegram_bot(self.settings, limits_scale=self.options.limits_scale)
-        target = TelegramTarget(chat_id=int(found.id), thread_id=found.thread_id)
-        commands = self.core.rules.file.bots.telegram.commands
-        private = not found.id.startswith("-")
-        keyboard = functools.partial(_alert_keyboard, private=private) if commands else None
-        return TelegramSender(name, target, bot, keyboard=keyboard)
 
     def _reachability(self, destination: str, problem: str | None) -> None:
         label = destination_label(destination)
@@ -282,6 +247,13 @@ class App:
     async def _run(self, store: Store) -> int:
         options = self.options
         self._chats = Chats(store)
+        self._chat_senders = ChatSenders(
+            self.core,
+            store,
+            settings=lambda: self.settings,
+            current_senders=lambda: self.holder.senders if self.holder is not None else None,
+            limits_scale=options.limits_scale,
+        )
         self.holder = holder = DeliveryHolder(
             store,
             self.senders,
@@ -341,7 +313,17 @@ class App:
             watch = group.create_task(self.watch.run())
             reloader = group.create_task(self._supervised("reloader", self.reloader.run))
             ingest = group.create_task(self._ingest_role(store))
-            bots = group.create_task(self._command_bots(store))
+            self.command_bots = CommandBots(
+                self.core,
+                store,
+                self.client,
+                holder,
+                settings=lambda: self.settings,
+                chat_sender=self._chat_senders.sender,
+                instance=self.instance,
+                role_retry=ROLE_RETRY,
+            )
+            bots = group.create_task(self.command_bots.run())
             await self._stop.wait()
             systemd.notify("STOPPING=1\nSTATUS=draining")
             event(_log, "app.stopping")
@@ -390,151 +372,12 @@ class App:
         finally:
             await lock.release()
 
-    def _discord_chat_sender(
-        self, senders: Senders, name: str, found: ChatDestination
-    ) -> Sender | None:
-        token = self.settings.discord_bot_token
-        if token is None:
-            return None
-        from notifier.bots.discord_views import live_alert_components
-        from notifier.deliver.discord_chat import DiscordChannelSender, DiscordDmSender
-
-        hub = senders.discord_hub(self.settings, limits_scale=self.options.limits_scale)
-        if found.kind == "channel":
-            commands = self.core.rules.file.bots.discord.commands
-            components = live_alert_components if commands else None
-            return DiscordChannelSender(name, int(found.id), hub, components_for=components)
-        return DiscordDmSender(name, int(found.id), hub)
-
     def _adopt_settings(self, settings: Settings) -> None:
         """A reload's settings (a token fixed in the env file): chat lanes opened from now
         on use them, and the command bots start again when their block or token changed."""
         self.settings = settings
-        if self._bots_key() != self._bots_serving:
-            self._bots_changed.set()
-
-    def _bots_key(self) -> tuple[str, ...]:
-        """What the command bots are made of: their block of the rules and the settings
-        they use (kept in memory only, to compare)."""
-        settings = self.settings
-        tokens = (settings.telegram_token, settings.discord_bot_token)
-        return (
-            self.core.rules.file.bots.model_dump_json(),
-            *(token.get_secret_value() if token is not None else "" for token in tokens),
-            settings.telegram_api_url,
-            settings.discord_api_url,
-            settings.discord_gateway_url,
-        )
-
-    async def _command_bots(self, store: Store) -> None:
-        """The command bots as the rules and settings have them; a reload that changes
-        their block or a token stops them and starts them as they are now."""
-        while True:
-            self._bots_changed.clear()
-            self._bots_serving = self._bots_key()
-            serving = asyncio.create_task(self._chat_updates(store))
-            changed = asyncio.create_task(self._bots_changed.wait())
-            try:
-                await asyncio.wait({serving, changed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-                serving.cancel()
-                await asyncio.wait({serving})  # they give their roles up (also when stopping)
-            if not serving.cancelled() and (error := serving.exception()) is not None:
-                raise error  # a failure of the bots' own, as before
-            if not self._bots_changed.is_set():  # no bot to serve: until a reload adds one
-                await self._bots_changed.wait()
-            event(_log, "bots.restarting")
-
-    async def _chat_updates(self, store: Store) -> None:
-        """The command bots, each on the one instance that holds its token's role
-        (Telegram allows one getUpdates poller per token; Discord one gateway session)."""
-        bots = self.core.rules.file.bots
-        telegram, discord = self.settings.telegram_token, self.settings.discord_bot_token
-        async with asyncio.TaskGroup() as group:
-            if bots.telegram.commands and telegram is not None:
-                from notifier.bots.telegram import CommandBotError
-
-                secret = telegram.get_secret_value()
-                make = functools.partial(self._telegram_bot, store, secret)
-                group.create_task(
-                    self._command_bot(store, "telegram", secret, make, CommandBotError)
-                )
-            if bots.discord.commands and discord is not None:
-                from notifier.bots.discord import DiscordBotError
-
-                secret = discord.get_secret_value()
-                make = functools.partial(self._discord_bot, store, secret)
-                group.create_task(
-                    self._command_bot(store, "discord", secret, make, DiscordBotError)
-                )
-
-    def _telegram_bot(self, store: Store, token: str) -> Any:
-        from notifier.bots.telegram import CommandLimits, TelegramCommands
-
-        limits = self.core.rules.file.bots.telegram
-        return TelegramCommands(
-            token=token,
-            api_url=self.settings.telegram_api_url,
-            store=store,
-            client=self.client,
-            limits=CommandLimits(
-                max_follows=limits.max_follows, max_price_alerts=limits.max_price_alerts
-            ),
-            limiter=self._reply_limiter(),
-        )
-
-    def _discord_bot(self, store: Store, token: str) -> Any:
-        from notifier.bots.discord import DiscordCommands, DiscordLimits
-
-        return DiscordCommands(
-            token=token,
-            api_url=self.settings.discord_api_url,
-            gateway_url=self.settings.discord_gateway_url,
-            store=store,
-            client=self.client,
-            limits=DiscordLimits(max_follows=self.core.rules.file.bots.discord.max_follows),
-        )
-
-    async def _command_bot(
-        self,
-        store: Store,
-        platform: str,
-        token: str,
-        make: Callable[[], Any],
-        refused: type[Exception],
-    ) -> None:
-        """Stand for the token's role; while held, serve the bot (a new one after each
-        failure to start, with backoff); give the role up when stopping."""
-        from notifier.store.roles import RoleLock, chat_updates_role
-
-        lock = RoleLock(store, chat_updates_role(token), instance=self.instance)
-        attempt = 0
-        try:
-            while True:
-                if await lock.try_acquire() is None:
-                    await asyncio.sleep(ROLE_RETRY)
-                    continue
-                try:
-                    await _serve_while_held(make().run(), lock)
-                    attempt = 0
-                except* refused as errors:
-                    attempt += 1
-                    await _bot_backoff(platform, errors.exceptions[0], attempt)
-        finally:
-            await lock.release()
-
-    def _reply_limiter(self) -> Any:
-        """The command bot's replies wait for the alerts' windows of the same bot and chat."""
-        from notifier.bots.limiter import SharedLimiter
-
-        assert self.holder is not None
-        senders = self.holder.senders
-        if senders.bot is None:
-            self._chat_sender(senders, "@tg:0")  # makes the shared TelegramBot
-        bot = senders.bot
-        assert bot is not None
-        return SharedLimiter(bot.window, bot.chat_window)
+        if self.command_bots is not None:
+            self.command_bots.settings_adopted()
 
     async def _release_dead(self, store: Store, holder: str | None) -> None:
         """The ingest lock was free: its last holder's session is gone (killed, or cut off
@@ -648,45 +491,6 @@ class App:
                 price=asset.price,
             )
             await core.evaluate(update, now, caught_up=True)
-
-
-async def _serve_while_held(serving: Coroutine[Any, Any, None], lock: RoleLock) -> None:
-    """Run a command bot until it ends or this instance loses the role."""
-    async with asyncio.TaskGroup() as group:
-        bot = group.create_task(serving)
-        lost = group.create_task(lock.hold())
-        await asyncio.wait([bot, lost], return_when=asyncio.FIRST_COMPLETED)
-        bot.cancel()
-        lost.cancel()
-
-
-async def _bot_backoff(platform: str, error: BaseException, attempt: int) -> None:
-    """A command bot that cannot start (token refused, API down) tries again later; the
-    alerts do not depend on it."""
-    wait = min(300.0, 2.0**attempt)
-    event(
-        _log,
-        "bot.unavailable",
-        logging.ERROR,
-        platform=platform,
-        error=short_error(error),
-        retry_in=wait,
-    )
-    await asyncio.sleep(wait)
-
-
-def _alert_keyboard(
-    payload: dict[str, Any], bot_username: str, *, private: bool
-) -> dict[str, Any] | None:
-    """The buttons under a chat subscription's live alert (see notifier/bots/telegram.py):
-    Unfollow and Mute 1h in a DM, Follow in DM in a group or channel."""
-    from notifier.bots.telegram import alert_keyboard
-
-    view = payload.get("view") or {}
-    user_id = (view.get("fields") or {}).get("user_id")
-    if view.get("kind") != "live" or not isinstance(user_id, int):
-        return None
-    return alert_keyboard(chat_is_private=private, user_id=user_id, bot_username=bot_username)
 
 
 def _register_webhook_secrets(compiled: Compiled) -> None:
