@@ -167,6 +167,22 @@ def digest_html(
     """One Telegram HTML message listing the held alerts, oldest first, within `limit`
     characters (of the HTML itself, which is never shorter than what Telegram counts);
     the alerts that don't fit become "and N more"."""
+    return build_digest(items, limit=limit, tz=tz, title=title)[0]
+
+
+def digest_fits(items: Sequence[DigestItem], *, limit: int = TELEGRAM_TEXT_LIMIT) -> int:
+    """How many of the items, oldest first, one digest message shows in full."""
+    return build_digest(items, limit=limit)[1]
+
+
+def build_digest(
+    items: Sequence[DigestItem],
+    *,
+    limit: int = TELEGRAM_TEXT_LIMIT,
+    tz: dt.tzinfo = dt.UTC,
+    title: str = "While this chat was quiet",
+) -> tuple[str, int]:
+    """The digest message (see `digest_html`) and how many items it shows in full."""
     ordered = sorted(items, key=lambda item: item.at)
     count = len(ordered)
     header = f"<b>{html.escape(title, quote=False)}: {count} alert{'' if count == 1 else 's'}</b>"
@@ -181,10 +197,10 @@ def digest_html(
             more = _more(count - index)
             if used + len(more) <= limit:
                 lines.append(more)
-            break
+            return "".join(lines), index
         lines.append(line)
         used += len(line)
-    return "".join(lines)
+    return "".join(lines), count
 
 
 def _more(count: int) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from notifier.bots.quiet import DigestItem, digest_html, held_until
+from notifier.bots.quiet import digest_fits as digest_fits_items
 from notifier.render import console
 from notifier.render.fields import AlertView
 from notifier.rules.subscriptions import parse_destination
@@ -100,7 +101,15 @@ class Chats:
 
 def digest_payload(rows: Sequence[Row]) -> dict[str, object]:
     """One message for the rows that waited: each alert as a line of plain text."""
-    items = [
+    return {"html": digest_html(_items(rows)), "digest": len(rows)}
+
+
+def digest_fits(rows: Sequence[Row]) -> int:
+    """How many of the rows, oldest first (by event time), one digest shows in full."""
+    return digest_fits_items(_items(rows))
+
+
+def _items(rows: Sequence[Row]) -> list[DigestItem]:
+    return [
         DigestItem(console.render(AlertView.from_json(r.payload["view"])), r.event_at) for r in rows
     ]
-    return {"html": digest_html(items), "digest": len(rows)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from notifier.backoff import full_jitter
 from notifier.deliver.base import GATE, NotModified, Sender
-from notifier.deliver.chats import Chats, Verdict, digest_payload
+from notifier.deliver.chats import Chats, Verdict, digest_fits, digest_payload
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
@@ -534,8 +534,16 @@ class Delivery:
         for other in claimed:
             if other.action != "send":  # edits wait for their turn
                 await self.outbox.reschedule(other.key, at=now, error="after a digest", refund=True)
+        # Every alert of a digest is shown in full: the oldest that fit go now, the rest
+        # in the next digest (never an "and N more" that hides what they were).
+        rows.sort(key=lambda r: (r.event_at, r.created_at))
+        fits = max(1, digest_fits(rows))
+        for later in rows[fits:]:
+            await self.outbox.reschedule(later.key, at=now, error="next digest", refund=True)
+        rows = rows[:fits]
         if len(rows) == 1:
-            return await self._deliver(sender, row)
+            return await self._deliver(sender, rows[0])
+        row = rows[0]  # the one whose failure, if any, decides for all
         windows = sender.windows()
         slots = await GATE.acquire(windows)
         try:

@@ -60,3 +60,24 @@ async def test_a_late_backlog_larger_than_a_claim_still_goes_out_as_one_digest(
     text = parse_html(sent["params"]["text"])
     assert all(f"Stream {n}" in text for n in range(25))
     assert len({r.message_id for r in rows}) == 1
+
+
+async def test_a_digest_shows_every_alert_and_what_does_not_fit_goes_in_the_next(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    # Thirty long lines do not fit in one message: none may hide in an "and N more".
+    old = time.time() - 600
+    filler = " with a long title that fills the digest line" * 4
+    alerts = [
+        dataclasses.replace(new_alert("group", live_view(f"S{n}-mark{filler}")), event_at=old + n)
+        for n in range(30)
+    ]
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        await h.enqueue(*alerts)
+        rows = [await h.wait_state(a.key, SENT) for a in alerts]
+    texts = [parse_html(r["params"]["text"]) for r in fake_telegram.sent("sendMessage")]
+    assert len(texts) >= 2
+    assert not any("more" in text.split("\n")[-1] for text in texts)
+    shown = " ".join(texts)
+    assert all(f"S{n}-mark" in shown for n in range(30))
+    assert len({r.message_id for r in rows}) == len(texts)
