@@ -82,6 +82,14 @@ class Harness:
         for alert in alerts:
             self.delivery.wake(alert.destination)
 
+    async def hand(self, *alerts: NewAlert) -> None:
+        """Write alerts leased to the lanes and hand them over, as the writer does."""
+        _, rows = await self.outbox.enqueue_leased(
+            list(alerts), now=time.time(), lease=120.0, room=self.delivery.room(), fence=None
+        )
+        assert len(rows) == len(alerts)
+        self.delivery.hand(rows)
+
     async def row(self, key: str) -> Row:
         row = await self.outbox.get(key)
         assert row is not None

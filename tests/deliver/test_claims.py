@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,15 @@ def count_claims(h: Harness) -> list[int]:
     return claims
 
 
+async def warmed_up(h: Harness) -> list[int]:
+    """One alert through the lane (it is up and has looked at the outbox), then the claims
+    from there on."""
+    first = new_alert("group")
+    await h.enqueue(first)
+    await h.wait_state(first.key, SENT)
+    return count_claims(h)
+
+
 async def test_a_backlog_is_claimed_in_batches_in_order(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
@@ -51,16 +59,9 @@ async def test_rows_handed_to_a_lane_are_sent_without_any_claim(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
-        first = new_alert("group")
-        await h.enqueue(first)
-        await h.wait_state(first.key, SENT)  # the lane is up and has looked at the outbox
-        claims = count_claims(h)
+        claims = await warmed_up(h)
         fresh = [new_alert("group") for _ in range(5)]
-        _, rows = await h.outbox.enqueue_leased(
-            fresh, now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
-        )
-        assert len(rows) == 5
-        h.delivery.hand(rows)
+        await h.hand(*fresh)
         for alert in fresh:
             await h.wait_state(alert.key, SENT)
         # Rows written without a hand-off are claimed: one claim, and none in vain.
@@ -74,23 +75,14 @@ async def test_rows_handed_while_the_lane_sends_cost_no_claim_either(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
-        first = new_alert("group")
-        await h.enqueue(first)
-        await h.wait_state(first.key, SENT)
-        claims = count_claims(h)
+        claims = await warmed_up(h)
         # The next send is held by Telegram; rows are handed to the lane meanwhile.
         fake_telegram.fail(200, "", delay=3.0, methods=("sendMessage",))
         held = new_alert("group")
-        _, rows = await h.outbox.enqueue_leased(
-            [held], now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
-        )
-        h.delivery.hand(rows)
+        await h.hand(held)
         await fake_telegram.wait_for(lambda: fake_telegram.pausing == 1)
         more = [new_alert("group") for _ in range(3)]
-        _, rows = await h.outbox.enqueue_leased(
-            more, now=time.time(), lease=120.0, room=h.delivery.room(), fence=None
-        )
-        h.delivery.hand(rows)
+        await h.hand(*more)
         for alert in [held, *more]:
             await h.wait_state(alert.key, SENT)
         last = new_alert("group")

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from notifier.store import NewAlert
 from notifier.store.types import SENT
 from tests.deliver.harness import harness, live_view, new_alert
 from tests.fakes.telegram import FakeTelegram, parse_html
@@ -13,14 +14,19 @@ from tests.fakes.telegram import FakeTelegram, parse_html
 GROUP = {"group": {"telegram": {"chat_id": -100555}}}
 
 
+def late(*titles: str) -> list[NewAlert]:
+    """Alerts for events of ten minutes ago (one a second), one per title."""
+    old = time.time() - 600
+    return [
+        dataclasses.replace(new_alert("group", live_view(title)), event_at=old + n)
+        for n, title in enumerate(titles)
+    ]
+
+
 async def test_alerts_that_waited_too_long_go_out_as_one_digest(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
-    old = time.time() - 600  # the events happened ten minutes ago
-    alerts = [
-        dataclasses.replace(new_alert("group", live_view(f"Stream {n}")), event_at=old + n)
-        for n in range(3)
-    ]
+    alerts = late(*(f"Stream {n}" for n in range(3)))
     async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
         await h.enqueue(*alerts)
         rows = [await h.wait_state(a.key, SENT) for a in alerts]
@@ -48,11 +54,7 @@ async def test_a_late_backlog_larger_than_a_claim_still_goes_out_as_one_digest(
 ) -> None:
     # 25 rows: more than a lane claims at once (16), fewer than a digest holds (30). The
     # rows the lane already holds from its claim join the digest too.
-    old = time.time() - 600
-    alerts = [
-        dataclasses.replace(new_alert("group", live_view(f"Stream {n}")), event_at=old + n)
-        for n in range(25)
-    ]
+    alerts = late(*(f"Stream {n}" for n in range(25)))
     async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
         await h.enqueue(*alerts)
         rows = [await h.wait_state(a.key, SENT) for a in alerts]
@@ -66,12 +68,8 @@ async def test_a_digest_shows_every_alert_and_what_does_not_fit_goes_in_the_next
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
     # Thirty long lines do not fit in one message: none may hide in an "and N more".
-    old = time.time() - 600
     filler = " with a long title that fills the digest line" * 4
-    alerts = [
-        dataclasses.replace(new_alert("group", live_view(f"S{n}-mark{filler}")), event_at=old + n)
-        for n in range(30)
-    ]
+    alerts = late(*(f"S{n}-mark{filler}" for n in range(30)))
     async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
         await h.enqueue(*alerts)
         rows = [await h.wait_state(a.key, SENT) for a in alerts]
