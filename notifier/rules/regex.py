@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from typing import Any, Protocol
 
 import re2  # type: ignore[import-untyped]
@@ -34,7 +35,9 @@ def compile_title_pattern(text: str) -> TitlePattern:
     except re2.error as exc:
         reason = _reason(exc)
         try:
-            re.compile(text)
+            with warnings.catch_warnings():  # "Possible nested set" and the like: not ours
+                warnings.simplefilter("ignore")
+                re.compile(text)
         except re.error as python_error:
             raise PatternError(f"invalid regex: {python_error}") from None
         except (RecursionError, OverflowError):

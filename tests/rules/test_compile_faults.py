@@ -660,3 +660,13 @@ def test_a_catastrophic_title_pattern_is_matched_in_bounded_time(tmp_path: Path)
     )
     # Only the first 1,000 characters are matched: all a's, so the pattern matches.
     assert done.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("pattern", ["[[", "[a--b]", "[[a"])
+def test_a_pattern_pythons_re_would_warn_about_is_one_clear_error(pattern: str) -> None:
+    # The fallback that words the error must not let Python's FutureWarning out (a user
+    # would see it on stderr; under the test settings it is an exception).
+    from notifier.rules.regex import PatternError, compile_title_pattern
+
+    with pytest.raises(PatternError, match="^invalid regex: "):
+        compile_title_pattern(pattern)
