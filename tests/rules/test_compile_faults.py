@@ -668,5 +668,5 @@ def test_a_pattern_pythons_re_would_warn_about_is_one_clear_error(pattern: str) 
     # would see it on stderr; under the test settings it is an exception).
     from notifier.rules.regex import PatternError, compile_title_pattern
 
-    with pytest.raises(PatternError, match="^invalid regex: "):
+    with pytest.raises(PatternError, match=r"^invalid regex: "):
         compile_title_pattern(pattern)
