@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/rules_throughput.py
 	$(BIN)/python bench/delivery.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/e2e_throughput.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/failover.py
