@@ -170,11 +170,6 @@ def digest_html(
     return build_digest(items, limit=limit, tz=tz, title=title)[0]
 
 
-def digest_fits(items: Sequence[DigestItem], *, limit: int = TELEGRAM_TEXT_LIMIT) -> int:
-    """How many of the items, oldest first, one digest message shows in full."""
-    return build_digest(items, limit=limit)[1]
-
-
 def build_digest(
     items: Sequence[DigestItem],
     *,

@@ -8,8 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from notifier.bots.quiet import DigestItem, digest_html, held_until
-from notifier.bots.quiet import digest_fits as digest_fits_items
+from notifier.bots.quiet import DigestItem, build_digest, digest_html, held_until
 from notifier.render import console
 from notifier.render.fields import AlertView
 from notifier.rules.subscriptions import parse_destination
@@ -99,17 +98,12 @@ class Chats:
             self.forget(destination)
 
 
-def digest_payload(rows: Sequence[Row]) -> dict[str, object]:
-    """One message for the rows that waited: each alert as a line of plain text."""
-    return {"html": digest_html(_items(rows)), "digest": len(rows)}
-
-
-def digest_fits(rows: Sequence[Row]) -> int:
-    """How many of the rows, oldest first (by event time), one digest shows in full."""
-    return digest_fits_items(_items(rows))
-
-
-def _items(rows: Sequence[Row]) -> list[DigestItem]:
-    return [
+def digest_payload(rows: Sequence[Row]) -> tuple[dict[str, object], int]:
+    """One message for the oldest of the rows that waited (in the order given, oldest
+    first), as many as it shows in full, each alert a line of plain text; and how many
+    that is (at least one)."""
+    items = [
         DigestItem(console.render(AlertView.from_json(r.payload["view"])), r.event_at) for r in rows
     ]
+    fits = max(1, build_digest(items)[1])
+    return {"html": digest_html(items[:fits]), "digest": fits}, fits

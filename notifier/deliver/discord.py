@@ -18,7 +18,7 @@ from notifier.render.fields import AlertView
 from notifier.rules.schema import DiscordTarget
 
 # A webhook accepts 5 requests per 2 seconds; the bucket headers say the rest.
-WEBHOOK_LIMIT = (5, 2.0)
+CHANNEL_LIMIT = (5, 2.0)  # messages per 2 s to one channel
 _WEBHOOK = re.compile(r"/webhooks/(\d+)/([A-Za-z0-9_.\-]+)")
 
 
@@ -88,8 +88,17 @@ class DiscordSender:
         self._secret = ""
         if target.webhook_url is not None:
             self._webhook_id, self._secret = parse_webhook(target.webhook_url)
-        count, seconds = WEBHOOK_LIMIT
-        self._window = SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)
+        # A webhook's bucket is kept by discord.py from Discord's own answers: its requests
+        # to one webhook go one at a time, and the answer that empties the bucket
+        # (X-RateLimit-Remaining: 0) holds the next request until X-RateLimit-Reset-After,
+        # as the server counts. A window of ours on top, counted from when answers were
+        # read, would wait longer than the server asks. A channel keeps ours.
+        count, seconds = CHANNEL_LIMIT
+        self._windows = (
+            []
+            if target.webhook_url is not None
+            else [SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)]
+        )
 
     async def start(self) -> None:
         await self._hub.start(need_bot=self.target.channel_id is not None)
@@ -103,12 +112,7 @@ class DiscordSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        # A webhook's bucket is kept by discord.py from Discord's own answers: its requests
-        # to one webhook go one at a time, and the answer that empties the bucket
-        # (X-RateLimit-Remaining: 0) holds the next request until X-RateLimit-Reset-After,
-        # as the server counts. A window of ours on top, counted from when answers were
-        # read, would wait longer than the server asks.
-        return [] if self._webhook is not None else [self._window]
+        return self._windows
 
     def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
         # Explicit every time: a webhook without allowed_mentions would ping @everyone.

@@ -14,7 +14,7 @@ from typing import Any
 
 from notifier.backoff import full_jitter
 from notifier.deliver.base import GATE, NotModified, Sender
-from notifier.deliver.chats import Chats, Verdict, digest_fits, digest_payload
+from notifier.deliver.chats import Chats, Verdict, digest_payload
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
@@ -537,7 +537,7 @@ class Delivery:
         # Every alert of a digest is shown in full: the oldest that fit go now, the rest
         # in the next digest (never an "and N more" that hides what they were).
         rows.sort(key=lambda r: (r.event_at, r.created_at))
-        fits = max(1, digest_fits(rows))
+        payload, fits = digest_payload(rows)
         for later in rows[fits:]:
             await self.outbox.reschedule(later.key, at=now, error="next digest", refund=True)
         rows = rows[:fits]
@@ -549,7 +549,7 @@ class Delivery:
         try:
             try:
                 async with asyncio.timeout(self.send_timeout):
-                    message_id = await sender.send(digest_payload(rows))
+                    message_id = await sender.send(payload)
             finally:
                 GATE.release(windows, slots)
         except asyncio.CancelledError:
