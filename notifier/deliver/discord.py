@@ -15,6 +15,7 @@ from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
 from notifier.render.fields import AlertView
+from notifier.render.recent import Recent
 from notifier.rules.schema import DiscordTarget
 
 # A webhook accepts 5 requests per 2 seconds; the bucket headers say the rest.
@@ -123,8 +124,7 @@ class DiscordSender:
         return discord.AllowedMentions.none()
 
     def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
-        view = AlertView.from_json(payload["view"])
-        return render.render(view, payload.get("template"), mention_role=self.target.mention_role)
+        return RENDERED.get((payload, self.target.mention_role), render_alert)
 
     async def send(self, payload: dict[str, Any]) -> str | None:
         message = self._message(payload)
@@ -218,3 +218,13 @@ def _retry_after(error: discord.HTTPException) -> float:
         return max(0.0, float(header)) if header is not None else 5.0
     except ValueError:
         return 5.0
+
+
+# The same alert to many channels (a fan-out) is rendered once: by payload and role.
+RENDERED: Recent[tuple[dict[str, Any], int | None], render.DiscordMessage] = Recent()
+
+
+def render_alert(key: tuple[dict[str, Any], int | None]) -> render.DiscordMessage:
+    payload, role = key
+    view = AlertView.from_json(payload["view"])
+    return render.render(view, payload.get("template"), mention_role=role)

@@ -13,12 +13,11 @@ from typing import Any, Final
 import discord
 from discord.http import HTTPClient, handle_message_parameters
 
-from notifier.deliver.discord import DiscordHub, classify
+from notifier.deliver.discord import RENDERED, DiscordHub, classify, render_alert
 from notifier.deliver.limits import SlidingWindow
 from notifier.log import event, get_logger, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
-from notifier.render.fields import AlertView
 from notifier.store.base import Store
 from notifier.store.types import ChatKind
 
@@ -116,8 +115,7 @@ class _ChatSender:
 
     @staticmethod
     def _render(payload: dict[str, Any], role: int | None) -> render.DiscordMessage:
-        view = AlertView.from_json(payload["view"])
-        return render.render(view, payload.get("template"), mention_role=role)
+        return RENDERED.get((payload, role), render_alert)
 
 
 class DiscordChannelSender(_ChatSender):

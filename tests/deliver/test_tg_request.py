@@ -67,6 +67,29 @@ async def test_the_answer_becomes_ptb_objects(bot: Bot) -> None:
     assert message.chat.id == 1001
 
 
+async def test_a_slim_request_keeps_of_a_message_its_id_date_and_chat(
+    fake_telegram: FakeTelegram,
+) -> None:
+    slim = await _bot(fake_telegram.api_url, fake_telegram.token, slim_messages=True)
+    try:
+        sent = await slim.send_photo(chat_id=-1001, photo="https://example.com/a.jpg", caption="c")
+        assert sent.message_id > 0 and sent.chat.id == -1001 and sent.chat.type
+        assert sent.date is not None
+        assert sent.caption is None and sent.photo == ()  # the echo was not rebuilt
+        me = await slim.get_me()  # not a message: whole
+        assert me.username == fake_telegram.bot_username and me.is_bot
+    finally:
+        await slim.shutdown()
+
+
+async def test_an_answer_that_is_not_json_is_a_telegram_error_without_the_body(
+    fake_telegram: FakeTelegram,
+) -> None:
+    request = AiohttpRequest(slim_messages=True)
+    with pytest.raises(TelegramError, match=r"^Invalid server response$"):
+        request.parse_json_payload(b"<html>secret-body</html>")
+
+
 async def test_an_upload_goes_out_as_multipart_with_the_file_as_a_file_part(
     fake_telegram: FakeTelegram, bot: Bot
 ) -> None:

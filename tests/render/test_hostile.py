@@ -268,3 +268,14 @@ def test_any_field_values_render_valid_and_within_limits(view_name: str, data: A
     if (template := TEMPLATES.get(view.kind)) is not None:
         assert_telegram_ok(telegram.render(view, template))
         assert_discord_ok(discord.render(view, template), role=None)
+
+
+@pytest.mark.parametrize("view_name", list(VIEWS))
+@pytest.mark.parametrize("hostile", list(HOSTILE), ids=list(HOSTILE))
+def test_telegram_default_message_never_shows_the_rule_name(view_name: str, hostile: str) -> None:
+    # The sender renders a fan-out once for every chat subscription ("sub:1", "sub:2", ...)
+    # on this promise; a template may show the rule, and is rendered per rule.
+    view = VIEWS[view_name]
+    named = AlertView(view.kind, "sub:1", {**view.fields, "rule": "sub:1"})
+    hostile_name = AlertView(view.kind, HOSTILE[hostile], {**view.fields, "rule": HOSTILE[hostile]})
+    assert telegram.render(named) == telegram.render(hostile_name)
