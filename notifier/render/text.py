@@ -45,6 +45,9 @@ class Syntax:
     units: Callable[[str], list[str]]  # the escaped form of each character of a value
     weight: Callable[[str], int]  # what the chat counts for one escaped character
     trusted_length: Callable[[str], int]  # what the chat counts for our own markup
+    # True for a value whose escaped form is itself, each character counting one (most
+    # names and titles): it is then neither escaped nor weighed character by character.
+    shown_as_is: Callable[[str], bool] = lambda value: False
 
 
 class DoesNotFit(ValueError):
@@ -54,13 +57,18 @@ class DoesNotFit(ValueError):
 def fit(parts: Sequence[Part], limit: int, syntax: Syntax) -> str:
     """The parts joined, every field escaped and cut so the whole counts at most `limit`."""
     trusted = sum(syntax.trusted_length(p) for p in parts if isinstance(p, str))
-    units: dict[int, list[str]] = {}
+    units: dict[int, Sequence[str]] = {}
+    sizes: dict[int, int] = {}
     budget: dict[int, int] = {}
     for index, part in enumerate(parts):
         if isinstance(part, Field):
-            units[index] = syntax.units(part.value)
-            size = sum(map(syntax.weight, units[index]))
-            budget[index] = min(part.cap, size)
+            value = part.value
+            if syntax.shown_as_is(value):  # a str is the sequence of its characters
+                units[index], sizes[index] = value, len(value)
+            else:
+                escaped = units[index] = syntax.units(value)
+                sizes[index] = sum(map(syntax.weight, escaped))
+            budget[index] = min(part.cap, sizes[index])
     over = trusted + sum(budget.values()) - limit
     for index in sorted(budget, key=lambda i: _order(parts[i])):
         if over <= 0:
@@ -71,7 +79,11 @@ def fit(parts: Sequence[Part], limit: int, syntax: Syntax) -> str:
     if over > 0:
         raise DoesNotFit(f"{trusted} characters of fixed text, limit {limit}")
     return "".join(
-        part if isinstance(part, str) else cut_units(units[index], budget[index], syntax.weight)
+        part
+        if isinstance(part, str)
+        else "".join(units[index])
+        if budget[index] >= sizes[index]
+        else cut_units(units[index], budget[index], syntax.weight)
         for index, part in enumerate(parts)
     )
 
@@ -80,7 +92,7 @@ def _order(part: Part) -> int:
     return part.order if isinstance(part, Field) else 0
 
 
-def cut_units(units: list[str], budget: int, weight: Callable[[str], int]) -> str:
+def cut_units(units: Sequence[str], budget: int, weight: Callable[[str], int]) -> str:
     """The longest run of whole escaped characters that fits `budget` with an ellipsis."""
     weights = [weight(u) for u in units]
     if sum(weights) <= budget:
@@ -121,6 +133,9 @@ def tg_plain(markup: str) -> str:
         return html.unescape(re.sub(r"<[^>]*>", "", markup))
 
 
+_TG_CHANGED = re.compile("[&<>\"']")  # what tg_html.escape changes
+
+
 def _tg_units(value: str) -> list[str]:
     return [tg_html.escape(c) for c in value]
 
@@ -131,7 +146,12 @@ def _tg_trusted_length(markup: str) -> int:
     return len(html.unescape(re.sub(r"<[^>]*>", "", markup)))
 
 
-TELEGRAM = Syntax(units=_tg_units, weight=_one, trusted_length=_tg_trusted_length)
+TELEGRAM = Syntax(
+    units=_tg_units,
+    weight=_one,
+    trusted_length=_tg_trusted_length,
+    shown_as_is=lambda value: _TG_CHANGED.search(value) is None,
+)
 
 # --- Discord markdown ----------------------------------------------------------------
 
@@ -169,6 +189,18 @@ def discord_inert_mentions(text: str) -> list[str]:
     return [c + "\u200b" if c in "@<" else c for c in text]
 
 
-DISCORD = Syntax(units=discord_units, weight=len, trusted_length=len)
-DISCORD_PLAIN = Syntax(units=discord_inert_mentions, weight=len, trusted_length=len)
-PLAIN = Syntax(units=list, weight=_one, trusted_length=len)
+_DISCORD_CHANGED = re.compile("[" + re.escape("".join(sorted(_MARKDOWN))) + "@]")
+
+
+def _discord_as_is(text: str) -> bool:
+    return _DISCORD_CHANGED.search(text) is None and _LIST_NUMBER.search(text) is None
+
+
+DISCORD = Syntax(units=discord_units, weight=len, trusted_length=len, shown_as_is=_discord_as_is)
+DISCORD_PLAIN = Syntax(
+    units=discord_inert_mentions,
+    weight=len,
+    trusted_length=len,
+    shown_as_is=lambda value: "@" not in value and "<" not in value,
+)
+PLAIN = Syntax(units=list, weight=_one, trusted_length=len, shown_as_is=lambda value: True)
