@@ -1098,10 +1098,12 @@ class _Runner:
                     later.append((job, ok, value))
                     continue
             now.append((job, ok, value))
+        # The callers first: waking the fsync thread first costs them its start (the GIL,
+        # a core) on the way back, a tenth of a millisecond on two cores.
+        _post(now)
         if flush:
             assert self.flusher is not None
             self.flusher.committed(later, soon=soon)
-        _post(now)
 
 
 class SqliteStore:
