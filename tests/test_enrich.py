@@ -41,3 +41,23 @@ async def test_the_look_up_over_budget_fills_the_cache_for_next_time(sim: Simula
         cached = await profiles.get(463000)
     assert cached is not None and cached.members == 4340
     assert profiles.stats.hits == 1
+
+
+async def test_cached_answers_without_a_request_hit_unknown_and_expired_alike(
+    sim: Simulator,
+) -> None:
+    now = [1000.0]
+    async with PartiClient(sim.api_url) as client:
+        profiles = Profiles(client, ttl=60, negative_ttl=30, clock=lambda: now[0])
+        assert profiles.cached(463000) == (False, None)  # a miss asks nobody
+        assert sim.requests.get(PROFILE, 0) == 0
+        await profiles.get(463000)
+        await profiles.get(999)
+        hit, profile = profiles.cached(463000)
+        assert hit and profile is not None and profile.members == 4340
+        assert profiles.cached(999) == (True, None)  # unknown is an answer too
+        now[0] += 31
+        assert profiles.cached(999) == (False, None)  # the negative answer expired
+        now[0] += 30
+        assert profiles.cached(463000) == (False, None)
+    assert profiles.stats.hits == 2

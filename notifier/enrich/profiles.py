@@ -46,13 +46,21 @@ class Profiles:
         self._inflight: dict[int, asyncio.Task[UserProfile | None]] = {}
         self.stats = ProfileStats()
 
-    async def get(self, user_id: int) -> UserProfile | None:
-        """The profile, or None when unknown, failing, or not back within the budget."""
+    def cached(self, user_id: int) -> tuple[bool, UserProfile | None]:
+        """(True, the profile or None for unknown) when the cache has a fresh answer (a
+        hit), else (False, None): without a task or a turn of the event loop."""
         cached = self._cache.get(user_id)
         if cached is not None and cached[0] > self._clock():
             self._cache.move_to_end(user_id)
             self.stats.hits += 1
-            return cached[1]
+            return True, cached[1]
+        return False, None
+
+    async def get(self, user_id: int) -> UserProfile | None:
+        """The profile, or None when unknown, failing, or not back within the budget."""
+        hit, profile = self.cached(user_id)
+        if hit:
+            return profile
         self.stats.misses += 1
         task = self._inflight.get(user_id)
         if task is None:
