@@ -433,3 +433,69 @@ def test_a_crash_logs_json_with_the_traceback_and_tells_the_user_one_line(
     assert (crash["level"], crash["event"]) == ("critical", "crashed")
     assert str(crash["exception"]).startswith("Traceback (most recent call last):")
     assert leaked(proc.stderr) == []
+
+
+FIELD_VALUES = {
+    "secret": f"token {SENTINEL} in a sentence",
+    "quoted_secret": quote(SENTINEL, safe=""),
+    "unknown_webhook": f"https://discord.com/api/webhooks/1/{UNKNOWN_WEBHOOK}",
+    "controls": "nul\x00 esc\x1b[31m cr\r lf\n tab\t",
+    "astral": "😀" * 300,
+    "nested": {"a": [1, 2.5, None, SENTINEL], "b": {"c": "\u202eevil"}},
+    "number": 3,
+    "float": 0.125,
+    "boolean": True,
+    "none": None,
+    "bytes": b"\xff raw",
+    "object": object,
+}
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("name", list(FIELD_VALUES))
+def test_an_event_line_takes_the_short_cut_to_exactly_the_chains_text(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, name: str
+) -> None:
+    formatter = log._formatter(fmt)
+    chain = structlog.stdlib.ProcessorFormatter.format
+    through_chain: list[str] = []
+
+    def counted(self: structlog.stdlib.ProcessorFormatter, record: logging.LogRecord) -> str:
+        through_chain.append(record.getMessage())
+        return chain(self, record)
+
+    monkeypatch.setattr(structlog.stdlib.ProcessorFormatter, "format", counted)
+
+    def record() -> logging.LogRecord:
+        fields = {"dest": "tg", name: FIELD_VALUES[name], "attempts": 2}
+        return _log.makeRecord(
+            _log.name,
+            logging.INFO,
+            "f.py",
+            1,
+            "alert.sent",
+            None,
+            None,
+            extra={log._FIELDS: fields},
+        )
+
+    fast = formatter.format(record())
+    assert through_chain == []  # the short cut was taken
+    assert fast == chain(formatter, record())
+    assert leaked(fast) == []
+    # A line with a traceback goes through the chain.
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failing = _log.makeRecord(
+            _log.name,
+            logging.ERROR,
+            "f.py",
+            1,
+            "alert.failed",
+            None,
+            sys.exc_info(),
+            extra={log._FIELDS: {"dest": "tg"}},
+        )
+    assert "RuntimeError: boom" in formatter.format(failing)
+    assert through_chain == ["alert.failed"]
