@@ -51,6 +51,7 @@ class DiscordHub:
         self.limits_scale = limits_scale
         self.session: aiohttp.ClientSession | None = None
         self.http: HTTPClient | None = None
+        self._logging_in = asyncio.Lock()
 
     async def start(self, *, need_bot: bool) -> None:
         if self.session is None:
@@ -61,13 +62,16 @@ class DiscordHub:
         if need_bot and self.http is None:
             if not self.bot_token:
                 raise RuntimeError("NOTIFIER_DISCORD_BOT_TOKEN is not set (needed for channel_id)")
-            http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
-            try:
-                await http.static_login(self.bot_token)
-            except BaseException:
-                await http.close()  # the next start logs in again
-                raise
-            self.http = http
+            # The lanes of a fan-out start together: one login (and one client) for all.
+            async with self._logging_in:
+                if self.http is None:
+                    http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
+                    try:
+                        await http.static_login(self.bot_token)
+                    except BaseException:
+                        await http.close()  # the next start logs in again
+                        raise
+                    self.http = http
 
     async def close(self) -> None:
         if self.http is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class TelegramBot:
         self.window = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
         self._chat_windows: dict[str, SlidingWindow] = {}
         self._started = False
+        self._starting = asyncio.Lock()
 
     def chat_window(self, chat_id: int | str) -> SlidingWindow:
         """Telegram's limit for one chat (1 a second private, 20 a minute in a group), one
@@ -96,9 +98,13 @@ class TelegramBot:
         return window
 
     async def start(self) -> None:
-        if not self._started:
-            await self.bot.initialize()  # getMe: a wrong token fails here, before any alert
-            self._started = True
+        if self._started:
+            return
+        # The lanes of a fan-out start together: one getMe for all of them, not one each.
+        async with self._starting:
+            if not self._started:
+                await self.bot.initialize()  # getMe: a wrong token fails here, before any alert
+                self._started = True
 
     async def close(self) -> None:
         if self._started:

@@ -444,6 +444,7 @@ class FakeDiscord(Recorder):
         self.messages: dict[int, dict[str, Any]] = {}
         self.deleted: list[int] = []
         self.rate_limited = 0
+        self.logins = 0  # GET /users/@me (a bot client logging in)
         self.violations: list[str] = []
         self.limits_scale = limits_scale
         self.guilds: dict[int, FakeGuild] = {}
@@ -951,6 +952,7 @@ class FakeDiscord(Recorder):
         return request.headers.get("Authorization") == f"Bot {self.bot_token}"
 
     async def _me(self, request: web.Request) -> web.Response:
+        self.logins += 1  # discord.py's static_login asks this
         if not self._authorized(request):
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
         return _json(
