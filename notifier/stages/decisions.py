@@ -11,9 +11,11 @@ from notifier.deliver.chats import chat_of
 from notifier.log import event, get_logger, short_error
 from notifier.rules.engine import SubDecision
 from notifier.store import Store
+from notifier.store.types import DecisionEntry
 
 _log = get_logger("decisions")
 FLUSH_EVERY = 1.0
+WRITE_BATCH = 1_000  # decisions a transaction: a store call each, not one per decision
 MAX_PENDING = 50_000  # beyond this the oldest waiting decisions are forgotten (only /why)
 
 
@@ -42,11 +44,16 @@ class DecisionRecorder:
 
     async def flush(self) -> int:
         pending, self._pending = self._pending, {}
+        entries = [
+            DecisionEntry(platform, chat_id, subject, text, at)
+            for (platform, chat_id, subject), (text, at) in pending.items()
+        ]
         written = 0
         try:
-            for (platform, chat_id, subject), (text, at) in pending.items():
-                await self.store.record_decision(platform, chat_id, subject, text, at=at)
-                written += 1
+            for first in range(0, len(entries), WRITE_BATCH):
+                batch = entries[first : first + WRITE_BATCH]
+                await self.store.record_decisions(batch)
+                written += len(batch)
         except Exception as exc:  # /why may be a little stale; alerts are not affected
             event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
         if written:

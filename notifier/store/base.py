@@ -12,6 +12,7 @@ from notifier.store.types import (
     UNSET,
     Chat,
     Decision,
+    DecisionEntry,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -370,6 +371,11 @@ class Store(Protocol):
         self, platform: str, chat_id: str, subject: str, text: str, *, at: float
     ) -> None:
         """Remember the latest decision for a chat and subject (one row each)."""
+        ...
+
+    async def record_decisions(self, entries: Sequence[DecisionEntry]) -> None:
+        """`record_decision` for many, in one transaction (a go-live decides for
+        thousands of chats at once)."""
         ...
 
     async def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None: ...

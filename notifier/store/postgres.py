@@ -40,6 +40,7 @@ from notifier.store.types import (
     UNSET,
     Chat,
     Decision,
+    DecisionEntry,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -1053,12 +1054,17 @@ class PostgresStore:
     async def record_decision(
         self, platform: str, chat_id: str, subject: str, text: str, *, at: float
     ) -> None:
+        await self.record_decisions([DecisionEntry(platform, chat_id, subject, text, at)])
+
+    async def record_decisions(self, entries: Sequence[DecisionEntry]) -> None:
+        if not entries:
+            return
         async with self._tx() as cur:
-            await cur.execute(
+            await cur.executemany(
                 "INSERT INTO decisions (platform, chat_id, subject, text, at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (platform, chat_id, subject)"
                 " DO UPDATE SET text = excluded.text, at = excluded.at",
-                (platform, chat_id, subject, text[:2000], at),
+                [(e.platform, e.chat_id, e.subject, e.text[:2000], e.at) for e in entries],
             )
 
     async def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None:

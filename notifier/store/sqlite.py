@@ -52,6 +52,7 @@ from notifier.store.types import (
     UNSET,
     Chat,
     Decision,
+    DecisionEntry,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -755,15 +756,14 @@ class _Core:
 
     # ---- decisions ---------------------------------------------------------------
 
-    def record_decision(
-        self, platform: str, chat_id: str, subject: str, text: str, *, at: float
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO decisions (platform, chat_id, subject, text, at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (platform, chat_id, subject) DO UPDATE SET text = excluded.text,"
-            " at = excluded.at",
-            (platform, chat_id, subject, text[:2000], at),
-        )
+    def record_decisions(self, entries: Sequence[DecisionEntry]) -> None:
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO decisions (platform, chat_id, subject, text, at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (platform, chat_id, subject)"
+                " DO UPDATE SET text = excluded.text, at = excluded.at",
+                [(e.platform, e.chat_id, e.subject, e.text[:2000], e.at) for e in entries],
+            )
 
     def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None:
         found = self._db.execute(
@@ -792,6 +792,7 @@ _SYNC: Final = {
     "reschedule": _Sync.COMMIT,
     "mark_dead": _Sync.COMMIT,
     "release_leases": _Sync.LEASE,
+    "record_decisions": _Sync.LEASE,  # for /why only: a power cut may lose the latest
     "prune_sent": _Sync.LEASE,
     "try_lease_destination": _Sync.LEASE,
     "renew_destination": _Sync.LEASE,
@@ -1478,7 +1479,11 @@ class SqliteStore:
     async def record_decision(
         self, platform: str, chat_id: str, subject: str, text: str, *, at: float
     ) -> None:
-        await self._call(self.core.record_decision, platform, chat_id, subject, text, at=at)
+        await self.record_decisions([DecisionEntry(platform, chat_id, subject, text, at)])
+
+    async def record_decisions(self, entries: Sequence[DecisionEntry]) -> None:
+        if entries:
+            await self._call(self.core.record_decisions, entries)
 
     async def last_decision(self, platform: str, chat_id: str, subject: str) -> Decision | None:
         return await self._call(self.core.last_decision, platform, chat_id, subject)

@@ -167,6 +167,16 @@ class SubscriptionChanges(NamedTuple):
     removed: tuple[int, ...]
 
 
+class DecisionEntry(NamedTuple):
+    """A decision to remember: `record_decisions` takes many in one transaction."""
+
+    platform: str
+    chat_id: str
+    subject: str
+    text: str
+    at: float
+
+
 @dataclass(frozen=True)
 class Decision:
     """The last thing the engine decided for a chat and subject (for `/why`)."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from notifier.rules.engine import Reason, SubDecision
+from notifier.stages.decisions import DecisionRecorder
 from notifier.store import Store
+from notifier.store.types import Decision, DecisionEntry
 
 LINE = {"line": 100.5, "direction": "up"}
 
@@ -164,3 +169,39 @@ async def test_an_update_keeps_the_id_and_enters_the_change_feed(store: Store) -
     assert not await store.update_subscription(9999, params={"line": 4}, now=3.0)
     params = {s.id: s.params for s in await store.list_subscriptions()}
     assert params == {sub_id: {"line": 3}, other: {"line": 2}}
+
+
+async def test_many_decisions_are_remembered_in_one_call_the_latest_per_chat_and_subject(
+    store: Store,
+) -> None:
+    entries = [DecisionEntry("telegram", str(n), "463000", f"fired {n}", 1.0) for n in range(3000)]
+    entries.append(DecisionEntry("telegram", "7", "463000", "x" * 5000, 2.0))  # replaces 7's
+    await store.record_decisions(entries)
+    await store.record_decisions([])
+    first = await store.last_decision("telegram", "0", "463000")
+    assert first == Decision("fired 0", 1.0)
+    replaced = await store.last_decision("telegram", "7", "463000")
+    assert replaced is not None and replaced.text == "x" * 2000 and replaced.at == 2.0
+    assert await store.last_decision("discord", "0", "463000") is None
+
+
+async def test_the_recorder_writes_a_go_live_s_decisions_in_a_few_calls(store: Store) -> None:
+    calls: list[int] = []
+    real = store.record_decisions
+
+    async def counted(entries: Sequence[DecisionEntry]) -> None:
+        calls.append(len(entries))
+        await real(entries)
+
+    store.record_decisions = counted  # type: ignore[method-assign]
+    recorder = DecisionRecorder(store)
+    recorder.add(
+        SubDecision("sub:1", f"@tg:{n}", Reason.FIRED, "463000", "live:1", 1.0) for n in range(2500)
+    )
+    assert await recorder.flush() == 2500
+    assert calls == [1000, 1000, 500]
+    found = await store.last_decision("telegram", "2499", "463000")
+    assert (
+        found is not None
+        and found.text == SubDecision("sub:1", "@tg:1", Reason.FIRED, "463000", "live:1", 1.0).text
+    )
