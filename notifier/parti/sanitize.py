@@ -42,7 +42,10 @@ _JOINERS = re.compile("[\u200c\u200d]+")
 
 def clean_line(text: str) -> str:
     """One line of safe text: breaks become a space, unsafe characters go, length capped."""
-    text = _SURROGATES.sub("\ufffd", text[:MAX_TEXT])
+    text = text[:MAX_TEXT]
+    if text.isascii() and text.isprintable():  # most names and titles: nothing to change
+        return text
+    text = _SURROGATES.sub("\ufffd", text)
     text = _BREAKS.sub(" ", text)
     return _JOINERS.sub(_joiner, UNSAFE.sub("", text))
 

@@ -29,7 +29,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def clean(text: str | None, *, single_line: bool = True) -> str:
     if not text:
         return ""
-    text = _SURROGATE.sub("\ufffd", _UNSAFE.sub("", text))
+    if not (text.isascii() and text.isprintable()):  # else there is nothing to remove
+        text = _SURROGATE.sub("\ufffd", _UNSAFE.sub("", text))
     if single_line:
         text = " ".join(text.split())
     return text

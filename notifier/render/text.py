@@ -8,6 +8,7 @@ inside a tag, an entity or an escape) until the whole message fits its limit.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable, Sequence
@@ -140,10 +141,14 @@ def _tg_units(value: str) -> list[str]:
     return [tg_html.escape(c) for c in value]
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen fragments, and the links of recent alerts
 def _tg_trusted_length(markup: str) -> int:
     # Our own fragments (an opening tag here, its closing tag in a later part): tags count
     # nothing, an entity counts one.
-    return len(html.unescape(re.sub(r"<[^>]*>", "", markup)))
+    return len(html.unescape(_TAG.sub("", markup)))
+
+
+_TAG = re.compile(r"<[^>]*>")
 
 
 TELEGRAM = Syntax(
