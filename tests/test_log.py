@@ -468,7 +468,7 @@ def test_an_event_line_takes_the_short_cut_to_exactly_the_chains_text(
 
     def record() -> logging.LogRecord:
         fields = {"dest": "tg", name: FIELD_VALUES[name], "attempts": 2}
-        return _log.makeRecord(
+        made = _log.makeRecord(
             _log.name,
             logging.INFO,
             "f.py",
@@ -478,6 +478,8 @@ def test_an_event_line_takes_the_short_cut_to_exactly_the_chains_text(
             None,
             extra={log._FIELDS: fields},
         )
+        made.created = 1_764_300_000.1234  # both records at the same instant
+        return made
 
     fast = formatter.format(record())
     assert through_chain == []  # the short cut was taken
