@@ -45,17 +45,23 @@ async def test_without_paid_broadcast_sends_do_not_ask_for_it(
     assert len(sends) == 1 and "allow_paid_broadcast" not in sends[0]["params"]
 
 
-async def test_one_alert_to_many_chats_is_rendered_once_and_each_chat_gets_its_own_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_telegram: FakeTelegram
-) -> None:
-    rendered: list[str] = []
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> list[AlertView]:
+    """The views the Telegram renderer was called for, in order."""
+    views: list[AlertView] = []
     real = render.render
 
     def counting(view: AlertView, template: str | None = None) -> render.TelegramMessage:
-        rendered.append(str(view.fields["title"]))
+        views.append(view)
         return real(view, template)
 
     monkeypatch.setattr(render, "render", counting)
+    return views
+
+
+async def test_one_alert_to_many_chats_is_rendered_once_and_each_chat_gets_its_own_text(
+    tmp_path: Path, rendered: list[AlertView], fake_telegram: FakeTelegram
+) -> None:
     chats = dict(list(CHATS.items())[:10])
     async with harness(tmp_path, chats, telegram=fake_telegram) as h:
         # One go-live to ten chats (ten rows, each payload read back on its own), and a
@@ -66,23 +72,15 @@ async def test_one_alert_to_many_chats_is_rendered_once_and_each_chat_gets_its_o
         await h.enqueue(*alerts, other)
         for alert in [*alerts, other]:
             await h.wait_state(alert.key, SENT)
-    assert sorted(rendered) == ["Another stream", "Fan-out"]
+    assert sorted(str(v.fields["title"]) for v in rendered) == ["Another stream", "Fan-out"]
     texts = [r["params"]["text"] for r in fake_telegram.sent() if r["method"] == "sendMessage"]
     assert len(texts) == 11
     assert sum("Fan-out" in t for t in texts) == 10 and sum("Another" in t for t in texts) == 1
 
 
 async def test_a_fan_out_to_chat_subscriptions_renders_once_unless_a_template_shows_the_rule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_telegram: FakeTelegram
+    tmp_path: Path, rendered: list[AlertView], fake_telegram: FakeTelegram
 ) -> None:
-    rendered: list[str] = []
-    real = render.render
-
-    def counting(view: AlertView, template: str | None = None) -> render.TelegramMessage:
-        rendered.append(view.rule)
-        return real(view, template)
-
-    monkeypatch.setattr(render, "render", counting)
     chats = dict(list(CHATS.items())[:6])
     base = live_view("Fan-out")
     alerts = []
