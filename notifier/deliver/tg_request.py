@@ -114,19 +114,24 @@ class AiohttpRequest(BaseRequest):
             async with session.request(
                 method, self._url(url), data=data, headers=headers, timeout=timeout
             ) as response:
-                return response.status, await response.read()
+                status, body = response.status, await response.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TimedOut(_describe(exc, url)) from None
         except aiohttp.ClientError as exc:
             raise NetworkError(_describe(exc, url)) from None
         except OSError as exc:
             raise NetworkError(_describe(exc, url)) from None
+        if not 200 <= status <= 299 and body and not _is_json(body):
+            # A proxy's error page: PTB would quote all of it in the error's message (and
+            # from there the log and the outbox). Its status says enough.
+            body = b""
+        return status, body
 
     def parse_json_payload(self, payload: bytes) -> JSONDict:  # type: ignore[override]
         try:
             answer: JSONDict = json.loads(payload.decode("utf-8", "replace"))
         except ValueError:
-            # PTB's own words, without the payload (it would go to the log as it came).
+            # PTB's own words, without the payload (PTB logs it whole at ERROR).
             raise TelegramError("Invalid server response") from None
         if self._slim and isinstance(answer, dict):
             answer["result"] = _slim(answer.get("result"))
@@ -159,6 +164,14 @@ class AiohttpRequest(BaseRequest):
             )
             self._timeouts[key] = found
         return found
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return True
 
 
 def _slim(result: Any) -> Any:

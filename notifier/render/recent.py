@@ -14,7 +14,8 @@ class Recent(Generic[K, V]):
     value): one go-live to 20,000 chats renders its message once, not 20,000 times.
 
     Only for a pure `make` and keys nobody changes afterwards (an outbox payload is
-    never changed once written): a hit is then exactly what `make` would return."""
+    never changed once written): a hit is then exactly what `make` would return. The
+    value is shared by every caller that gets it: nobody may change it either."""
 
     def __init__(self, size: int = 8) -> None:
         self._size = size

@@ -1059,6 +1059,9 @@ class PostgresStore:
     async def record_decisions(self, entries: Sequence[DecisionEntry]) -> None:
         if not entries:
             return
+        # In key order: two instances writing overlapping batches take their row locks in
+        # the same order (no deadlock around a hand-over).
+        entries = sorted(entries, key=lambda e: (e.platform, e.chat_id, e.subject))  # stable
         async with self._tx() as cur:
             await cur.executemany(
                 "INSERT INTO decisions (platform, chat_id, subject, text, at)"

@@ -382,6 +382,11 @@ class FakeTelegram(Recorder):
             body["parameters"] = parameters
         self.scripts.append(Scripted(status, body, count, delay, methods, skip=skip))
 
+    def fail_with_page(self, status: int, page: str, *, count: int = 1) -> None:
+        """The next `count` requests get an HTML page, as a proxy in front of the Bot API
+        answers (a 502 from nginx, or a 200 login page), not the API's JSON."""
+        self.scripts.append(Scripted(status, {"_page": page}, count))
+
     def random_failures(self, ratio: float, rng: Any) -> None:
         """Answer `ratio` of the sends with 429 (retry_after 1) or 502, half each."""
         self._random = (ratio, rng)
@@ -673,7 +678,8 @@ class FakeTelegram(Recorder):
         }
         await self.record(entry)  # on arrival, so a test can see a request still in progress
         response = await self._answer(request, method, params, arrived)
-        entry["ok"] = response.status == 200
+        json_answer = response.content_type == "application/json"
+        entry["ok"] = response.status == 200 and json_answer
         entry["status"] = response.status
         if entry["ok"] and isinstance(response, web.Response) and response.text:
             entry["result"] = json.loads(response.text).get("result")
@@ -709,6 +715,9 @@ class FakeTelegram(Recorder):
         if script is not None:
             if script.delay:
                 await self.pause(script.delay)
+            if "_page" in script.body:  # not JSON: a proxy's page
+                page = str(script.body["_page"])
+                return web.Response(text=page, status=script.status, content_type="text/html")
             if script.status != 200:
                 return web.json_response(script.body, status=script.status)
         if self._random is not None and method in ("sendMessage", "sendPhoto"):

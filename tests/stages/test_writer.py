@@ -77,3 +77,33 @@ async def test_a_batch_the_database_refuses_is_retried_until_written(
     assert store.attempts == 4  # three refusals, then written
     assert [r.rule for r in rows] == ["a"]
     assert writer.idle and health.store_error is None
+
+
+async def test_the_writer_asks_for_a_profile_once_and_counts_each_look_up_once(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, notify: [t], cooldown: 0s}]\n"
+    )
+    compiled = compile_rules(rules)
+    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        profiles = Profiles(client)
+        delivery = Delivery(store, {})
+        writer = Writer(core, store, profiles, lambda: delivery, lease=60.0)
+        task = asyncio.create_task(writer.run())
+        for event_id in (1, 2):  # the second alert finds the profile cached
+            live = ChannelLive(
+                user_id=463000, user_name="SNEAKO", event_id=event_id, livestream_id=event_id
+            )
+            assert await core.evaluate(live, float(event_id), caught_up=False) == 1
+            await writer.flush(30.0)
+        task.cancel()
+    rows = await store.rows()
+    await store.close()
+    assert len(rows) == 2
+    assert sim.requests["/parti_v2/profile/user_profile/463000"] == 1
+    assert (profiles.stats.misses, profiles.stats.hits, profiles.stats.fetches) == (1, 1, 1)
