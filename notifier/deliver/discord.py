@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import discord
@@ -15,7 +15,7 @@ from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
 from notifier.render.fields import AlertView
-from notifier.render.recent import Recent
+from notifier.render.recent import Recent, without_rule
 from notifier.rules.schema import DiscordTarget
 
 # A webhook accepts 5 requests per 2 seconds; the bucket headers say the rest.
@@ -128,7 +128,7 @@ class DiscordSender:
         return discord.AllowedMentions.none()
 
     def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
-        return RENDERED.get((payload, self.target.mention_role), render_alert)
+        return RENDERED.get((rendering_key(payload), self.target.mention_role), render_alert)
 
     async def send(self, payload: dict[str, Any]) -> str | None:
         message = self._message(payload)
@@ -226,6 +226,13 @@ def _retry_after(error: discord.HTTPException) -> float:
 
 # The same alert to many channels (a fan-out) is rendered once: by payload and role.
 RENDERED: Recent[tuple[dict[str, Any], int | None], render.DiscordMessage] = Recent()
+SHOWS_RULE: Final = frozenset({"price"})  # the default embeds that name the rule (a footer)
+
+
+def rendering_key(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a Discord rendering depends on besides the role (see `without_rule`)."""
+    found: dict[str, Any] = without_rule(payload, shown_by=SHOWS_RULE)
+    return found
 
 
 def render_alert(key: tuple[dict[str, Any], int | None]) -> render.DiscordMessage:

@@ -13,7 +13,13 @@ from typing import Any, Final
 import discord
 from discord.http import HTTPClient, handle_message_parameters
 
-from notifier.deliver.discord import RENDERED, DiscordHub, classify, render_alert
+from notifier.deliver.discord import (
+    RENDERED,
+    DiscordHub,
+    classify,
+    render_alert,
+    rendering_key,
+)
 from notifier.deliver.limits import SlidingWindow
 from notifier.log import event, get_logger, short_error
 from notifier.outbox.policy import Failure
@@ -115,7 +121,7 @@ class _ChatSender:
 
     @staticmethod
     def _render(payload: dict[str, Any], role: int | None) -> render.DiscordMessage:
-        return RENDERED.get((payload, role), render_alert)
+        return RENDERED.get((rendering_key(payload), role), render_alert)
 
 
 class DiscordChannelSender(_ChatSender):

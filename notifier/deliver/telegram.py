@@ -31,7 +31,7 @@ from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import telegram as render
 from notifier.render.fields import AlertView
-from notifier.render.recent import Recent
+from notifier.render.recent import Recent, without_rule
 from notifier.rules.schema import TelegramTarget
 
 # Telegram's limits: 30 messages/s per bot, 1/s per private chat, 20/min per group.
@@ -235,20 +235,8 @@ class TelegramSender:
 
 
 def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
-    return _RENDERED.get(_render_key(payload), _render)
-
-
-def _render_key(payload: dict[str, Any]) -> dict[str, Any]:
-    """What the rendering depends on. Without a template the rule's name is not shown, and
-    each chat subscription has its own ("sub:7"): left out, so a go-live to 20,000
-    followers renders once."""
-    view = payload.get("view")
-    if payload.get("template") is not None or not isinstance(view, dict):
-        return payload
-    fields = view.get("fields")
-    if not isinstance(fields, dict) or "rule" not in fields:
-        return payload
-    return {**payload, "view": {**view, "rule": "", "fields": {**fields, "rule": ""}}}
+    # No default Telegram message shows the rule's name.
+    return _RENDERED.get(without_rule(payload), _render)
 
 
 def _render(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -34,3 +34,17 @@ class Recent(Generic[K, V]):
         items.insert(0, (key, value))
         del items[self._size :]
         return value
+
+
+def without_rule(payload: dict[str, Any], *, shown_by: frozenset[str] = frozenset()) -> Any:
+    """`payload` as its default rendering sees it: the rule's name blanked, unless a
+    template may show it or the view's kind is one whose message does (`shown_by`). Each
+    chat subscription is its own rule ("sub:7"): a go-live to 20,000 followers then
+    renders once. For a `Recent` key only; the payload itself is left as it is."""
+    view = payload.get("view")
+    if payload.get("template") is not None or not isinstance(view, dict):
+        return payload
+    fields = view.get("fields")
+    if not isinstance(fields, dict) or "rule" not in fields or view.get("kind") in shown_by:
+        return payload
+    return {**payload, "view": {**view, "rule": "", "fields": {**fields, "rule": ""}}}

@@ -279,3 +279,20 @@ def test_telegram_default_message_never_shows_the_rule_name(view_name: str, host
     named = AlertView(view.kind, "sub:1", {**view.fields, "rule": "sub:1"})
     hostile_name = AlertView(view.kind, HOSTILE[hostile], {**view.fields, "rule": HOSTILE[hostile]})
     assert telegram.render(named) == telegram.render(hostile_name)
+
+
+@pytest.mark.parametrize("view_name", list(VIEWS))
+@pytest.mark.parametrize("hostile", ["markdown", "mentions", "empty"])
+def test_discord_default_embed_shows_the_rule_name_only_for_prices(
+    view_name: str, hostile: str
+) -> None:
+    # The Discord senders render a fan-out once for every kind not in SHOWS_RULE.
+    from notifier.deliver.discord import SHOWS_RULE
+
+    view = VIEWS[view_name]
+    named = AlertView(view.kind, "sub:1", {**view.fields, "rule": "sub:1"})
+    hostile_name = AlertView(view.kind, HOSTILE[hostile], {**view.fields, "rule": HOSTILE[hostile]})
+    same = discord.render(named, mention_role=ROLE) == discord.render(
+        hostile_name, mention_role=ROLE
+    )
+    assert same is (view.kind not in SHOWS_RULE)
