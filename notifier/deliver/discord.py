@@ -231,8 +231,7 @@ SHOWS_RULE: Final = frozenset({"price"})  # the default embeds that name the rul
 
 def rendering_key(payload: dict[str, Any]) -> dict[str, Any]:
     """What a Discord rendering depends on besides the role (see `without_rule`)."""
-    found: dict[str, Any] = without_rule(payload, shown_by=SHOWS_RULE)
-    return found
+    return without_rule(payload, shown_by=SHOWS_RULE)
 
 
 def render_alert(key: tuple[dict[str, Any], int | None]) -> render.DiscordMessage:

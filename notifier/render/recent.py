@@ -36,7 +36,9 @@ class Recent(Generic[K, V]):
         return value
 
 
-def without_rule(payload: dict[str, Any], *, shown_by: frozenset[str] = frozenset()) -> Any:
+def without_rule(
+    payload: dict[str, Any], *, shown_by: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """`payload` as its default rendering sees it: the rule's name blanked, unless a
     template may show it or the view's kind is one whose message does (`shown_by`). Each
     chat subscription is its own rule ("sub:7"): a go-live to 20,000 followers then

@@ -126,12 +126,15 @@ def tg_escape(text: object) -> str:
     return tg_html.escape(str(text))
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
 def tg_plain(markup: str) -> str:
     """The text a reader sees: tags removed, entities decoded (best effort if invalid)."""
     try:
         return tg_html.visible(markup)
     except tg_html.Invalid:
-        return html.unescape(re.sub(r"<[^>]*>", "", markup))
+        return html.unescape(_TAG.sub("", markup))
 
 
 _TG_CHANGED = re.compile("[&<>\"']")  # what tg_html.escape changes
@@ -146,9 +149,6 @@ def _tg_trusted_length(markup: str) -> int:
     # Our own fragments (an opening tag here, its closing tag in a later part): tags count
     # nothing, an entity counts one.
     return len(html.unescape(_TAG.sub("", markup)))
-
-
-_TAG = re.compile(r"<[^>]*>")
 
 
 TELEGRAM = Syntax(
