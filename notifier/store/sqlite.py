@@ -6,16 +6,18 @@ the WAL in groups on a thread of its own (group commit): calls queued behind eac
 share one transaction, and every commit that needs the disk is covered by the next fsync
 that starts after it, so one fsync serves all the writers that came while the last one
 ran. Fresh alerts (with the engine state of their batch) and claims hear back after their
-commit and their fsync starts at once: the send does not wait for the disk (a killed
-process loses nothing committed; a power cut in the few milliseconds before that fsync
-loses the batch as it would the frames that came in those milliseconds, and an alert
-already sent from it goes out again when the restarted daemon's catch-up finds the
-stream live). Subscriptions and the other state hear back after their fsync; outcomes of
-sends hear back after their commit and are fsynced with the next alert, or within
-`_FLUSH_AFTER` (a power cut in between makes the alert go out again, never lost: an fsync
-of its own would make a busy lane's next insert wait behind it); leases and clean-up wait
-for no fsync at all (a lost lease only makes its row due again). With one process owning
-the file every role is simply held by it.
+commit and their fsync starts within `_SOON_AFTER` (2 ms): the send does not wait for the
+disk, and an fsync started at once would compete with that send for the two cores (a
+third of a millisecond of an alert's latency, measured). A killed process loses nothing
+committed; a power cut in the few milliseconds before that fsync loses the batch as it
+would the frames that came in those milliseconds, and an alert already sent from it goes
+out again when the restarted daemon's catch-up finds the stream live. Subscriptions and
+the other state hear back after their fsync; outcomes of sends hear back after their
+commit and are fsynced with the next alert, or within `_FLUSH_AFTER` (a power cut in
+between makes the alert go out again, never lost: an fsync of its own would make a busy
+lane's next insert wait behind it); leases and clean-up wait for no fsync at all (a lost
+lease only makes its row due again). With one process owning the file every role is
+simply held by it.
 """
 
 from __future__ import annotations
@@ -777,7 +779,7 @@ class _Sync(enum.Enum):
     """How far a call's commit gets before its caller hears back (durable stores)."""
 
     DISK = "disk"  # its fsync: subscriptions, chats, roles, migrations
-    SOON = "soon"  # its commit; its fsync starts at once: alerts and their batch, claims
+    SOON = "soon"  # its commit; fsynced within _SOON_AFTER: alerts and their batch, claims
     COMMIT = "commit"  # its commit; fsynced within _FLUSH_AFTER: outcomes of sends
     LEASE = "lease"  # its commit; fsynced with whatever comes next: leases, clean-up
     READ = "read"  # writes nothing: needs no write transaction either
@@ -821,6 +823,10 @@ _SYNC: Final = {
 )
 _GROUP: Final = 256  # calls in one transaction at most
 _FLUSH_AFTER: Final = 0.1  # seconds a commit nobody waits for stays un-fsynced at most
+# Seconds before an alert's fsync starts (unless a caller waits for one sooner): time for
+# the send that the alert's commit let go to leave first, and for the alerts of the next
+# few milliseconds to share the fsync.
+_SOON_AFTER: Final = 0.002
 _CLOSED: Final = "the store is closed"
 
 
@@ -860,8 +866,9 @@ class _Flusher:
     """Fsyncs the WAL on a thread of its own. A commit that needs the disk is covered by
     the first fsync that starts after it; while one fsync runs the commits behind it
     gather for the next, so a busy store does one fsync for many writers, and a quiet
-    one starts each fsync at once. Commits nobody waits for (outcomes) are fsynced with
-    the next one somebody waits for, or `_FLUSH_AFTER` seconds after they were made.
+    one starts an fsync as soon as a caller waits for it. A `soon` commit (fresh alerts)
+    is fsynced `_SOON_AFTER` seconds after it was made at most; other commits nobody waits
+    for (outcomes) with the next fsync, or `_FLUSH_AFTER` seconds after they were made.
     An fsync of another descriptor of the same file makes SQLite's own writes durable:
     it is the file's pages that are flushed."""
 
@@ -872,6 +879,8 @@ class _Flusher:
         self._cond = threading.Condition()
         self._wanted = 0  # commits to cover (numbered)
         self._urgent = 0  # the last of them somebody waits for
+        self._soon = 0  # the last `soon` one
+        self._soon_since = 0.0  # when the first `soon` commit after `_synced` was made
         self._synced = 0  # the last one an fsync covered
         self._dirty_since = 0.0  # when the first commit after `_synced` was made
         self._waiting: deque[tuple[int, list[_Result]]] = deque()
@@ -881,16 +890,20 @@ class _Flusher:
 
     def committed(self, waiting: list[_Result], *, soon: bool = False) -> None:
         """A commit to make durable; `waiting` hear back once an fsync covers it. `soon`:
-        its fsync starts at once although nobody waits for it."""
+        its fsync starts within `_SOON_AFTER` although nobody waits for it."""
         with self._cond:
             self._wanted += 1
             if self._wanted == self._synced + 1:
                 self._dirty_since = time.monotonic()
                 self._cond.notify()  # start the clock
-            if waiting or soon:
+            if soon and self._soon <= self._synced:
+                self._soon_since = time.monotonic()
+                self._cond.notify()  # start the shorter clock
+            if soon:
+                self._soon = self._wanted
+            if waiting:
                 self._urgent = self._wanted
-                if waiting:
-                    self._waiting.append((self._wanted, waiting))
+                self._waiting.append((self._wanted, waiting))
                 self._cond.notify()
 
     def close(self) -> None:
@@ -916,6 +929,8 @@ class _Flusher:
             if self._closing:
                 return True
             left = self._dirty_since + _FLUSH_AFTER - time.monotonic()
+            if self._soon > self._synced:
+                left = min(left, self._soon_since + _SOON_AFTER - time.monotonic())
             if left <= 0:
                 return True
             self._cond.wait(left)
@@ -932,6 +947,8 @@ class _Flusher:
                 self._synced = target
                 if self._wanted > target:  # made while this fsync ran: its clock runs
                     self._dirty_since = time.monotonic()
+                    if self._soon > target:
+                        self._soon_since = self._dirty_since
                 while self._waiting and self._waiting[0][0] <= target:
                     ready += self._waiting.popleft()[1]
             if error is not None:
