@@ -11,7 +11,7 @@ from typing import Any
 # RetryAfter.retry_after as a timedelta, without PTB's deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
 
-from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -168,27 +168,31 @@ class TelegramSender:
         markup = self._markup(payload)
         if message.photo:
             try:
-                sent: Message = await bot.send_photo(
+                number = await _post(
+                    bot,
+                    "sendPhoto",
                     photo=message.photo,
                     caption=message.html,
                     parse_mode=parse_mode,
                     **self._common(),
                     **markup,
                 )
-                return f"p:{sent.message_id}"
+                return f"p:{number}"
             except BadRequest as exc:
                 if not _photo_problem(exc):
                     raise
                 # The picture could not be fetched: the alert still goes out, as text.
                 message = render.TelegramMessage(message.html, None)
-        sent = await bot.send_message(
+        number = await _post(
+            bot,
+            "sendMessage",
             text=message.html,
             parse_mode=parse_mode,
             link_preview_options=_NO_PREVIEW,
             **self._common(),
             **markup,
         )
-        return f"t:{sent.message_id}"
+        return f"t:{number}"
 
     async def edit(self, message_id: str, payload: dict[str, Any]) -> None:
         message, plain = _message(payload)
@@ -232,6 +236,20 @@ class TelegramSender:
         if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
             self.chat_id = failure.new_chat_id
         return failure
+
+
+async def _post(bot: Bot, method: str, **parameters: Any) -> int:
+    """`bot.send_photo` / `bot.send_message` with the same parameters, less what an alert
+    does not need: PTB's own request path (its parameter encoding, its errors), without
+    turning the answer into a `Message` (the outbox keeps only the id) or asking the disk
+    whether the photo's URL names a local file (it is always an https URL). Those two were
+    a fifth of an alert's latency on a quiet daemon: 0.18 ms of a request's 0.27 ms of CPU.
+    That the requests are the same is tested against PTB's own methods."""
+    answer = await bot._post(method, parameters)
+    number = answer.get("message_id") if isinstance(answer, dict) else None
+    if not isinstance(number, int):
+        raise TelegramError("Invalid server response")
+    return number
 
 
 def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
