@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,4 +191,91 @@ async def test_an_alerts_fsync_waits_its_short_window_but_not_a_caller_who_needs
         await asyncio.wait_for(saving, 5)
     finally:
         held.release.set()
+        await store.close()
+
+
+def threads_of_enqueues(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads the store's enqueues run on, as they run."""
+    seen: list[str] = []
+    real = store.core.enqueue_leased
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store.core, "enqueue_leased", noted)
+    return seen
+
+
+async def test_an_events_few_alerts_are_written_on_the_callers_thread_a_big_batch_on_the_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifier.store import sqlite
+
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        few = [alert(f"a{n}") for n in range(sqlite._HERE_AT_MOST)]
+        many = [alert(f"b{n}") for n in range(sqlite._HERE_AT_MOST + 1)]
+        assert await store.enqueue(few, now=1.0, fence=None) == [a.key for a in few]
+        assert await store.enqueue(many, now=1.0, fence=None) == [a.key for a in many]
+        assert seen == [threading.current_thread().name, "store"]
+        # The caller's write leaves the connection as the store's thread needs it: its
+        # commits still checkpoint the WAL, and still wait for another process's lock.
+        db = store.core.db
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert not db.in_transaction
+    finally:
+        await store.close()
+    reopened = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        assert await reopened.counts() == {PENDING: len(few) + len(many)}
+    finally:
+        await reopened.close()
+
+
+async def test_a_write_lock_held_by_another_process_never_stops_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`notifier subs import` in another process holds the file's write lock: the alert
+    waits for it on the store's thread, and the event loop goes on meanwhile."""
+    path = tmp_path / "s.db"
+    store = await open_store(str(path), instance="a", durable=True)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        other.execute("BEGIN IMMEDIATE")
+        writing = asyncio.ensure_future(store.enqueue([alert("k1")], now=1.0, fence=None))
+        # The loop turns while the write waits. Were the write waiting on the loop's own
+        # thread, these turns would take the lock's whole timeout (30 s), not a moment.
+        started = time.monotonic()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert time.monotonic() - started < 10.0
+        assert not writing.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(writing, 30) == ["k1"]
+        assert seen == ["store"]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_refused_write_on_the_callers_thread_is_the_same_error_and_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        stale = await store.take_role(INGEST, holder="a", now=1.0)
+        fence = await store.take_role(INGEST, holder="b", now=2.0)
+        with pytest.raises(FencedOut):
+            await store.enqueue([alert("stale")], now=3.0, fence=stale, state={"engine": "x"})
+        assert await store.enqueue([alert("k1")], now=3.0, fence=fence) == ["k1"]
+        assert seen == [threading.current_thread().name] * 2
+        assert await store.get("stale") is None
+        assert await store.get_state("engine") is None
+        assert not store.core.db.in_transaction
+    finally:
         await store.close()
