@@ -247,7 +247,7 @@ async def _post(bot: Bot, method: str, **parameters: Any) -> int:
     That the requests are the same is tested against PTB's own methods."""
     answer = await bot._post(method, parameters)
     number = answer.get("message_id") if isinstance(answer, dict) else None
-    if not isinstance(number, int):
+    if not isinstance(number, int) or isinstance(number, bool):
         raise TelegramError("Invalid server response")
     return number
 

@@ -824,7 +824,9 @@ _SYNC: Final = {
 )
 _GROUP: Final = 256  # calls in one transaction at most
 _HERE_AT_MOST: Final = 16  # alerts and live entries an enqueue may write on its caller's thread
-_CHECKPOINT_PAGES: Final = 1000  # SQLite's automatic checkpoint (its default)
+# Commits between two checkpoints of the WAL by the store's thread (SQLite's automatic
+# checkpoint, off here, comes every 1,000 pages: some 200 commits of an alert or two).
+_CHECKPOINT_AFTER: Final = 200
 _BUSY_MS: Final = 30_000  # how long a call waits for another process's write lock
 _FLUSH_AFTER: Final = 0.1  # seconds a commit nobody waits for stays un-fsynced at most
 # Seconds before an alert's fsync starts (unless a caller waits for one sooner): time for
@@ -871,8 +873,9 @@ class _Flusher:
     the first fsync that starts after it; while one fsync runs the commits behind it
     gather for the next, so a busy store does one fsync for many writers, and a quiet
     one starts an fsync as soon as a caller waits for it. A `soon` commit (fresh alerts)
-    is fsynced `_SOON_AFTER` seconds after it was made at most; other commits nobody waits
-    for (outcomes) with the next fsync, or `_FLUSH_AFTER` seconds after they were made.
+    has its fsync start `_SOON_AFTER` seconds after it was made at most (or after the
+    fsync that was running then ended); other commits nobody waits for (outcomes) are
+    fsynced with the next fsync, or `_FLUSH_AFTER` seconds after they were made.
     An fsync of another descriptor of the same file makes SQLite's own writes durable:
     it is the file's pages that are flushed."""
 
@@ -1005,16 +1008,33 @@ class _Runner:
         # The connection, held by whichever thread runs calls on it: the store's own, or
         # the caller's for a small write while the store's thread has nothing to do.
         self._using = threading.Lock()
+        # Calls handed to the store's thread that it has not started (a call it took from
+        # the queue counts until it holds the connection to run it).
+        self._queued = 0
+        self._counting = threading.Lock()
+        self._commits = 0  # since the last checkpoint (under `_using`)
         self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
         self._thread.start()
 
     def submit(self, job: _Job) -> None:
         if self._stopped:
             raise StoreError(_CLOSED)
+        self._put(job)
+
+    def _put(self, job: _Job) -> None:
+        with self._counting:
+            self._queued += 1
         self._jobs.put(job)
+
+    def _finished(self, count: int) -> None:
+        with self._counting:
+            self._queued -= count
 
     def open(self, instance: str) -> _Core:
         core = _Core(self.path, instance=instance)
+        if core.wal:
+            # This thread checkpoints, between its own calls (`_checkpoint`).
+            core.db.execute("PRAGMA wal_autocheckpoint=0")
         if self.durable:
             if core.wal:
                 self.flusher = _Flusher(self.path + "-wal", self.path)
@@ -1038,7 +1058,7 @@ class _Runner:
         self._stopped = True
         loop = asyncio.get_running_loop()
         closed = loop.create_future()
-        self._jobs.put(_Job(self.close, loop, closed, _Sync.LEASE, solo=True))
+        self._put(_Job(self.close, loop, closed, _Sync.LEASE, solo=True))
         self._jobs.put(None)
         try:
             await closed
@@ -1053,7 +1073,9 @@ class _Runner:
                 return
             if job.solo:
                 with self._using:
+                    self._finished(1)  # holding the connection: nothing can overtake it now
                     self._solo(job)
+                    self._commits += 1
                 continue
             group = [job]
             while len(group) < _GROUP:
@@ -1066,7 +1088,33 @@ class _Runner:
                     break
                 group.append(following)
             with self._using:
-                self._group(group)
+                self._finished(len(group))  # holding the connection: nothing can overtake them
+                if self._group(group):
+                    self._commits += 1
+                    if self._commits >= _CHECKPOINT_AFTER:
+                        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file (PASSIVE: readers of other processes are
+        not waited for). When all of it was copied the next write starts the WAL over,
+        and SQLite fsyncs its new header then: that write is made here, at once, so that
+        it is never one made on an event loop's thread (`run_here`)."""
+        self._commits = 0
+        core = self.core
+        if core is None or not core.wal:
+            return
+        db = core.db
+        try:
+            _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > 0 and copied == frames:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    version = db.execute("PRAGMA user_version").fetchone()[0]
+                    db.execute(f"PRAGMA user_version={int(version)}")  # a write of page 1
+                finally:
+                    db.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # another process writes or reads: the next checkpoint tries again
 
     def _solo(self, job: _Job) -> None:
         result = _run_alone(job)
@@ -1075,19 +1123,20 @@ class _Runner:
         else:
             _post([result])
 
-    def _group(self, group: list[_Job]) -> None:
+    def _group(self, group: list[_Job]) -> bool:
+        """Run the calls; True when they committed a transaction."""
         core = self.core
         if core is None:
             _post([(job, False, StoreError(_CLOSED)) for job in group])
-            return
+            return False
         if all(job.sync is _Sync.READ for job in group):
             _post([_run_alone(job) for job in group])  # each read sees a committed state
-            return
+            return False
         try:
             done = _transact(core, group)
         except Exception as exc:
             _post([(job, False, exc) for job in group])
-            return
+            return False
         now: list[_Result] = []
         later: list[_Result] = []
         flush = soon = False
@@ -1105,23 +1154,28 @@ class _Runner:
         if flush:
             assert self.flusher is not None
             self.flusher.committed(later, soon=soon)
+        return True
 
     def run_here(self, job: _Job) -> _Result | None:
         """Run a `soon` write on the calling thread when the store's thread has nothing to
         do: an alert's commit without the two wake-ups of a hand-over between threads (a
-        tenth of a millisecond of its latency). None: queue it after all (the store's
-        thread is busy, or another process holds the file's write lock: the event loop
-        never waits for one). No automatic checkpoint runs here (its fsyncs would hold
-        up the event loop); the store's thread runs it at its next commit."""
-        core = self.core
-        if job.sync is not _Sync.SOON or self._stopped or core is None:
+        tenth of a millisecond of its latency). None: queue it after all. The event loop
+        never waits for the disk or another process here: only in WAL mode (a commit does
+        not fsync), never for another process's write lock, and never for a checkpoint
+        (the store's thread runs those, and the write after one that starts the WAL over
+        and fsyncs its header)."""
+        if job.sync is not _Sync.SOON or self._stopped:
             return None
-        if not self._jobs.empty() or not self._using.acquire(blocking=False):
+        if not self._using.acquire(blocking=False):
             return None
         try:
+            core = self.core  # read under the lock: a close holds it
+            if core is None or not core.wal or self._queued:
+                return None  # a call before this one is not finished: calls keep their order
+            if self._commits >= 2 * _CHECKPOINT_AFTER:
+                return None  # the store's thread is owed a checkpoint: let it write
             db = core.db
             db.execute("PRAGMA busy_timeout=0")
-            db.execute("PRAGMA wal_autocheckpoint=0")
             try:
                 ((_, ok, value, wrote),) = _transact(core, [job])
             except sqlite3.OperationalError as exc:
@@ -1131,8 +1185,9 @@ class _Runner:
             except Exception as exc:
                 return (job, False, exc)
             finally:
-                db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
                 db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            if wrote:
+                self._commits += 1
         finally:
             self._using.release()
         if ok and wrote and self.flusher is not None:

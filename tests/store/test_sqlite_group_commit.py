@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import sys
@@ -194,6 +195,18 @@ async def test_an_alerts_fsync_waits_its_short_window_but_not_a_caller_who_needs
         await store.close()
 
 
+async def idle(store: Any) -> None:
+    """Until the store's thread lets go of the connection (after its caller heard back
+    it may still be checkpointing, or waking the fsync thread)."""
+    runner = store._runner
+
+    def wait() -> None:
+        with runner._using:
+            assert not runner._queued
+
+    await asyncio.wait_for(asyncio.to_thread(wait), 10)
+
+
 def threads_of_enqueues(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the threads the store's enqueues run on, as they run."""
     seen: list[str] = []
@@ -215,15 +228,15 @@ async def test_an_events_few_alerts_are_written_on_the_callers_thread_a_big_batc
     store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
     try:
         seen = threads_of_enqueues(store, monkeypatch)
+        await idle(store)
         few = [alert(f"a{n}") for n in range(sqlite._HERE_AT_MOST)]
         many = [alert(f"b{n}") for n in range(sqlite._HERE_AT_MOST + 1)]
         assert await store.enqueue(few, now=1.0, fence=None) == [a.key for a in few]
         assert await store.enqueue(many, now=1.0, fence=None) == [a.key for a in many]
         assert seen == [threading.current_thread().name, "store"]
         # The caller's write leaves the connection as the store's thread needs it: its
-        # commits still checkpoint the WAL, and still wait for another process's lock.
+        # calls still wait for another process's lock.
         db = store.core.db
-        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
         assert not db.in_transaction
     finally:
@@ -270,6 +283,7 @@ async def test_a_refused_write_on_the_callers_thread_is_the_same_error_and_undon
         seen = threads_of_enqueues(store, monkeypatch)
         stale = await store.take_role(INGEST, holder="a", now=1.0)
         fence = await store.take_role(INGEST, holder="b", now=2.0)
+        await idle(store)
         with pytest.raises(FencedOut):
             await store.enqueue([alert("stale")], now=3.0, fence=stale, state={"engine": "x"})
         assert await store.enqueue([alert("k1")], now=3.0, fence=fence) == ["k1"]
@@ -277,5 +291,122 @@ async def test_a_refused_write_on_the_callers_thread_is_the_same_error_and_undon
         assert await store.get("stale") is None
         assert await store.get_state("engine") is None
         assert not store.core.db.in_transaction
+    finally:
+        await store.close()
+
+
+class GatedLock:
+    """The runner's connection lock, but the store's thread stops on its way to it until
+    `gate` is set: the moment after it took a call from its queue and before it runs it."""
+
+    def __init__(self, real: Any, gate: threading.Event, reached: threading.Event) -> None:
+        self._real = real
+        self.gate = gate
+        self.reached = reached
+
+    def acquire(self, blocking: bool = True) -> bool:
+        return bool(self._real.acquire(blocking))
+
+    def release(self) -> None:
+        self._real.release()
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name == "store":
+            self.reached.set()
+            self.gate.wait(10)
+        self._real.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._real.release()
+
+
+async def test_a_call_the_stores_thread_took_is_not_overtaken_by_a_later_write_on_the_callers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine state saved before a price alert's batch must not land after the state
+    that batch carries (a restart would restore a crossing count older than its alerts)."""
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    gate, reached = threading.Event(), threading.Event()
+    try:
+        runner = store._runner
+        monkeypatch.setattr(runner, "_using", GatedLock(runner._using, gate, reached))
+        seen = threads_of_enqueues(store, monkeypatch)
+        older = asyncio.ensure_future(store.set_state("engine", "older", fence=None))
+        assert await asyncio.to_thread(reached.wait, 10)  # taken from the queue, not run
+        newer = asyncio.ensure_future(
+            store.enqueue([alert("k1")], now=1.0, fence=None, state={"engine": "newer"})
+        )
+        await asyncio.sleep(0)  # the enqueue has been asked for before the gate opens
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(older, newer), 10)
+        assert seen == ["store"]  # queued behind the older call, not written at once
+        assert await store.get_state("engine") == "newer"
+    finally:
+        gate.set()
+        await store.close()
+
+
+async def test_the_wal_stays_small_under_writes_made_on_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's automatic checkpoint is off; the store's thread checkpoints, and when only
+    callers write, it is given a write to do before the WAL grows past its bound."""
+    from notifier.store import sqlite
+
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_AFTER", 10)
+    path = tmp_path / "s.db"
+    store = await open_store(str(path), instance="a", durable=True)
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        for n in range(400):
+            await store.enqueue([alert(f"k{n}")], now=1.0, fence=None)
+        wal = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
+        page = store.core.db.execute("PRAGMA page_size").fetchone()[0]
+        assert seen.count("store") >= 400 // 25  # a write for the store's thread in each 21
+        assert wal < 30 * 10 * page  # a few checkpoints' worth, not 400 commits' (>1,000 pages)
+        assert await store.counts() == {PENDING: 400}
+    finally:
+        await store.close()
+
+
+async def test_without_a_wal_every_write_is_left_to_the_stores_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without WAL (a file system without shared memory) a commit fsyncs: never on the loop."""
+    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        monkeypatch.setattr(store.core, "wal", False)
+        assert await store.enqueue([alert("k1")], now=1.0, fence=None) == ["k1"]
+        assert seen == ["store"]
+    finally:
+        await store.close()
+
+
+async def test_the_write_that_starts_the_wal_over_after_a_checkpoint_is_the_stores_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite fsyncs the WAL's new header on the first write after a whole checkpoint:
+    that write is the store's thread's, never an alert's on the event loop."""
+    from notifier.store import sqlite
+
+    monkeypatch.setattr(sqlite, "_CHECKPOINT_AFTER", 5)
+    path = tmp_path / "s.db"
+    store = await open_store(str(path), instance="a", durable=True)
+
+    def header() -> bytes:
+        with open(f"{path}-wal", "rb") as wal:
+            return wal.read(32)  # its checkpoint sequence and salts change on a restart
+
+    try:
+        seen = threads_of_enqueues(store, monkeypatch)
+        for n in range(6):
+            await store.enqueue([alert(f"k{n}")], now=1.0, fence=None)
+        await store.set_state("engine", "x", fence=None)  # the store's thread: a checkpoint
+        await idle(store)
+        before = await asyncio.to_thread(header)
+        await store.enqueue([alert("after")], now=1.0, fence=None)
+        assert seen[-1] == threading.current_thread().name
+        assert await asyncio.to_thread(header) == before
     finally:
         await store.close()
