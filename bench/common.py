@@ -74,7 +74,10 @@ class Daemon:
         state: Path,
         *args: str,
         extra_env: dict[str, str] | None = None,
+        checkout: Path | None = None,
     ) -> None:
+        """`checkout`: run that checkout's daemon (its notifier/) instead of this one's."""
+        self.main = (checkout.resolve() / "bench" if checkout else HERE) / "daemon_main.py"
         info = servers.info
         self.env = {
             **os.environ,
@@ -102,7 +105,7 @@ class Daemon:
         self.started_at = time.monotonic()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(HERE / "daemon_main.py"),
+            str(self.main),
             str(self.rules),
             *self.args,
             stdout=asyncio.subprocess.PIPE,
