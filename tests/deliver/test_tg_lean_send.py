@@ -87,7 +87,9 @@ async def test_an_alerts_request_is_the_one_ptbs_own_method_sends(
     assert fake_telegram.replies_to(-1001234)[-2].message_id == int(number)
 
 
-@pytest.mark.parametrize("answer", [True, {}, {"message_id": "7"}, {"message_id": True}, [{"message_id": 7}]])
+@pytest.mark.parametrize(
+    "answer", [True, {}, {"message_id": "7"}, {"message_id": True}, [{"message_id": 7}]]
+)
 async def test_an_answer_without_a_message_id_is_an_invalid_server_response(answer: Any) -> None:
     class Answering:
         async def _post(self, method: str, data: dict[str, Any]) -> Any:
