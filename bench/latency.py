@@ -74,13 +74,22 @@ def latencies(results: dict[str, object]) -> list[float]:
 
 
 async def daemon_run(
-    servers: Servers, folder: Path, count: int, rate: float, fsync: bool, rep: int
+    servers: Servers,
+    folder: Path,
+    count: int,
+    rate: float,
+    fsync: bool,
+    rep: int,
+    *,
+    prefix: str | None = None,
+    checkout: Path | None = None,
 ) -> list[float]:
+    """The daemon (of `checkout`, else this one) relaying `count` events; their latencies."""
     rules = folder / "rules.yaml"
     rules.write_text(RULES)
     args = ["--limits-scale", "1000"] + ([] if fsync else ["--no-fsync"])
-    prefix = "on" if fsync else "off"
-    daemon = Daemon(servers, rules, folder / f"state-{prefix}-{rep}.db", *args)
+    prefix = prefix or ("on" if fsync else "off")
+    daemon = Daemon(servers, rules, folder / f"state-{prefix}-{rep}.db", *args, checkout=checkout)
     await daemon.start()
     try:
         await servers.post(

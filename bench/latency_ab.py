@@ -20,27 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Daemon, Servers, load_average, machine
-from bench.latency import RULES, Run, bare_relay, latencies, summary
-
-
-async def daemon_run(
-    servers: Servers, checkout: Path | None, folder: Path, count: int, rate: float, tag: str
-) -> list[float]:
-    rules = folder / "rules.yaml"
-    rules.write_text(RULES)
-    daemon = Daemon(
-        servers, rules, folder / f"state-{tag}.db", "--limits-scale", "1000", checkout=checkout
-    )
-    await daemon.start()
-    try:
-        await servers.post(
-            "/_bench/emit", {"count": count, "rate": rate, "prefix": tag, "start": 0}
-        )
-        results = await servers.wait_arrived(tag, count, 120)
-    finally:
-        await daemon.stop()
-    return latencies(results)
+from bench.common import Servers, load_average, machine
+from bench.latency import Run, bare_relay, daemon_run, summary
 
 
 def parse_other(text: str) -> tuple[str, Path]:
@@ -74,11 +55,13 @@ async def main() -> None:
                     else:
                         values = await daemon_run(
                             servers,
-                            daemons[name],
                             Path(tmp),
                             args.events,
                             args.rate,
-                            name + str(rep),
+                            True,
+                            rep,
+                            prefix=name,
+                            checkout=daemons[name],
                         )
                 run = summary(values)
                 runs[name].append(run)
