@@ -118,6 +118,12 @@ def row(name: str, run: Run, count: int) -> str:
     )
 
 
+def ratios(mine: list[Run], relay: list[Run]) -> tuple[list[float], list[float]]:
+    """p50 and p99 over the relay's, repetition by repetition."""
+    pairs = list(zip(mine, relay, strict=True))
+    return [m.p50 / r.p50 for m, r in pairs], [m.p99 / r.p99 for m, r in pairs]
+
+
 def spread(values: list[float], unit: str = "") -> str:
     return f"median {statistics.median(values):.2f}{unit} (min {min(values):.2f}{unit})"
 
@@ -162,8 +168,7 @@ async def main() -> None:
     )
     for name in variants[1:]:
         mine = runs[name]
-        p50 = [m.p50 / r.p50 for m, r in zip(mine, relay, strict=True)]
-        p99 = [m.p99 / r.p99 for m, r in zip(mine, relay, strict=True)]
+        p50, p99 = ratios(mine, relay)
         print(
             f"  {name}: p50 {spread([m.p50 for m in mine], ' ms')}, p99 "
             f"{spread([m.p99 for m in mine], ' ms')}, max "

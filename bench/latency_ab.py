@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Servers, load_average, machine
-from bench.latency import Run, bare_relay, daemon_run, summary
+from bench.latency import Run, bare_relay, daemon_run, ratios, spread, summary
 
 
 def parse_other(text: str) -> tuple[str, Path]:
@@ -67,16 +67,13 @@ async def main() -> None:
                 runs[name].append(run)
                 print(f"  {name:<10} p50 {run.p50:6.2f} ms   p99 {run.p99:6.2f} ms", flush=True)
     relay = runs["relay"]
-    print(f"summary, median (min) over {args.reps} repetitions; ratios within each repetition:")
+    print(f"summary over {args.reps} repetitions (ratios taken within each repetition):")
     for name in daemons:
-        mine = runs[name]
-        p50 = [m.p50 / r.p50 for m, r in zip(mine, relay, strict=True)]
-        p99 = [m.p99 / r.p99 for m, r in zip(mine, relay, strict=True)]
+        p50, p99 = ratios(runs[name], relay)
         print(
-            f"  {name:<10} p50 {statistics.median(m.p50 for m in mine):.2f} ms, "
-            f"{statistics.median(p50):.2f}x ({min(p50):.2f}x); p99 "
-            f"{statistics.median(m.p99 for m in mine):.2f} ms, "
-            f"{statistics.median(p99):.2f}x ({min(p99):.2f}x)"
+            f"  {name:<10} p50 {statistics.median(m.p50 for m in runs[name]):.2f} ms, "
+            f"{spread(p50, 'x')}; p99 {statistics.median(m.p99 for m in runs[name]):.2f} ms, "
+            f"{spread(p99, 'x')}"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -10,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +221,22 @@ def threads_of_enqueues(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str
     return seen
 
 
+@contextlib.asynccontextmanager
+async def durable(path: str) -> AsyncIterator[Any]:
+    """A durable store on `path`, closed afterwards."""
+    store = await open_store(path, instance="a", durable=True)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 async def test_an_events_few_alerts_are_written_on_the_callers_thread_a_big_batch_on_the_stores(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from notifier.store import sqlite
 
-    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
-    try:
+    async with durable(str(tmp_path / "s.db")) as store:
         seen = threads_of_enqueues(store, monkeypatch)
         await idle(store)
         few = [alert(f"a{n}") for n in range(sqlite._HERE_AT_MOST)]
@@ -239,8 +249,6 @@ async def test_an_events_few_alerts_are_written_on_the_callers_thread_a_big_batc
         db = store.core.db
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
         assert not db.in_transaction
-    finally:
-        await store.close()
     reopened = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
     try:
         assert await reopened.counts() == {PENDING: len(few) + len(many)}
@@ -278,8 +286,7 @@ async def test_a_write_lock_held_by_another_process_never_stops_the_event_loop(
 async def test_a_refused_write_on_the_callers_thread_is_the_same_error_and_undone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
-    try:
+    async with durable(str(tmp_path / "s.db")) as store:
         seen = threads_of_enqueues(store, monkeypatch)
         stale = await store.take_role(INGEST, holder="a", now=1.0)
         fence = await store.take_role(INGEST, holder="b", now=2.0)
@@ -291,8 +298,6 @@ async def test_a_refused_write_on_the_callers_thread_is_the_same_error_and_undon
         assert await store.get("stale") is None
         assert await store.get_state("engine") is None
         assert not store.core.db.in_transaction
-    finally:
-        await store.close()
 
 
 class GatedLock:
@@ -355,8 +360,7 @@ async def test_the_wal_stays_small_under_writes_made_on_the_callers_thread(
 
     monkeypatch.setattr(sqlite, "_CHECKPOINT_AFTER", 10)
     path = tmp_path / "s.db"
-    store = await open_store(str(path), instance="a", durable=True)
-    try:
+    async with durable(str(path)) as store:
         seen = threads_of_enqueues(store, monkeypatch)
         for n in range(400):
             await store.enqueue([alert(f"k{n}")], now=1.0, fence=None)
@@ -365,22 +369,17 @@ async def test_the_wal_stays_small_under_writes_made_on_the_callers_thread(
         assert seen.count("store") >= 400 // 25  # a write for the store's thread in each 21
         assert wal < 30 * 10 * page  # a few checkpoints' worth, not 400 commits' (>1,000 pages)
         assert await store.counts() == {PENDING: 400}
-    finally:
-        await store.close()
 
 
 async def test_without_a_wal_every_write_is_left_to_the_stores_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without WAL (a file system without shared memory) a commit fsyncs: never on the loop."""
-    store = await open_store(str(tmp_path / "s.db"), instance="a", durable=True)
-    try:
+    async with durable(str(tmp_path / "s.db")) as store:
         seen = threads_of_enqueues(store, monkeypatch)
         monkeypatch.setattr(store.core, "wal", False)
         assert await store.enqueue([alert("k1")], now=1.0, fence=None) == ["k1"]
         assert seen == ["store"]
-    finally:
-        await store.close()
 
 
 async def test_the_write_that_starts_the_wal_over_after_a_checkpoint_is_the_stores_own(
