@@ -903,10 +903,10 @@ class _Flusher:
             if self._wanted == self._synced + 1:
                 self._dirty_since = time.monotonic()
                 self._cond.notify()  # start the clock
-            if soon and self._soon <= self._synced:
-                self._soon_since = time.monotonic()
-                self._cond.notify()  # start the shorter clock
             if soon:
+                if self._soon <= self._synced:
+                    self._soon_since = time.monotonic()
+                    self._cond.notify()  # start the shorter clock
                 self._soon = self._wanted
             if waiting:
                 self._urgent = self._wanted
@@ -1178,11 +1178,9 @@ class _Runner:
             db.execute("PRAGMA busy_timeout=0")
             try:
                 ((_, ok, value, wrote),) = _transact(core, [job])
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    return None
-                return (job, False, exc)
             except Exception as exc:
+                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                    return None  # another process holds the lock: the store's thread waits
                 return (job, False, exc)
             finally:
                 db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
