@@ -14,7 +14,8 @@ median and minimum are printed with the load average.
    per bot (times --scale, to keep the run short) and Discord's 5 per 2 s per webhook
    (announced in X-RateLimit-* headers, as Discord does). Prints the 429s (target 0) and
    the time against the minimum the limits allow (target <= 1.05x). `--busy` keeps one
-   core busy with a spinning process meanwhile.
+   core busy with a spinning process meanwhile. Each Discord run is followed by a bare
+   aiohttp client against a fresh fake: what the fake and this machine allow at least.
 2. Raw throughput: 1,000 alerts over 20 chats against the fake without limits (client
    limits lifted), and Apprise (a process of its own, run by --apprise-python: an
    interpreter that has Apprise; by default this one if it has it) sending the same
@@ -39,10 +40,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
 import httpx
 from pydantic import SecretStr
 
 from bench.common import busy_core, load_average, machine
+from notifier.deliver.discord import WEBHOOK_CONNECTIONS
 from notifier.deliver.factory import build_senders
 from notifier.deliver.lanes import Delivery
 from notifier.render import telegram as render_telegram
@@ -248,6 +251,42 @@ async def discord_fanout(webhooks: int, per_hook: int, folder: str) -> tuple[flo
     return seconds, limited
 
 
+async def bare_discord_fanout(webhooks: int, per_hook: int) -> float:
+    """The least any client can do against the same fake: one aiohttp session, each
+    webhook's requests in turn, a fixed body, sleeping `X-RateLimit-Reset-After` when the
+    bucket is empty (as discord.py does); no outbox, rendering or library. Seconds from the
+    first request to the last answer."""
+    proc, info = await start_fakes(1.0, webhooks)
+    body = json.dumps(
+        {"content": None, "embeds": [{"title": "Live", "type": "rich"}], "tts": False}
+        | {"allowed_mentions": {"parse": []}}
+    ).encode()
+    try:
+        connector = aiohttp.TCPConnector(limit=WEBHOOK_CONNECTIONS)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def hook(url: str) -> float:
+                for _ in range(per_hook):
+                    async with session.post(
+                        url.replace("https://discord.com/api", info["discord"]),
+                        params={"wait": "1"},
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                    ) as answer:
+                        await answer.read()
+                        assert answer.status == 200, answer.status
+                        if answer.headers.get("X-RateLimit-Remaining") == "0":
+                            await asyncio.sleep(float(answer.headers["X-RateLimit-Reset-After"]))
+                return time.monotonic()
+
+            started = time.monotonic()
+            ends = await asyncio.gather(*(hook(url) for url in info["webhooks"]))
+        assert int((await stats(info["discord_stats"]))["rate_limited"]) == 0
+    finally:
+        await stop_fakes(proc)
+    return max(ends) - started
+
+
 async def fanouts(args: argparse.Namespace, folder: str) -> None:
     if args.only in (None, "tg"):
         per_second = int(30 * args.scale)
@@ -275,17 +314,21 @@ async def fanouts(args: argparse.Namespace, folder: str) -> None:
             f"fan-out Discord: {per_hook} alerts to each of {args.webhooks} webhooks, limit 5 "
             f"per 2 s each, minimum {floor:.2f} s"
         )
-        ratios, limited = [], []
+        ratios, limited, bare = [], [], []
         for rep in range(args.reps):
             seconds, refused = await discord_fanout(args.webhooks, per_hook, folder)
             ratios.append(seconds / floor)
             limited.append(refused)
+            least = await bare_discord_fanout(args.webhooks, per_hook)
+            bare.append(least / floor)
             print(
                 f"  run {rep + 1}: {seconds:.2f} s, ratio {seconds / floor:.3f}, 429s: "
-                f"{refused}; {load_average()}",
+                f"{refused}; a bare aiohttp client: {least:.2f} s, ratio {least / floor:.3f}; "
+                f"{load_average()}",
                 flush=True,
             )
         print(f"  ratio {spread(ratios)} (target <= 1.05), 429s {limited} (target 0)")
+        print(f"  a bare aiohttp client against the same fake: ratio {spread(bare)}")
 
 
 def apprise_python(given: str | None) -> str | None:

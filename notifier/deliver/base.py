@@ -53,15 +53,21 @@ class Gate:
         # (a bot's) is waited for under its lock, so waiting lanes queue in order.
         own = [w for w in windows if not w.shared]
         shared = sorted((w for w in windows if w.shared), key=id)
-        for window in own:
-            await self._free(window)
-        async with contextlib.AsyncExitStack() as stack:
-            for window in shared:
-                lock = self._locks.setdefault(window, asyncio.Lock())
-                await stack.enter_async_context(lock)
+        for window in windows:  # before the first wait: a sweep keeps these (KeyedWindows)
+            window.acquiring += 1
+        try:
+            for window in own:
                 await self._free(window)
-            now = time.monotonic()
-            return [w.take(now) for w in windows]
+            async with contextlib.AsyncExitStack() as stack:
+                for window in shared:
+                    lock = self._locks.setdefault(window, asyncio.Lock())
+                    await stack.enter_async_context(lock)
+                    await self._free(window)
+                now = time.monotonic()
+                return [w.take(now) for w in windows]
+        finally:
+            for window in windows:
+                window.acquiring -= 1
 
     def release(self, windows: list[SlidingWindow], slots: list[Slot]) -> None:
         now = time.monotonic()

@@ -9,6 +9,7 @@ from typing import Any, Final
 import aiohttp
 import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
+from discord.webhook.async_ import async_context
 
 from notifier.deliver.limits import SlidingWindow
 from notifier.log import short_error
@@ -82,6 +83,19 @@ class DiscordHub:
             self.session = None
 
 
+class InvalidAnswer(Exception):
+    """Discord answered a send without the message it made."""
+
+
+def mentions_of(message: render.DiscordMessage) -> discord.AllowedMentions:
+    # Explicit every time: a webhook without allowed_mentions would ping @everyone.
+    if message.mention_role:
+        return discord.AllowedMentions(
+            everyone=False, users=False, roles=[discord.Object(id=message.mention_role)]
+        )
+    return discord.AllowedMentions.none()
+
+
 class DiscordSender:
     channel = "discord"
 
@@ -120,28 +134,30 @@ class DiscordSender:
         return self._windows
 
     def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
-        # Explicit every time: a webhook without allowed_mentions would ping @everyone.
-        if message.mention_role:
-            return discord.AllowedMentions(
-                everyone=False, users=False, roles=[discord.Object(id=message.mention_role)]
-            )
-        return discord.AllowedMentions.none()
+        return mentions_of(message)
 
     def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
         return RENDERED.get((rendering_key(payload), self.target.mention_role), render_alert)
 
     async def send(self, payload: dict[str, Any]) -> str | None:
+        if self._webhook is not None:
+            # discord.py's own webhook request (its bucket, retries and errors) with the
+            # body its `Webhook.send` builds, made once per rendering and not turned back
+            # into a `WebhookMessage` (tests/deliver/test_discord_lean_send.py).
+            key = (rendering_key(payload), self.target.mention_role, self.target.username)
+            data = await async_context.get().execute_webhook(
+                self._webhook_id,
+                self._secret,
+                session=self._webhook.session,
+                payload=BODIES.get(key, webhook_body),
+                wait=True,
+            )
+            if not isinstance(data, dict) or not isinstance(data.get("id"), str | int):
+                raise InvalidAnswer("Discord's answer carries no message id")
+            return str(data["id"])
         message = self._message(payload)
         embed = discord.Embed.from_dict(message.embed)
         mentions = self._mentions(message)
-        if self._webhook is not None:
-            options: dict[str, Any] = {"embed": embed, "allowed_mentions": mentions, "wait": True}
-            if message.content:
-                options["content"] = message.content
-            if self.target.username:
-                options["username"] = self.target.username
-            sent = await self._webhook.send(**options)
-            return str(sent.id) if sent is not None else None
         assert self._hub.http is not None and self.target.channel_id is not None
         with handle_message_parameters(
             content=message.content, embed=embed, allowed_mentions=mentions
@@ -238,3 +254,25 @@ def render_alert(key: tuple[dict[str, Any], int | None]) -> render.DiscordMessag
     payload, role = key
     view = AlertView.from_json(payload["view"])
     return render.render(view, payload.get("template"), mention_role=role)
+
+
+# A webhook's JSON body by rendering, role and display name: one fan-out, one body.
+BODIES: Recent[tuple[dict[str, Any], int | None, str | None], dict[str, Any]] = Recent()
+
+
+def webhook_body(key: tuple[dict[str, Any], int | None, str | None]) -> dict[str, Any]:
+    """The JSON `Webhook.send(embed=..., content=..., username=..., allowed_mentions=...)`
+    posts, built by the same `handle_message_parameters`."""
+    rendering, role, username = key
+    message = RENDERED.get((rendering, role), render_alert)
+    options: dict[str, Any] = {
+        "embed": discord.Embed.from_dict(message.embed),
+        "allowed_mentions": mentions_of(message),
+    }
+    if message.content:
+        options["content"] = message.content
+    if username:
+        options["username"] = username
+    with handle_message_parameters(**options) as params:
+        assert params.payload is not None
+        return params.payload

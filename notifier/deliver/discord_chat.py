@@ -20,7 +20,7 @@ from notifier.deliver.discord import (
     render_alert,
     rendering_key,
 )
-from notifier.deliver.limits import SlidingWindow
+from notifier.deliver.limits import KeyedWindows, SlidingWindow
 from notifier.log import event, get_logger, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
@@ -67,6 +67,23 @@ def _bot_window(hub: DiscordHub) -> SlidingWindow:
     return window
 
 
+# One window per channel or DM per hub, kept across the lanes a chat opens and closes.
+_CHAT_WINDOWS: weakref.WeakKeyDictionary[DiscordHub, KeyedWindows] = weakref.WeakKeyDictionary()
+
+
+def _chat_window(hub: DiscordHub, key: str) -> SlidingWindow:
+    """`key` is "c<channel id>" or "d<user id>" (see `KeyedWindows`: asked for each send)."""
+    windows = _CHAT_WINDOWS.get(hub)
+    if windows is None:
+
+        def make(key: str) -> SlidingWindow:
+            count, seconds = CHANNEL_LIMIT if key.startswith("c") else DM_LIMIT
+            return SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)
+
+        windows = _CHAT_WINDOWS[hub] = KeyedWindows(make)
+    return windows.get(key)
+
+
 def lost_channel_reason(error: BaseException) -> str | None:
     """The paused_reason for a send that failed because the bot lost the channel (missing
     permissions or access, or the channel is gone); None for any other failure."""
@@ -94,10 +111,10 @@ def _mentions(role: int | None) -> discord.AllowedMentions:
 class _ChatSender:
     channel = "discord"
 
-    def __init__(self, name: str, hub: DiscordHub, window: SlidingWindow) -> None:
+    def __init__(self, name: str, hub: DiscordHub, window: str) -> None:
         self.name = name
         self._hub = hub
-        self._window = window
+        self._window = window  # its key (see `_chat_window`)
         self.lost: str | None = None  # set by classify when the bot lost the chat
 
     async def start(self) -> None:
@@ -107,7 +124,7 @@ class _ChatSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return [_bot_window(self._hub), self._window]
+        return [_bot_window(self._hub), _chat_window(self._hub, self._window)]
 
     def classify(self, error: BaseException) -> Failure:
         self.lost = lost_channel_reason(error)
@@ -137,8 +154,7 @@ class DiscordChannelSender(_ChatSender):
         *,
         components_for: ComponentsFor | None = None,
     ) -> None:
-        count, seconds = CHANNEL_LIMIT
-        super().__init__(name, hub, SlidingWindow(max(1, int(count * hub.limits_scale)), seconds))
+        super().__init__(name, hub, f"c{int(channel_id)}")
         self.channel_id = int(channel_id)
         self._components_for = components_for
 
@@ -173,8 +189,7 @@ class DiscordDmSender(_ChatSender):
     """Alerts to a member's DMs (`@dcdm:<user>`): the DM channel is opened once and kept."""
 
     def __init__(self, name: str, user_id: int, hub: DiscordHub) -> None:
-        count, seconds = DM_LIMIT
-        super().__init__(name, hub, SlidingWindow(max(1, int(count * hub.limits_scale)), seconds))
+        super().__init__(name, hub, f"d{int(user_id)}")
         self.user_id = int(user_id)
         self._dm_channel: int | None = None
 

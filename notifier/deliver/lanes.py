@@ -146,6 +146,7 @@ class Delivery:
         self._handed.pop(name, None)
         self._alive.pop(name, None)
         self._unclaimed.discard(name)
+        self._answered.discard(name)  # 20,000 chats must not stay 20,000 entries
         while self._waiting_chats and self._chat_lanes < MAX_CHAT_LANES:
             waiting = next(iter(self._waiting_chats))
             del self._waiting_chats[waiting]

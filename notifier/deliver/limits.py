@@ -10,11 +10,13 @@ its answer) and the last arriving (after its start) there are then always T seco
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     started: float
     ended: float | None = None  # None while the request is in flight
@@ -33,6 +35,15 @@ class SlidingWindow:
         self.window = window + margin
         self.shared = shared  # used by many destinations (a bot), not one chat
         self._slots: deque[Slot] = deque()  # in start order
+        self.acquiring = 0  # sends between asking for this window and taking a slot
+
+    def quiet(self, now: float) -> bool:
+        """Nobody is about to take a slot, none is in flight, and every one ended a whole
+        window ago: the same as a new window."""
+        horizon = now - self.window
+        return not self.acquiring and all(
+            s.ended is not None and s.ended <= horizon for s in self._slots
+        )
 
     def wait_time(self, now: float) -> float | None:
         """0.0 when a request may start now; else seconds to wait, or None when only an
@@ -56,3 +67,41 @@ class SlidingWindow:
         slot = Slot(now)
         self._slots.append(slot)
         return slot
+
+
+_SWEEP_AT = 1024  # windows kept before the first sweep
+
+
+class KeyedWindows:
+    """One window per key (a chat), shared by everything sent there: alerts of every lane
+    of the chat and command replies. A quiet window is the same as a new one, so it is let
+    go: after a go-live to 20,000 chats the windows of the last few seconds stay, not
+    20,000 (the table is swept each time it has doubled, so the work stays in proportion).
+
+    Whoever sends asks for the window each time, just before `Gate.acquire` (which marks it
+    `acquiring` before its first wait): a window kept from earlier may have been let go
+    since, and two windows for one chat would let twice the limit through."""
+
+    def __init__(
+        self, make: Callable[[str], SlidingWindow], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._make = make
+        self._clock = clock
+        self._windows: dict[str, SlidingWindow] = {}
+        self._sweep_at = _SWEEP_AT
+
+    def get(self, key: str) -> SlidingWindow:
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self._sweep_at:
+                self._sweep()
+            window = self._windows[key] = self._make(key)
+        return window
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        self._windows = {k: w for k, w in self._windows.items() if not w.quiet(now)}
+        self._sweep_at = max(2 * len(self._windows), _SWEEP_AT)

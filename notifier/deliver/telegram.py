@@ -25,7 +25,7 @@ from telegram.error import (
 )
 
 from notifier.deliver.base import NotModified
-from notifier.deliver.limits import SlidingWindow
+from notifier.deliver.limits import KeyedWindows, SlidingWindow
 from notifier.deliver.tg_request import AiohttpRequest
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
@@ -80,22 +80,20 @@ class TelegramBot:
         self._requests = (request, updates)
         self.limits_scale = limits_scale
         self.window = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
-        self._chat_windows: dict[str, SlidingWindow] = {}
+        self._chat_windows = KeyedWindows(self._new_chat_window)
         self._started = False
         self._starting = asyncio.Lock()
 
     def chat_window(self, chat_id: int | str) -> SlidingWindow:
         """Telegram's limit for one chat (1 a second private, 20 a minute in a group), one
-        window per chat for everything this bot sends there: alerts and command replies."""
-        key = str(chat_id)
-        window = self._chat_windows.get(key)
-        if window is None:
-            count, seconds = GROUP_LIMIT if _is_group(chat_id) else PRIVATE_LIMIT
-            window = SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
-            self._chat_windows[key] = window
-            if len(self._chat_windows) > 100_000:  # chats long quiet: their windows are empty
-                self._chat_windows.pop(next(iter(self._chat_windows)))
-        return window
+        window per chat for everything this bot sends there: alerts and command replies.
+        Asked for at each send (see `KeyedWindows`)."""
+        return self._chat_windows.get(str(chat_id))
+
+    def _new_chat_window(self, key: str) -> SlidingWindow:
+        # A user's id is positive; groups, supergroups and channels are negative or @name.
+        count, seconds = PRIVATE_LIMIT if key.isdigit() else GROUP_LIMIT
+        return SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
 
     async def start(self) -> None:
         if self._started:
@@ -131,7 +129,6 @@ class TelegramSender:
         self._keyboard = keyboard
         self.chat_id: int | str = target.chat_id
         self._bot = bot
-        self._chat_window = bot.chat_window(target.chat_id)
 
     async def start(self) -> None:
         await self._bot.start()
@@ -140,7 +137,7 @@ class TelegramSender:
         pass  # the bot is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return [self._bot.window, self._chat_window]
+        return [self._bot.window, self._bot.chat_window(self.chat_id)]
 
     def _common(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -265,11 +262,6 @@ def _render(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:
     if payload.get("plain"):
         return render.TelegramMessage(render.as_plain(message), message.photo), True
     return message, False
-
-
-def _is_group(chat_id: int | str) -> bool:
-    # Groups, supergroups and channels have negative ids or an @username; users positive.
-    return isinstance(chat_id, str) or chat_id < 0
 
 
 def _photo_problem(error: BadRequest) -> bool:

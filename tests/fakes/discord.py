@@ -1125,6 +1125,7 @@ class FakeDiscord(Recorder):
             "method": "POST",
             "where": where,
             "body": body,
+            "query": dict(request.query),
             "ok": False,
             "at": time.monotonic(),
         }

@@ -1,0 +1,161 @@
+"""One rate window per chat, kept while it counts and let go when it is quiet: a fan-out
+to 20,000 chats does not leave 20,000 windows behind, and no chat ever has two."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+
+from notifier.deliver.base import GATE
+from notifier.deliver.console import ConsoleSender
+from notifier.deliver.discord import DiscordHub
+from notifier.deliver.discord_chat import DiscordChannelSender, DiscordDmSender
+from notifier.deliver.lanes import Delivery
+from notifier.deliver.limits import KeyedWindows, SlidingWindow
+from notifier.deliver.telegram import TelegramBot, TelegramSender
+from notifier.rules.schema import TelegramTarget
+from notifier.store import open_store
+from tests.deliver.harness import new_alert
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def windows_at(clock: Clock) -> KeyedWindows:
+    return KeyedWindows(lambda key: SlidingWindow(1, 1.0), clock=clock)
+
+
+def send_once(window: SlidingWindow, at: float) -> None:
+    window.take(at).settle(at)
+
+
+def test_quiet_windows_are_let_go_so_a_fan_out_leaves_few_behind() -> None:
+    clock = Clock()
+    windows = windows_at(clock)
+    for n in range(20_000):  # 1,000 chats a second, one message each
+        clock.now = 1_000.0 + n / 1_000
+        send_once(windows.get(str(n)), clock.now)
+    # Only the windows of the last second or two can still count: the table is swept
+    # each time it doubles, so at most about twice those (and never fewer than 1,024).
+    assert len(windows) <= 4 * 1_024
+
+
+def test_a_window_that_still_counts_is_the_same_window_after_a_sweep() -> None:
+    clock = Clock()
+    windows = windows_at(clock)
+    recent, in_flight, asking = windows.get("recent"), windows.get("flight"), windows.get("ask")
+    send_once(recent, clock.now - 0.5)  # ended half a second ago: one more would be too many
+    in_flight.take(clock.now - 50)  # an answer still awaited, however long ago it started
+    asking.acquiring += 1  # a send between asking for the window and taking its slot
+    quiet = windows.get("quiet")
+    send_once(quiet, clock.now - 5)
+    for n in range(3_000):  # enough new chats for sweeps
+        windows.get(f"new{n}")
+    assert windows.get("recent") is recent
+    assert windows.get("flight") is in_flight
+    assert windows.get("ask") is asking
+    assert windows.get("quiet") is not quiet  # let go: a new window is the same thing
+
+
+async def test_a_send_waiting_in_the_gate_keeps_its_window_through_a_sweep() -> None:
+    # The bot-wide window is full with an answer in flight: the chat's send waits in the
+    # gate with the chat's window in hand, which is quiet (nothing sent there yet).
+    clock = Clock()
+    clock.now = time.monotonic() + 100  # every slot ended long "ago" for the sweep
+    windows = windows_at(clock)
+    bot = SlidingWindow(1, 1.0, shared=True)
+    busy = await GATE.acquire([bot])
+    chat = windows.get("42")
+    waiting = asyncio.create_task(GATE.acquire([bot, chat]))
+    await asyncio.sleep(0)  # it enters the gate and waits for the bot's answer
+    assert not waiting.done()
+    for n in range(3_000):
+        windows.get(f"other{n}")
+    GATE.release([bot], busy)
+    slots = await waiting
+    # The slot it took is in the chat's one window: the next send there waits for it.
+    assert windows.get("42") is chat
+    assert chat.wait_time(time.monotonic()) != 0.0
+    GATE.release([bot, chat], slots)
+
+
+def test_telegram_chat_limits_follow_the_kind_of_chat() -> None:
+    bot = TelegramBot("123:TEST", "http://127.0.0.1:9")
+    assert bot.chat_window(42).limit == 1  # a user: 1 a second
+    assert bot.chat_window("42").limit == 1
+    assert bot.chat_window(-100123).limit == 20  # a group: 20 a minute
+    assert bot.chat_window("@channel").limit == 20
+
+
+def test_a_chat_lane_opened_again_sends_in_the_window_of_the_one_before() -> None:
+    bot = TelegramBot("123:TEST", "http://127.0.0.1:9")
+    first = TelegramSender("@tg:42", TelegramTarget(chat_id=42), bot)
+    _, window = first.windows()
+    send_once(window, time.monotonic())
+    del first  # the lane closed; a new alert opens another for the same chat
+    again = TelegramSender("@tg:42", TelegramTarget(chat_id=42), bot)
+    assert again.windows()[1] is window
+    assert window.wait_time(time.monotonic()) != 0.0
+    # A topic of the same chat counts against the same chat.
+    topic = TelegramSender("@tg:42:7", TelegramTarget(chat_id=42, thread_id=7), bot)
+    assert topic.windows()[1] is window
+
+
+def test_discord_channel_and_dm_lanes_opened_again_share_their_window() -> None:
+    hub = DiscordHub("http://127.0.0.1:9", "bot-token")
+    channel = DiscordChannelSender("@dc:5", 5, hub).windows()[1]
+    send_once(channel, time.monotonic())
+    assert DiscordChannelSender("@dc:5", 5, hub).windows()[1] is channel
+    dm = DiscordDmSender("@dcdm:5", 5, hub).windows()[1]
+    assert dm is not channel  # a user's DMs are not the channel with the same id
+    assert DiscordDmSender("@dcdm:5", 5, hub).windows()[1] is dm
+
+
+async def test_chat_lanes_that_closed_leave_no_entry_behind(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    marks: list[tuple[str, str | None]] = []
+    delivery = Delivery(
+        store,
+        {"t": ConsoleSender("t", io.StringIO())},  # a lane of the rules file, as always
+        chat_sender=lambda name: ConsoleSender(name, io.StringIO()),
+        on_reachability=lambda name, problem: marks.append((name, problem)),
+    )
+    all_closed = asyncio.Event()
+    close_lane = delivery._close_lane
+
+    def closing(name: str) -> None:
+        close_lane(name)
+        if len(delivery.senders) == 1:  # only the rules file's own lane is left
+            all_closed.set()
+
+    delivery._close_lane = closing  # type: ignore[method-assign]
+    running = asyncio.create_task(delivery.run())
+    chats = [f"@tg:{7_000 + n}" for n in range(300)]
+    try:
+        await asyncio.sleep(0)  # the delivery's task group exists
+        await store.enqueue([new_alert(chat) for chat in chats], now=time.time(), fence=None)
+        for chat in chats:
+            delivery.wake(chat)
+        async with asyncio.timeout(30), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats))
+        # Each lane closes once its outbox is empty (it looks once more after its send).
+        async with asyncio.timeout(30):
+            await all_closed.wait()
+        assert not delivery._answered
+        # A chat that answers again after its lane closed still clears its mark.
+        await store.enqueue([new_alert(chats[0])], now=time.time(), fence=None)
+        delivery.wake(chats[0])
+        async with asyncio.timeout(30), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 1)
+        assert marks.count((chats[0], None)) == 2
+    finally:
+        delivery.stop()
+        await running
+        await store.close()

@@ -1,0 +1,100 @@
+"""An alert's Discord webhook request is exactly what discord.py's own `Webhook.send`
+would post for it, for every option a destination or an alert can carry; only the
+answer is not turned into a `WebhookMessage`."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import discord
+import pytest
+from discord.webhook.async_ import async_context
+
+from notifier.deliver.discord import (
+    DiscordHub,
+    DiscordSender,
+    InvalidAnswer,
+    classify,
+    mentions_of,
+    render_alert,
+    rendering_key,
+)
+from notifier.outbox.policy import Outcome
+from notifier.rules.schema import DiscordTarget
+from tests.deliver.harness import live_view
+from tests.fakes.discord import FakeDiscord
+
+OPTIONS = list(
+    itertools.product(
+        (None, 4242),  # the one role a message may mention
+        (None, "Alerts"),  # the webhook's display name
+        ("https://assets.parti.com/t.png", ""),  # a picture in the embed or none
+        (None, "{user_name} is live: {title}"),  # a template (content and embed from it)
+    )
+)
+
+
+async def reference(sender: DiscordSender, payload: dict[str, Any]) -> None:
+    """The same alert through discord.py's public `Webhook.send`, as sent before."""
+    message = render_alert((rendering_key(payload), sender.target.mention_role))
+    options: dict[str, Any] = {
+        "embed": discord.Embed.from_dict(message.embed),
+        "allowed_mentions": mentions_of(message),
+        "wait": True,
+    }
+    if message.content:
+        options["content"] = message.content
+    if sender.target.username:
+        options["username"] = sender.target.username
+    assert sender._webhook is not None
+    await sender._webhook.send(**options)
+
+
+@pytest.mark.parametrize(("role", "username", "image", "template"), OPTIONS)
+async def test_a_webhook_alerts_request_is_the_one_discord_pys_webhook_send_posts(
+    fake_discord: FakeDiscord,
+    role: int | None,
+    username: str | None,
+    image: str,
+    template: str | None,
+) -> None:
+    url = fake_discord.add_webhook(900)
+    hub = DiscordHub(fake_discord.api_url, None)
+    target = DiscordTarget(webhook_url=url, mention_role=role, username=username)
+    sender = DiscordSender("d", target, hub)
+    payload: dict[str, Any] = {"view": live_view(image=image).to_json(), "template": template}
+    await sender.start()
+    try:
+        message_id = await sender.send(payload)
+        await reference(sender, payload)
+    finally:
+        await hub.close()
+    mine, theirs = fake_discord.sent()[-2:]
+    assert mine["where"] == theirs["where"] == "webhook:900"
+    assert mine["body"] == theirs["body"]
+    assert mine["query"] == theirs["query"]
+    assert message_id == str(mine["id"])
+
+
+@pytest.mark.parametrize("answer", [None, {}, {"id": None}, [{"id": "7"}], "7"])
+async def test_an_answer_without_a_message_id_is_retried_not_taken_as_sent(
+    fake_discord: FakeDiscord, answer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Answering:
+        async def execute_webhook(self, *args: Any, **kwargs: Any) -> Any:
+            return answer
+
+    url = fake_discord.add_webhook(901)
+    hub = DiscordHub(fake_discord.api_url, None)
+    sender = DiscordSender("d", DiscordTarget(webhook_url=url), hub)
+    await sender.start()
+    token = async_context.set(Answering())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InvalidAnswer) as caught:
+            await sender.send({"view": live_view().to_json(), "template": None})
+    finally:
+        async_context.reset(token)
+        await hub.close()
+    assert sender.classify(caught.value).outcome is Outcome.BACKOFF
+    assert classify(caught.value).outcome is Outcome.BACKOFF
