@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from notifier.parti.models import CalendarEvent, ChannelLive, PriceUpdate
@@ -54,6 +55,10 @@ class Reason(Enum):
     NOT_DUE = "reminder not due yet"
     ALREADY_STARTED = "event already started"
     ALREADY_REMINDED = "already reminded"
+
+
+# A live match's details: none. One shared, never changed, for 20,000 matches of a go-live.
+NO_DETAILS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -1112,7 +1117,7 @@ class Engine:
                 identity,
                 now,
                 event,
-                {},
+                NO_DETAILS,
                 explain,
             )
         if subs:
@@ -1150,7 +1155,7 @@ class Engine:
                     identity,
                     now,
                     event,
-                    {},
+                    NO_DETAILS,
                 )
                 if until is None:
                     reason = Reason.FIRED

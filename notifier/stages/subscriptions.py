@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from importlib import import_module
 
 from notifier.log import event, get_logger, short_error
 from notifier.rules.engine import Engine
@@ -21,6 +22,13 @@ from notifier.store.types import Subscription as Stored
 
 _log = get_logger("subscriptions")
 SYNC_EVERY = 0.5
+# The senders a platform's subscriptions need, imported once the first one is synced (a
+# first go-live to 20,000 chats then does not wait for python-telegram-bot to import, and
+# its memory is not counted as the fan-out's).
+SENDER_MODULES = {
+    "telegram": "notifier.deliver.telegram",
+    "discord": "notifier.deliver.discord_chat",
+}
 
 
 def as_rule_subscription(stored: Stored) -> Subscription | None:
@@ -62,6 +70,7 @@ class SubscriptionSync:
         self.clock = clock
         self.version = 0
         self._engine: Engine | None = None
+        self._imported: set[str] = set()
         self.synced = asyncio.Event()  # set after each pass (tests wait on it)
 
     async def run(self) -> None:
@@ -101,6 +110,9 @@ class SubscriptionSync:
                 continue
             self.core.subscriptions[sub.id] = sub
             applied += 1
+            if sub.platform not in self._imported:
+                self._imported.add(sub.platform)
+                import_module(SENDER_MODULES[sub.platform])
         self.version = changes.version
         if applied:
             event(_log, "subscriptions.synced", applied=applied, version=self.version)
