@@ -165,10 +165,7 @@ async def deliver_all(
             batch, now=time.time(), lease=LEASE, room=delivery.room(), fence=None
         )
         added = set(keys)
-        for alert in batch:
-            if alert.key in added:
-                delivery.wake(alert.destination)
-        delivery.hand(rows)
+        delivery.written([(a.key, a.destination) for a in batch if a.key in added], rows)
     total = len(alerts)
     async with delivery.settled:
         await delivery.settled.wait_for(lambda: delivery.sent_count >= total)

@@ -99,6 +99,7 @@ class Delivery:
         self._answered: set[str] = set()
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
+        self._sent_last: dict[str, str] = {}  # destination -> the key it last sent
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
         # Rows handed over already leased (fresh alerts, or the rest of a claimed batch):
         # sent without a claim.
@@ -147,6 +148,7 @@ class Delivery:
         self._alive.pop(name, None)
         self._unclaimed.discard(name)
         self._answered.discard(name)  # 20,000 chats must not stay 20,000 entries
+        self._sent_last.pop(name, None)
         while self._waiting_chats and self._chat_lanes < MAX_CHAT_LANES:
             waiting = next(iter(self._waiting_chats))
             del self._waiting_chats[waiting]
@@ -157,12 +159,27 @@ class Delivery:
         flood costs disk, not memory."""
         return {name: max(0, HAND_LIMIT - len(q)) for name, q in self._handed.items()}
 
-    def hand(self, rows: list[Row]) -> None:
-        """Take rows leased to this process (by `enqueue_leased`) straight to their lanes."""
+    def hand(self, rows: list[Row]) -> set[str]:
+        """Take rows leased to this process (by `enqueue_leased`) straight to their lanes;
+        returns the keys handed. A chat's lane that closed since `room` opens again."""
+        handed: set[str] = set()
         for row in rows:
-            if row.destination in self._handed:
-                self._handed[row.destination].append(row)
-                self._wake[row.destination].set()
+            destination = row.destination
+            if destination not in self._handed and not self._open_lane(destination):
+                continue
+            self._handed[destination].append(row)
+            self._wake[destination].set()
+            handed.add(row.key)
+        return handed
+
+    def written(self, added: Iterable[tuple[str, str]], rows: list[Row]) -> None:
+        """New outbox rows, as (key, destination), after a write: those leased to this
+        process (`rows`) go to their lanes, which send them without a claim; the others
+        wake their lane to claim them."""
+        handed = self.hand(rows)
+        for key, destination in added:
+            if key not in handed:
+                self.wake(destination)
 
     def wake_all(self) -> None:
         """Every lane looks at the outbox (rows another delivery left, or a stop)."""
@@ -343,6 +360,11 @@ class Delivery:
         # The last claim came back short: until a wait runs out or rows are written for
         # this destination without a hand-off, another claim would come back empty.
         drained = False
+        # `due` is still the outbox's next due time for this destination: since it was
+        # read, only handed rows were sent here (and recorded as sent), which leaves it
+        # as it was. Anything else (a claim, a failure, a lease run out) reads it again.
+        due_known = False
+        due: float | None = None
         while not self._stopping.is_set():
             now = self.clock()
             if paused_until > now:
@@ -358,11 +380,16 @@ class Delivery:
                 continue
             while handed and (handed[0].lease_until or 0.0) <= now + 1.0:
                 handed.popleft()  # its lease ran out while the lane waited: claim decides
+                drained = due_known = False
             if handed:
-                paused_until = await self._process(sender, handed.popleft())
+                row = handed.popleft()
+                paused_until = await self._process(sender, row)
+                if paused_until or self._sent_last.get(name) != row.key:
+                    due_known = False
                 continue
             rows: list[Row] = []
             if not drained or name in self._unclaimed:
+                due_known = False
                 self._unclaimed.discard(name)
                 wake.clear()  # this claim answers every wake-up so far
                 with self._busy():  # a claim in progress counts as in flight for `drain`
@@ -377,7 +404,9 @@ class Delivery:
                         return
                 drained = len(rows) < CLAIM_BATCH
             if not rows:
-                due = await self.outbox.next_due(name)
+                if not due_known or self.exclusive:
+                    due = await self.outbox.next_due(name)
+                    due_known = True
                 if (
                     due is None
                     and name.startswith("@")
@@ -398,12 +427,18 @@ class Delivery:
 
     async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> bool:
         """Until woken (new work), stopped, or `timeout`; no `wake` for a pause. False
-        when the time ran out."""
-        waits = [self._stopping.wait()] + ([wake.wait()] if wake is not None else [])
+        when the time ran out. One event is waited for: `stop` sets every lane's `wake`
+        (`wake_all`) after `_stopping`, which is looked at first."""
+        if self._stopping.is_set():
+            return True
+        flag = wake if wake is not None else self._stopping
         woken = True
         try:
-            async with asyncio.timeout(timeout):
-                await _first(*waits)
+            if timeout is None:
+                await flag.wait()
+            else:
+                async with asyncio.timeout(timeout):
+                    await flag.wait()
         except TimeoutError:
             woken = False
         if wake is not None:
@@ -503,6 +538,7 @@ class Delivery:
         )
         self._reachable(row.destination)
         self.sent_count += 1
+        self._sent_last[row.destination] = row.key
         self.metrics.sent.labels(destination=destination_label(row.destination)).inc()
         self.metrics.latency.observe(max(0.0, now - row.event_at))
         event(
@@ -661,12 +697,3 @@ def _refused_for_good(reason: str) -> bool:
             "cannot send messages to this user",
         )
     )
-
-
-async def _first(*waits: Any) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

@@ -180,12 +180,9 @@ class Writer:
                 self.core.state_dirty = True  # not saved after all
             raise
         added = set(keys)  # a key already in the outbox is a no-op, not a new alert
-        for alert in alerts:
-            if alert.key in added:
-                self.core.metrics.matches.labels(
-                    destination=destination_label(alert.destination)
-                ).inc()
-                delivery.wake(alert.destination)
-        delivery.hand(rows)
+        new = [(a.key, a.destination) for a in alerts if a.key in added]
+        for _, destination in new:
+            self.core.metrics.matches.labels(destination=destination_label(destination)).inc()
+        delivery.written(new, rows)
         if self.on_written is not None:
             self.on_written([a for a in alerts if a.key in added])

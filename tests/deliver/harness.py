@@ -84,11 +84,12 @@ class Harness:
 
     async def hand(self, *alerts: NewAlert) -> None:
         """Write alerts leased to the lanes and hand them over, as the writer does."""
-        _, rows = await self.outbox.enqueue_leased(
+        keys, rows = await self.outbox.enqueue_leased(
             list(alerts), now=time.time(), lease=120.0, room=self.delivery.room(), fence=None
         )
         assert len(rows) == len(alerts)
-        self.delivery.hand(rows)
+        added = set(keys)
+        self.delivery.written([(a.key, a.destination) for a in alerts if a.key in added], rows)
 
     async def row(self, key: str) -> Row:
         row = await self.outbox.get(key)

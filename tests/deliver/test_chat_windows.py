@@ -1,5 +1,6 @@
 """One rate window per chat, kept while it counts and let go when it is quiet: a fan-out
-to 20,000 chats does not leave 20,000 windows behind, and no chat ever has two."""
+to 20,000 chats does not leave 20,000 windows behind, and no chat ever has two. A chat's
+lane leaves nothing behind when it closes, and opens again for rows leased to it."""
 
 from __future__ import annotations
 
@@ -118,7 +119,9 @@ def test_discord_channel_and_dm_lanes_opened_again_share_their_window() -> None:
     assert DiscordDmSender("@dcdm:5", 5, hub).windows()[1] is dm
 
 
-async def test_chat_lanes_that_closed_leave_no_entry_behind(tmp_path: Path) -> None:
+async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_leased_to_them(
+    tmp_path: Path,
+) -> None:
     store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     marks: list[tuple[str, str | None]] = []
     delivery = Delivery(
@@ -155,6 +158,17 @@ async def test_chat_lanes_that_closed_leave_no_entry_behind(tmp_path: Path) -> N
         async with asyncio.timeout(30), delivery.settled:
             await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 1)
         assert marks.count((chats[0], None)) == 2
+        # A write that counted on a lane that closed before its rows came back (`room`
+        # was taken while it was open): the rows leased to it open it again, rather
+        # than wait out their lease.
+        late = new_alert(chats[1])
+        _, rows = await store.enqueue_leased(
+            [late], now=time.time(), lease=120.0, room={chats[1]: 10}, fence=None
+        )
+        assert chats[1] not in delivery.senders and [r.key for r in rows] == [late.key]
+        delivery.written([(late.key, late.destination)], rows)
+        async with asyncio.timeout(10), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 2)
     finally:
         delivery.stop()
         await running

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.deliver.lanes import CLAIM_BATCH
+from notifier.outbox.policy import RetryPolicy
 from notifier.store.types import SENT, Row
 from tests.deliver.harness import Harness, harness, live_view, new_alert
 from tests.fakes.telegram import FakeTelegram
@@ -26,6 +27,20 @@ def count_claims(h: Harness) -> list[int]:
 
     h.outbox.claim = counting  # type: ignore[method-assign]
     return claims
+
+
+def count_due_looks(h: Harness) -> list[float | None]:
+    """What each look of the lanes at the outbox's next due time found, from now on."""
+    looks: list[float | None] = []
+    next_due = h.outbox.next_due
+
+    async def counting(destination: str) -> float | None:
+        due = await next_due(destination)
+        looks.append(due)
+        return due
+
+    h.outbox.next_due = counting  # type: ignore[method-assign]
+    return looks
 
 
 async def warmed_up(h: Harness) -> list[int]:
@@ -89,3 +104,35 @@ async def test_rows_handed_while_the_lane_sends_cost_no_claim_either(
         await h.enqueue(last)
         await h.wait_state(last.key, SENT)
     assert claims == [1]
+
+
+async def test_rows_handed_and_sent_cost_no_look_at_the_outbox_either(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        await warmed_up(h)
+        looks = count_due_looks(h)
+        fresh = [new_alert("group") for _ in range(5)]
+        for alert in fresh:  # one at a time: the lane waits between them
+            await h.hand(alert)
+            await h.wait_state(alert.key, SENT)
+    # Sent and recorded: the next due time the lane read before is still the outbox's.
+    assert looks == []
+
+
+async def test_a_handed_row_that_failed_is_sent_when_its_retry_comes_due(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    policy = RetryPolicy(base=0.2, cap=0.2)
+    async with harness(
+        tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000, policy=policy
+    ) as h:
+        await warmed_up(h)
+        looks = count_due_looks(h)
+        fake_telegram.fail(502, "Bad Gateway", methods=("sendMessage",))
+        failing = new_alert("group")
+        await h.hand(failing)
+        row = await h.wait_state(failing.key, SENT)
+    assert row.attempts == 2
+    # The failure changed when the lane has work next: it read the outbox again.
+    assert looks and looks[0] is not None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from notifier.deliver.console import ConsoleSender
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
 from notifier.metrics import Metrics
@@ -107,3 +109,42 @@ async def test_the_writer_asks_for_a_profile_once_and_counts_each_look_up_once(
     assert len(rows) == 2
     assert sim.requests["/parti_v2/profile/user_profile/463000"] == 1
     assert (profiles.stats.misses, profiles.stats.hits, profiles.stats.fetches) == (1, 1, 1)
+
+
+async def test_alerts_the_writer_hands_to_a_lane_are_sent_without_a_claim(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, notify: [t], cooldown: 0s}]\n"
+    )
+    compiled = compile_rules(rules)
+    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    claims: list[int] = []
+    claim = store.claim
+
+    async def counting(*args: Any, **kwargs: Any) -> list[Row]:
+        rows = await claim(*args, **kwargs)
+        claims.append(len(rows))
+        return rows
+
+    async with PartiClient(sim.api_url) as client:
+        delivery = Delivery(store, {"t": ConsoleSender("t", io.StringIO())})
+        writer = Writer(core, store, Profiles(client), lambda: delivery, lease=60.0)
+        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(delivery.run())]
+        for event_id in range(1, 5):
+            live = ChannelLive(
+                user_id=463000, user_name="SNEAKO", event_id=event_id, livestream_id=event_id
+            )
+            assert await core.evaluate(live, float(event_id), caught_up=False) == 1
+            async with asyncio.timeout(30), delivery.settled:
+                await delivery.settled.wait_for(lambda n=event_id: delivery.sent_count == n)
+            if event_id == 1:  # the lane is up and has looked at the outbox once
+                store.claim = counting  # type: ignore[method-assign]
+        delivery.stop()
+        await tasks[1]
+        tasks[0].cancel()
+    await store.close()
+    assert claims == []  # each alert went to the lane with its write, none was claimed
