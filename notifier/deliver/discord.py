@@ -11,7 +11,7 @@ import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
 
-from notifier.deliver.limits import SlidingWindow
+from notifier.deliver.limits import KeyedWindows, SlidingWindow
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
@@ -19,8 +19,11 @@ from notifier.render.fields import AlertView
 from notifier.render.recent import Recent, without_rule
 from notifier.rules.schema import DiscordTarget
 
-# A webhook accepts 5 requests per 2 seconds; the bucket headers say the rest.
-CHANNEL_LIMIT = (5, 2.0)  # messages per 2 s to one channel
+# Discord's limits: 5 messages per 2 s per channel (a webhook's bucket headers say its
+# own), DMs about 1 a second, 50 requests a second per bot across everything.
+CHANNEL_LIMIT: Final = (5, 2.0)
+DM_LIMIT: Final = (1, 1.0)
+BOT_LIMIT: Final = (50, 1.0)
 _WEBHOOK = re.compile(r"/webhooks/(\d+)/([A-Za-z0-9_.\-]+)")
 
 
@@ -53,6 +56,20 @@ class DiscordHub:
         self.session: aiohttp.ClientSession | None = None
         self.http: HTTPClient | None = None
         self._logging_in = asyncio.Lock()
+        # The bot's own limits, shared by everything it sends: its configured channels,
+        # the chat subscriptions' channels and DMs.
+        count, seconds = BOT_LIMIT
+        self.bot_window = SlidingWindow(max(1, int(count * limits_scale)), seconds, shared=True)
+        self._chat_windows = KeyedWindows(self._new_chat_window)
+
+    def chat_window(self, key: str) -> SlidingWindow:
+        """A channel's ("c<id>") or a user's DMs' ("d<id>") window, kept across the lanes
+        that open and close for it; asked for at each send (see `KeyedWindows`)."""
+        return self._chat_windows.get(key)
+
+    def _new_chat_window(self, key: str) -> SlidingWindow:
+        count, seconds = CHANNEL_LIMIT if key.startswith("c") else DM_LIMIT
+        return SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
 
     async def start(self, *, need_bot: bool) -> None:
         if self.session is None:
@@ -111,13 +128,8 @@ class DiscordSender:
         # to one webhook go one at a time, and the answer that empties the bucket
         # (X-RateLimit-Remaining: 0) holds the next request until X-RateLimit-Reset-After,
         # as the server counts. A window of ours on top, counted from when answers were
-        # read, would wait longer than the server asks. A channel keeps ours.
-        count, seconds = CHANNEL_LIMIT
-        self._windows = (
-            []
-            if target.webhook_url is not None
-            else [SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)]
-        )
+        # read, would wait longer than the server asks. A channel keeps ours: the bot's
+        # and the channel's, the same ones a chat subscription to that channel uses.
 
     async def start(self) -> None:
         await self._hub.start(need_bot=self.target.channel_id is not None)
@@ -131,7 +143,9 @@ class DiscordSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return self._windows
+        if self.target.channel_id is None:
+            return []
+        return [self._hub.bot_window, self._hub.chat_window(f"c{self.target.channel_id}")]
 
     def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
         return mentions_of(message)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,7 +19,7 @@ from notifier.deliver.discord import (
     render_alert,
     rendering_key,
 )
-from notifier.deliver.limits import KeyedWindows, SlidingWindow
+from notifier.deliver.limits import SlidingWindow
 from notifier.log import event, get_logger, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
@@ -28,11 +27,6 @@ from notifier.store.base import Store
 from notifier.store.types import ChatKind
 
 PLATFORM: Final = "discord"
-# Discord's limits: 5 messages per 2 s per channel (as webhooks), DMs about 1 a second,
-# 50 requests a second per bot across everything.
-CHANNEL_LIMIT: Final = (5, 2.0)
-DM_LIMIT: Final = (1, 1.0)
-BOT_LIMIT: Final = (50, 1.0)
 
 # paused_reason values for a channel the bot lost (delivery and the bot write them).
 PAUSED_NO_PERMISSION: Final = "missing-permissions"
@@ -53,35 +47,6 @@ MAX_TOLD: Final = 3  # configuring users DMed when the server has no system chan
 ComponentsFor = Callable[[dict[str, Any]], list[dict[str, Any]] | None]
 
 log = get_logger("deliver.discord")
-
-# One bot-wide window per hub, shared by every chat sender of that bot.
-_BOT_WINDOWS: weakref.WeakKeyDictionary[DiscordHub, SlidingWindow] = weakref.WeakKeyDictionary()
-
-
-def _bot_window(hub: DiscordHub) -> SlidingWindow:
-    window = _BOT_WINDOWS.get(hub)
-    if window is None:
-        count, seconds = BOT_LIMIT
-        window = SlidingWindow(max(1, int(count * hub.limits_scale)), seconds, shared=True)
-        _BOT_WINDOWS[hub] = window
-    return window
-
-
-# One window per channel or DM per hub, kept across the lanes a chat opens and closes.
-_CHAT_WINDOWS: weakref.WeakKeyDictionary[DiscordHub, KeyedWindows] = weakref.WeakKeyDictionary()
-
-
-def _chat_window(hub: DiscordHub, key: str) -> SlidingWindow:
-    """`key` is "c<channel id>" or "d<user id>" (see `KeyedWindows`: asked for each send)."""
-    windows = _CHAT_WINDOWS.get(hub)
-    if windows is None:
-
-        def make(key: str) -> SlidingWindow:
-            count, seconds = CHANNEL_LIMIT if key.startswith("c") else DM_LIMIT
-            return SlidingWindow(max(1, int(count * hub.limits_scale)), seconds)
-
-        windows = _CHAT_WINDOWS[hub] = KeyedWindows(make)
-    return windows.get(key)
 
 
 def lost_channel_reason(error: BaseException) -> str | None:
@@ -114,7 +79,7 @@ class _ChatSender:
     def __init__(self, name: str, hub: DiscordHub, window: str) -> None:
         self.name = name
         self._hub = hub
-        self._window = window  # its key (see `_chat_window`)
+        self._window = window  # its key (see `DiscordHub.chat_window`)
         self.lost: str | None = None  # set by classify when the bot lost the chat
 
     async def start(self) -> None:
@@ -124,7 +89,7 @@ class _ChatSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return [_bot_window(self._hub), _chat_window(self._hub, self._window)]
+        return [self._hub.bot_window, self._hub.chat_window(self._window)]
 
     def classify(self, error: BaseException) -> Failure:
         self.lost = lost_channel_reason(error)

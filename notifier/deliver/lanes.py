@@ -32,6 +32,9 @@ STANDBY_POLL = 5.0  # how often a lane that does not hold its destination asks a
 # Chat lanes open at once: a go-live to 20,000 followers opens them in turn, so memory
 # stays flat; even at Telegram's paid 1,000 messages a second a few hundred keep up.
 MAX_CHAT_LANES = 256
+# A lane with nothing due still looks at the outbox this often: rows nobody told it about
+# (`notifier outbox retry` from another process) go out within this time.
+IDLE_LOOK = 30.0
 # Alerts in one digest message: with their lines of about 100 characters, 30 fit in
 # Telegram's 4,096 without an "and N more" (a longer wait makes several digests).
 DIGEST_ROWS = 30
@@ -123,11 +126,13 @@ class Delivery:
         elif destination.startswith("@") and self.chat_sender is not None:
             self._waiting_chats[destination] = None  # a lane frees up: it opens then
 
-    def _open_lane(self, name: str) -> bool:
-        """A lane for a chat destination (one whose name starts with "@"), if it can be."""
+    def _open_lane(self, name: str, *, leased: bool = False) -> bool:
+        """A lane for a chat destination (one whose name starts with "@"), if it can be.
+        For rows already `leased` to it, even beyond MAX_CHAT_LANES: they could not be
+        claimed before their lease ran out."""
         if not name.startswith("@") or self.chat_sender is None or self._group is None:
             return False
-        if self._stopping.is_set() or self._chat_lanes >= MAX_CHAT_LANES:
+        if self._stopping.is_set() or (self._chat_lanes >= MAX_CHAT_LANES and not leased):
             return False
         sender = self.chat_sender(name)
         if sender is None:
@@ -165,7 +170,7 @@ class Delivery:
         handed: set[str] = set()
         for row in rows:
             destination = row.destination
-            if destination not in self._handed and not self._open_lane(destination):
+            if destination not in self._handed and not self._open_lane(destination, leased=True):
                 continue
             self._handed[destination].append(row)
             self._wake[destination].set()
@@ -407,16 +412,19 @@ class Delivery:
                 if not due_known or self.exclusive:
                     due = await self.outbox.next_due(name)
                     due_known = True
-                if (
-                    due is None
-                    and name.startswith("@")
-                    and not handed
-                    and not wake.is_set()
-                    and name not in self._unclaimed
-                ):
-                    self._close_lane(name)  # idle: the next alert opens it again
-                    return
+                if due is None and name.startswith("@") and self._idle_lane(name):
+                    # Idle: the next alert opens it again. Another instance may take the
+                    # chat only once the lane is gone (a reopened lane's lease must not be
+                    # deleted by this one's release).
+                    if self._destination_until.pop(name, None) is not None:
+                        with contextlib.suppress(Exception):
+                            await self.outbox.release_destination(name)
+                    if self._idle_lane(name):
+                        self._close_lane(name)
+                        return
+                    continue  # work came meanwhile
                 timeout = None if due is None else max(0.0, due - self.clock())
+                timeout = IDLE_LOOK if timeout is None else min(timeout, IDLE_LOOK)
                 if self.exclusive:  # other instances write here too: look again soon
                     timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
                 if not await self._wait(wake, timeout):
@@ -424,6 +432,14 @@ class Delivery:
                 continue
             handed.extendleft(reversed(rows[1:]))  # the rest of the batch, before fresh rows
             paused_until = await self._process(sender, rows[0])
+
+    def _idle_lane(self, name: str) -> bool:
+        """Nothing handed to the lane, and nothing written for it since its last claim."""
+        return (
+            not self._handed[name]
+            and not self._wake[name].is_set()
+            and (name not in self._unclaimed)
+        )
 
     async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> bool:
         """Until woken (new work), stopped, or `timeout`; no `wake` for a pause. False
@@ -577,6 +593,7 @@ class Delivery:
         payload, fits = digest_payload(rows)
         for later in rows[fits:]:
             await self.outbox.reschedule(later.key, at=now, error="next digest", refund=True)
+        self._unclaimed.add(row.destination)  # rows put back in the outbox: claim them
         rows = rows[:fits]
         if len(rows) == 1:
             return await self._deliver(sender, rows[0])

@@ -5,19 +5,25 @@ lane leaves nothing behind when it closes, and opens again for rows leased to it
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import time
+import weakref
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from notifier.deliver import lanes
 from notifier.deliver.base import GATE
 from notifier.deliver.console import ConsoleSender
-from notifier.deliver.discord import DiscordHub
+from notifier.deliver.discord import DiscordHub, DiscordSender
 from notifier.deliver.discord_chat import DiscordChannelSender, DiscordDmSender
 from notifier.deliver.lanes import Delivery
 from notifier.deliver.limits import KeyedWindows, SlidingWindow
 from notifier.deliver.telegram import TelegramBot, TelegramSender
-from notifier.rules.schema import TelegramTarget
-from notifier.store import open_store
+from notifier.rules.schema import DiscordTarget, TelegramTarget
+from notifier.store import SENT, open_store
 from tests.deliver.harness import new_alert
 
 
@@ -111,12 +117,25 @@ def test_a_chat_lane_opened_again_sends_in_the_window_of_the_one_before() -> Non
 
 def test_discord_channel_and_dm_lanes_opened_again_share_their_window() -> None:
     hub = DiscordHub("http://127.0.0.1:9", "bot-token")
-    channel = DiscordChannelSender("@dc:5", 5, hub).windows()[1]
+    bot, channel = DiscordChannelSender("@dc:5", 5, hub).windows()
     send_once(channel, time.monotonic())
-    assert DiscordChannelSender("@dc:5", 5, hub).windows()[1] is channel
+    assert DiscordChannelSender("@dc:5", 5, hub).windows() == [bot, channel]
     dm = DiscordDmSender("@dcdm:5", 5, hub).windows()[1]
     assert dm is not channel  # a user's DMs are not the channel with the same id
-    assert DiscordDmSender("@dcdm:5", 5, hub).windows()[1] is dm
+    assert DiscordDmSender("@dcdm:5", 5, hub).windows() == [bot, dm]
+    # A channel of the rules file and a chat subscription to the same channel: one bot,
+    # one channel, the same two windows.
+    configured = DiscordSender("room", DiscordTarget(channel_id=5), hub)
+    assert configured.windows() == [bot, channel]
+
+
+def test_a_discord_hub_and_its_windows_go_when_nobody_uses_them() -> None:
+    hub = DiscordHub("http://127.0.0.1:9", "bot-token")
+    DiscordChannelSender("@dc:5", 5, hub).windows()
+    gone = weakref.ref(hub)
+    del hub
+    gc.collect()
+    assert gone() is None  # a reload's old hub (and its windows) is not kept
 
 
 async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_leased_to_them(
@@ -169,6 +188,50 @@ async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_le
         delivery.written([(late.key, late.destination)], rows)
         async with asyncio.timeout(10), delivery.settled:
             await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 2)
+    finally:
+        delivery.stop()
+        await running
+        await store.close()
+
+
+async def test_a_row_leased_to_a_lane_that_closed_is_sent_when_every_lane_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes, "MAX_CHAT_LANES", 1)
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    busy = asyncio.Event()
+    go_on = asyncio.Event()
+
+    class Held(ConsoleSender):
+        async def send(self, payload: dict[str, Any]) -> str | None:
+            busy.set()
+            await go_on.wait()
+            return await super().send(payload)
+
+    delivery = Delivery(
+        store,
+        {"t": ConsoleSender("t", io.StringIO())},
+        chat_sender=lambda name: (Held if name == "@tg:2" else ConsoleSender)(name, io.StringIO()),
+    )
+    running = asyncio.create_task(delivery.run())
+    try:
+        await asyncio.sleep(0)  # the delivery's task group exists
+        other = new_alert("@tg:2")
+        await store.enqueue([other], now=time.time(), fence=None)
+        delivery.wake("@tg:2")  # takes the only chat lane, and holds it mid-send
+        async with asyncio.timeout(10):
+            await busy.wait()
+        # The write counted on @tg:1's lane (`room` was taken while it was open); it
+        # closed before the rows came back, and no lane is free now.
+        late = new_alert("@tg:1")
+        _, rows = await store.enqueue_leased(
+            [late], now=time.time(), lease=120.0, room={"@tg:1": 10}, fence=None
+        )
+        delivery.written([(late.key, late.destination)], rows)
+        go_on.set()
+        async with asyncio.timeout(10), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == 2)
+        assert (await store.counts()).get(SENT) == 2
     finally:
         delivery.stop()
         await running

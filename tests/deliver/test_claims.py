@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from notifier.deliver import lanes
 from notifier.deliver.lanes import CLAIM_BATCH
 from notifier.outbox.policy import RetryPolicy
 from notifier.store.types import SENT, Row
@@ -136,3 +140,15 @@ async def test_a_handed_row_that_failed_is_sent_when_its_retry_comes_due(
     assert row.attempts == 2
     # The failure changed when the lane has work next: it read the outbox again.
     assert looks and looks[0] is not None
+
+
+async def test_rows_nobody_told_the_lane_about_go_out_at_its_next_look(
+    tmp_path: Path, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes, "IDLE_LOOK", 0.2)
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        await warmed_up(h)
+        # Written as another process would (`notifier outbox retry`): no wake, no hand-off.
+        quiet = new_alert("group")
+        await h.outbox.enqueue([quiet], now=time.time(), fence=None)
+        await h.wait_state(quiet.key, SENT, timeout=10)
