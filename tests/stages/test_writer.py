@@ -52,6 +52,17 @@ class FlakyStore:
         return getattr(self._store, name)
 
 
+def every_go_live(tmp_path: Path) -> Core:
+    """A core whose one rule matches every go-live, to the console, without a cooldown."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, notify: [t], cooldown: 0s}]\n"
+    )
+    compiled = compile_rules(rules)
+    return Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+
+
 async def test_a_batch_the_database_refuses_is_retried_until_written(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -84,13 +95,7 @@ async def test_a_batch_the_database_refuses_is_retried_until_written(
 async def test_the_writer_asks_for_a_profile_once_and_counts_each_look_up_once(
     tmp_path: Path, sim: Simulator
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, notify: [t], cooldown: 0s}]\n"
-    )
-    compiled = compile_rules(rules)
-    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+    core = every_go_live(tmp_path)
     store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     async with PartiClient(sim.api_url) as client:
         profiles = Profiles(client)
@@ -114,13 +119,7 @@ async def test_the_writer_asks_for_a_profile_once_and_counts_each_look_up_once(
 async def test_alerts_the_writer_hands_to_a_lane_are_sent_without_a_claim(
     tmp_path: Path, sim: Simulator
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, notify: [t], cooldown: 0s}]\n"
-    )
-    compiled = compile_rules(rules)
-    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+    core = every_go_live(tmp_path)
     store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     claims: list[int] = []
     claim = store.claim
