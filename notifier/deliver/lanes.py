@@ -103,6 +103,8 @@ class Delivery:
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._sent_last: dict[str, str] = {}  # destination -> the key it last sent
+        # Chat destinations whose lane closed with a row due later: woken then.
+        self._due_timers: dict[str, asyncio.TimerHandle] = {}
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
         # Rows handed over already leased (fresh alerts, or the rest of a claimed batch):
         # sent without a claim.
@@ -123,17 +125,27 @@ class Delivery:
         self._unclaimed.add(destination)
         if destination in self._wake or self._open_lane(destination):
             self._wake[destination].set()
-        elif destination.startswith("@") and self.chat_sender is not None:
+        elif self._chat_lanes >= MAX_CHAT_LANES and self._can_open(destination):
             self._waiting_chats[destination] = None  # a lane frees up: it opens then
+        # Else no lane can send there now (a chat whose platform has no token, or the
+        # delivery is stopping): its rows wait in the outbox for the next start or reload.
+
+    def _can_open(self, name: str) -> bool:
+        """A chat destination's lane could open, but for MAX_CHAT_LANES."""
+        return (
+            name.startswith("@")
+            and self.chat_sender is not None
+            and self._group is not None
+            and not self._stopping.is_set()
+        )
 
     def _open_lane(self, name: str, *, leased: bool = False) -> bool:
         """A lane for a chat destination (one whose name starts with "@"), if it can be.
         For rows already `leased` to it, even beyond MAX_CHAT_LANES: they could not be
         claimed before their lease ran out."""
-        if not name.startswith("@") or self.chat_sender is None or self._group is None:
+        if not self._can_open(name) or (self._chat_lanes >= MAX_CHAT_LANES and not leased):
             return False
-        if self._stopping.is_set() or (self._chat_lanes >= MAX_CHAT_LANES and not leased):
-            return False
+        assert self.chat_sender is not None and self._group is not None  # `_can_open`
         sender = self.chat_sender(name)
         if sender is None:
             return False
@@ -154,7 +166,10 @@ class Delivery:
         self._unclaimed.discard(name)
         self._answered.discard(name)  # 20,000 chats must not stay 20,000 entries
         self._sent_last.pop(name, None)
-        while self._waiting_chats and self._chat_lanes < MAX_CHAT_LANES:
+        # Each waiting chat is tried once: one that cannot open is not queued again.
+        for _ in range(len(self._waiting_chats)):
+            if self._chat_lanes >= MAX_CHAT_LANES:
+                break
             waiting = next(iter(self._waiting_chats))
             del self._waiting_chats[waiting]
             self.wake(waiting)
@@ -233,7 +248,24 @@ class Delivery:
     def stop(self) -> None:
         """Stop claiming; sends in flight finish (see `drain`)."""
         self._stopping.set()
+        for timer in self._due_timers.values():
+            timer.cancel()
+        self._due_timers.clear()
         self.wake_all()
+
+    def _wake_at(self, name: str, due: float) -> None:
+        """Wake a chat destination when its next row comes due (its lane closed)."""
+        old = self._due_timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, due - self.clock())
+        loop = asyncio.get_running_loop()
+        self._due_timers[name] = loop.call_later(delay, self._due, name)
+
+    def _due(self, name: str) -> None:
+        self._due_timers.pop(name, None)
+        if not self._stopping.is_set():
+            self.wake(name)
 
     async def drain(self, deadline: float) -> bool:
         """Wait (up to `deadline` seconds) until no send is in flight; True when drained."""
@@ -412,19 +444,26 @@ class Delivery:
                 if not due_known or self.exclusive:
                     due = await self.outbox.next_due(name)
                     due_known = True
-                if due is None and name.startswith("@") and self._idle_lane(name):
-                    # Idle: the next alert opens it again. Another instance may take the
-                    # chat only once the lane is gone (a reopened lane's lease must not be
-                    # deleted by this one's release).
+                later = due is None or due - self.clock() > IDLE_LOOK
+                if later and name.startswith("@") and self._idle_lane(name):
+                    # Idle, or nothing due for a while (quiet hours, a hold, a long
+                    # backoff): the lane goes, and the next alert or a timer at `due`
+                    # opens it again, so 256 chats held till morning cannot keep every
+                    # other chat waiting. Another instance may take the chat only once
+                    # the lane is gone (a reopened lane's lease must not be deleted by
+                    # this one's release).
                     if self._destination_until.pop(name, None) is not None:
                         with contextlib.suppress(Exception):
                             await self.outbox.release_destination(name)
                     if self._idle_lane(name):
+                        if due is not None:
+                            self._wake_at(name, due)
                         self._close_lane(name)
                         return
                     continue  # work came meanwhile
                 timeout = None if due is None else max(0.0, due - self.clock())
-                timeout = IDLE_LOOK if timeout is None else min(timeout, IDLE_LOOK)
+                look = IDLE_LOOK * (0.75 + 0.5 * self.rand())  # lanes do not look at once
+                timeout = look if timeout is None else min(timeout, look)
                 if self.exclusive:  # other instances write here too: look again soon
                     timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
                 if not await self._wait(wake, timeout):
@@ -584,16 +623,20 @@ class Delivery:
             else []
         )
         rows = [row] + held + [r for r in claimed if r.action == "send"]
+        put_back = False  # rows back in the outbox, due now: the lane claims them next
         for other in claimed:
             if other.action != "send":  # edits wait for their turn
                 await self.outbox.reschedule(other.key, at=now, error="after a digest", refund=True)
+                put_back = True
         # Every alert of a digest is shown in full: the oldest that fit go now, the rest
         # in the next digest (never an "and N more" that hides what they were).
         rows.sort(key=lambda r: (r.event_at, r.created_at))
         payload, fits = digest_payload(rows)
         for later in rows[fits:]:
             await self.outbox.reschedule(later.key, at=now, error="next digest", refund=True)
-        self._unclaimed.add(row.destination)  # rows put back in the outbox: claim them
+            put_back = True
+        if put_back:
+            self._unclaimed.add(row.destination)
         rows = rows[:fits]
         if len(rows) == 1:
             return await self._deliver(sender, rows[0])

@@ -236,3 +236,87 @@ async def test_a_row_leased_to_a_lane_that_closed_is_sent_when_every_lane_is_tak
         delivery.stop()
         await running
         await store.close()
+
+
+async def test_a_chat_no_lane_can_send_to_is_not_queued_for_a_lane(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    # "@dc:9": its platform has no token (the chat senders give no sender for it).
+    delivery = Delivery(
+        store,
+        {"t": ConsoleSender("t", io.StringIO())},
+        chat_sender=lambda name: None if name.startswith("@dc:") else ConsoleSender(name),
+    )
+    wakes = 0
+    wake = delivery.wake
+
+    def counting(destination: str) -> None:
+        nonlocal wakes
+        wakes += 1
+        if wakes > 1_000:  # the closing lane below would wake it for ever, the loop stuck
+            delivery._waiting_chats.clear()
+        wake(destination)
+
+    delivery.wake = counting  # type: ignore[method-assign]
+    closed = asyncio.Event()
+    close_lane = delivery._close_lane
+
+    def closing(name: str) -> None:
+        close_lane(name)
+        closed.set()
+
+    delivery._close_lane = closing  # type: ignore[method-assign]
+    running = asyncio.create_task(delivery.run())
+    try:
+        await asyncio.sleep(0)  # the delivery's task group exists
+        await store.enqueue([new_alert("@dc:9")], now=time.time(), fence=None)
+        delivery.wake("@dc:9")
+        assert "@dc:9" not in delivery._waiting_chats  # its rows wait in the outbox
+        await store.enqueue([new_alert("@tg:1")], now=time.time(), fence=None)
+        delivery.wake("@tg:1")
+        async with asyncio.timeout(10):
+            await closed.wait()  # a lane closing serves the waiting chats
+        assert wakes < 10
+    finally:
+        delivery.stop()
+        await running
+        await store.close()
+
+
+async def test_a_chat_with_nothing_due_for_a_while_gives_its_lane_up_until_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes, "MAX_CHAT_LANES", 1)
+    monkeypatch.setattr(lanes, "IDLE_LOOK", 0.5)  # "a while": here, more than half a second
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    delivery = Delivery(
+        store,
+        {"t": ConsoleSender("t", io.StringIO())},
+        chat_sender=lambda name: ConsoleSender(name, io.StringIO()),
+    )
+    # "@tg:1" has a row due later (quiet hours, a hold, a long backoff): in 3 s.
+    held = new_alert("@tg:1")
+    now = time.time()
+    await store.enqueue([held], now=now, fence=None)
+    (row,) = await store.claim("@tg:1", now=now, lease=60.0, limit=1)
+    await store.reschedule(row.key, at=now + 3.0, error="quiet hours", refund=True)
+    running = asyncio.create_task(delivery.run())
+    try:
+        await asyncio.sleep(0)  # the delivery's task group exists
+        delivery.wake("@tg:1")
+        other = new_alert("@tg:2")
+        await store.enqueue([other], now=time.time(), fence=None)
+        delivery.wake("@tg:2")  # the only lane is @tg:1's: it must not keep it meanwhile
+        async with asyncio.timeout(10), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == 1)
+        found = await store.get(other.key)
+        assert found is not None and found.state == SENT  # the first sent, not the held
+        assert "@tg:1" in delivery._due_timers
+        # When the held row comes due, a timer opens @tg:1's lane again.
+        async with asyncio.timeout(10), delivery.settled:
+            await delivery.settled.wait_for(lambda: delivery.sent_count == 2)
+        found = await store.get(held.key)
+        assert found is not None and found.state == SENT
+    finally:
+        delivery.stop()
+        await running
+        await store.close()
