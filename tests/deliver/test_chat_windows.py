@@ -9,6 +9,8 @@ import gc
 import io
 import time
 import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from notifier.deliver.lanes import Delivery
 from notifier.deliver.limits import KeyedWindows, SlidingWindow
 from notifier.deliver.telegram import TelegramBot, TelegramSender
 from notifier.rules.schema import DiscordTarget, TelegramTarget
-from notifier.store import SENT, open_store
+from notifier.store import SENT, Store, open_store
 from tests.deliver.harness import new_alert
 
 
@@ -138,35 +140,63 @@ def test_a_discord_hub_and_its_windows_go_when_nobody_uses_them() -> None:
     assert gone() is None  # a reload's old hub (and its windows) is not kept
 
 
-async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_leased_to_them(
-    tmp_path: Path,
-) -> None:
+ChatSenderFor = Callable[[str], ConsoleSender | None]
+
+
+def console(name: str) -> ConsoleSender:
+    return ConsoleSender(name, io.StringIO())
+
+
+@asynccontextmanager
+async def chat_delivery(
+    tmp_path: Path, chat_sender: ChatSenderFor = console, **options: Any
+) -> AsyncIterator[tuple[Store, Delivery]]:
+    """A running delivery with one lane of the rules file (as always) and chat lanes made
+    by `chat_sender`, over a fresh store."""
     store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
-    marks: list[tuple[str, str | None]] = []
-    delivery = Delivery(
-        store,
-        {"t": ConsoleSender("t", io.StringIO())},  # a lane of the rules file, as always
-        chat_sender=lambda name: ConsoleSender(name, io.StringIO()),
-        on_reachability=lambda name, problem: marks.append((name, problem)),
-    )
-    all_closed = asyncio.Event()
+    delivery = Delivery(store, {"t": console("t")}, chat_sender=chat_sender, **options)
+    running = asyncio.create_task(delivery.run())
+    try:
+        await asyncio.sleep(0)  # the delivery's task group exists
+        yield store, delivery
+    finally:
+        delivery.stop()
+        await running
+        await store.close()
+
+
+def on_close(delivery: Delivery, when: Callable[[], bool]) -> asyncio.Event:
+    """Set once a chat lane closed and `when()` holds."""
+    done = asyncio.Event()
     close_lane = delivery._close_lane
 
     def closing(name: str) -> None:
         close_lane(name)
-        if len(delivery.senders) == 1:  # only the rules file's own lane is left
-            all_closed.set()
+        if when():
+            done.set()
 
     delivery._close_lane = closing  # type: ignore[method-assign]
-    running = asyncio.create_task(delivery.run())
-    chats = [f"@tg:{7_000 + n}" for n in range(300)]
-    try:
-        await asyncio.sleep(0)  # the delivery's task group exists
+    return done
+
+
+async def sent(delivery: Delivery, count: int) -> None:
+    async with asyncio.timeout(10), delivery.settled:
+        await delivery.settled.wait_for(lambda: delivery.sent_count == count)
+
+
+async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_leased_to_them(
+    tmp_path: Path,
+) -> None:
+    marks: list[tuple[str, str | None]] = []
+    reachability = {"on_reachability": lambda name, problem: marks.append((name, problem))}
+    async with chat_delivery(tmp_path, **reachability) as (store, delivery):
+        # Only the rules file's own lane is left.
+        all_closed = on_close(delivery, lambda: len(delivery.senders) == 1)
+        chats = [f"@tg:{7_000 + n}" for n in range(300)]
         await store.enqueue([new_alert(chat) for chat in chats], now=time.time(), fence=None)
         for chat in chats:
             delivery.wake(chat)
-        async with asyncio.timeout(30), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats))
+        await sent(delivery, len(chats))
         # Each lane closes once its outbox is empty (it looks once more after its send).
         async with asyncio.timeout(30):
             await all_closed.wait()
@@ -174,8 +204,7 @@ async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_le
         # A chat that answers again after its lane closed still clears its mark.
         await store.enqueue([new_alert(chats[0])], now=time.time(), fence=None)
         delivery.wake(chats[0])
-        async with asyncio.timeout(30), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 1)
+        await sent(delivery, len(chats) + 1)
         assert marks.count((chats[0], None)) == 2
         # A write that counted on a lane that closed before its rows came back (`room`
         # was taken while it was open): the rows leased to it open it again, rather
@@ -186,19 +215,13 @@ async def test_chat_lanes_that_closed_leave_no_entry_behind_and_open_for_rows_le
         )
         assert chats[1] not in delivery.senders and [r.key for r in rows] == [late.key]
         delivery.written([(late.key, late.destination)], rows)
-        async with asyncio.timeout(10), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == len(chats) + 2)
-    finally:
-        delivery.stop()
-        await running
-        await store.close()
+        await sent(delivery, len(chats) + 2)
 
 
 async def test_a_row_leased_to_a_lane_that_closed_is_sent_when_every_lane_is_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lanes, "MAX_CHAT_LANES", 1)
-    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     busy = asyncio.Event()
     go_on = asyncio.Event()
 
@@ -208,16 +231,11 @@ async def test_a_row_leased_to_a_lane_that_closed_is_sent_when_every_lane_is_tak
             await go_on.wait()
             return await super().send(payload)
 
-    delivery = Delivery(
-        store,
-        {"t": ConsoleSender("t", io.StringIO())},
-        chat_sender=lambda name: (Held if name == "@tg:2" else ConsoleSender)(name, io.StringIO()),
-    )
-    running = asyncio.create_task(delivery.run())
-    try:
-        await asyncio.sleep(0)  # the delivery's task group exists
-        other = new_alert("@tg:2")
-        await store.enqueue([other], now=time.time(), fence=None)
+    def senders(name: str) -> ConsoleSender:
+        return Held(name, io.StringIO()) if name == "@tg:2" else console(name)
+
+    async with chat_delivery(tmp_path, senders) as (store, delivery):
+        await store.enqueue([new_alert("@tg:2")], now=time.time(), fence=None)
         delivery.wake("@tg:2")  # takes the only chat lane, and holds it mid-send
         async with asyncio.timeout(10):
             await busy.wait()
@@ -229,45 +247,28 @@ async def test_a_row_leased_to_a_lane_that_closed_is_sent_when_every_lane_is_tak
         )
         delivery.written([(late.key, late.destination)], rows)
         go_on.set()
-        async with asyncio.timeout(10), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == 2)
+        await sent(delivery, 2)
         assert (await store.counts()).get(SENT) == 2
-    finally:
-        delivery.stop()
-        await running
-        await store.close()
 
 
 async def test_a_chat_no_lane_can_send_to_is_not_queued_for_a_lane(tmp_path: Path) -> None:
-    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     # "@dc:9": its platform has no token (the chat senders give no sender for it).
-    delivery = Delivery(
-        store,
-        {"t": ConsoleSender("t", io.StringIO())},
-        chat_sender=lambda name: None if name.startswith("@dc:") else ConsoleSender(name),
-    )
-    wakes = 0
-    wake = delivery.wake
+    def senders(name: str) -> ConsoleSender | None:
+        return None if name.startswith("@dc:") else console(name)
 
-    def counting(destination: str) -> None:
-        nonlocal wakes
-        wakes += 1
-        if wakes > 1_000:  # the closing lane below would wake it for ever, the loop stuck
-            delivery._waiting_chats.clear()
-        wake(destination)
+    async with chat_delivery(tmp_path, senders) as (store, delivery):
+        wakes = 0
+        wake = delivery.wake
 
-    delivery.wake = counting  # type: ignore[method-assign]
-    closed = asyncio.Event()
-    close_lane = delivery._close_lane
+        def counting(destination: str) -> None:
+            nonlocal wakes
+            wakes += 1
+            if wakes > 1_000:  # the closing lane below would wake it for ever, stuck
+                delivery._waiting_chats.clear()
+            wake(destination)
 
-    def closing(name: str) -> None:
-        close_lane(name)
-        closed.set()
-
-    delivery._close_lane = closing  # type: ignore[method-assign]
-    running = asyncio.create_task(delivery.run())
-    try:
-        await asyncio.sleep(0)  # the delivery's task group exists
+        delivery.wake = counting  # type: ignore[method-assign]
+        closed = on_close(delivery, lambda: True)
         await store.enqueue([new_alert("@dc:9")], now=time.time(), fence=None)
         delivery.wake("@dc:9")
         assert "@dc:9" not in delivery._waiting_chats  # its rows wait in the outbox
@@ -276,10 +277,6 @@ async def test_a_chat_no_lane_can_send_to_is_not_queued_for_a_lane(tmp_path: Pat
         async with asyncio.timeout(10):
             await closed.wait()  # a lane closing serves the waiting chats
         assert wakes < 10
-    finally:
-        delivery.stop()
-        await running
-        await store.close()
 
 
 async def test_a_chat_with_nothing_due_for_a_while_gives_its_lane_up_until_then(
@@ -287,36 +284,22 @@ async def test_a_chat_with_nothing_due_for_a_while_gives_its_lane_up_until_then(
 ) -> None:
     monkeypatch.setattr(lanes, "MAX_CHAT_LANES", 1)
     monkeypatch.setattr(lanes, "IDLE_LOOK", 0.5)  # "a while": here, more than half a second
-    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
-    delivery = Delivery(
-        store,
-        {"t": ConsoleSender("t", io.StringIO())},
-        chat_sender=lambda name: ConsoleSender(name, io.StringIO()),
-    )
-    # "@tg:1" has a row due later (quiet hours, a hold, a long backoff): in 3 s.
-    held = new_alert("@tg:1")
-    now = time.time()
-    await store.enqueue([held], now=now, fence=None)
-    (row,) = await store.claim("@tg:1", now=now, lease=60.0, limit=1)
-    await store.reschedule(row.key, at=now + 3.0, error="quiet hours", refund=True)
-    running = asyncio.create_task(delivery.run())
-    try:
-        await asyncio.sleep(0)  # the delivery's task group exists
+    async with chat_delivery(tmp_path) as (store, delivery):
+        # "@tg:1" has a row due later (quiet hours, a hold, a long backoff): in 3 s.
+        held = new_alert("@tg:1")
+        now = time.time()
+        await store.enqueue([held], now=now, fence=None)
+        (row,) = await store.claim("@tg:1", now=now, lease=60.0, limit=1)
+        await store.reschedule(row.key, at=now + 3.0, error="quiet hours", refund=True)
         delivery.wake("@tg:1")
         other = new_alert("@tg:2")
         await store.enqueue([other], now=time.time(), fence=None)
         delivery.wake("@tg:2")  # the only lane is @tg:1's: it must not keep it meanwhile
-        async with asyncio.timeout(10), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == 1)
+        await sent(delivery, 1)
         found = await store.get(other.key)
         assert found is not None and found.state == SENT  # the first sent, not the held
         assert "@tg:1" in delivery._due_timers
         # When the held row comes due, a timer opens @tg:1's lane again.
-        async with asyncio.timeout(10), delivery.settled:
-            await delivery.settled.wait_for(lambda: delivery.sent_count == 2)
+        await sent(delivery, 2)
         found = await store.get(held.key)
         assert found is not None and found.state == SENT
-    finally:
-        delivery.stop()
-        await running
-        await store.close()
