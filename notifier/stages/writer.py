@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -24,7 +23,7 @@ from notifier.metrics import destination_label
 from notifier.parti.models import ChannelLive, UserProfile
 from notifier.render.fields import view_of
 from notifier.stages.context import Core, Pending
-from notifier.stages.state import ENGINE_STATE
+from notifier.stages.state import ENGINE_STATE, state_text
 from notifier.store.base import Store
 from notifier.store.types import LiveEntry, NewAlert
 
@@ -160,7 +159,7 @@ class Writer:
             return None
         state = self.core.rules.engine.export_state(now=time.time())
         self.core.state_dirty = False  # an event evaluated from here on sets it again
-        return {ENGINE_STATE: json.dumps(state)}
+        return {ENGINE_STATE: state_text(state)}
 
     async def _write(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
         delivery = self.delivery()
