@@ -56,15 +56,19 @@ class Gate:
         for window in windows:  # before the first wait: a sweep keeps these (KeyedWindows)
             window.acquiring += 1
         try:
-            for window in own:
-                await self._free(window)
-            async with contextlib.AsyncExitStack() as stack:
-                for window in shared:
-                    lock = self._locks.setdefault(window, asyncio.Lock())
-                    await stack.enter_async_context(lock)
+            while True:
+                for window in own:
                     await self._free(window)
-                now = time.monotonic()
-                return [w.take(now) for w in windows]
+                async with contextlib.AsyncExitStack() as stack:
+                    for window in shared:
+                        lock = self._locks.setdefault(window, asyncio.Lock())
+                        await stack.enter_async_context(lock)
+                        await self._free(window)
+                    now = time.monotonic()
+                    # Another lane of the same chat (a topic, a channel both in the rules
+                    # and followed) may have taken its window's last slot meanwhile.
+                    if all(w.wait_time(now) == 0.0 for w in own):
+                        return [w.take(now) for w in windows]
         finally:
             for window in windows:
                 window.acquiring -= 1

@@ -303,3 +303,23 @@ async def test_a_chat_with_nothing_due_for_a_while_gives_its_lane_up_until_then(
         await sent(delivery, 2)
         found = await store.get(held.key)
         assert found is not None and found.state == SENT
+
+
+async def test_two_lanes_of_one_chat_never_both_take_its_last_slot() -> None:
+    # A chat's one slot per 0.2 s, used by two lanes (a Telegram chat and one of its
+    # topics, or a channel both in the rules file and followed), each with a bot window.
+    chat = SlidingWindow(1, 0.2)
+    bot_a, bot_b = SlidingWindow(1, 0.05, shared=True), SlidingWindow(1, 0.05, shared=True)
+    held = await GATE.acquire([bot_a])
+    first = asyncio.create_task(GATE.acquire([bot_a, chat]))
+    await asyncio.sleep(0)  # it finds the chat's slot free, then waits for its bot
+    assert not first.done()
+    second = await GATE.acquire([bot_b, chat])  # the other lane takes the chat's slot
+    GATE.release([bot_a], held)
+    GATE.release([bot_b, chat], second)
+    async with asyncio.timeout(10):
+        slots = await first
+    GATE.release([bot_a, chat], slots)
+    # The first lane's message went a whole window after the second's answer, not at once.
+    ended = second[1].ended
+    assert ended is not None and slots[1].started >= ended + 0.2
