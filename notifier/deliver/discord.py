@@ -104,13 +104,12 @@ class InvalidAnswer(Exception):
     """Discord answered a send without the message it made."""
 
 
-def mentions_of(message: render.DiscordMessage) -> discord.AllowedMentions:
-    # Explicit every time: a webhook without allowed_mentions would ping @everyone.
-    if message.mention_role:
-        return discord.AllowedMentions(
-            everyone=False, users=False, roles=[discord.Object(id=message.mention_role)]
-        )
-    return discord.AllowedMentions.none()
+def allowed_mentions(role: int | None) -> discord.AllowedMentions:
+    """Explicit every time (a message without them would ping @everyone in its text): only
+    the destination's or subscription's role may ping, never @everyone or users."""
+    if role is None:
+        return discord.AllowedMentions.none()
+    return discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(id=role)])
 
 
 class DiscordSender:
@@ -147,9 +146,6 @@ class DiscordSender:
             return []
         return [self._hub.bot_window, self._hub.chat_window(f"c{self.target.channel_id}")]
 
-    def _mentions(self, message: render.DiscordMessage) -> discord.AllowedMentions:
-        return mentions_of(message)
-
     def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
         return RENDERED.get((rendering_key(payload), self.target.mention_role), render_alert)
 
@@ -171,7 +167,7 @@ class DiscordSender:
             return str(data["id"])
         message = self._message(payload)
         embed = discord.Embed.from_dict(message.embed)
-        mentions = self._mentions(message)
+        mentions = allowed_mentions(message.mention_role)
         assert self._hub.http is not None and self.target.channel_id is not None
         with handle_message_parameters(
             content=message.content, embed=embed, allowed_mentions=mentions
@@ -182,7 +178,7 @@ class DiscordSender:
     async def edit(self, message_id: str, payload: dict[str, Any]) -> None:
         message = self._message(payload)
         embed = discord.Embed.from_dict(message.embed)
-        mentions = self._mentions(message)
+        mentions = allowed_mentions(message.mention_role)
         if self._webhook is not None:
             await self._webhook.edit_message(
                 int(message_id), embed=embed, allowed_mentions=mentions
@@ -281,7 +277,7 @@ def webhook_body(key: tuple[dict[str, Any], int | None, str | None]) -> dict[str
     message = RENDERED.get((rendering, role), render_alert)
     options: dict[str, Any] = {
         "embed": discord.Embed.from_dict(message.embed),
-        "allowed_mentions": mentions_of(message),
+        "allowed_mentions": allowed_mentions(message.mention_role),
     }
     if message.content:
         options["content"] = message.content

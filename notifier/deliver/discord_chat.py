@@ -15,6 +15,7 @@ from discord.http import HTTPClient, handle_message_parameters
 from notifier.deliver.discord import (
     RENDERED,
     DiscordHub,
+    allowed_mentions,
     classify,
     render_alert,
     rendering_key,
@@ -64,13 +65,6 @@ def _mention_role(payload: dict[str, Any]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**64:
         return value
     return None
-
-
-def _mentions(role: int | None) -> discord.AllowedMentions:
-    # Explicit every time: only the subscription's role may ping, never @everyone or users.
-    if role is None:
-        return discord.AllowedMentions.none()
-    return discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(id=role)])
 
 
 class _ChatSender:
@@ -129,7 +123,7 @@ class DiscordChannelSender(_ChatSender):
         params = handle_message_parameters(
             content=message.content,
             embed=discord.Embed.from_dict(message.embed),
-            allowed_mentions=_mentions(role),
+            allowed_mentions=allowed_mentions(role),
         )
         components = self._components_for(payload) if self._components_for else None
         if components is not None and params.payload is not None:

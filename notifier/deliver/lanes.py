@@ -375,9 +375,13 @@ class Delivery:
         try:
             await self._run_lane(name, sender, wake)
         finally:
-            if self._destination_until.pop(name, None) is not None:
-                with contextlib.suppress(Exception):
-                    await self.outbox.release_destination(name)
+            await self._release_destination(name)
+
+    async def _release_destination(self, name: str) -> None:
+        """With several instances: another may send to `name` from now on."""
+        if self._destination_until.pop(name, None) is not None:
+            with contextlib.suppress(Exception):
+                await self.outbox.release_destination(name)
 
     async def _holds_destination(self, name: str) -> bool:
         """With several instances: whether this one is the destination's sender now."""
@@ -452,20 +456,17 @@ class Delivery:
                     # other chat waiting. Another instance may take the chat only once
                     # the lane is gone (a reopened lane's lease must not be deleted by
                     # this one's release).
-                    if self._destination_until.pop(name, None) is not None:
-                        with contextlib.suppress(Exception):
-                            await self.outbox.release_destination(name)
+                    await self._release_destination(name)
                     if self._idle_lane(name):
                         if due is not None:
                             self._wake_at(name, due)
                         self._close_lane(name)
                         return
                     continue  # work came meanwhile
-                timeout = None if due is None else max(0.0, due - self.clock())
                 look = IDLE_LOOK * (0.75 + 0.5 * self.rand())  # lanes do not look at once
-                timeout = look if timeout is None else min(timeout, look)
+                timeout = look if due is None else min(max(0.0, due - self.clock()), look)
                 if self.exclusive:  # other instances write here too: look again soon
-                    timeout = STANDBY_POLL if timeout is None else min(timeout, STANDBY_POLL)
+                    timeout = min(timeout, STANDBY_POLL)
                 if not await self._wait(wake, timeout):
                     drained = False  # the wait ran out: a row came due
                 continue
@@ -480,7 +481,7 @@ class Delivery:
             and (name not in self._unclaimed)
         )
 
-    async def _wait(self, wake: asyncio.Event | None, timeout: float | None) -> bool:
+    async def _wait(self, wake: asyncio.Event | None, timeout: float) -> bool:
         """Until woken (new work), stopped, or `timeout`; no `wake` for a pause. False
         when the time ran out. One event is waited for: `stop` sets every lane's `wake`
         (`wake_all`) after `_stopping`, which is looked at first."""
@@ -489,11 +490,8 @@ class Delivery:
         flag = wake if wake is not None else self._stopping
         woken = True
         try:
-            if timeout is None:
+            async with asyncio.timeout(timeout):
                 await flag.wait()
-            else:
-                async with asyncio.timeout(timeout):
-                    await flag.wait()
         except TimeoutError:
             woken = False
         if wake is not None:

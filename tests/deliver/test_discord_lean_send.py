@@ -15,8 +15,8 @@ from notifier.deliver.discord import (
     DiscordHub,
     DiscordSender,
     InvalidAnswer,
+    allowed_mentions,
     classify,
-    mentions_of,
     render_alert,
     rendering_key,
 )
@@ -40,7 +40,7 @@ async def reference(sender: DiscordSender, payload: dict[str, Any]) -> None:
     message = render_alert((rendering_key(payload), sender.target.mention_role))
     options: dict[str, Any] = {
         "embed": discord.Embed.from_dict(message.embed),
-        "allowed_mentions": mentions_of(message),
+        "allowed_mentions": allowed_mentions(message.mention_role),
         "wait": True,
     }
     if message.content:
