@@ -18,7 +18,7 @@ from notifier.deliver.chats import Chats, Verdict, digest_payload
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
-from notifier.store import Store
+from notifier.store import Store, StoreError
 from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
@@ -42,6 +42,10 @@ DIGEST_ROWS = 30
 # shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
 # keep their own backoff meanwhile.
 DOWN_AFTER_FAILURES = 3
+# A store that fails (a lost database, a full disk) makes each lane wait between this
+# and up to STORE_RETRY_CAP seconds (full jitter, doubling) before it tries again.
+STORE_RETRY_BASE = 0.5
+STORE_RETRY_CAP = 30.0
 
 
 class Delivery:
@@ -117,6 +121,10 @@ class Delivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._alive: dict[str, bool] = {}
+        # Lanes whose last call to the store failed -> how many failed in a row: the
+        # outage is logged once per lane when it begins and once when it ends.
+        self._store_failing: dict[str, int] = {}
+        self.store_error: str | None = None  # while any lane's store calls fail: the last error
         # Notified after every recorded outcome, for whoever waits on delivery progress.
         self.settled = asyncio.Condition()
 
@@ -283,6 +291,8 @@ class Delivery:
                 await self._lane(name)
                 if name.startswith("@"):
                     return  # a chat lane closed itself when idle
+            except StoreError as exc:  # the store's outage: the lane waits it out
+                await self._wait(None, self._store_failed(name, exc))
             except Exception as exc:  # a lane must never silently vanish
                 self._alive[name] = False
                 self.metrics.stage_restarts.labels(stage=f"lane:{name}").inc()
@@ -295,6 +305,44 @@ class Delivery:
                 )
                 await asyncio.sleep(1.0)
         self._alive[name] = False
+
+    def _store_failed(self, name: str, error: BaseException) -> float:
+        """A lane's call to the store failed: logged when the outage begins; how long
+        the lane waits before it tries again."""
+        streak = self._store_failing.get(name, 0)
+        self._store_failing[name] = streak + 1
+        self.store_error = short_error(error)
+        if not streak:
+            event(
+                _log,
+                "lane.store_failed",
+                logging.WARNING,
+                destination=name,
+                error=short_error(error),
+            )
+        return full_jitter(streak, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP, rand=self.rand)
+
+    def _store_answered(self, name: str) -> None:
+        failed = self._store_failing.pop(name, None)
+        if failed is not None:
+            if not self._store_failing:
+                self.store_error = None
+            event(_log, "lane.store_recovered", destination=name, attempts=failed + 1)
+
+    async def _recorded(self, name: str, record: Callable[[], Awaitable[object]]) -> None:
+        """Record what the chat API said, however long the store is down: an alert sent
+        and not recorded as sent would go out again once its lease runs out. Given up
+        only when delivery stops (then it may go out again, after the restart)."""
+        while True:
+            try:
+                await record()
+            except StoreError as exc:
+                if self._stopping.is_set():
+                    raise
+                await self._wait(None, self._store_failed(name, exc))
+                continue
+            self._store_answered(name)
+            return
 
     async def _start(self, name: str, sender: Sender) -> bool:
         """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us
@@ -437,6 +485,8 @@ class Delivery:
                     rows = await self.outbox.claim(
                         name, now=now, lease=self.lease, limit=CLAIM_BATCH
                     )
+                    if name in self._store_failing:
+                        self._store_answered(name)
                     if rows and self._stopping.is_set():  # claimed as we stopped: give back
                         for row in rows:
                             await self.outbox.reschedule(
@@ -586,8 +636,9 @@ class Delivery:
         except Exception as exc:
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
-        await self.outbox.mark_sent(
-            row.key, message_id=message_id if row.action == "send" else None, now=now
+        sent_id = message_id if row.action == "send" else None
+        await self._recorded(
+            row.destination, lambda: self.outbox.mark_sent(row.key, message_id=sent_id, now=now)
         )
         self._reachable(row.destination)
         self.sent_count += 1
@@ -654,7 +705,8 @@ class Delivery:
                 await self.outbox.reschedule(other.key, at=now, error="digest failed", refund=True)
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
-        await self.outbox.mark_sent_many([(r.key, message_id) for r in rows], now=now)
+        sent = [(r.key, message_id) for r in rows]
+        await self._recorded(row.destination, lambda: self.outbox.mark_sent_many(sent, now=now))
         self.sent_count += len(rows)
         label = destination_label(row.destination)
         self.metrics.sent.labels(destination=label).inc(len(rows))

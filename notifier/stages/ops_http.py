@@ -59,8 +59,9 @@ class Watch:
         now = time.time() if now is None else now
         health = self.health
         degraded = dict(health.destinations)
-        if health.store_error is not None:
-            return Verdict(False, f"store failing: {health.store_error}", degraded)
+        store_error = health.store_error or self.delivery().store_error
+        if store_error is not None:
+            return Verdict(False, f"store failing: {store_error}", degraded)
         if self.stream is not None and not health.stream_connected:
             since = health.stream_down_since
             if since is not None and now - since > self.stream_down_budget:

@@ -1,0 +1,118 @@
+"""A store that stops answering (a lost database, a full disk) holds the lanes back without
+crashing them, and an alert sent meanwhile is recorded once it answers: never sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.deliver import lanes
+from notifier.metrics import Metrics
+from notifier.stages.context import Health
+from notifier.stages.ops_http import Watch
+from notifier.store import StoreUnavailable
+from notifier.store.types import SENT
+from tests.deliver.harness import Harness, harness, new_alert
+from tests.fakes.telegram import FakeTelegram
+
+GROUP = {"group": {"telegram": {"chat_id": -100555}}}
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lanes, "STORE_RETRY_BASE", 0.01)
+    monkeypatch.setattr(lanes, "STORE_RETRY_CAP", 0.05)
+
+
+class Outage:
+    """Makes the named store calls fail as a lost database does while `down`; `failed`
+    is set once `until` calls have failed."""
+
+    def __init__(self, h: Harness, *names: str, until: int = 3) -> None:
+        self.down = True
+        self.failures = 0
+        self.failed = asyncio.Event()
+        for name in names:
+            setattr(h.outbox, name, self._failing(getattr(h.outbox, name), until))
+
+    def _failing(
+        self, call: Callable[..., Awaitable[Any]], until: int
+    ) -> Callable[..., Awaitable[Any]]:
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.failures += 1
+                if self.failures >= until:
+                    self.failed.set()
+                raise StoreUnavailable("database 127.0.0.1:5432: connection refused")
+            return await call(*args, **kwargs)
+
+        return failing
+
+
+def health_of(h: Harness) -> Watch:
+    """What /healthz would answer about this delivery."""
+    ready = asyncio.Event()
+    ready.set()
+    return Watch(
+        Health(),
+        Metrics(),
+        None,
+        lambda: h.delivery,
+        stream_down_budget=60.0,
+        ready=ready,
+        roles=dict,
+    )
+
+
+def logged(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == name]
+
+
+async def test_an_alert_sent_while_the_store_is_down_is_recorded_when_it_answers(
+    tmp_path: Path, fake_telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    alert = new_alert("group")
+    with caplog.at_level(logging.INFO):
+        async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+            outage = Outage(h, "mark_sent")
+            await h.hand(alert)
+            async with asyncio.timeout(20):  # the send went out; recording it failed 3 times
+                await outage.failed.wait()
+            outage.down = False
+            row = await h.wait_state(alert.key, SENT)
+    assert row.message_id is not None
+    assert len(fake_telegram.sent("sendMessage")) == 1  # recorded, so never sent again
+    (failed,) = logged(caplog, "lane.store_failed")  # once for the outage, not per attempt
+    assert failed.levelno == logging.WARNING
+    assert len(logged(caplog, "lane.store_recovered")) == 1
+    assert not logged(caplog, "lane.crashed")
+
+
+async def test_a_lane_waits_out_a_store_outage_and_then_sends_what_was_written(
+    tmp_path: Path, fake_telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+            outage = Outage(h, "claim", "next_due", until=4)
+            h.delivery.wake("group")
+            async with asyncio.timeout(20):  # the lane looked 4 times, and is still there
+                await outage.failed.wait()
+            assert h.delivery.lanes_alive  # waiting, not crashed
+            watch = health_of(h)
+            assert watch.verdict().reason == (
+                "store failing: StoreUnavailable: database 127.0.0.1:5432: connection refused"
+            )
+            outage.down = False
+            alert = new_alert("group")
+            await h.enqueue(alert)
+            await h.wait_state(alert.key, SENT)
+            assert watch.verdict().ok
+    assert len(fake_telegram.sent("sendMessage")) == 1
+    assert len(logged(caplog, "lane.store_failed")) == 1
+    assert len(logged(caplog, "lane.store_recovered")) == 1
+    assert not logged(caplog, "lane.crashed")
