@@ -406,6 +406,7 @@ class App:
             lease=options.lease,
             fence=self._fence,
             on_written=options.on_alert_written,
+            handing=holder.handing,
         )
         state = StateSaver(core, store, idle=lambda: writer.idle, fence=self._fence)
         await state.load()

@@ -31,6 +31,11 @@ class DeliveryHolder:
         self.metrics = metrics
         self.drain_deadline = drain_deadline
         self.current = make(senders)
+        # Held from a write's lease of fresh rows to their hand-off (the writer), and by a
+        # swap while it releases the old delivery's leases: rows written during a swap
+        # are either handed to the old delivery before the release (which makes them due
+        # for the new one) or leased to the new one; none waits out its lease.
+        self.handing = asyncio.Lock()
         self._changed = asyncio.Event()
         self._stopping = False
 
@@ -59,10 +64,12 @@ class DeliveryHolder:
     async def swap(self, senders: Senders) -> None:
         old_delivery, old_senders = self.current, self.senders
         old_delivery.stop()
-        if await old_delivery.drain(self.drain_deadline):
-            # Nothing is in flight now: rows the old lanes held by hand are due again.
-            await self.store.release_leases()
-        self.senders, self.current = senders, self.make(senders)
+        drained = await old_delivery.drain(self.drain_deadline)
+        async with self.handing:
+            if drained:
+                # Nothing is in flight now: rows the old lanes held by hand are due again.
+                await self.store.release_leases()
+            self.senders, self.current = senders, self.make(senders)
         self._changed.set()
         self.current.wake_all()  # rows left by the old lanes
         await old_senders.close()

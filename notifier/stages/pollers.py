@@ -163,7 +163,7 @@ class LivePoller:
             return
         added = await self.store.enqueue(edits, now=now, fence=None)
         for edit in edits:
-            delivery.wake(edit.destination)
+            self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
         if self.on_written is not None:
             self.on_written([e for e in edits if e.key in added])
 

@@ -43,6 +43,7 @@ class Writer:
         fence: Callable[[], int | None] = lambda: None,
         on_written: Callable[[list[NewAlert]], None] | None = None,
         retry_cap: float = 5.0,
+        handing: asyncio.Lock | None = None,
     ) -> None:
         self.core = core
         self.store = store
@@ -52,6 +53,9 @@ class Writer:
         self.fence = fence
         self.on_written = on_written
         self.retry_cap = retry_cap
+        # Held from the lease to the hand-off, so that a reload's swap of the delivery
+        # never releases leases before a write's rows are leased (`DeliveryHolder.handing`).
+        self.handing = handing or asyncio.Lock()
         self.writing = 0
 
     @property
@@ -162,6 +166,10 @@ class Writer:
         return {ENGINE_STATE: state_text(state)}
 
     async def _write(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
+        async with self.handing:
+            await self._write_and_hand(alerts, lives)
+
+    async def _write_and_hand(self, alerts: list[NewAlert], lives: list[LiveEntry]) -> None:
         delivery = self.delivery()
         state = self._state_with(alerts)
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.deliver.console import ConsoleSender
+from notifier.deliver.factory import Senders
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
 from notifier.metrics import Metrics
@@ -17,6 +18,7 @@ from notifier.parti.models import ChannelLive
 from notifier.parti.simulator import Simulator
 from notifier.rules.compile import compile_rules
 from notifier.stages.context import Core, Health, Rules
+from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.writer import Writer
 from notifier.store import Store, StoreUnavailable, open_store
 from notifier.store.types import LiveEntry, NewAlert, Row
@@ -147,3 +149,78 @@ async def test_alerts_the_writer_hands_to_a_lane_are_sent_without_a_claim(
         tasks[0].cancel()
     await store.close()
     assert claims == []  # each alert went to the lane with its write, none was claimed
+
+
+class WatchedLock(asyncio.Lock):
+    """A lock that tells when someone had to wait for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def acquire(self) -> bool:
+        if self.locked():
+            self.waited.set()
+        return await super().acquire()
+
+
+class HeldStore:
+    """A real store whose outbox writes wait, once `entered` is set, until `go` is."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def enqueue_leased(self, *args: Any, **kwargs: Any) -> tuple[list[str], list[Row]]:
+        self.entered.set()
+        await self.go.wait()
+        return await self._store.enqueue_leased(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_alerts_written_while_a_reload_swaps_the_delivery_are_sent_at_once(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """A reload's swap released the old lanes' leases while a write was under way: the
+    write then leased its rows to the old, stopped delivery, and they waited out their
+    lease (two minutes) before the new one could claim them."""
+    core = every_go_live(tmp_path)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    store = HeldStore(real)
+    holder = DeliveryHolder(
+        real,
+        Senders({"t": ConsoleSender("t", io.StringIO())}),
+        lambda senders: Delivery(real, senders.by_name, lease=120.0),
+        Metrics(),
+        drain_deadline=5.0,
+    )
+    holder.handing = handing = WatchedLock()
+    shown = io.StringIO()
+    async with PartiClient(sim.api_url) as client:
+        writer = Writer(core, store, Profiles(client), holder, lease=120.0, handing=handing)  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(holder.run())]
+        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=1, livestream_id=1)
+        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        async with asyncio.timeout(20):
+            await store.entered.wait()  # the write is under way
+            swap = asyncio.create_task(holder.swap(Senders({"t": ConsoleSender("t", shown)})))
+            # The swap goes as far as it can: done, or waiting for the write's hand-off.
+            waiting = asyncio.create_task(handing.waited.wait())
+            await asyncio.wait([swap, waiting], return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            store.go.set()
+            await swap
+            delivery = holder.current
+            async with delivery.settled:
+                await delivery.settled.wait_for(lambda: delivery.sent_count == 1)
+        await holder.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    (row,) = await real.rows()
+    await real.close()
+    assert row.state == "sent"
+    assert "SNEAKO" in shown.getvalue()  # by the new delivery, not after the lease
