@@ -25,6 +25,7 @@ from notifier import systemd
 from notifier.deliver.chats import Chats
 from notifier.deliver.factory import Senders, build_senders
 from notifier.deliver.lanes import Delivery
+from notifier.deliver.limits import WindowBank
 from notifier.enrich.profiles import Profiles
 from notifier.log import (
     event,
@@ -127,6 +128,7 @@ class App:
             ping_timeout=self.options.ping_timeout,
             on_reject=lambda reason: self.metrics.rejected.labels(reason=reason).inc(),
         )
+        self.window_bank = WindowBank()  # each bot's rate windows, kept across reloads
         self.senders = self._build_senders(compiled, settings)  # MissingSecret: reported
         self.ready = asyncio.Event()
         self.connected_once = asyncio.Event()
@@ -180,6 +182,7 @@ class App:
             settings,
             limits_scale=self.options.limits_scale,
             console_stream=self.options.console_stream,
+            bank=self.window_bank,
         )
 
     def _make_delivery(self, senders: Senders) -> Delivery:

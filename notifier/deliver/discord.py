@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from typing import Any, Final
 
@@ -11,7 +12,7 @@ import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
 
-from notifier.deliver.limits import KeyedWindows, SlidingWindow
+from notifier.deliver.limits import BotWindows, KeyedWindows, SlidingWindow, WindowBank
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
@@ -49,7 +50,14 @@ WEBHOOK_CONNECTIONS = 1024
 class DiscordHub:
     """The one aiohttp session for webhooks and the one bot HTTP client, shared by senders."""
 
-    def __init__(self, api_url: str, bot_token: str | None, *, limits_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        bot_token: str | None,
+        *,
+        limits_scale: float = 1.0,
+        bank: WindowBank | None = None,
+    ) -> None:
         point_at(api_url)
         self.bot_token = bot_token
         self.limits_scale = limits_scale
@@ -58,18 +66,24 @@ class DiscordHub:
         self._logging_in = asyncio.Lock()
         # The bot's own limits, shared by everything it sends: its configured channels,
         # the chat subscriptions' channels and DMs.
-        count, seconds = BOT_LIMIT
-        self.bot_window = SlidingWindow(max(1, int(count * limits_scale)), seconds, shared=True)
-        self._chat_windows = KeyedWindows(self._new_chat_window)
+
+        def new_windows() -> BotWindows:
+            count, seconds = BOT_LIMIT
+            bot = SlidingWindow(max(1, int(count * limits_scale)), seconds, shared=True)
+            return BotWindows(bot, KeyedWindows(functools.partial(_chat_window, limits_scale)))
+
+        windows = (
+            new_windows()
+            if bank is None or bot_token is None  # webhooks only: no bot to count for
+            else bank.windows("discord", bot_token, api_url, limits_scale, make=new_windows)
+        )
+        self.bot_window = windows.bot
+        self._chat_windows = windows.chats
 
     def chat_window(self, key: str) -> SlidingWindow:
         """A channel's ("c<id>") or a user's DMs' ("d<id>") window, kept across the lanes
         that open and close for it; asked for at each send (see `KeyedWindows`)."""
         return self._chat_windows.get(key)
-
-    def _new_chat_window(self, key: str) -> SlidingWindow:
-        count, seconds = CHANNEL_LIMIT if key.startswith("c") else DM_LIMIT
-        return SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
 
     async def start(self, *, need_bot: bool) -> None:
         if self.session is None:
@@ -98,6 +112,11 @@ class DiscordHub:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+
+def _chat_window(limits_scale: float, key: str) -> SlidingWindow:
+    count, seconds = CHANNEL_LIMIT if key.startswith("c") else DM_LIMIT
+    return SlidingWindow(max(1, int(count * limits_scale)), seconds)
 
 
 class InvalidAnswer(Exception):

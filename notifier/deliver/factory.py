@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from notifier.deliver.base import Sender
 from notifier.deliver.console import ConsoleSender
+from notifier.deliver.limits import WindowBank
 from notifier.preflight import missing_destination_secrets
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
@@ -25,6 +26,9 @@ class Senders:
     by_name: dict[str, Sender] = field(default_factory=dict)
     bot: TelegramBot | None = None
     hub: DiscordHub | None = None
+    # The daemon's bots' rate windows, which outlive these senders (a reload's new ones
+    # take them over); None: windows of their own.
+    bank: WindowBank | None = None
 
     def telegram_bot(self, settings: Settings, *, limits_scale: float) -> TelegramBot:
         """The one TelegramBot of these senders (made on first use; needs the token)."""
@@ -37,6 +41,7 @@ class Senders:
                 settings.telegram_api_url,
                 limits_scale=limits_scale,
                 paid_broadcast=settings.telegram_paid_broadcast,
+                bank=self.bank,
             )
         return self.bot
 
@@ -50,6 +55,7 @@ class Senders:
                 settings.discord_api_url,
                 token.get_secret_value() if token else None,
                 limits_scale=limits_scale,
+                bank=self.bank,
             )
         return self.hub
 
@@ -70,11 +76,12 @@ def build_senders(
     *,
     limits_scale: float = 1.0,
     console_stream: TextIO | None = None,
+    bank: WindowBank | None = None,
 ) -> Senders:
     problems = missing_destination_secrets(rules_file, settings)
     if problems:
         raise MissingSecret(problems[0])
-    senders = Senders()
+    senders = Senders(bank=bank)
     for name, destination in rules_file.destinations.items():
         # Each chat library is imported only when a destination needs it (discord.py alone
         # weighs about 30 MB of memory).

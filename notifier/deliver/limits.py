@@ -10,6 +10,7 @@ its answer) and the last arriving (after its start) there are then always T seco
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -105,3 +106,32 @@ class KeyedWindows:
         now = self._clock()
         self._windows = {k: w for k, w in self._windows.items() if not w.quiet(now)}
         self._sweep_at = max(2 * len(self._windows), _SWEEP_AT)
+
+
+@dataclass(frozen=True, slots=True)
+class BotWindows:
+    """A bot's rate windows: its own (every message it sends) and each chat's."""
+
+    bot: SlidingWindow
+    chats: KeyedWindows
+
+
+class WindowBank:
+    """Each bot's windows for as long as the daemon runs. Telegram and Discord count what a
+    bot sent, not which of our objects sent it: the senders a reload builds for the same
+    bot (token, API, limits) take its windows over, and so do the command bot's replies,
+    instead of starting with empty windows next to the full ones (twice the limit, 429s).
+    Bots are known by a digest of their token."""
+
+    def __init__(self) -> None:
+        self._banked: dict[tuple[object, ...], BotWindows] = {}
+
+    def windows(
+        self, platform: str, token: str, *details: object, make: Callable[[], BotWindows]
+    ) -> BotWindows:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        key = (platform, digest, *details)
+        found = self._banked.get(key)
+        if found is None:
+            found = self._banked[key] = make()
+        return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +26,7 @@ from telegram.error import (
 )
 
 from notifier.deliver.base import NotModified
-from notifier.deliver.limits import KeyedWindows, SlidingWindow
+from notifier.deliver.limits import BotWindows, KeyedWindows, SlidingWindow, WindowBank
 from notifier.deliver.tg_request import AiohttpRequest
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
@@ -55,6 +56,7 @@ class TelegramBot:
         limits_scale: float = 1.0,
         timeout: float = 15.0,
         paid_broadcast: bool = False,
+        bank: WindowBank | None = None,
     ) -> None:
         # Paid broadcasts lift the bot-wide limit from 30 to 1,000 messages a second (the
         # per-chat limits stay): one go-live to 20,000 followers takes 20 s, not 11 min.
@@ -79,8 +81,20 @@ class TelegramBot:
         )
         self._requests = (request, updates)
         self.limits_scale = limits_scale
-        self.window = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
-        self._chat_windows = KeyedWindows(self._new_chat_window)
+
+        def new_windows() -> BotWindows:
+            bot = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
+            return BotWindows(bot, KeyedWindows(functools.partial(_chat_window, limits_scale)))
+
+        windows = (
+            new_windows()
+            if bank is None
+            else bank.windows(
+                "telegram", token, api_url, limits_scale, paid_broadcast, make=new_windows
+            )
+        )
+        self.window = windows.bot
+        self._chat_windows = windows.chats
         self._started = False
         self._starting = asyncio.Lock()
 
@@ -89,11 +103,6 @@ class TelegramBot:
         window per chat for everything this bot sends there: alerts and command replies.
         Asked for at each send (see `KeyedWindows`)."""
         return self._chat_windows.get(str(chat_id))
-
-    def _new_chat_window(self, key: str) -> SlidingWindow:
-        # A user's id is positive; groups, supergroups and channels are negative or @name.
-        count, seconds = PRIVATE_LIMIT if key.isdigit() else GROUP_LIMIT
-        return SlidingWindow(max(1, int(count * self.limits_scale)), seconds)
 
     async def start(self) -> None:
         if self._started:
@@ -247,6 +256,12 @@ async def _post(bot: Bot, method: str, **parameters: Any) -> int:
     if not isinstance(number, int) or isinstance(number, bool):
         raise TelegramError("Invalid server response")
     return number
+
+
+def _chat_window(limits_scale: float, key: str) -> SlidingWindow:
+    # A user's id is positive; groups, supergroups and channels are negative or @name.
+    count, seconds = PRIVATE_LIMIT if key.isdigit() else GROUP_LIMIT
+    return SlidingWindow(max(1, int(count * limits_scale)), seconds)
 
 
 def _message(payload: dict[str, Any]) -> tuple[render.TelegramMessage, bool]:

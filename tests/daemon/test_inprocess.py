@@ -18,6 +18,7 @@ from notifier.app import App, Options
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
 from notifier.settings import Settings
+from tests.fakes.telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,3 +152,38 @@ async def test_notifier_demo_runs_the_whole_tour_and_exits_0() -> None:
     assert dm[1].startswith("[telegram DM 1001] 🔴 SNEAKO is live")
     assert dm[2].startswith("[telegram DM 1001] edited: ⚫ SNEAKO was live")
     assert "9 of 9 alerts and edits delivered" in text
+
+
+async def test_a_reload_keeps_each_bots_rate_windows(
+    tmp_path: Path, sim: Simulator, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegram counts what the bot sent, not which senders sent it: the reload's new
+    senders (and the chat lanes and command replies made from them) keep the windows."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("destinations: {g: {telegram: {chat_id: -100555}}}\n")
+    monkeypatch.chdir(tmp_path)  # a reload reads the settings again: from here
+    for name, value in {
+        "NOTIFIER_PARTI_API_URL": sim.api_url,
+        "NOTIFIER_PARTI_WS_URL": sim.ws_url,
+        "NOTIFIER_STATE_PATH": str(tmp_path / "s.db"),
+        "NOTIFIER_HTTP_ADDR": "",
+        "NOTIFIER_TELEGRAM_TOKEN": fake_telegram.token,
+        "NOTIFIER_TELEGRAM_API_URL": fake_telegram.api_url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    app = App(settings, rules_path=str(rules), options=Options(console_stream=io.StringIO()))
+    task = asyncio.create_task(app.run())
+    try:
+        await app.connected_once.wait()
+        assert app.holder is not None and app.holder.senders.bot is not None
+        before = app.holder.senders.bot
+        rules.write_text("destinations: {g: {telegram: {chat_id: -100555}}, h: {console: {}}}\n")
+        assert app.reloader is not None and await app.reloader.reload()
+        after = app.holder.senders.bot
+        assert after is not None and after is not before  # new senders, the same windows
+        assert after.window is before.window
+        assert after.chat_window(-100555) is before.chat_window(-100555)
+    finally:
+        app.request_stop()
+        await task

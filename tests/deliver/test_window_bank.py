@@ -1,0 +1,133 @@
+"""A reload builds new senders; for the same bot they take its rate windows over (the chat
+APIs count what the bot sent, not which of our objects sent it), and so do the command
+bot's replies. Without that, the new senders start with empty windows next to the full
+ones: twice the limit, and 429s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from notifier.bots.limiter import SharedLimiter
+from notifier.deliver.base import GATE, Sender
+from notifier.deliver.factory import Senders, build_senders
+from notifier.deliver.limits import WindowBank
+from notifier.rules.schema import RulesFile
+from notifier.settings import Settings
+from tests.deliver.harness import live_view
+from tests.fakes.discord import BOT_TOKEN, FakeDiscord
+from tests.fakes.telegram import FakeTelegram
+
+SCALE = 0.2  # a group chat takes 4 a minute, a Discord channel 1 per 2 s
+GROUP = -100555
+CHANNEL = 1300
+
+
+def settings_for(telegram: FakeTelegram, discord: FakeDiscord, tg_token: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        telegram_token=SecretStr(tg_token),
+        telegram_api_url=telegram.api_url,
+        discord_api_url=discord.api_url,
+        discord_bot_token=SecretStr(BOT_TOKEN),
+    )
+
+
+async def senders_for(settings: Settings, bank: WindowBank, *, start: bool = True) -> Senders:
+    rules = RulesFile.model_validate(
+        {
+            "destinations": {
+                "group": {"telegram": {"chat_id": GROUP}},
+                "channel": {"discord": {"channel_id": CHANNEL}},
+            },
+            "rules": [],
+        }
+    )
+    senders = build_senders(rules, settings, limits_scale=SCALE, bank=bank)
+    if start:
+        await senders.start()
+    return senders
+
+
+async def fill(sender: Sender) -> None:
+    """Send through the gate until the destination's own window is full."""
+    payload: dict[str, Any] = {"view": live_view().to_json(), "template": None}
+    while sender.windows()[-1].wait_time(time.monotonic()) == 0.0:
+        windows = sender.windows()
+        slots = await GATE.acquire(windows)
+        try:
+            await sender.send(payload)
+        finally:
+            GATE.release(windows, slots)
+
+
+@pytest.fixture
+async def limited_telegram() -> AsyncIterator[FakeTelegram]:
+    fake = await FakeTelegram(limits_scale=SCALE).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def limited_discord() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord(limits_scale=SCALE).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.mark.parametrize("name", ["group", "channel"])
+async def test_the_senders_of_a_reload_wait_for_the_windows_the_old_ones_filled(
+    limited_telegram: FakeTelegram, limited_discord: FakeDiscord, name: str
+) -> None:
+    limited_discord.channels.add(CHANNEL)
+    bank = WindowBank()
+    settings = settings_for(limited_telegram, limited_discord, limited_telegram.token)
+    before = await senders_for(settings, bank)
+    await fill(before.by_name[name])
+    after = await senders_for(settings, bank)  # the reload's
+    try:
+        now = time.monotonic()
+        assert after.by_name[name].windows()[-1].wait_time(now) != 0.0  # full: it waits
+        assert after.by_name[name].windows() == before.by_name[name].windows()
+    finally:
+        await before.close()
+        await after.close()
+    assert limited_telegram.rate_limited == 0
+    assert limited_discord.rate_limited == 0
+
+
+async def test_the_command_bots_replies_share_the_windows_of_a_reloads_senders(
+    fake_telegram: FakeTelegram, fake_discord: FakeDiscord
+) -> None:
+    bank = WindowBank()
+    settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
+    before = await senders_for(settings, bank)
+    assert before.bot is not None
+    replies = SharedLimiter(before.bot.window, before.bot.chat_window)  # as the bots stage
+    after = await senders_for(settings, bank)
+    try:
+        assert after.bot is not None and after.bot is not before.bot
+        assert replies.bot_window is after.bot.window
+        assert replies.chat_window(GROUP) is after.bot.chat_window(GROUP)
+    finally:
+        await before.close()
+        await after.close()
+
+
+async def test_another_bot_has_windows_of_its_own(
+    fake_telegram: FakeTelegram, fake_discord: FakeDiscord
+) -> None:
+    bank = WindowBank()
+    one = await senders_for(settings_for(fake_telegram, fake_discord, "1:ONE"), bank, start=False)
+    other = await senders_for(settings_for(fake_telegram, fake_discord, "2:TWO"), bank, start=False)
+    try:
+        assert one.bot is not None and other.bot is not None
+        assert one.bot.window is not other.bot.window
+        assert one.bot.chat_window(GROUP) is not other.bot.chat_window(GROUP)
+    finally:
+        await one.close()
+        await other.close()
