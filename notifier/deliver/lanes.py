@@ -19,6 +19,7 @@ from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.store import Store, StoreError
+from notifier.store.outage import Outage
 from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
@@ -45,7 +46,7 @@ DOWN_AFTER_FAILURES = 3
 # A store that fails (a lost database, a full disk) makes each lane wait between this
 # and up to STORE_RETRY_CAP seconds (full jitter, doubling) before it tries again.
 STORE_RETRY_BASE = 0.5
-STORE_RETRY_CAP = 30.0
+STORE_RETRY_CAP = 10.0
 
 
 class Delivery:
@@ -121,10 +122,16 @@ class Delivery:
         self._idle = asyncio.Event()
         self._idle.set()
         self._alive: dict[str, bool] = {}
-        # Lanes whose last call to the store failed -> how many failed in a row: the
-        # outage is logged once per lane when it begins and once when it ends.
+        # Lanes whose last call to the store failed -> how many failed in a row (each
+        # lane's wait grows with its own); the outage is logged once for all the lanes.
         self._store_failing: dict[str, int] = {}
-        self.store_error: str | None = None  # while any lane's store calls fail: the last error
+        self._outage = Outage(
+            "delivery",
+            None,
+            failed_event="lane.store_failed",
+            recovered_event="lane.store_recovered",
+            rand=rand,
+        )
         # Notified after every recorded outcome, for whoever waits on delivery progress.
         self.settled = asyncio.Condition()
 
@@ -306,28 +313,22 @@ class Delivery:
                 await asyncio.sleep(1.0)
         self._alive[name] = False
 
+    @property
+    def store_error(self) -> str | None:
+        """The store's error while the lanes' calls to it fail."""
+        return self._outage.error
+
     def _store_failed(self, name: str, error: BaseException) -> float:
-        """A lane's call to the store failed: logged when the outage begins; how long
-        the lane waits before it tries again."""
+        """A lane's call to the store failed: how long the lane waits before it tries
+        again (the outage is logged when it begins)."""
         streak = self._store_failing.get(name, 0)
         self._store_failing[name] = streak + 1
-        self.store_error = short_error(error)
-        if not streak:
-            event(
-                _log,
-                "lane.store_failed",
-                logging.WARNING,
-                destination=name,
-                error=short_error(error),
-            )
+        self._outage.failed(error)
         return full_jitter(streak, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP, rand=self.rand)
 
     def _store_answered(self, name: str) -> None:
-        failed = self._store_failing.pop(name, None)
-        if failed is not None:
-            if not self._store_failing:
-                self.store_error = None
-            event(_log, "lane.store_recovered", destination=name, attempts=failed + 1)
+        if self._store_failing.pop(name, None) is not None:
+            self._outage.answered()
 
     async def _recorded(self, name: str, record: Callable[[], Awaitable[object]]) -> None:
         """Record what the chat API said, however long the store is down: an alert sent

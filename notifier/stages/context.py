@@ -42,7 +42,12 @@ class Health:
     stages: dict[str, bool] = field(default_factory=dict)
     # destination -> the reason it cannot be reached now (absent: reachable or untried)
     destinations: dict[str, str] = field(default_factory=dict)
-    store_error: str | None = None
+    # part of the daemon -> the store's error it meets now (see `stages.outage.Outage`)
+    store_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store_error(self) -> str | None:
+        return next(iter(self.store_errors.values()), None)
 
     def stream_down(self, now: float | None = None) -> None:
         if self.stream_connected or self.stream_down_since is None:

@@ -1,4 +1,5 @@
-"""Runs a stage forever: a crash is logged (with its traceback), counted and restarted."""
+"""Runs a stage forever: a crash is logged (with its traceback), counted and restarted; a
+store outage is waited out (`Outage`), logged once, not counted as a crash."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from collections.abc import Awaitable, Callable
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics
 from notifier.stages.context import Health
+from notifier.store.errors import FencedOut, StoreError
+from notifier.store.outage import Outage
 
 _log = get_logger("supervisor")
+# A stage restarted after a store fault that runs this long without another is taken to
+# reach the store again (its next call may be minutes away: a poller's).
+ANSWERED_AFTER = 10.0
 
 
 async def supervise(
@@ -20,18 +26,45 @@ async def supervise(
     health: Health,
     metrics: Metrics,
     restart_delay: float = 1.0,
+    answered_after: float = ANSWERED_AFTER,
 ) -> None:
     """Run `stage` until it returns; restart it after any exception but cancellation."""
     health.stages[name] = True
+    outage = Outage(
+        name,
+        health.store_errors,
+        failed_event="stage.store_failed",
+        recovered_event="stage.store_recovered",
+    )
     while True:
         try:
-            await stage()
+            if outage.failing:
+                await _answering(stage(), outage, answered_after)
+            else:
+                await stage()
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, StoreError) and not isinstance(exc, FencedOut):
+                await asyncio.sleep(outage.failed(exc))  # waited out, not a crash
+                continue
             health.stages[name] = False
             metrics.stage_restarts.labels(stage=name).inc()
             event(_log, "stage.crashed", logging.ERROR, stage=name, error=short_error(exc))
             await asyncio.sleep(restart_delay)
             health.stages[name] = True
+
+
+async def _answering(run: Awaitable[None], outage: Outage, after: float) -> None:
+    """Run a stage restarted after a store fault; once it has run `after` seconds without
+    another, the store answers again."""
+    running = asyncio.ensure_future(run)
+    try:
+        done, _ = await asyncio.wait([running], timeout=after)
+        if not done:
+            outage.answered()
+        await running
+    except asyncio.CancelledError:
+        running.cancel()
+        raise

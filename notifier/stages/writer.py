@@ -93,21 +93,20 @@ class Writer:
                 raise
             except Exception as exc:
                 attempt += 1
-                self.core.health.store_error = short_error(exc)
+                self.core.health.store_errors["writer"] = short_error(exc)
                 wait = full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random)
-                event(
-                    _log,
-                    "outbox.write_failed",
-                    logging.ERROR,
-                    alerts=len(alerts),
-                    attempt=attempt,
-                    retry_in=round(wait, 3),
-                    error=short_error(exc),
-                )
+                if attempt == 1:  # once: the batch is tried until written, the outage's length
+                    event(
+                        _log,
+                        "outbox.write_failed",
+                        logging.ERROR,
+                        alerts=len(alerts),
+                        error=short_error(exc),
+                    )
                 await asyncio.sleep(wait)
                 continue
             if attempt:
-                self.core.health.store_error = None
+                self.core.health.store_errors.pop("writer", None)
                 event(_log, "outbox.write_recovered", alerts=len(alerts), attempts=attempt + 1)
             return
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from notifier.deliver.console import ConsoleSender
 from notifier.deliver.factory import Senders
@@ -66,8 +69,9 @@ def every_go_live(tmp_path: Path) -> Core:
 
 
 async def test_a_batch_the_database_refuses_is_retried_until_written(
-    tmp_path: Path, sim: Simulator
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "destinations: {t: {console: {}}}\n"
@@ -92,6 +96,9 @@ async def test_a_batch_the_database_refuses_is_retried_until_written(
     assert store.attempts == 4  # three refusals, then written
     assert [r.rule for r in rows] == ["a"]
     assert writer.idle and health.store_error is None
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged.count("outbox.write_failed") == 1  # once for the outage, not per attempt
+    assert logged.count("outbox.write_recovered") == 1
 
 
 async def test_the_writer_asks_for_a_profile_once_and_counts_each_look_up_once(

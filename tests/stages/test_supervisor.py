@@ -1,0 +1,88 @@
+"""A stage that meets a store outage waits it out: one line when it begins, one when it
+ends, shown in /healthz meanwhile, never counted or logged as a crash. Any other fault is
+a crash: logged, counted and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from notifier.metrics import Metrics
+from notifier.stages.context import Health
+from notifier.stages.supervisor import supervise
+from notifier.store import outage
+from notifier.store.errors import StoreUnavailable
+
+REFUSED = "database 127.0.0.1:5432 unavailable: connection refused"
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outage, "RETRY_BASE", 0.01)
+
+
+def messages(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == name]
+
+
+async def test_a_stage_waits_out_a_store_outage_without_crashing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO)
+    health, metrics = Health(), Metrics()
+    answered = asyncio.Event()
+    original = outage.Outage.answered
+
+    def answering(self: outage.Outage) -> None:
+        original(self)
+        answered.set()
+
+    monkeypatch.setattr(outage.Outage, "answered", answering)
+    runs = 0
+    during: list[str | None] = []
+
+    async def stage() -> None:
+        nonlocal runs
+        runs += 1
+        during.append(health.store_error)
+        if runs <= 3:
+            raise StoreUnavailable(REFUSED)
+        await asyncio.Event().wait()  # runs on: the store answers again
+
+    task = asyncio.create_task(
+        supervise("subscriptions", stage, health=health, metrics=metrics, answered_after=0.05)
+    )
+    async with asyncio.timeout(10):
+        await answered.wait()
+    assert health.store_error is None and health.stages["subscriptions"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert runs == 4
+    assert during[1:] == [f"StoreUnavailable: {REFUSED}"] * 3  # /healthz said so meanwhile
+    (failed,) = messages(caplog, "stage.store_failed")  # once for the outage
+    assert failed.levelno == logging.WARNING
+    assert len(messages(caplog, "stage.store_recovered")) == 1
+    assert not messages(caplog, "stage.crashed")
+    restarts = metrics.stage_restarts.labels(stage="subscriptions")._value.get()
+    assert restarts == 0
+
+
+async def test_any_other_fault_is_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    health, metrics = Health(), Metrics()
+    runs = 0
+
+    async def stage() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("a bug")
+
+    await asyncio.wait_for(
+        supervise("poller", stage, health=health, metrics=metrics, restart_delay=0.0), 10
+    )
+    assert runs == 2
+    assert len(messages(caplog, "stage.crashed")) == 1
+    assert metrics.stage_restarts.labels(stage="poller")._value.get() == 1
+    assert not messages(caplog, "stage.store_failed")
