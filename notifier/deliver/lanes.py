@@ -237,14 +237,25 @@ class Delivery:
             if self.exclusive:
                 watching = group.create_task(self._watch_other_instances())
             if self.chat_sender is not None:
-                # Chat destinations with work left from before (pending or leased rows).
-                waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
-                for destination in {r.destination for r in waiting}:
-                    self.wake(destination)
+                group.create_task(self._wake_chats_with_work())
             if self.exclusive:
                 await self._stopping.wait()
                 watching.cancel()
         self._group = None
+
+    async def _wake_chats_with_work(self) -> None:
+        """Chat destinations with work left from before (pending or leased rows) open
+        their lanes; a store that does not answer is asked again."""
+        while not self._stopping.is_set():
+            try:
+                waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
+            except StoreError as exc:
+                await self._wait(None, self._store_failed("chats", exc))
+                continue
+            self._store_answered("chats")
+            for destination in {r.destination for r in waiting}:
+                self.wake(destination)
+            return
 
     async def _watch_other_instances(self) -> None:
         """Rows written by another instance (PostgreSQL NOTIFY) wake this one's lane; the

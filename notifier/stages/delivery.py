@@ -11,6 +11,7 @@ from notifier.deliver.lanes import Delivery
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics
 from notifier.store.base import Store
+from notifier.store.errors import StoreError
 
 _log = get_logger("delivery")
 
@@ -68,7 +69,10 @@ class DeliveryHolder:
         async with self.handing:
             if drained:
                 # Nothing is in flight now: rows the old lanes held by hand are due again.
-                await self.store.release_leases()
+                try:
+                    await self.store.release_leases()
+                except StoreError as exc:  # they wait out their lease; delivery goes on
+                    event(_log, "delivery.release_failed", logging.WARNING, error=short_error(exc))
             self.senders, self.current = senders, self.make(senders)
         self._changed.set()
         self.current.wake_all()  # rows left by the old lanes

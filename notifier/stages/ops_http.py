@@ -12,13 +12,15 @@ from aiohttp import web
 
 from notifier import systemd
 from notifier.deliver.lanes import Delivery
-from notifier.log import event, get_logger
+from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics
 from notifier.parti.stream import PartiStream
 from notifier.stages.context import Health
 from notifier.store.base import Store
+from notifier.store.errors import StoreError
 
 _log = get_logger("ops")
+STORE_WAIT = 2.0  # seconds a probe waits for the outbox's depth
 
 
 class AddressInUse(Exception):
@@ -135,28 +137,39 @@ class OpsHttp:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _depth(self) -> dict[str, int]:
-        depth = await self.store.depth()
+    async def _depth(self) -> dict[str, int] | str:
+        """The outbox's depth (the gauges too), or the store's error: a probe never
+        waits long for a store that does not answer, and never fails for it."""
+        try:
+            async with asyncio.timeout(STORE_WAIT):
+                depth = await self.store.depth()
+                oldest = await self.store.oldest_pending_at()
+        except TimeoutError:
+            return f"no answer within {STORE_WAIT:g}s"
+        except StoreError as exc:
+            return short_error(exc)
         self.metrics.outbox_depth.set(depth.get("pending", 0) + depth.get("sending", 0))
         self.metrics.outbox_dead.set(depth.get("dead", 0))
+        self.metrics.outbox_oldest.set(0 if oldest is None else max(0.0, time.time() - oldest))
         return depth
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        depth = await self._depth()
         verdict = self.watch.verdict()
+        if isinstance(depth, str) and verdict.ok:
+            verdict = Verdict(False, f"store failing: {depth}", verdict.degraded)
         body = {
             "status": ("degraded" if verdict.degraded else "ok") if verdict.ok else "unhealthy",
             "reason": verdict.reason,
             "stream_connected": self.watch.health.stream_connected,
             "destinations_unreachable": verdict.degraded,
             "roles": self.watch.roles(),
-            "outbox": await self._depth(),
+            "outbox": None if isinstance(depth, str) else depth,
         }
         return web.json_response(body, status=200 if verdict.ok else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        await self._depth()
-        oldest = await self.store.oldest_pending_at()
-        self.metrics.outbox_oldest.set(0 if oldest is None else max(0.0, time.time() - oldest))
+        await self._depth()  # a store that does not answer: the gauges keep their last values
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
