@@ -56,6 +56,8 @@ from notifier.stages.subscriptions import SubscriptionSync
 from notifier.stages.supervisor import supervise
 from notifier.stages.writer import Writer
 from notifier.store import Store, open_store
+from notifier.store.errors import FencedOut, StoreError
+from notifier.store.outage import Outage
 from notifier.store.types import NewAlert
 
 if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is used
@@ -353,24 +355,43 @@ class App:
         lock = RoleLock(
             store, INGEST_ROLE, instance=self.instance, check_every=self.options.role_check_every
         )
+        # A store that does not answer (a lost database) is waited out here: the role is
+        # stood for again, and the stages set up again, once it answers.
+        outage = Outage(
+            INGEST_ROLE,
+            self.health.store_errors,
+            failed_event="role.store_failed",
+            recovered_event="role.store_recovered",
+        )
         try:
             while True:
-                before = (await store.roles()).get(INGEST_ROLE)
-                generation = await lock.try_acquire()
+                try:
+                    before = (await store.roles()).get(INGEST_ROLE)
+                    generation = await lock.try_acquire()
+                except StoreError as exc:
+                    await asyncio.sleep(outage.failed(exc))
+                    continue
+                outage.answered()
                 if generation is None:
                     self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
                     await asyncio.sleep(ROLE_RETRY)
                     continue
-                await self._release_dead(store, before.holder if before else None)
-                self._generation = generation
-                self.metrics.role_held.labels(role=INGEST_ROLE).set(1)
-                self.metrics.generation.set(generation)
-                event(_log, "role.acquired", role=INGEST_ROLE, generation=generation)
                 try:
-                    await self._ingest_while(lock, store)
-                finally:
-                    self._generation = None
-                    self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
+                    await self._release_dead(store, before.holder if before else None)
+                    self._generation = generation
+                    self.metrics.role_held.labels(role=INGEST_ROLE).set(1)
+                    self.metrics.generation.set(generation)
+                    event(_log, "role.acquired", role=INGEST_ROLE, generation=generation)
+                    try:
+                        await self._ingest_while(lock, store)
+                    finally:
+                        self._generation = None
+                        self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
+                except StoreError as exc:  # setting the stages up: the store did not answer
+                    if isinstance(exc, FencedOut):
+                        raise
+                    await asyncio.sleep(outage.failed(exc))
+                    continue
                 event(_log, "role.lost", logging.WARNING, role=INGEST_ROLE, generation=generation)
         finally:
             await lock.release()

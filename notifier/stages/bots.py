@@ -15,7 +15,8 @@ from notifier.parti.client import PartiClient
 from notifier.settings import Settings
 from notifier.stages.context import Core
 from notifier.stages.delivery import DeliveryHolder
-from notifier.store import Store
+from notifier.store import Store, StoreError
+from notifier.store.outage import Outage
 
 if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is used
     from notifier.store.roles import RoleLock
@@ -147,10 +148,22 @@ class CommandBots:
         from notifier.store.roles import RoleLock, chat_updates_role
 
         lock = RoleLock(self.store, chat_updates_role(token), instance=self.instance)
+        outage = Outage(
+            f"{platform} bot",
+            self.core.health.store_errors,
+            failed_event="role.store_failed",
+            recovered_event="role.store_recovered",
+        )
         attempt = 0
         try:
             while True:
-                if await lock.try_acquire() is None:
+                try:
+                    generation = await lock.try_acquire()
+                except StoreError as exc:  # a lost database: stand for the role once it answers
+                    await asyncio.sleep(outage.failed(exc))
+                    continue
+                outage.answered()
+                if generation is None:
                     await asyncio.sleep(self.role_retry)
                     continue
                 try:
