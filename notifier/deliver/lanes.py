@@ -260,15 +260,23 @@ class Delivery:
     async def _watch_other_instances(self) -> None:
         """Rows written by another instance (PostgreSQL NOTIFY) wake this one's lane; the
         lanes also poll (STANDBY_POLL), since a notification can be lost."""
+        outage = Outage(
+            "outbox watch",
+            None,
+            failed_event="outbox.watch_failed",
+            recovered_event="outbox.watch_recovered",
+            rand=self.rand,
+        )
         while not self._stopping.is_set():
             try:
                 async with await self.outbox.watch_outbox() as watch:
+                    outage.answered()
                     async for destination in watch:
                         self.wake(destination)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                event(_log, "outbox.watch_failed", logging.WARNING, error=short_error(exc))
+            except Exception as exc:  # logged once an outage: the lanes poll meanwhile
+                outage.failed(exc)
                 await self._wait(None, STANDBY_POLL)
 
     def stop(self) -> None:

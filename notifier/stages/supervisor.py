@@ -16,7 +16,7 @@ from notifier.store.outage import Outage
 _log = get_logger("supervisor")
 # A stage restarted after a store fault that runs this long without another is taken to
 # reach the store again (its next call may be minutes away: a poller's).
-ANSWERED_AFTER = 10.0
+ANSWERED_AFTER = 5.0
 
 
 async def supervise(

@@ -14,7 +14,7 @@ from notifier.log import event, get_logger, short_error
 
 _log = get_logger("store")
 RETRY_BASE = 0.5  # seconds: the first wait is up to this, then doubling (full jitter)
-RETRY_CAP = 30.0
+RETRY_CAP = 10.0
 
 
 class Outage:
