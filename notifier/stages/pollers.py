@@ -53,7 +53,8 @@ class LivePoller:
         self.stream_up = stream_up
         self.fence = fence
         self.on_written = on_written
-        self._polls = 0
+        self._polls = 0  # polls whose findings are written
+        self._catch_up_owed = False
 
     async def run(self) -> None:
         catch_up = self.ingest.catch_up
@@ -61,12 +62,17 @@ class LivePoller:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.every):
                     await catch_up.wait()
-            after_connect = catch_up.is_set()
+            # A catch-up whose poll failed (Parti, or the store: then this stage starts
+            # again) is still owed: the next poll makes it.
+            after_connect = catch_up.is_set() or self._catch_up_owed
             catch_up.clear()
+            self._catch_up_owed = after_connect
             try:
                 await self.poll(after_connect=after_connect)
             except PartiError as exc:
                 event(_log, "poll.failed", logging.WARNING, error=short_error(exc))
+                continue
+            self._catch_up_owed = False
 
     async def poll(self, *, after_connect: bool) -> None:
         # Read before the poll: a stream that drops during it leaves the flag for the next.
@@ -77,16 +83,14 @@ class LivePoller:
             channels[channel.user_id] = channel
         live_set = await self.store.live_set()
         plan = plan_live_poll(channels, live_set)
+        first_poll = self._polls == 0
         mode = found_mode(
-            first_poll=self._polls == 0,
+            first_poll=first_poll,
             ran_before=self.ran_before,
             first_start=self.core.rules.file.defaults.first_start,
             gap=gap,
             stream_up=stream_up,
         )
-        self._polls += 1
-        if after_connect:
-            self.ingest.gap_possible = False
         found = recorded = 0
         skipped: list[LiveEntry] = []
         for channel in plan.new:
@@ -103,13 +107,18 @@ class LivePoller:
             found += await self.core.evaluate(
                 live, time.time(), caught_up=mode is Found.ALERT_CAUGHT_UP
             )
-        first_start = self._polls == 1 and not self.ran_before
+        first_start = first_poll and not self.ran_before
         if skipped or first_start:
             started = {FIRST_STARTED: str(time.time())} if first_start else None
             await self.store.enqueue(
                 [], now=time.time(), lives=skipped, state=started, fence=self.fence()
             )
             recorded = len(skipped)
+        # Only now: a first poll whose write failed is made again as the first (its live
+        # streams are recorded, not alerted as news), and a gap stays until caught up.
+        self._polls += 1
+        if after_connect:
+            self.ingest.gap_possible = False
         if found and mode is Found.ALERT_CAUGHT_UP:
             self.core.metrics.catch_ups.inc(found)
         if after_connect or found or recorded:
