@@ -25,6 +25,7 @@ class DecisionRecorder:
         self.every = every
         # (platform, chat id, subject) -> (text, at); a newer decision replaces an older one
         self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._failing = False  # the last write failed: logged once an outage
 
     def add(self, decisions: Iterable[SubDecision]) -> None:
         for decision in decisions:
@@ -54,8 +55,19 @@ class DecisionRecorder:
                 batch = entries[first : first + WRITE_BATCH]
                 await self.store.record_decisions(batch)
                 written += len(batch)
-        except Exception as exc:  # /why may be a little stale; alerts are not affected
-            event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
+        except Exception as exc:  # /why may be a little stale meanwhile; alerts are not
+            # The rest wait for the next round, unless a newer decision replaced them.
+            unwritten = dict(list(pending.items())[written:])
+            unwritten.update(self._pending)
+            self._pending = unwritten
+            self.add(())  # the cap
+            if not self._failing:
+                event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
+            self._failing = True
+        else:
+            if self._failing:
+                event(_log, "decisions.write_recovered")
+            self._failing = False
         if written:
             event(_log, "decisions.recorded", decisions=written)
         return written

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from notifier.rules.engine import Reason, SubDecision
 from notifier.stages.decisions import DecisionRecorder
-from notifier.store import Store
+from notifier.store import Store, StoreUnavailable
 from notifier.store.types import Decision, DecisionEntry
 
 LINE = {"line": 100.5, "direction": "up"}
@@ -205,3 +205,27 @@ async def test_the_recorder_writes_a_go_live_s_decisions_in_a_few_calls(store: S
         found is not None
         and found.text == SubDecision("sub:1", "@tg:1", Reason.FIRED, "463000", "live:1", 1.0).text
     )
+
+
+async def test_decisions_the_store_did_not_take_wait_for_the_next_round(store: Store) -> None:
+    """A store outage leaves /why a little stale, never without the decisions it missed."""
+    real = store.record_decisions
+    refusals = 2
+
+    async def refusing(entries: Sequence[DecisionEntry]) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise StoreUnavailable("database 127.0.0.1:5432 unavailable: connection refused")
+        await real(entries)
+
+    store.record_decisions = refusing  # type: ignore[method-assign]
+    recorder = DecisionRecorder(store)
+    recorder.add([SubDecision("sub:1", "@tg:7", Reason.FIRED, "463000", "live:1", 1.0)])
+    assert await recorder.flush() == 0
+    newer = SubDecision("sub:1", "@tg:8", Reason.COOLING_DOWN, "463000", "live:2", 2.0)
+    recorder.add([newer])  # while the store is down
+    assert await recorder.flush() == 0
+    assert await recorder.flush() == 2  # both, once it answers
+    for chat in ("7", "8"):
+        assert await store.last_decision("telegram", chat, "463000") is not None
