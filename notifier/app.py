@@ -394,6 +394,7 @@ class App:
                     continue
                 event(_log, "role.lost", logging.WARNING, role=INGEST_ROLE, generation=generation)
         finally:
+            outage.close()
             await lock.release()
 
     def _adopt_settings(self, settings: Settings) -> None:

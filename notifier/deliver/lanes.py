@@ -125,6 +125,10 @@ class Delivery:
         # Lanes whose last call to the store failed -> how many failed in a row (each
         # lane's wait grows with its own); the outage is logged once for all the lanes.
         self._store_failing: dict[str, int] = {}
+        # Sent, but not recorded before this delivery stopped (the store was down): the
+        # next delivery of a reload takes them over (`adopt`).
+        self.unrecorded: list[tuple[str, str | None]] = []
+        self._adopted: list[tuple[str, str | None]] = []
         self._outage = Outage(
             "delivery",
             None,
@@ -198,6 +202,8 @@ class Delivery:
         """Take rows leased to this process (by `enqueue_leased`) straight to their lanes;
         returns the keys handed. A chat's lane that closed since `room` opens again."""
         handed: set[str] = set()
+        if self._stopping.is_set():  # stopped (a reload's swap): the swap releases them
+            return handed
         for row in rows:
             destination = row.destination
             if destination not in self._handed and not self._open_lane(destination, leased=True):
@@ -230,6 +236,7 @@ class Delivery:
         """Run every lane until `stop()`; a crashed lane is logged and restarted."""
         for name in self.senders:
             self._alive[name] = True  # alive from now: health must not flap at start
+        await self._record_adopted()  # before any lane can claim their rows
         async with asyncio.TaskGroup() as group:
             self._group = group
             for name in list(self.senders):
@@ -349,20 +356,41 @@ class Delivery:
         if self._store_failing.pop(name, None) is not None:
             self._outage.answered()
 
-    async def _recorded(self, name: str, record: Callable[[], Awaitable[object]]) -> None:
-        """Record what the chat API said, however long the store is down: an alert sent
-        and not recorded as sent would go out again once its lease runs out. Given up
-        only when delivery stops (then it may go out again, after the restart)."""
+    async def _recorded(self, name: str, sent: list[tuple[str, str | None]], now: float) -> None:
+        """Record the keys (with their message ids) as sent, however long the store is
+        down: an alert sent and not recorded would go out again once its lease runs out.
+        When delivery stops first (a reload, a shutdown) they are left in `unrecorded`:
+        a reload's next delivery records them before it claims anything."""
         while True:
             try:
-                await record()
+                if len(sent) == 1:
+                    key, message_id = sent[0]
+                    await self.outbox.mark_sent(key, message_id=message_id, now=now)
+                else:
+                    await self.outbox.mark_sent_many(sent, now=now)
             except StoreError as exc:
                 if self._stopping.is_set():
+                    self.unrecorded += sent
                     raise
                 await self._wait(None, self._store_failed(name, exc))
                 continue
             self._store_answered(name)
             return
+
+    def adopt(self, unrecorded: list[tuple[str, str | None]]) -> None:
+        """Sends the delivery before this one could not record (its rows are still leased
+        to this instance): recorded first when this one runs."""
+        self._adopted = list(unrecorded)
+
+    async def _record_adopted(self) -> None:
+        while self._adopted and not self._stopping.is_set():
+            try:
+                await self.outbox.mark_sent_many(self._adopted, now=self.clock())
+            except StoreError as exc:
+                await self._wait(None, self._store_failed("recorded", exc))
+                continue
+            self._store_answered("recorded")
+            self._adopted = []
 
     async def _start(self, name: str, sender: Sender) -> bool:
         """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us
@@ -458,7 +486,10 @@ class Delivery:
         now = self.clock()
         if self._destination_until.get(name, 0.0) - now > DESTINATION_TTL / 3:
             return True
-        if await self.outbox.try_lease_destination(name, now=now, ttl=DESTINATION_TTL):
+        held = await self.outbox.try_lease_destination(name, now=now, ttl=DESTINATION_TTL)
+        if name in self._store_failing:  # the store answered (a standby lane claims nothing)
+            self._store_answered(name)
+        if held:
             self._destination_until[name] = now + DESTINATION_TTL
             return True
         self._destination_until.pop(name, None)
@@ -480,7 +511,10 @@ class Delivery:
                 await self._wait(None, paused_until - now)
                 continue
             handed = self._handed[name]
-            if not await self._holds_destination(name):
+            holds = await self._holds_destination(name)
+            if self._stopping.is_set():
+                return  # stopped meanwhile: handed rows are released by whoever stopped it
+            if not holds:
                 # Another instance sends here: rows handed to us go back for it to claim.
                 while handed:
                     row = handed.popleft()
@@ -657,9 +691,7 @@ class Delivery:
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
         sent_id = message_id if row.action == "send" else None
-        await self._recorded(
-            row.destination, lambda: self.outbox.mark_sent(row.key, message_id=sent_id, now=now)
-        )
+        await self._recorded(row.destination, [(row.key, sent_id)], now)
         self._reachable(row.destination)
         self.sent_count += 1
         self._sent_last[row.destination] = row.key
@@ -725,8 +757,7 @@ class Delivery:
                 await self.outbox.reschedule(other.key, at=now, error="digest failed", refund=True)
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
-        sent = [(r.key, message_id) for r in rows]
-        await self._recorded(row.destination, lambda: self.outbox.mark_sent_many(sent, now=now))
+        await self._recorded(row.destination, [(r.key, message_id) for r in rows], now)
         self.sent_count += len(rows)
         label = destination_label(row.destination)
         self.metrics.sent.labels(destination=label).inc(len(rows))

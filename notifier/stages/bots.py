@@ -173,6 +173,7 @@ class CommandBots:
                     attempt += 1
                     await _bot_backoff(platform, errors.exceptions[0], attempt)
         finally:
+            outage.close()
             await lock.release()
 
     def _reply_limiter(self) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from notifier.deliver.factory import Senders
@@ -67,6 +68,15 @@ class DeliveryHolder:
         old_delivery.stop()
         drained = await old_delivery.drain(self.drain_deadline)
         async with self.handing:
+            # Sends the old lanes could not record (the store was down): recorded now, or
+            # by the new delivery before it claims; their rows are not released meanwhile.
+            unrecorded = old_delivery.unrecorded
+            if unrecorded:
+                try:
+                    await self.store.mark_sent_many(unrecorded, now=time.time())
+                    unrecorded = []
+                except StoreError:
+                    drained = False  # keep every lease: theirs must not be claimed
             if drained:
                 # Nothing is in flight now: rows the old lanes held by hand are due again.
                 try:
@@ -74,6 +84,7 @@ class DeliveryHolder:
                 except StoreError as exc:  # they wait out their lease; delivery goes on
                     event(_log, "delivery.release_failed", logging.WARNING, error=short_error(exc))
             self.senders, self.current = senders, self.make(senders)
+            self.current.adopt(unrecorded)
         self._changed.set()
         self.current.wake_all()  # rows left by the old lanes
         await old_senders.close()

@@ -117,7 +117,7 @@ class LivePoller:
         # Only now: a first poll whose write failed is made again as the first (its live
         # streams are recorded, not alerted as news), and a gap stays until caught up.
         self._polls += 1
-        if after_connect:
+        if after_connect and not self.ingest.catch_up.is_set():  # no reconnect since
             self.ingest.gap_possible = False
         if found and mode is Found.ALERT_CAUGHT_UP:
             self.core.metrics.catch_ups.inc(found)

@@ -36,35 +36,27 @@ async def supervise(
         failed_event="stage.store_failed",
         recovered_event="stage.store_recovered",
     )
-    while True:
-        try:
-            if outage.failing:
-                await _answering(stage(), outage, answered_after)
-            else:
-                await stage()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, StoreError) and not isinstance(exc, FencedOut):
-                await asyncio.sleep(outage.failed(exc))  # waited out, not a crash
-                continue
-            health.stages[name] = False
-            metrics.stage_restarts.labels(stage=name).inc()
-            event(_log, "stage.crashed", logging.ERROR, stage=name, error=short_error(exc))
-            await asyncio.sleep(restart_delay)
-            health.stages[name] = True
-
-
-async def _answering(run: Awaitable[None], outage: Outage, after: float) -> None:
-    """Run a stage restarted after a store fault; once it has run `after` seconds without
-    another, the store answers again."""
-    running = asyncio.ensure_future(run)
     try:
-        done, _ = await asyncio.wait([running], timeout=after)
-        if not done:
-            outage.answered()
-        await running
-    except asyncio.CancelledError:
-        running.cancel()
-        raise
+        while True:
+            answering = None
+            if outage.failing:  # the store answers once the stage runs a while again
+                answering = asyncio.get_running_loop().call_later(answered_after, outage.answered)
+            try:
+                await stage()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, StoreError) and not isinstance(exc, FencedOut):
+                    await asyncio.sleep(outage.failed(exc))  # waited out, not a crash
+                    continue
+                health.stages[name] = False
+                metrics.stage_restarts.labels(stage=name).inc()
+                event(_log, "stage.crashed", logging.ERROR, stage=name, error=short_error(exc))
+                await asyncio.sleep(restart_delay)
+                health.stages[name] = True
+            finally:
+                if answering is not None:
+                    answering.cancel()
+    finally:
+        outage.close()

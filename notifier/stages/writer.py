@@ -64,6 +64,12 @@ class Writer:
         return self.core.queue.empty() and not self.writing
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # stopped (the role lost) mid-outage: its error goes from /healthz with it
+            self.core.health.store_errors.pop("writer", None)
+
+    async def _run(self) -> None:
         queue = self.core.queue
         while True:
             first = await queue.get()

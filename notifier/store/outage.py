@@ -61,3 +61,9 @@ class Outage:
         event(_log, self.recovered_event, part=self.who, attempts=self.failures + 1)
         self.failures = 0
         self.error = None
+
+    def close(self) -> None:
+        """The part stops (cancelled, or its role lost): what it showed in /healthz goes
+        with it, or it would stay there after the store answers again."""
+        if self.errors is not None:
+            self.errors.pop(self.who, None)

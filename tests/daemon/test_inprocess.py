@@ -175,7 +175,8 @@ async def test_a_reload_keeps_each_bots_rate_windows(
     app = App(settings, rules_path=str(rules), options=Options(console_stream=io.StringIO()))
     task = asyncio.create_task(app.run())
     try:
-        await app.connected_once.wait()
+        async with asyncio.timeout(30):
+            await app.connected_once.wait()
         assert app.holder is not None and app.holder.senders.bot is not None
         before = app.holder.senders.bot
         rules.write_text("destinations: {g: {telegram: {chat_id: -100555}}, h: {console: {}}}\n")

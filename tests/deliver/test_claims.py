@@ -152,3 +152,18 @@ async def test_rows_nobody_told_the_lane_about_go_out_at_its_next_look(
         quiet = new_alert("group")
         await h.outbox.enqueue([quiet], now=time.time(), fence=None)
         await h.wait_state(quiet.key, SENT, timeout=10)
+
+
+async def test_a_stopped_delivery_takes_no_rows_by_hand(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    """A reload stopped it: the rows a write leased meanwhile are released by the swap for
+    the next delivery, so none of the old lanes may send one too."""
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        h.delivery.stop()
+        alert = new_alert("group")
+        _, rows = await h.outbox.enqueue_leased(
+            [alert], now=time.time(), lease=120.0, room={"group": 1}, fence=None
+        )
+        assert len(rows) == 1
+        assert h.delivery.hand(rows) == set()

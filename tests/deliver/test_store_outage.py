@@ -4,7 +4,9 @@ crashing them, and an alert sent meanwhile is recorded once it answers: never se
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,13 @@ from typing import Any
 import pytest
 
 from notifier.deliver import lanes
+from notifier.deliver.console import ConsoleSender
+from notifier.deliver.lanes import Delivery
 from notifier.metrics import Metrics
 from notifier.stages.context import Health
+from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ops_http import Watch
-from notifier.store import StoreUnavailable
+from notifier.store import StoreUnavailable, open_store
 from notifier.store.types import SENT
 from tests.deliver.harness import Harness, harness, new_alert
 from tests.fakes.telegram import FakeTelegram
@@ -116,3 +121,86 @@ async def test_a_lane_waits_out_a_store_outage_and_then_sends_what_was_written(
     assert len(logged(caplog, "lane.store_failed")) == 1
     assert len(logged(caplog, "lane.store_recovered")) == 1
     assert not logged(caplog, "lane.crashed")
+
+
+async def test_a_reload_during_an_outage_never_sends_an_alert_twice(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    """The old lanes stop before they could record a send: the swap records it, or leaves
+    it (and its lease) to the new delivery, which records it before it claims anything."""
+    alert = new_alert("group")
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
+        await h.hand(alert)
+        async with asyncio.timeout(20):
+            await outage.failed.wait()  # sent; recording it failed
+        holder = DeliveryHolder(
+            h.outbox,
+            h.senders,
+            lambda senders: Delivery(h.outbox, senders.by_name),
+            Metrics(),
+            drain_deadline=5.0,
+        )
+        holder.current = h.delivery
+        await holder.swap(h.senders)  # a reload while the store is down
+        outage.down = False  # the store answers
+        new = holder.current
+        looked = asyncio.Event()
+        claim = h.outbox.claim
+
+        async def claiming(*args: Any, **kwargs: Any) -> Any:
+            looked.set()
+            return await claim(*args, **kwargs)
+
+        h.outbox.claim = claiming  # type: ignore[method-assign]
+        running = asyncio.create_task(new.run())
+        async with asyncio.timeout(20):
+            await looked.wait()  # the new lane looked at the outbox: after the record
+        new.stop()
+        await running
+        row = await h.outbox.get(alert.key)
+    assert row is not None and row.state == SENT
+    assert len(fake_telegram.sent("sendMessage")) == 1
+
+
+async def test_a_standby_lane_sees_the_store_answer_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PostgreSQL a lane whose destination another instance sends to never claims:
+    the store answering its destination lease ends its outage (else /healthz stays 503)."""
+    monkeypatch.setattr(lanes, "STANDBY_POLL", 0.01)
+    mine = await open_store(pg_url, instance="standby")
+    other = await open_store(pg_url, instance="active")
+    try:
+        assert await other.try_lease_destination("group", now=time.time(), ttl=300.0)
+        down = True
+        failures = 0
+        failed, answered = asyncio.Event(), asyncio.Event()
+        lease = mine.try_lease_destination
+
+        async def leasing(*args: Any, **kwargs: Any) -> bool:
+            nonlocal failures
+            if down:
+                failures += 1
+                if failures == 3:
+                    failed.set()
+                raise StoreUnavailable("database 127.0.0.1:5432: connection refused")
+            held = await lease(*args, **kwargs)
+            answered.set()
+            return held
+
+        mine.try_lease_destination = leasing  # type: ignore[method-assign]
+        delivery = Delivery(mine, {"group": ConsoleSender("group", io.StringIO())})
+        running = asyncio.create_task(delivery.run())
+        async with asyncio.timeout(20):
+            await failed.wait()
+        assert delivery.store_error is not None
+        down = False
+        async with asyncio.timeout(20):
+            await answered.wait()  # the other instance still holds it: False
+        assert delivery.store_error is None
+        delivery.stop()
+        await running
+    finally:
+        await mine.close()
+        await other.close()

@@ -86,3 +86,50 @@ async def test_any_other_fault_is_a_crash(caplog: pytest.LogCaptureFixture) -> N
     assert len(messages(caplog, "stage.crashed")) == 1
     assert metrics.stage_restarts.labels(stage="poller")._value.get() == 1
     assert not messages(caplog, "stage.store_failed")
+
+
+async def test_a_stage_stopped_during_an_outage_takes_its_error_out_of_healthz() -> None:
+    """The ingest role lost mid-outage cancels every stage: the next round's stages start
+    with no outage of their own, so nobody else would clear the old error."""
+    health, metrics = Health(), Metrics()
+    failed = asyncio.Event()
+
+    async def stage() -> None:
+        failed.set()
+        raise StoreUnavailable(REFUSED)
+
+    task = asyncio.create_task(supervise("poller", stage, health=health, metrics=metrics))
+    async with asyncio.timeout(10):
+        await failed.wait()
+    assert health.store_error is not None
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert health.store_errors == {}
+
+
+async def test_a_stage_cancelled_after_an_outage_has_finished_when_its_supervisor_has() -> None:
+    """Its clean-up (through the store) must not run after whoever stopped it went on."""
+    health, metrics = Health(), Metrics()
+    runs = 0
+    running = asyncio.Event()
+    cleaned = False
+
+    async def stage() -> None:
+        nonlocal runs, cleaned
+        runs += 1
+        if runs == 1:
+            raise StoreUnavailable(REFUSED)
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.05)  # a clean-up that takes a while
+            cleaned = True
+
+    task = asyncio.create_task(supervise("state", stage, health=health, metrics=metrics))
+    async with asyncio.timeout(10):
+        await running.wait()  # restarted after the fault, still within answered_after
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert cleaned
+    assert len(asyncio.all_tasks()) == 1  # this test's own: nothing left running
