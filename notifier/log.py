@@ -57,6 +57,9 @@ _LIBRARY_LOGGERS = (
     "psycopg",
     "psycopg.pool",
 )
+# The pool warns at each failed reconnect (about one a second while the database is down);
+# the parts that wait for it log the outage once (`store.outage.Outage`).
+_QUIETER = {"psycopg.pool": logging.ERROR}
 
 
 def get_logger(name: str = "") -> logging.Logger:
@@ -203,7 +206,7 @@ def setup(
     root.addHandler(handler)
     root.setLevel(library_level)
     for name in _LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(library_level)
+        logging.getLogger(name).setLevel(max(library_level, _QUIETER.get(name, 0)))
     ours = logging.getLogger(LOGGER_NAME)
     ours.handlers.clear()
     ours.setLevel(level)

@@ -305,6 +305,17 @@ def test_libraries_log_warnings_only_and_ours_log_info(logs: Callable[..., io.St
     assert [line["event"] for line in _json_lines(out)] == ["app.started"]
 
 
+def test_the_database_pools_reconnect_warnings_stay_out_of_the_log(
+    logs: Callable[..., io.StringIO],
+) -> None:
+    """About one a second while the database is down; the outage is logged once by us."""
+    out = logs("json")
+    pool = logging.getLogger("psycopg.pool")
+    pool.warning("error connecting in 'notifier': connection refused")
+    pool.error("the pool is broken")
+    assert [line["event"] for line in _json_lines(out)] == ["the pool is broken"]
+
+
 def test_setup_twice_writes_each_line_once(logs: Callable[..., io.StringIO]) -> None:
     logs("json")
     out = logs("json")
