@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 # RetryAfter.retry_after as a timedelta, without PTB's deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "1")
@@ -85,6 +85,7 @@ from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import AssetPrice
 from notifier.rules.subscriptions import telegram_destination
 from notifier.store.base import Store
+from notifier.store.errors import StoreUnavailable
 from notifier.store.types import Chat as StoredChat
 from notifier.store.types import ChatKind, SubscriptionKind
 
@@ -201,6 +202,8 @@ class _Turn:
 
 
 Action = Callable[[_Turn], Awaitable[Reply]]
+T = TypeVar("T")
+_OUTAGE_TRIES: Final = 6  # waits of 0.25, 0.5, 1, 2 and 4 s: about 8 s, then given up
 
 
 class TelegramCommands:
@@ -737,7 +740,8 @@ class TelegramCommands:
             return
         chat = change.chat
         status = change.new_chat_member.status
-        try:
+
+        async def record() -> None:
             if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
                 reason = PAUSED_BLOCKED if chat.type == ChatType.PRIVATE else PAUSED_REMOVED
                 await self._remember_chat(chat)
@@ -752,6 +756,9 @@ class TelegramCommands:
                         PLATFORM, str(chat.id), now=self._clock(), paused_reason=None
                     )
                     event(log, "bot.chat_resumed", chat=chat.id)
+
+        try:
+            await _through_outage(record)
         except Exception as exc:
             event(
                 log,
@@ -772,7 +779,9 @@ class TelegramCommands:
         else:
             return
         try:
-            moved = await self._store.migrate_chat(PLATFORM, str(old), str(new), now=self._clock())
+            moved = await _through_outage(
+                lambda: self._store.migrate_chat(PLATFORM, str(old), str(new), now=self._clock())
+            )
         except Exception as exc:
             event(
                 log, "bot.command_failed", logging.ERROR, command="migrate", error=short_error(exc)
@@ -1041,3 +1050,16 @@ __all__ = [
     "TelegramCommands",
     "alert_keyboard",
 ]
+
+
+async def _through_outage(work: Callable[[], Awaitable[T]]) -> T:
+    """A membership change or a migration comes once: a short store outage must not lose
+    it (a chat that let the bot back in would stay paused). Tried for about 8 s."""
+    for attempt in range(_OUTAGE_TRIES):
+        try:
+            return await work()
+        except StoreUnavailable:
+            if attempt == _OUTAGE_TRIES - 1:
+                raise
+            await asyncio.sleep(min(4.0, 0.25 * 2**attempt))
+    raise AssertionError("unreachable")

@@ -20,7 +20,7 @@ from notifier.bots.telegram import (
 )
 from notifier.parti.client import PartiClient
 from notifier.parti.simulator import Simulator
-from notifier.store import Store
+from notifier.store import Store, StoreUnavailable
 from tests.bots.conftest import (
     ADMIN,
     GROUP,
@@ -676,6 +676,36 @@ async def test_a_user_blocking_the_bot_pauses_their_chat(
     await logged.wait("bot.chat_paused")
     chat = await store.get_chat("telegram", str(USER))
     assert chat is not None and chat.paused_reason == "blocked"
+
+
+async def test_a_chat_that_lets_the_bot_back_in_during_a_short_store_outage_is_resumed(
+    bot: TelegramCommands,
+    fake_telegram: FakeTelegram,
+    store: Store,
+    logged: LogWaiter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Telegram sends the change once: a store that fails for a moment must not lose it
+    (the chat would stay paused, its alerts dropped, until the user writes /start)."""
+    await say(fake_telegram, USER, USER, "/follow SNEAKO")
+    fake_telegram.push_my_chat_member(USER, "kicked")
+    await logged.wait("bot.chat_paused")
+    refusals = 2
+    set_fields = store.set_chat_fields
+
+    async def refusing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise StoreUnavailable("database 127.0.0.1:5432 unavailable: connection refused")
+        return await set_fields(*args, **kwargs)
+
+    monkeypatch.setattr(store, "set_chat_fields", refusing)
+    fake_telegram.push_my_chat_member(USER, "member")
+    await logged.wait("bot.chat_resumed")
+    chat = await store.get_chat("telegram", str(USER))
+    assert chat is not None and chat.paused_reason is None
+    assert refusals == 0
 
 
 async def test_a_migrated_group_keeps_its_watchlist_under_the_new_id(
