@@ -13,6 +13,7 @@ import pytest
 from notifier.deliver.lanes import Delivery
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.simulator import Simulator
+from notifier.stages.context import Core
 from notifier.stages.ingest import Ingest
 from notifier.stages.pollers import LivePoller
 from notifier.store import Store, StoreUnavailable, open_store
@@ -39,6 +40,23 @@ class FailingOnce:
         return failing
 
 
+def poller_for(
+    core: Core, store: Store, client: PartiClient, *, ran_before: bool, every: float
+) -> LivePoller:
+    ingest = Ingest(core, None, stream_seqs={}, ran_before=ran_before)  # type: ignore[arg-type]
+    delivery = Delivery(store, {})
+    return LivePoller(
+        core,
+        ingest,
+        client,
+        store,
+        lambda: delivery,
+        every=every,
+        ran_before=ran_before,
+        stream_up=lambda: True,
+    )
+
+
 async def test_a_first_poll_the_store_failed_still_records_what_was_live(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -48,18 +66,7 @@ async def test_a_first_poll_the_store_failed_still_records_what_was_live(
     store = FailingOnce(real, "enqueue")
     await sim.go_live(463000, user_name="SNEAKO")  # live before this first start
     async with PartiClient(sim.api_url) as client:
-        ingest = Ingest(core, None, stream_seqs={}, ran_before=False)  # type: ignore[arg-type]
-        delivery = Delivery(real, {})
-        poller = LivePoller(
-            core,
-            ingest,
-            client,
-            store,
-            lambda: delivery,  # type: ignore[arg-type]
-            every=60.0,
-            ran_before=False,
-            stream_up=lambda: True,
-        )
+        poller = poller_for(core, store, client, ran_before=False, every=60.0)  # type: ignore[arg-type]
         with pytest.raises(StoreUnavailable):
             await poller.poll(after_connect=True)
         await poller.poll(after_connect=True)  # the stage, started again
@@ -75,18 +82,8 @@ async def test_a_catch_up_whose_poll_failed_is_made_by_the_next_poll(
     core = every_go_live(tmp_path)
     store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     async with PartiClient(sim.api_url) as client:
-        ingest = Ingest(core, None, stream_seqs={}, ran_before=True)  # type: ignore[arg-type]
-        delivery = Delivery(store, {})
-        poller = LivePoller(
-            core,
-            ingest,
-            client,
-            store,
-            lambda: delivery,  # type: ignore[arg-type]
-            every=0.01,
-            ran_before=True,
-            stream_up=lambda: True,
-        )
+        poller = poller_for(core, store, client, ran_before=True, every=0.01)
+        ingest = poller.ingest
         asked: list[bool] = []
         done = asyncio.Event()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,18 @@ class Refusing:
         return getattr(self._store, name)
 
 
+async def run_until(reached: asyncio.Event, work: Coroutine[Any, Any, None], store: Store) -> None:
+    """Run `work` until `reached` is set (or fail after 20 s); then stop it."""
+    task = asyncio.create_task(work)
+    try:
+        async with asyncio.timeout(20):
+            await reached.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
 def lines(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == name]
 
@@ -71,14 +84,7 @@ async def test_the_ingest_role_is_taken_once_the_store_answers(
         await asyncio.Event().wait()
 
     app._ingest_while = ingest_while  # type: ignore[method-assign]
-    role = asyncio.create_task(app._ingest_role(Refusing(store, failures=3)))  # type: ignore[arg-type]
-    try:
-        async with asyncio.timeout(20):
-            await ingesting.wait()
-    finally:
-        role.cancel()
-        await asyncio.gather(role, return_exceptions=True)
-        await store.close()
+    await run_until(ingesting, app._ingest_role(Refusing(store, failures=3)), store)  # type: ignore[arg-type]
     (failed,) = lines(caplog, "role.store_failed")
     assert failed.levelno == logging.WARNING
     assert len(lines(caplog, "role.store_recovered")) == 1
@@ -109,14 +115,7 @@ async def test_a_command_bot_takes_its_role_once_the_store_answers(
             serving.set()
             await asyncio.Event().wait()
 
-    task = asyncio.create_task(bots._command_bot("telegram", "1:T", Bot, RuntimeError))
-    try:
-        async with asyncio.timeout(20):
-            await serving.wait()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await store.close()
+    await run_until(serving, bots._command_bot("telegram", "1:T", Bot, RuntimeError), store)
     assert len(lines(caplog, "role.store_failed")) == 1
     assert len(lines(caplog, "role.store_recovered")) == 1
     assert core.health.store_error is None
