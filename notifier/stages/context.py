@@ -70,6 +70,9 @@ class Core:
         self.metrics = metrics
         self.health = health
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(MATCH_QUEUE)
+        # A batch a writer took from the queue and was stopped before it wrote (the ingest
+        # role lost with the database): the next writer writes it first.
+        self.unwritten: list[Pending] = []
         # The engine changed since its state was last saved.
         self.state_dirty = False
         # Chat subscriptions by id (kept by the sync stage): their template, role, on_end.

@@ -57,11 +57,12 @@ class Writer:
         # never releases leases before a write's rows are leased (`DeliveryHolder.handing`).
         self.handing = handing or asyncio.Lock()
         self.writing = 0
+        self._wrote = asyncio.Event()  # set after each batch
 
     @property
     def idle(self) -> bool:
         """Every evaluated match is in the outbox."""
-        return self.core.queue.empty() and not self.writing
+        return self.core.queue.empty() and not self.writing and not self.core.unwritten
 
     async def run(self) -> None:
         try:
@@ -70,24 +71,36 @@ class Writer:
             self.core.health.store_errors.pop("writer", None)
 
     async def _run(self) -> None:
-        queue = self.core.queue
+        core, queue = self.core, self.core.queue
         while True:
-            first = await queue.get()
-            batch = [first]
-            while not queue.empty() and len(batch) < WRITE_BATCH:
-                batch.append(queue.get_nowait())
+            taken = 0  # from the queue (the rest: a batch an earlier writer did not finish)
+            if core.unwritten:
+                batch, core.unwritten = core.unwritten[:WRITE_BATCH], core.unwritten[WRITE_BATCH:]
+            else:
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < WRITE_BATCH:
+                    batch.append(queue.get_nowait())
+                taken = len(batch)
             self.writing += 1
+            written = False
             try:
                 await self._write_until_done(batch)
+                written = True
             finally:
                 self.writing -= 1
-                for _ in batch:
+                if not written:  # stopped mid-write (the role lost): the next writer's first
+                    core.unwritten[:0] = batch
+                self._wrote.set()
+                for _ in range(taken):
                     queue.task_done()
 
     async def flush(self, deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await self.core.queue.join()
+                while not self.idle:  # a batch an earlier writer left (`Core.unwritten`)
+                    self._wrote.clear()
+                    await self._wrote.wait()
 
     async def _write_until_done(self, batch: list[Pending]) -> None:
         alerts, lives = await self._prepare(batch)
@@ -164,7 +177,11 @@ class Writer:
         restores a crossing count older than the alerts it made (its next crossing would
         reuse a written key and be lost as a duplicate). Only when every evaluated match is
         in this batch (the queue is empty): the state must not run ahead of the outbox."""
-        if not any(a.kind == "price" for a in alerts) or not self.core.queue.empty():
+        if (
+            not any(a.kind == "price" for a in alerts)
+            or not self.core.queue.empty()
+            or self.core.unwritten
+        ):
             return None
         state = self.core.rules.engine.export_state(now=time.time())
         self.core.state_dirty = False  # an event evaluated from here on sets it again

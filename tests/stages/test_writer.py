@@ -231,3 +231,34 @@ async def test_alerts_written_while_a_reload_swaps_the_delivery_are_sent_at_once
     await real.close()
     assert row.state == "sent"
     assert "SNEAKO" in shown.getvalue()  # by the new delivery, not after the lease
+
+
+async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """The ingest role lost with the database stops the writer while it waits for the
+    store: the matches it had taken from the queue are not lost (a price crossing would
+    not come again); the writer of the role's next holding writes them first."""
+    core = every_go_live(tmp_path)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    held = HeldStore(real)
+    async with PartiClient(sim.api_url) as client:
+        delivery = Delivery(real, {})
+        first = Writer(core, held, Profiles(client), lambda: delivery, lease=60.0)  # type: ignore[arg-type]
+        task = asyncio.create_task(first.run())
+        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=1, livestream_id=1)
+        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        async with asyncio.timeout(20):
+            await held.entered.wait()  # taken from the queue, waiting for the store
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert core.queue.empty() and not first.idle
+        second = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
+        task = asyncio.create_task(second.run())
+        await second.flush(20.0)
+        assert second.idle
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    rows = await real.rows()
+    await real.close()
+    assert [r.subject for r in rows] == ["463000"]
