@@ -57,6 +57,17 @@ class FlakyStore:
         return getattr(self._store, name)
 
 
+async def writing_a_go_live(
+    core: Core, store: Store, client: PartiClient, delivery: Delivery
+) -> tuple[Writer, asyncio.Task[None]]:
+    """A running writer, and one go-live of SNEAKO evaluated for it."""
+    writer = Writer(core, store, Profiles(client), lambda: delivery, lease=60.0)
+    task = asyncio.create_task(writer.run())
+    live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=9, livestream_id=1)
+    assert await core.evaluate(live, 1.0, caught_up=False) == 1
+    return writer, task
+
+
 def every_go_live(tmp_path: Path) -> Core:
     """A core whose one rule matches every go-live, to the console, without a cooldown."""
     rules = tmp_path / "rules.yaml"
@@ -83,11 +94,7 @@ async def test_a_batch_the_database_refuses_is_retried_until_written(
     real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     store = FlakyStore(real, failures=3)
     async with PartiClient(sim.api_url) as client:
-        delivery = Delivery(real, {})
-        writer = Writer(core, store, Profiles(client), lambda: delivery, lease=60.0)  # type: ignore[arg-type]
-        task = asyncio.create_task(writer.run())
-        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=9, livestream_id=1)
-        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        writer, task = await writing_a_go_live(core, store, client, Delivery(real, {}))  # type: ignore[arg-type]
         assert not writer.idle
         await writer.flush(30.0)
         task.cancel()
@@ -244,10 +251,7 @@ async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next
     held = HeldStore(real)
     async with PartiClient(sim.api_url) as client:
         delivery = Delivery(real, {})
-        first = Writer(core, held, Profiles(client), lambda: delivery, lease=60.0)  # type: ignore[arg-type]
-        task = asyncio.create_task(first.run())
-        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=1, livestream_id=1)
-        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        first, task = await writing_a_go_live(core, held, client, delivery)  # type: ignore[arg-type]
         async with asyncio.timeout(20):
             await held.entered.wait()  # taken from the queue, waiting for the store
         task.cancel()
