@@ -55,24 +55,31 @@ class LivePoller:
         self.on_written = on_written
         self._polls = 0  # polls whose findings are written
         self._catch_up_owed = False
+        self._poll_failed = False  # the last poll raised (Parti, or the store)
 
     async def run(self) -> None:
         catch_up = self.ingest.catch_up
+        # Started again after a poll the store failed: poll at once (the supervisor waited
+        # out the outage), so the store's answer is seen within seconds, not a period.
+        again = self._poll_failed
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.every):
-                    await catch_up.wait()
+            if not again:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.every):
+                        await catch_up.wait()
+            again = False
             # A catch-up whose poll failed (Parti, or the store: then this stage starts
             # again) is still owed: the next poll makes it.
             after_connect = catch_up.is_set() or self._catch_up_owed
             catch_up.clear()
             self._catch_up_owed = after_connect
+            self._poll_failed = True
             try:
                 await self.poll(after_connect=after_connect)
             except PartiError as exc:
                 event(_log, "poll.failed", logging.WARNING, error=short_error(exc))
                 continue
-            self._catch_up_owed = False
+            self._poll_failed = self._catch_up_owed = False
 
     async def poll(self, *, after_connect: bool) -> None:
         # Read before the poll: a stream that drops during it leaves the flag for the next.

@@ -102,3 +102,32 @@ async def test_a_catch_up_whose_poll_failed_is_made_by_the_next_poll(
         await asyncio.gather(running, return_exceptions=True)
     await store.close()
     assert asked[:2] == [True, True]  # the failed catch-up is made by the next poll
+
+
+async def test_a_poller_started_again_after_the_store_failed_a_poll_polls_at_once(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """The supervisor waited the outage out: the next poll comes now, not a period later,
+    so /healthz sees the store answer within seconds."""
+    core = every_go_live(tmp_path)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    store = FailingOnce(real, "live_set")
+    async with PartiClient(sim.api_url) as client:
+        poller = poller_for(core, store, client, ran_before=True, every=3600.0)  # type: ignore[arg-type]
+        poller.ingest.catch_up.set()  # the first poll: at the connect
+        with pytest.raises(StoreUnavailable):
+            await poller.run()
+        polled = asyncio.Event()
+        poll = poller.poll
+
+        async def polling(*, after_connect: bool) -> None:
+            await poll(after_connect=after_connect)
+            polled.set()
+
+        poller.poll = polling  # type: ignore[method-assign]
+        running = asyncio.create_task(poller.run())  # as the supervisor does
+        async with asyncio.timeout(10):  # not the hour of `every`
+            await polled.wait()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    await real.close()
