@@ -128,7 +128,9 @@ class Delivery:
         # Sent, but not recorded before this delivery stopped (the store was down): the
         # next delivery of a reload takes them over (`adopt`).
         self.unrecorded: list[tuple[str, str | None]] = []
-        self._adopted: list[tuple[str, str | None]] = []
+        # Taken over from the delivery before (`adopt`): recorded before any lane runs, or
+        # handed on to the next delivery if this one is swapped out first.
+        self.adopted: list[tuple[str, str | None]] = []
         self._outage = Outage(
             "delivery",
             None,
@@ -380,17 +382,17 @@ class Delivery:
     def adopt(self, unrecorded: list[tuple[str, str | None]]) -> None:
         """Sends the delivery before this one could not record (its rows are still leased
         to this instance): recorded first when this one runs."""
-        self._adopted = list(unrecorded)
+        self.adopted += unrecorded
 
     async def _record_adopted(self) -> None:
-        while self._adopted and not self._stopping.is_set():
+        while self.adopted and not self._stopping.is_set():
             try:
-                await self.outbox.mark_sent_many(self._adopted, now=self.clock())
+                await self.outbox.mark_sent_many(self.adopted, now=self.clock())
             except StoreError as exc:
                 await self._wait(None, self._store_failed("recorded", exc))
                 continue
             self._store_answered("recorded")
-            self._adopted = []
+            self.adopted = []
 
     async def _start(self, name: str, sender: Sender) -> bool:
         """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us

@@ -70,7 +70,7 @@ class DeliveryHolder:
         async with self.handing:
             # Sends the old lanes could not record (the store was down): recorded now, or
             # by the new delivery before it claims; their rows are not released meanwhile.
-            unrecorded = old_delivery.unrecorded
+            unrecorded = old_delivery.unrecorded + old_delivery.adopted  # not yet recorded
             if unrecorded:
                 try:
                     await self.store.mark_sent_many(unrecorded, now=time.time())

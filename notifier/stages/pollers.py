@@ -19,6 +19,7 @@ from notifier.stages.catchup import Found, ended_edits, found_mode, plan_live_po
 from notifier.stages.context import Core
 from notifier.stages.ingest import Ingest
 from notifier.store.base import Store
+from notifier.store.errors import StoreError
 from notifier.store.types import LiveEntry, NewAlert
 
 _log = get_logger("poll")
@@ -55,7 +56,7 @@ class LivePoller:
         self.on_written = on_written
         self._polls = 0  # polls whose findings are written
         self._catch_up_owed = False
-        self._poll_failed = False  # the last poll raised (Parti, or the store)
+        self._poll_failed = False  # the store failed the last poll
 
     async def run(self) -> None:
         catch_up = self.ingest.catch_up
@@ -73,12 +74,14 @@ class LivePoller:
             after_connect = catch_up.is_set() or self._catch_up_owed
             catch_up.clear()
             self._catch_up_owed = after_connect
-            self._poll_failed = True
             try:
                 await self.poll(after_connect=after_connect)
             except PartiError as exc:
                 event(_log, "poll.failed", logging.WARNING, error=short_error(exc))
                 continue
+            except StoreError:  # the supervisor waits the outage out, then the poll comes
+                self._poll_failed = True
+                raise
             self._poll_failed = self._catch_up_owed = False
 
     async def poll(self, *, after_connect: bool) -> None:

@@ -82,14 +82,13 @@ class Writer:
                     batch.append(queue.get_nowait())
                 taken = len(batch)
             self.writing += 1
-            written = False
             try:
                 await self._write_until_done(batch)
-                written = True
+            except asyncio.CancelledError:
+                core.unwritten[:0] = batch  # stopped mid-write (the role lost): the next's first
+                raise
             finally:
                 self.writing -= 1
-                if not written:  # stopped mid-write (the role lost): the next writer's first
-                    core.unwritten[:0] = batch
                 self._wrote.set()
                 for _ in range(taken):
                     queue.task_done()

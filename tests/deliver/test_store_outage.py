@@ -123,11 +123,13 @@ async def test_a_lane_waits_out_a_store_outage_and_then_sends_what_was_written(
     assert not logged(caplog, "lane.crashed")
 
 
+@pytest.mark.parametrize("reloads", [1, 2])
 async def test_a_reload_during_an_outage_never_sends_an_alert_twice(
-    tmp_path: Path, fake_telegram: FakeTelegram
+    tmp_path: Path, fake_telegram: FakeTelegram, reloads: int
 ) -> None:
     """The old lanes stop before they could record a send: the swap records it, or leaves
-    it (and its lease) to the new delivery, which records it before it claims anything."""
+    it (and its lease) to the new delivery, which records it before it claims anything;
+    a second reload before that hands it on again."""
     alert = new_alert("group")
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
         outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
@@ -142,7 +144,8 @@ async def test_a_reload_during_an_outage_never_sends_an_alert_twice(
             drain_deadline=5.0,
         )
         holder.current = h.delivery
-        await holder.swap(h.senders)  # a reload while the store is down
+        for _ in range(reloads):
+            await holder.swap(h.senders)  # a reload while the store is down
         outage.down = False  # the store answers
         new = holder.current
         looked = asyncio.Event()

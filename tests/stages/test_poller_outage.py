@@ -131,3 +131,24 @@ async def test_a_poller_started_again_after_the_store_failed_a_poll_polls_at_onc
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     await real.close()
+
+
+async def test_a_poll_that_fails_for_another_reason_is_not_repeated_at_once(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a store fault (waited out by the supervisor first) makes the restarted poller
+    poll at once: a bug must not make it list Parti's live channels every second."""
+    core = every_go_live(tmp_path)
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        poller = poller_for(core, store, client, ran_before=True, every=3600.0)
+
+        async def broken(*, after_connect: bool) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(poller, "poll", broken)
+        poller.ingest.catch_up.set()
+        with pytest.raises(RuntimeError):
+            await poller.run()
+    await store.close()
+    assert not poller._poll_failed

@@ -266,3 +266,25 @@ async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next
     rows = await real.rows()
     await real.close()
     assert [r.subject for r in rows] == ["463000"]
+
+
+async def test_a_batch_that_cannot_be_prepared_is_not_retried_for_ever(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Only a writer stopped mid-write leaves its batch to the next: a batch that fails
+    for any other reason (a bug) must not hold every later alert back."""
+    core = every_go_live(tmp_path)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        writer = Writer(core, real, Profiles(client), lambda: Delivery(real, {}), lease=60.0)
+
+        async def broken(batch: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        writer._prepare = broken  # type: ignore[method-assign]
+        live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=1, livestream_id=1)
+        assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        with pytest.raises(RuntimeError):
+            await writer.run()
+    await real.close()
+    assert core.unwritten == [] and writer.idle
