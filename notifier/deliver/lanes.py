@@ -128,6 +128,9 @@ class Delivery:
         # Sent, but not recorded before this delivery stopped (the store was down): the
         # next delivery of a reload takes them over (`adopt`).
         self.unrecorded: list[tuple[str, str | None]] = []
+        # Set by a reload's swap that went on before this delivery's sends ended: where the
+        # sends it could not record go then (the next delivery's `adopt`).
+        self.handover: Callable[[list[tuple[str, str | None]]], None] | None = None
         # Taken over from the delivery before (`adopt`): recorded before any lane runs, or
         # handed on to the next delivery if this one is swapped out first.
         self.adopted: list[tuple[str, str | None]] = []
@@ -372,7 +375,10 @@ class Delivery:
                     await self.outbox.mark_sent_many(sent, now=now)
             except StoreError as exc:
                 if self._stopping.is_set():
-                    self.unrecorded += sent
+                    if self.handover is not None:  # a reload's swap went on without them
+                        self.handover(sent)
+                    else:
+                        self.unrecorded += sent
                     raise
                 await self._wait(None, self._store_failed(name, exc))
                 continue
@@ -381,18 +387,22 @@ class Delivery:
 
     def adopt(self, unrecorded: list[tuple[str, str | None]]) -> None:
         """Sends the delivery before this one could not record (its rows are still leased
-        to this instance): recorded first when this one runs."""
+        to this instance): recorded first when this one runs, or now if it runs already
+        (a send the old lanes finished after the swap stopped waiting for them)."""
         self.adopted += unrecorded
+        if unrecorded and self._group is not None and not self._stopping.is_set():
+            self._group.create_task(self._record_adopted())
 
     async def _record_adopted(self) -> None:
         while self.adopted and not self._stopping.is_set():
+            marks = list(self.adopted)
             try:
-                await self.outbox.mark_sent_many(self.adopted, now=self.clock())
+                await self.outbox.mark_sent_many(marks, now=self.clock())
             except StoreError as exc:
                 await self._wait(None, self._store_failed("recorded", exc))
                 continue
             self._store_answered("recorded")
-            self.adopted = []
+            self.adopted = [m for m in self.adopted if m not in marks]  # some came meanwhile
 
     async def _start(self, name: str, sender: Sender) -> bool:
         """Start the sender (a Telegram bot asks getMe); an API that is down or rejects us

@@ -85,6 +85,9 @@ class DeliveryHolder:
                     event(_log, "delivery.release_failed", logging.WARNING, error=short_error(exc))
             self.senders, self.current = senders, self.make(senders)
             self.current.adopt(unrecorded)
+            # A send still in flight (the drain gave up on it) whose record then fails:
+            # the delivery current by then records it.
+            old_delivery.handover = lambda sent: self.current.adopt(sent)
         self._changed.set()
         self.current.wake_all()  # rows left by the old lanes
         await old_senders.close()

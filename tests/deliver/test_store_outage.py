@@ -207,3 +207,56 @@ async def test_a_standby_lane_sees_the_store_answer_again(
     finally:
         await mine.close()
         await other.close()
+
+
+async def test_a_send_recorded_too_late_for_the_reload_is_recorded_by_the_next_delivery(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    """The swap stops waiting for the old lanes after its drain deadline; a send whose
+    record then fails is recorded by the delivery current by then, not sent again."""
+    alert = new_alert("group")
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        entered, go = asyncio.Event(), asyncio.Event()
+        mark_sent = h.outbox.mark_sent
+        refuse = True
+
+        async def slow_then_refused(*args: Any, **kwargs: Any) -> Any:
+            if refuse:
+                entered.set()
+                await go.wait()  # the database does not answer for a while
+                raise StoreUnavailable("database 127.0.0.1:5432: connection refused")
+            return await mark_sent(*args, **kwargs)
+
+        h.outbox.mark_sent = slow_then_refused  # type: ignore[method-assign]
+        await h.hand(alert)
+        async with asyncio.timeout(20):
+            await entered.wait()  # sent; its record is under way
+        holder = DeliveryHolder(
+            h.outbox,
+            h.senders,
+            lambda senders: Delivery(h.outbox, senders.by_name),
+            Metrics(),
+            drain_deadline=0.01,
+        )
+        holder.current = h.delivery
+        await holder.swap(h.senders)  # its drain gives up on the send in flight
+        new = holder.current
+        running = asyncio.create_task(new.run())
+        recorded = asyncio.Event()
+        many = h.outbox.mark_sent_many
+
+        async def recording(*args: Any, **kwargs: Any) -> Any:
+            done = await many(*args, **kwargs)
+            recorded.set()
+            return done
+
+        h.outbox.mark_sent_many = recording  # type: ignore[method-assign]
+        refuse = False  # the store answers again, for the next calls
+        go.set()  # the old lane's record fails now
+        async with asyncio.timeout(20):
+            await recorded.wait()
+        new.stop()
+        await running
+        row = await h.outbox.get(alert.key)
+    assert row is not None and row.state == SENT
+    assert len(fake_telegram.sent("sendMessage")) == 1
