@@ -59,6 +59,19 @@ class Outage:
         return failing
 
 
+def holder_of(h: Harness, *, drain_deadline: float) -> DeliveryHolder:
+    """The harness's delivery as a reload sees it (`DeliveryHolder.swap`)."""
+    holder = DeliveryHolder(
+        h.outbox,
+        h.senders,
+        lambda senders: Delivery(h.outbox, senders.by_name),
+        Metrics(),
+        drain_deadline=drain_deadline,
+    )
+    holder.current = h.delivery
+    return holder
+
+
 def health_of(h: Harness) -> Watch:
     """What /healthz would answer about this delivery."""
     ready = asyncio.Event()
@@ -136,14 +149,7 @@ async def test_a_reload_during_an_outage_never_sends_an_alert_twice(
         await h.hand(alert)
         async with asyncio.timeout(20):
             await outage.failed.wait()  # sent; recording it failed
-        holder = DeliveryHolder(
-            h.outbox,
-            h.senders,
-            lambda senders: Delivery(h.outbox, senders.by_name),
-            Metrics(),
-            drain_deadline=5.0,
-        )
-        holder.current = h.delivery
+        holder = holder_of(h, drain_deadline=5.0)
         for _ in range(reloads):
             await holder.swap(h.senders)  # a reload while the store is down
         outage.down = False  # the store answers
@@ -231,14 +237,7 @@ async def test_a_send_recorded_too_late_for_the_reload_is_recorded_by_the_next_d
         await h.hand(alert)
         async with asyncio.timeout(20):
             await entered.wait()  # sent; its record is under way
-        holder = DeliveryHolder(
-            h.outbox,
-            h.senders,
-            lambda senders: Delivery(h.outbox, senders.by_name),
-            Metrics(),
-            drain_deadline=0.01,
-        )
-        holder.current = h.delivery
+        holder = holder_of(h, drain_deadline=0.01)
         await holder.swap(h.senders)  # its drain gives up on the send in flight
         new = holder.current
         running = asyncio.create_task(new.run())
