@@ -204,6 +204,7 @@ class _Turn:
 Action = Callable[[_Turn], Awaitable[Reply]]
 T = TypeVar("T")
 _OUTAGE_TRIES: Final = 6  # waits of 0.25, 0.5, 1, 2 and 4 s: about 8 s, then given up
+_OUTAGE_WAIT = 0.25  # the first of them
 
 
 class TelegramCommands:
@@ -230,6 +231,9 @@ class TelegramCommands:
         self._api_url = api_url.rstrip("/")
         self._store = store
         self._client = client
+        # chat id -> [its lock, how many changes use it]: a chat's membership changes are
+        # recorded in the order they came, also while each waits out a store outage.
+        self._member_changes: dict[int, list[Any]] = {}
         self._limits = limits or CommandLimits()
         self._clock = clock
         self._poll_timeout = poll_timeout
@@ -757,8 +761,11 @@ class TelegramCommands:
                     )
                     event(log, "bot.chat_resumed", chat=chat.id)
 
+        entry = self._member_changes.setdefault(chat.id, [asyncio.Lock(), 0])
+        entry[1] += 1
         try:
-            await _through_outage(record)
+            async with entry[0]:
+                await _through_outage(record)
         except Exception as exc:
             event(
                 log,
@@ -767,6 +774,10 @@ class TelegramCommands:
                 command="my_chat_member",
                 error=short_error(exc),
             )
+        finally:
+            entry[1] -= 1
+            if not entry[1]:  # nobody else waits: 20,000 chats are not 20,000 locks
+                del self._member_changes[chat.id]
 
     async def _on_migration(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -1061,5 +1072,5 @@ async def _through_outage(work: Callable[[], Awaitable[T]]) -> T:
         except StoreUnavailable:
             if attempt == _OUTAGE_TRIES - 1:
                 raise
-            await asyncio.sleep(min(4.0, 0.25 * 2**attempt))
+            await asyncio.sleep(min(16 * _OUTAGE_WAIT, _OUTAGE_WAIT * 2**attempt))
     raise AssertionError("unreachable")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from telegram import Bot, InlineKeyboardMarkup
 
+from notifier.bots import telegram as tg_commands
 from notifier.bots.telegram import (
     COMMANDS,
     CommandBotError,
@@ -706,6 +707,40 @@ async def test_a_chat_that_lets_the_bot_back_in_during_a_short_store_outage_is_r
     chat = await store.get_chat("telegram", str(USER))
     assert chat is not None and chat.paused_reason is None
     assert refusals == 0
+
+
+async def test_a_chats_membership_changes_during_an_outage_are_recorded_in_order(
+    bot: TelegramCommands,
+    fake_telegram: FakeTelegram,
+    store: Store,
+    logged: LogWaiter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user blocks the bot, then lets it back in, while the store does not answer:
+    the chat ends up resumed. Each change waits out the outage on its own schedule: the
+    later one must not be recorded before the earlier one (the chat would stay paused)."""
+    monkeypatch.setattr(tg_commands, "_OUTAGE_WAIT", 0.01)
+    await say(fake_telegram, USER, USER, "/follow SNEAKO")
+    refused = 0
+    twice = asyncio.Event()
+    set_fields = store.set_chat_fields
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        nonlocal refused
+        if not twice.is_set():
+            refused += 1
+            if refused == 2:
+                twice.set()  # by now the second change has come (and, unlocked, gone)
+            raise StoreUnavailable("database 127.0.0.1:5432 unavailable: connection refused")
+        return await set_fields(*args, **kwargs)
+
+    monkeypatch.setattr(store, "set_chat_fields", down)
+    fake_telegram.push_my_chat_member(USER, "kicked")
+    fake_telegram.push_my_chat_member(USER, "member")
+    await logged.wait("bot.chat_paused")  # the store answers from the third call on
+    await logged.wait("bot.chat_resumed")
+    chat = await store.get_chat("telegram", str(USER))
+    assert chat is not None and chat.paused_reason is None
 
 
 async def test_a_migrated_group_keeps_its_watchlist_under_the_new_id(
