@@ -12,7 +12,13 @@ import discord
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
 
-from notifier.deliver.limits import BotWindows, KeyedWindows, SlidingWindow, WindowBank
+from notifier.deliver.limits import (
+    BotWindows,
+    KeyedWindows,
+    SlidingWindow,
+    WindowBank,
+    bot_windows,
+)
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
@@ -72,11 +78,7 @@ class DiscordHub:
             bot = SlidingWindow(max(1, int(count * limits_scale)), seconds, shared=True)
             return BotWindows(bot, KeyedWindows(functools.partial(_chat_window, limits_scale)))
 
-        windows = (
-            new_windows()
-            if bank is None or bot_token is None  # webhooks only: no bot to count for
-            else bank.windows("discord", bot_token, api_url, limits_scale, make=new_windows)
-        )
+        windows = bot_windows(bank, "discord", bot_token, api_url, limits_scale, make=new_windows)
         self.bot_window = windows.bot
         self._chat_windows = windows.chats
 

@@ -43,10 +43,6 @@ DIGEST_ROWS = 30
 # shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
 # keep their own backoff meanwhile.
 DOWN_AFTER_FAILURES = 3
-# A store that fails (a lost database, a full disk) makes each lane wait between this
-# and up to STORE_RETRY_CAP seconds (full jitter, doubling) before it tries again.
-STORE_RETRY_BASE = 0.5
-STORE_RETRY_CAP = 10.0
 
 
 class Delivery:
@@ -355,7 +351,7 @@ class Delivery:
         streak = self._store_failing.get(name, 0)
         self._store_failing[name] = streak + 1
         self._outage.failed(error)
-        return full_jitter(streak, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP, rand=self.rand)
+        return self._outage.wait(streak)
 
     def _store_answered(self, name: str) -> None:
         if self._store_failing.pop(name, None) is not None:
@@ -499,8 +495,7 @@ class Delivery:
         if self._destination_until.get(name, 0.0) - now > DESTINATION_TTL / 3:
             return True
         held = await self.outbox.try_lease_destination(name, now=now, ttl=DESTINATION_TTL)
-        if name in self._store_failing:  # the store answered (a standby lane claims nothing)
-            self._store_answered(name)
+        self._store_answered(name)  # also for a standby lane, which claims nothing
         if held:
             self._destination_until[name] = now + DESTINATION_TTL
             return True
@@ -551,8 +546,7 @@ class Delivery:
                     rows = await self.outbox.claim(
                         name, now=now, lease=self.lease, limit=CLAIM_BATCH
                     )
-                    if name in self._store_failing:
-                        self._store_answered(name)
+                    self._store_answered(name)
                     if rows and self._stopping.is_set():  # claimed as we stopped: give back
                         for row in rows:
                             await self.outbox.reschedule(

@@ -135,3 +135,17 @@ class WindowBank:
         if found is None:
             found = self._banked[key] = make()
         return found
+
+
+def bot_windows(
+    bank: WindowBank | None,
+    platform: str,
+    token: str | None,
+    *details: object,
+    make: Callable[[], BotWindows],
+) -> BotWindows:
+    """The bot's windows from `bank`, or windows of its own (no bank, or no bot: a
+    Discord hub for webhooks only)."""
+    if bank is None or token is None:
+        return make()
+    return bank.windows(platform, token, *details, make=make)

@@ -26,7 +26,13 @@ from telegram.error import (
 )
 
 from notifier.deliver.base import NotModified
-from notifier.deliver.limits import BotWindows, KeyedWindows, SlidingWindow, WindowBank
+from notifier.deliver.limits import (
+    BotWindows,
+    KeyedWindows,
+    SlidingWindow,
+    WindowBank,
+    bot_windows,
+)
 from notifier.deliver.tg_request import AiohttpRequest
 from notifier.log import short_error
 from notifier.outbox.policy import Failure, Outcome
@@ -86,12 +92,8 @@ class TelegramBot:
             bot = SlidingWindow(int(bot_limit[0] * limits_scale), bot_limit[1], shared=True)
             return BotWindows(bot, KeyedWindows(functools.partial(_chat_window, limits_scale)))
 
-        windows = (
-            new_windows()
-            if bank is None
-            else bank.windows(
-                "telegram", token, api_url, limits_scale, paid_broadcast, make=new_windows
-            )
+        windows = bot_windows(
+            bank, "telegram", token, api_url, limits_scale, paid_broadcast, make=new_windows
         )
         self.window = windows.bot
         self._chat_windows = windows.chats

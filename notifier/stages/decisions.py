@@ -4,13 +4,13 @@ background: a popular streamer's go-live decides for thousands of chats at once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 
 from notifier.deliver.chats import chat_of
-from notifier.log import event, get_logger, short_error
+from notifier.log import event, get_logger
 from notifier.rules.engine import SubDecision
 from notifier.store import Store
+from notifier.store.outage import Outage
 from notifier.store.types import DecisionEntry
 
 _log = get_logger("decisions")
@@ -25,7 +25,12 @@ class DecisionRecorder:
         self.every = every
         # (platform, chat id, subject) -> (text, at); a newer decision replaces an older one
         self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._failing = False  # the last write failed: logged once an outage
+        self._outage = Outage(
+            "decisions",
+            None,
+            failed_event="decisions.write_failed",
+            recovered_event="decisions.write_recovered",
+        )
 
     def add(self, decisions: Iterable[SubDecision]) -> None:
         for decision in decisions:
@@ -61,13 +66,9 @@ class DecisionRecorder:
             unwritten.update(self._pending)
             self._pending = unwritten
             self.add(())  # the cap
-            if not self._failing:
-                event(_log, "decisions.write_failed", logging.WARNING, error=short_error(exc))
-            self._failing = True
+            self._outage.failed(exc)  # the next round comes after `every`: no wait of its own
         else:
-            if self._failing:
-                event(_log, "decisions.write_recovered")
-            self._failing = False
+            self._outage.answered()
         if written:
             event(_log, "decisions.recorded", decisions=written)
         return written

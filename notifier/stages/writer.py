@@ -18,13 +18,14 @@ from typing import Any
 from notifier.backoff import full_jitter
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
-from notifier.log import event, get_logger, short_error
+from notifier.log import get_logger
 from notifier.metrics import destination_label
 from notifier.parti.models import ChannelLive, UserProfile
 from notifier.render.fields import view_of
 from notifier.stages.context import Core, Pending
 from notifier.stages.state import ENGINE_STATE, state_text
 from notifier.store.base import Store
+from notifier.store.outage import Outage
 from notifier.store.types import LiveEntry, NewAlert
 
 _log = get_logger("writer")
@@ -56,6 +57,15 @@ class Writer:
         # Held from the lease to the hand-off, so that a reload's swap of the delivery
         # never releases leases before a write's rows are leased (`DeliveryHolder.handing`).
         self.handing = handing or asyncio.Lock()
+        # Logged once an outage, shown in /healthz meanwhile (its waits are the writer's
+        # own: a batch is tried again sooner than the other parts try).
+        self._outage = Outage(
+            "writer",
+            core.health.store_errors,
+            failed_event="outbox.write_failed",
+            recovered_event="outbox.write_recovered",
+            level=logging.ERROR,
+        )
         self.writing = 0
         self._wrote = asyncio.Event()  # set after each batch
 
@@ -68,7 +78,7 @@ class Writer:
         try:
             await self._run()
         finally:  # stopped (the role lost) mid-outage: its error goes from /healthz with it
-            self.core.health.store_errors.pop("writer", None)
+            self._outage.close()
 
     async def _run(self) -> None:
         core, queue = self.core, self.core.queue
@@ -111,21 +121,12 @@ class Writer:
                 raise
             except Exception as exc:
                 attempt += 1
-                self.core.health.store_errors["writer"] = short_error(exc)
-                wait = full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random)
-                if attempt == 1:  # once: the batch is tried until written, the outage's length
-                    event(
-                        _log,
-                        "outbox.write_failed",
-                        logging.ERROR,
-                        alerts=len(alerts),
-                        error=short_error(exc),
-                    )
-                await asyncio.sleep(wait)
+                self._outage.failed(exc, alerts=len(alerts))
+                await asyncio.sleep(
+                    full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random)
+                )
                 continue
-            if attempt:
-                self.core.health.store_errors.pop("writer", None)
-                event(_log, "outbox.write_recovered", alerts=len(alerts), attempts=attempt + 1)
+            self._outage.answered(alerts=len(alerts))
             return
 
     async def _prepare(self, batch: list[Pending]) -> tuple[list[NewAlert], list[LiveEntry]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from typing import Any
 
 from notifier.backoff import full_jitter
 from notifier.log import event, get_logger, short_error
@@ -23,8 +24,8 @@ class Outage:
         who: str,
         errors: dict[str, str] | None,
         *,
-        failed_event: str = "store.failed",
-        recovered_event: str = "store.recovered",
+        failed_event: str,
+        recovered_event: str,
         level: int = logging.WARNING,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -41,24 +42,31 @@ class Outage:
     def failing(self) -> bool:
         return self.failures > 0
 
-    def failed(self, error: BaseException) -> float:
-        """A call failed: logged when the outage begins; the seconds to wait now."""
+    def failed(self, error: BaseException, **fields: Any) -> float:
+        """A call failed: logged (with `fields`) when the outage begins; the seconds to
+        wait now."""
         text = self.error = short_error(error)
         if self.errors is not None:
             self.errors[self.who] = text
         if not self.failures:
-            event(_log, self.failed_event, self.level, part=self.who, error=text)
-        wait = full_jitter(self.failures, base=RETRY_BASE, cap=RETRY_CAP, rand=self.rand)
+            event(_log, self.failed_event, self.level, part=self.who, error=text, **fields)
+        wait = self.wait(self.failures)
         self.failures += 1
         return wait
 
-    def answered(self) -> None:
+    def wait(self, failures: int) -> float:
+        """The wait after `failures` failures in a row (of this part, or of one of the
+        several it stands for, each with its own count)."""
+        return full_jitter(failures, base=RETRY_BASE, cap=RETRY_CAP, rand=self.rand)
+
+    def answered(self, **fields: Any) -> None:
         """A call succeeded: the outage, if there was one, is over."""
         if not self.failures:
             return
         if self.errors is not None:
             self.errors.pop(self.who, None)
-        event(_log, self.recovered_event, part=self.who, attempts=self.failures + 1)
+        attempts = self.failures + 1
+        event(_log, self.recovered_event, part=self.who, attempts=attempts, **fields)
         self.failures = 0
         self.error = None
 

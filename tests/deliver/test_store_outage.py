@@ -20,7 +20,7 @@ from notifier.metrics import Metrics
 from notifier.stages.context import Health
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ops_http import Watch
-from notifier.store import StoreUnavailable, open_store
+from notifier.store import StoreUnavailable, open_store, outage
 from notifier.store.types import SENT
 from tests.deliver.harness import Harness, harness, new_alert
 from tests.fakes.telegram import FakeTelegram
@@ -30,8 +30,8 @@ GROUP = {"group": {"telegram": {"chat_id": -100555}}}
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lanes, "STORE_RETRY_BASE", 0.01)
-    monkeypatch.setattr(lanes, "STORE_RETRY_CAP", 0.05)
+    monkeypatch.setattr(outage, "RETRY_BASE", 0.01)
+    monkeypatch.setattr(outage, "RETRY_CAP", 0.05)
 
 
 class Outage:

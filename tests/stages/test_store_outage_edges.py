@@ -129,7 +129,7 @@ async def test_a_reload_during_an_outage_still_swaps_the_delivery_in(
 async def test_the_delivery_starts_while_the_store_does_not_answer(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("notifier.deliver.lanes.STORE_RETRY_BASE", 0.01)
+    monkeypatch.setattr("notifier.store.outage.RETRY_BASE", 0.01)
     calls = 0
     answered = asyncio.Event()
     rows = store.rows
