@@ -29,7 +29,7 @@ from notifier.parti.simulator import Simulator
 from notifier.render import discord, telegram
 from notifier.render.fields import AlertView
 from notifier.settings import Settings
-from notifier.store.types import DEAD, SENT, NewAlert, Row
+from notifier.store.types import DEAD, DROPPED, SENT, NewAlert, Row
 
 DEMO_RULES = """\
 version: 1
@@ -213,7 +213,9 @@ async def _settle(app: App, destination: str, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
             while destination not in app.health.destinations:
                 rows = await app.store.rows(limit=1000)
-                if all(r.state in (SENT, DEAD) for r in rows if r.destination == destination):
+                # Dropped: an edit or deletion of a message that never went out.
+                settled = (SENT, DEAD, DROPPED)
+                if all(r.state in settled for r in rows if r.destination == destination):
                     return
                 async with app.delivery.settled:
                     await app.delivery.settled.wait()
@@ -227,7 +229,7 @@ async def _progress(delivery: Delivery, seen: int) -> None:
 
 def _failures(rows: list[Row], unreachable: dict[str, str]) -> int:
     """With --telegram-chat: every alert the chat did not get, with the reason; exit 1."""
-    failed = [r for r in rows if r.destination == TELEGRAM_COPY and r.state != SENT]
+    failed = [r for r in rows if r.destination == TELEGRAM_COPY and r.state not in (SENT, DROPPED)]
     if not failed and TELEGRAM_COPY not in unreachable:
         return 0
     if TELEGRAM_COPY in unreachable:
