@@ -181,20 +181,21 @@ async def deliver_all(
 
 def new_alerts(destinations: list[str], per_destination: int = 1) -> list[NewAlert]:
     """`per_destination` events, each to every destination, in the order they happen (the
-    writer writes an event's alerts together)."""
+    writer writes an event's alerts together). An event's alerts carry its view, as the
+    daemon's do: a fan-out renders each event once, not once per destination."""
     alerts = []
     for k in range(per_destination):
+        event = view(k).to_json()
         for d in destinations:
-            n = len(alerts)
             alerts.append(
                 NewAlert(
                     key=f"{d}:{k}",
                     destination=d,
                     rule="bench",
                     kind="live",
-                    subject=str(n),
-                    identity=f"live:{n}",
-                    payload={"view": view(n).to_json(), "template": None},
+                    subject=str(k),
+                    identity=f"live:{k}",
+                    payload={"view": event, "template": None},
                     event_at=time.time(),
                 )
             )

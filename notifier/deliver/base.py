@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 import weakref
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 from notifier.deliver.limits import SlidingWindow, Slot
 from notifier.outbox.policy import Failure
@@ -16,6 +17,36 @@ class NotModified(Exception):
     """An edit that changes nothing: the chat already shows it (counts as done)."""
 
 
+T = TypeVar("T")
+
+
+class Ready(Generic[T]):
+    """What a sender made ahead (`Sender.prepare`) for the payload it sends next: taken by
+    that send, made again by any other."""
+
+    __slots__ = ("_payload", "_value")
+
+    def __init__(self) -> None:
+        self._payload: dict[str, Any] | None = None
+        self._value: T | None = None
+
+    def keep(self, payload: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> None:
+        """`make(payload)` now; a failure is left for the send to meet (and classify)."""
+        try:
+            self._value = make(payload)
+        except Exception:
+            self._payload = self._value = None
+            return
+        self._payload = payload
+
+    def take(self, payload: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
+        value = self._value
+        if self._payload is not payload or value is None:
+            return make(payload)
+        self._payload = self._value = None
+        return value
+
+
 class Sender(Protocol):
     name: str
     channel: str
@@ -23,6 +54,11 @@ class Sender(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def prepare(self, payload: dict[str, Any]) -> None:
+        """Make what a send of `payload` can make before the chat's rate limits allow it
+        (its rendering): the lane calls it just before it waits for them, so a fan-out's
+        sends at a limit's reset are the requests alone. Never raises."""
 
     async def send(self, payload: dict[str, Any]) -> str | None:
         """Send; returns the chat's message id (None where there is none)."""

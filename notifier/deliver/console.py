@@ -30,6 +30,9 @@ class ConsoleSender:
     def windows(self) -> list[SlidingWindow]:
         return []
 
+    def prepare(self, payload: dict[str, Any]) -> None:
+        pass  # no rate limit to wait for
+
     def _write(self, text: str) -> None:
         stream = self._stream or sys.stdout
         stream.write(text + "\n")

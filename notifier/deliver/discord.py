@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import re
+import time
+from collections.abc import Iterator
+from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
 import discord
+import discord.webhook.async_
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
 
+from notifier.deliver.base import Ready
 from notifier.deliver.limits import (
     BotWindows,
     KeyedWindows,
+    ServerHold,
     SlidingWindow,
     WindowBank,
     bot_windows,
@@ -51,6 +59,49 @@ def point_at(api_url: str) -> None:
 
 
 WEBHOOK_CONNECTIONS = 1024
+
+
+# The hold of the webhook a request of this task is for (set around each webhook call).
+_HOLD: contextvars.ContextVar[ServerHold | None] = contextvars.ContextVar("hold", default=None)
+
+
+class _HeldUntilReset:
+    """discord.py's webhook bucket lock (in place of its `AsyncDeferredLock`), let go by a
+    timer at the bucket's reset instead of slept on. discord.py sleeps the
+    X-RateLimit-Reset-After of an answer that says the bucket is empty before it returns
+    that answer: the message is delivered, yet its send waits up to the reset (the whole
+    lane with it), is recorded that much later, and a reset longer than the send timeout
+    turns the delivered message into a timeout, retried: sent twice. Here the answer comes
+    back at once; the webhook's next request waits for the lock (before anything is sent),
+    and our lane waits for the webhook's `ServerHold` in the gate, outside its timeout."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+        self.delta: float | None = None
+
+    async def __aenter__(self) -> _HeldUntilReset:
+        await self.lock.acquire()
+        return self
+
+    def delay_by(self, delta: float) -> None:
+        self.delta = delta
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.delta or self.delta <= 0:
+            self.lock.release()
+            return
+        hold = _HOLD.get()
+        if hold is not None:
+            hold.hold(time.monotonic() + self.delta)
+        asyncio.get_running_loop().call_later(self.delta, self.lock.release)
+
+
+discord.webhook.async_.AsyncDeferredLock = _HeldUntilReset  # type: ignore[assignment,misc]
 
 
 class DiscordHub:
@@ -142,14 +193,18 @@ class DiscordSender:
         self._hub = hub
         self._webhook: discord.Webhook | None = None
         self._secret = ""
+        self._hold: ServerHold | None = None
+        self._ready: Ready[dict[str, Any]] = Ready()
         if target.webhook_url is not None:
             self._webhook_id, self._secret = parse_webhook(target.webhook_url)
-        # A webhook's bucket is kept by discord.py from Discord's own answers: its requests
-        # to one webhook go one at a time, and the answer that empties the bucket
-        # (X-RateLimit-Remaining: 0) holds the next request until X-RateLimit-Reset-After,
-        # as the server counts. A window of ours on top, counted from when answers were
-        # read, would wait longer than the server asks. A channel keeps ours: the bot's
-        # and the channel's, the same ones a chat subscription to that channel uses.
+            self._hold = ServerHold()
+        # A webhook's bucket is counted by Discord and announced in its answers: its
+        # requests go one at a time (discord.py's lock), and the answer that empties the
+        # bucket (X-RateLimit-Remaining: 0) holds the next request until
+        # X-RateLimit-Reset-After (`ServerHold`, `_HeldUntilReset`), as the server counts. A
+        # window of ours, counted from when answers were read, would wait longer than the
+        # server asks. A channel keeps ours: the bot's and the channel's, the same ones a
+        # chat subscription to that channel uses.
 
     async def start(self) -> None:
         await self._hub.start(need_bot=self.target.channel_id is not None)
@@ -163,26 +218,45 @@ class DiscordSender:
         pass  # the hub is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        if self.target.channel_id is None:
-            return []
+        if self._hold is not None:
+            return [self._hold]
         return [self._hub.bot_window, self._hub.chat_window(f"c{self.target.channel_id}")]
 
     def _message(self, payload: dict[str, Any]) -> render.DiscordMessage:
         return RENDERED.get((rendering_key(payload), self.target.mention_role), render_alert)
 
+    @contextlib.contextmanager
+    def _webhook_call(self) -> Iterator[None]:
+        """Around each request to the webhook: its answers set the webhook's hold."""
+        token = _HOLD.set(self._hold)
+        try:
+            yield
+        finally:
+            _HOLD.reset(token)
+
+    def _body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The webhook's JSON body for `payload`: the body discord.py's `Webhook.send`
+        builds, made once per rendering (tests/deliver/test_discord_lean_send.py)."""
+        key = (rendering_key(payload), self.target.mention_role, self.target.username)
+        return BODIES.get(key, webhook_body)
+
+    def prepare(self, payload: dict[str, Any]) -> None:
+        if self._webhook is not None:
+            self._ready.keep(payload, self._body)
+
     async def send(self, payload: dict[str, Any]) -> str | None:
         if self._webhook is not None:
-            # discord.py's own webhook request (its bucket, retries and errors) with the
-            # body its `Webhook.send` builds, made once per rendering and not turned back
-            # into a `WebhookMessage` (tests/deliver/test_discord_lean_send.py).
-            key = (rendering_key(payload), self.target.mention_role, self.target.username)
-            data = await async_context.get().execute_webhook(
-                self._webhook_id,
-                self._secret,
-                session=self._webhook.session,
-                payload=BODIES.get(key, webhook_body),
-                wait=True,
-            )
+            # discord.py's own webhook request (its bucket, retries and errors), its
+            # answer not turned back into a `WebhookMessage`.
+            body = self._ready.take(payload, self._body)
+            with self._webhook_call():
+                data = await async_context.get().execute_webhook(
+                    self._webhook_id,
+                    self._secret,
+                    session=self._webhook.session,
+                    payload=body,
+                    wait=True,
+                )
             if not isinstance(data, dict) or not isinstance(data.get("id"), str | int):
                 raise InvalidAnswer("Discord's answer carries no message id")
             return str(data["id"])
@@ -201,9 +275,10 @@ class DiscordSender:
         embed = discord.Embed.from_dict(message.embed)
         mentions = allowed_mentions(message.mention_role)
         if self._webhook is not None:
-            await self._webhook.edit_message(
-                int(message_id), embed=embed, allowed_mentions=mentions
-            )
+            with self._webhook_call():
+                await self._webhook.edit_message(
+                    int(message_id), embed=embed, allowed_mentions=mentions
+                )
             return
         assert self._hub.http is not None and self.target.channel_id is not None
         with handle_message_parameters(embed=embed, allowed_mentions=mentions) as params:
@@ -213,7 +288,8 @@ class DiscordSender:
 
     async def delete(self, message_id: str) -> None:
         if self._webhook is not None:
-            await self._webhook.delete_message(int(message_id))
+            with self._webhook_call():
+                await self._webhook.delete_message(int(message_id))
             return
         assert self._hub.http is not None and self.target.channel_id is not None
         await self._hub.http.delete_message(self.target.channel_id, int(message_id))

@@ -85,6 +85,9 @@ class _ChatSender:
     def windows(self) -> list[SlidingWindow]:
         return [self._hub.bot_window, self._hub.chat_window(self._window)]
 
+    def prepare(self, payload: dict[str, Any]) -> None:
+        pass  # one chat's messages: nothing worth making ahead
+
     def classify(self, error: BaseException) -> Failure:
         self.lost = lost_channel_reason(error)
         return classify(error)

@@ -675,6 +675,8 @@ class Delivery:
                 )
                 return 0.0
             message_id = ref.message_id
+        else:
+            sender.prepare(row.payload)  # rendered while the rate limits hold it, if they do
         windows = sender.windows()
         slots = await GATE.acquire(windows)
         try:

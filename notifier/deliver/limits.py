@@ -70,6 +70,29 @@ class SlidingWindow:
         return slot
 
 
+class ServerHold(SlidingWindow):
+    """A bucket the server counts and announces itself (a Discord webhook's
+    X-RateLimit-* headers): free until an answer says it is empty, then held until the
+    reset the answer gave. A send waits for it in the gate, before its send timeout
+    starts, like for any window."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 0.0, margin=0.0)
+        self.until = 0.0
+
+    def hold(self, until: float) -> None:
+        self.until = max(self.until, until)
+
+    def quiet(self, now: float) -> bool:
+        return not self.acquiring and now >= self.until
+
+    def wait_time(self, now: float) -> float | None:
+        return max(0.0, self.until - now)
+
+    def take(self, now: float) -> Slot:
+        return Slot(now)  # the server counts; nothing to keep
+
+
 _SWEEP_AT = 1024  # windows kept before the first sweep
 
 

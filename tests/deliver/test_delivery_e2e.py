@@ -285,6 +285,30 @@ async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
         await fake.stop()
 
 
+async def test_a_webhook_bucket_reset_longer_than_the_send_timeout_sends_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    # The fifth answer says the bucket is empty for about 2 s; a send may take 1 s. The
+    # fifth alert is delivered at once and recorded (discord.py would sleep the 2 s inside
+    # that send: a timeout, a retry, the message twice); the sixth waits for the reset
+    # outside its send timeout: sent at its first attempt, without a 429.
+    fake = await FakeDiscord(limits_scale=1.0).start()
+    try:
+        url = fake.add_webhook(4243)
+        async with harness(
+            tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=fake, send_timeout=1.0
+        ) as h:
+            alerts = [new_alert("room") for _ in range(6)]
+            await h.enqueue(*alerts)
+            rows = [await h.wait_state(alert.key, SENT) for alert in alerts]
+        assert fake.rate_limited == 0
+        assert len(fake.sent()) == 6
+        assert [row.attempts for row in rows] == [1] * 6
+        assert all(row.last_error is None for row in rows)
+    finally:
+        await fake.stop()
+
+
 async def test_a_chat_api_failing_mid_run_shows_as_down_until_it_answers(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:
