@@ -39,6 +39,11 @@ class Ready(Generic[T]):
             return
         self._payload = payload
 
+    @property
+    def kept(self) -> dict[str, Any] | None:
+        """The payload made ahead, if any."""
+        return self._payload
+
     def take(self, payload: dict[str, Any], make: Callable[[dict[str, Any]], T]) -> T:
         value = self._value
         if self._payload is not payload or value is None:

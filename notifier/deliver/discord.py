@@ -8,6 +8,7 @@ import contextvars
 import functools
 import re
 import time
+import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Final
@@ -63,6 +64,22 @@ WEBHOOK_CONNECTIONS = 1024
 
 # The hold of the webhook a request of this task is for (set around each webhook call).
 _HOLD: contextvars.ContextVar[ServerHold | None] = contextvars.ContextVar("hold", default=None)
+# One hold per webhook, as discord.py keeps one bucket lock per webhook for the process:
+# shared by every destination that names it and by the senders a reload builds. Kept
+# while a sender or a pending reset (the timer) refers to it.
+_HOLDS: weakref.WeakValueDictionary[int, ServerHold] = weakref.WeakValueDictionary()
+
+
+def webhook_hold(webhook_id: int) -> ServerHold:
+    hold = _HOLDS.get(webhook_id)
+    if hold is None:
+        hold = _HOLDS[webhook_id] = ServerHold()
+    return hold
+
+
+def _release(lock: asyncio.Lock, hold: ServerHold | None) -> None:
+    """The bucket's reset: the lock goes (the hold was kept alive until now)."""
+    lock.release()
 
 
 class _HeldUntilReset:
@@ -98,7 +115,7 @@ class _HeldUntilReset:
         hold = _HOLD.get()
         if hold is not None:
             hold.hold(time.monotonic() + self.delta)
-        asyncio.get_running_loop().call_later(self.delta, self.lock.release)
+        asyncio.get_running_loop().call_later(self.delta, _release, self.lock, hold)
 
 
 discord.webhook.async_.AsyncDeferredLock = _HeldUntilReset  # type: ignore[assignment,misc]
@@ -194,10 +211,10 @@ class DiscordSender:
         self._webhook: discord.Webhook | None = None
         self._secret = ""
         self._hold: ServerHold | None = None
-        self._ready: Ready[dict[str, Any]] = Ready()
+        self.ready: Ready[dict[str, Any]] = Ready()
         if target.webhook_url is not None:
             self._webhook_id, self._secret = parse_webhook(target.webhook_url)
-            self._hold = ServerHold()
+            self._hold = webhook_hold(self._webhook_id)
         # A webhook's bucket is counted by Discord and announced in its answers: its
         # requests go one at a time (discord.py's lock), and the answer that empties the
         # bucket (X-RateLimit-Remaining: 0) holds the next request until
@@ -242,13 +259,13 @@ class DiscordSender:
 
     def prepare(self, payload: dict[str, Any]) -> None:
         if self._webhook is not None:
-            self._ready.keep(payload, self._body)
+            self.ready.keep(payload, self._body)
 
     async def send(self, payload: dict[str, Any]) -> str | None:
         if self._webhook is not None:
             # discord.py's own webhook request (its bucket, retries and errors), its
             # answer not turned back into a `WebhookMessage`.
-            body = self._ready.take(payload, self._body)
+            body = self.ready.take(payload, self._body)
             with self._webhook_call():
                 data = await async_context.get().execute_webhook(
                     self._webhook_id,

@@ -72,9 +72,9 @@ class SlidingWindow:
 
 class ServerHold(SlidingWindow):
     """A bucket the server counts and announces itself (a Discord webhook's
-    X-RateLimit-* headers): free until an answer says it is empty, then held until the
-    reset the answer gave. A send waits for it in the gate, before its send timeout
-    starts, like for any window."""
+    X-RateLimit-* headers): one request at a time, and after an answer that says the
+    bucket is empty, none until the reset that answer gave. A send waits for it in the
+    gate, before its send timeout starts, like for any window."""
 
     def __init__(self) -> None:
         super().__init__(1, 0.0, margin=0.0)
@@ -84,13 +84,15 @@ class ServerHold(SlidingWindow):
         self.until = max(self.until, until)
 
     def quiet(self, now: float) -> bool:
-        return not self.acquiring and now >= self.until
+        return not self.acquiring and not self._slots and now >= self.until
 
     def wait_time(self, now: float) -> float | None:
+        slots = self._slots
+        while slots and slots[0].ended is not None:
+            slots.popleft()
+        if slots:
+            return None  # a request is out: its answer says whether the bucket is empty
         return max(0.0, self.until - now)
-
-    def take(self, now: float) -> Slot:
-        return Slot(now)  # the server counts; nothing to keep
 
 
 _SWEEP_AT = 1024  # windows kept before the first sweep

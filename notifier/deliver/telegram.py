@@ -140,7 +140,7 @@ class TelegramSender:
         self._keyboard = keyboard
         self.chat_id: int | str = target.chat_id
         self._bot = bot
-        self._ready: Ready[tuple[render.TelegramMessage, bool]] = Ready()
+        self.ready: Ready[tuple[render.TelegramMessage, bool]] = Ready()
 
     async def start(self) -> None:
         await self._bot.start()
@@ -152,7 +152,7 @@ class TelegramSender:
         return [self._bot.window, self._bot.chat_window(self.chat_id)]
 
     def prepare(self, payload: dict[str, Any]) -> None:
-        self._ready.keep(payload, _message)
+        self.ready.keep(payload, _message)
 
     def _common(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -174,7 +174,7 @@ class TelegramSender:
         return {"reply_markup": InlineKeyboardMarkup.de_json(markup, self._bot.bot)}
 
     async def send(self, payload: dict[str, Any]) -> str | None:
-        message, plain = self._ready.take(payload, _message)
+        message, plain = self.ready.take(payload, _message)
         bot = self._bot.bot
         parse_mode = None if plain else ParseMode.HTML
         markup = self._markup(payload)

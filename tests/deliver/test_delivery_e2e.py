@@ -309,6 +309,34 @@ async def test_a_webhook_bucket_reset_longer_than_the_send_timeout_sends_nothing
         await fake.stop()
 
 
+async def test_two_destinations_on_one_webhook_wait_for_its_reset_in_the_gate(
+    tmp_path: Path,
+) -> None:
+    # Discord counts the webhook, whichever destination names it (another display name
+    # here): the one that did not empty the bucket waits for its reset too, before its
+    # send timeout starts, and is sent at its first attempt.
+    fake = await FakeDiscord(limits_scale=1.0).start()
+    try:
+        url = fake.add_webhook(4245)
+        destinations = {
+            "a": {"discord": {"webhook_url": url}},
+            "b": {"discord": {"webhook_url": url, "username": "Other name"}},
+        }
+        async with harness(tmp_path, destinations, discord=fake, send_timeout=1.0) as h:
+            first = [new_alert("a") for _ in range(5)]
+            await h.enqueue(*first)
+            for alert in first:
+                await h.wait_state(alert.key, SENT)
+            late = new_alert("b")
+            await h.enqueue(late)
+            row = await h.wait_state(late.key, SENT)
+        assert row.attempts == 1 and row.last_error is None
+        assert fake.rate_limited == 0
+        assert len(fake.sent()) == 6
+    finally:
+        await fake.stop()
+
+
 async def test_a_chat_api_failing_mid_run_shows_as_down_until_it_answers(
     tmp_path: Path, fake_telegram: FakeTelegram
 ) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from notifier.deliver.base import Ready
+from notifier.deliver.telegram import TelegramSender
+from notifier.store import SENT
+from tests.deliver.harness import harness, new_alert
+from tests.fakes.telegram import FakeTelegram
 
 
 def counting() -> tuple[list[dict[str, Any]], Any]:
@@ -33,9 +39,9 @@ def test_another_payload_even_an_equal_one_is_made_for_itself() -> None:
     made, make = counting()
     ready: Ready[str] = Ready()
     ready.keep({"n": 1}, make)
-    other = {"n": 2}
-    assert ready.take(other, make) == "rendered 2"
-    assert made[-1] is other
+    other = {"n": 1}  # equal, yet not the payload prepared: a send is of one payload
+    assert ready.take(other, make) == "rendered 1"
+    assert len(made) == 2 and made[-1] is other
 
 
 def test_a_failure_while_preparing_is_left_for_the_send_to_meet() -> None:
@@ -55,3 +61,26 @@ def test_a_failure_while_preparing_is_left_for_the_send_to_meet() -> None:
     else:
         raise AssertionError("the send must meet the failure")
     assert len(calls) == 2
+
+
+async def test_an_alert_waiting_for_its_chats_window_is_already_rendered(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    # A private chat takes 1 message a second: the second alert waits in the gate for
+    # the window, and its rendering is made before that wait, not after it.
+    async with harness(
+        tmp_path, {"dm": {"telegram": {"chat_id": 4242}}}, telegram=fake_telegram
+    ) as h:
+        first, second = new_alert("dm"), new_alert("dm")
+        await h.enqueue(first, second)
+        await h.wait_state(first.key, SENT)
+        sender = h.senders.by_name["dm"]
+        assert isinstance(sender, TelegramSender)
+        window = sender.windows()[-1]
+        async with asyncio.timeout(5):
+            # The lane's task is in the gate, waiting for the window (a flag of that task).
+            while not window.acquiring:  # noqa: ASYNC110
+                await asyncio.sleep(0)
+        assert sender.ready.kept == second.payload
+        await h.wait_state(second.key, SENT)
+        assert sender.ready.kept is None  # taken by its send

@@ -37,16 +37,16 @@ def settings_for(telegram: FakeTelegram, discord: FakeDiscord, tg_token: str) ->
     )
 
 
-async def senders_for(settings: Settings, bank: WindowBank, *, start: bool = True) -> Senders:
-    rules = RulesFile.model_validate(
-        {
-            "destinations": {
-                "group": {"telegram": {"chat_id": GROUP}},
-                "channel": {"discord": {"channel_id": CHANNEL}},
-            },
-            "rules": [],
-        }
-    )
+async def senders_for(
+    settings: Settings, bank: WindowBank, *, start: bool = True, webhook: str | None = None
+) -> Senders:
+    destinations: dict[str, Any] = {
+        "group": {"telegram": {"chat_id": GROUP}},
+        "channel": {"discord": {"channel_id": CHANNEL}},
+    }
+    if webhook is not None:
+        destinations["webhook"] = {"discord": {"webhook_url": webhook}}
+    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
     senders = build_senders(rules, settings, limits_scale=SCALE, bank=bank)
     if start:
         await senders.start()
@@ -79,16 +79,21 @@ async def limited_discord() -> AsyncIterator[FakeDiscord]:
     await fake.stop()
 
 
-@pytest.mark.parametrize("name", ["group", "channel"])
+@pytest.mark.parametrize("name", ["group", "channel", "webhook"])
 async def test_the_senders_of_a_reload_wait_for_the_windows_the_old_ones_filled(
     limited_telegram: FakeTelegram, limited_discord: FakeDiscord, name: str
 ) -> None:
+    # A webhook's window is the reset its last answer announced (1 per 2 s here); the new
+    # sender waits for it in the gate, not inside its send timeout in discord.py's lock.
     limited_discord.channels.add(CHANNEL)
+    webhook = limited_discord.add_webhook(4244)
     bank = WindowBank()
     settings = settings_for(limited_telegram, limited_discord, limited_telegram.token)
-    before = await senders_for(settings, bank)
-    after = await senders_for(settings, bank)  # a reload's (made first: the check below
-    try:  # comes right after the last send, well within the shortest window, 2 s)
+    before = await senders_for(settings, bank, webhook=webhook)
+    # A reload's (made first: the check below comes right after the last send, well
+    # within the shortest window, 2 s).
+    after = await senders_for(settings, bank, webhook=webhook)
+    try:
         await fill(before.by_name[name])
         now = time.monotonic()
         assert after.by_name[name].windows()[-1].wait_time(now) != 0.0  # full: it waits
