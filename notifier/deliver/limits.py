@@ -76,12 +76,15 @@ class ServerHold(SlidingWindow):
     bucket is empty, none until the reset that answer gave. A send waits for it in the
     gate, before its send timeout starts, like for any window."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, margin: float = 0.002) -> None:
         super().__init__(1, 0.0, margin=0.0)
         self.until = 0.0
+        # The reset is announced to the millisecond, rounded: a request sent the instant
+        # it runs out may reach the server just before it (a 429).
+        self.margin = margin
 
     def hold(self, until: float) -> None:
-        self.until = max(self.until, until)
+        self.until = max(self.until, until + self.margin)
 
     def quiet(self, now: float) -> bool:
         return not self.acquiring and not self._slots and now >= self.until
