@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from notifier.render.fields import AlertView, ended_fields
 from notifier.store import DEAD, DROPPED, SENT
@@ -12,6 +15,14 @@ from tests.fakes.telegram import FakeTelegram
 
 TG = {"me": {"telegram": {"chat_id": 1001}}}
 GROUP = {"group": {"telegram": {"chat_id": -100555, "thread_id": 42, "silent": True}}}
+
+
+@pytest.fixture
+async def limited_discord() -> AsyncIterator[FakeDiscord]:
+    """A fake Discord enforcing its limits: 5 requests per 2 s per webhook."""
+    fake = await FakeDiscord(limits_scale=1.0).start()
+    yield fake
+    await fake.stop()
 
 
 async def test_telegram_text_alert_is_sent_as_html_and_recorded(
@@ -265,76 +276,67 @@ async def test_a_fan_out_to_more_webhooks_than_a_default_pool_sends_to_all_at_on
 
 
 async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
-    tmp_path: Path,
+    tmp_path: Path, limited_discord: FakeDiscord
 ) -> None:
     # The fake enforces 5 requests per 2 s per webhook and says so in X-RateLimit-*; the
     # sixth and seventh alerts wait for the bucket to reset instead of being refused.
-    fake = await FakeDiscord(limits_scale=1.0).start()
-    try:
-        url = fake.add_webhook(4242)
-        async with harness(
-            tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=fake
-        ) as h:
-            alerts = [new_alert("room") for _ in range(7)]
-            await h.enqueue(*alerts)
-            for alert in alerts:
-                await h.wait_state(alert.key, SENT)
-        assert fake.rate_limited == 0
-        assert len(fake.sent()) == 7
-    finally:
-        await fake.stop()
+    url = limited_discord.add_webhook(4242)
+    async with harness(
+        tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=limited_discord
+    ) as h:
+        alerts = [new_alert("room") for _ in range(7)]
+        await h.enqueue(*alerts)
+        for alert in alerts:
+            await h.wait_state(alert.key, SENT)
+    assert limited_discord.rate_limited == 0
+    assert len(limited_discord.sent()) == 7
 
 
 async def test_a_webhook_bucket_reset_longer_than_the_send_timeout_sends_nothing_twice(
-    tmp_path: Path,
+    tmp_path: Path, limited_discord: FakeDiscord
 ) -> None:
     # The fifth answer says the bucket is empty for about 2 s; a send may take 1 s. The
     # fifth alert is delivered at once and recorded (discord.py would sleep the 2 s inside
     # that send: a timeout, a retry, the message twice); the sixth waits for the reset
     # outside its send timeout: sent at its first attempt, without a 429.
-    fake = await FakeDiscord(limits_scale=1.0).start()
-    try:
-        url = fake.add_webhook(4243)
-        async with harness(
-            tmp_path, {"room": {"discord": {"webhook_url": url}}}, discord=fake, send_timeout=1.0
-        ) as h:
-            alerts = [new_alert("room") for _ in range(6)]
-            await h.enqueue(*alerts)
-            rows = [await h.wait_state(alert.key, SENT) for alert in alerts]
-        assert fake.rate_limited == 0
-        assert len(fake.sent()) == 6
-        assert [row.attempts for row in rows] == [1] * 6
-        assert all(row.last_error is None for row in rows)
-    finally:
-        await fake.stop()
+    url = limited_discord.add_webhook(4243)
+    async with harness(
+        tmp_path,
+        {"room": {"discord": {"webhook_url": url}}},
+        discord=limited_discord,
+        send_timeout=1.0,
+    ) as h:
+        alerts = [new_alert("room") for _ in range(6)]
+        await h.enqueue(*alerts)
+        rows = [await h.wait_state(alert.key, SENT) for alert in alerts]
+    assert limited_discord.rate_limited == 0
+    assert len(limited_discord.sent()) == 6
+    assert [row.attempts for row in rows] == [1] * 6
+    assert all(row.last_error is None for row in rows)
 
 
 async def test_two_destinations_on_one_webhook_wait_for_its_reset_in_the_gate(
-    tmp_path: Path,
+    tmp_path: Path, limited_discord: FakeDiscord
 ) -> None:
     # Discord counts the webhook, whichever destination names it (another display name
     # here): the one that did not empty the bucket waits for its reset too, before its
     # send timeout starts, and is sent at its first attempt.
-    fake = await FakeDiscord(limits_scale=1.0).start()
-    try:
-        url = fake.add_webhook(4245)
-        destinations = {
-            "a": {"discord": {"webhook_url": url}},
-            "b": {"discord": {"webhook_url": url, "username": "Other name"}},
-        }
-        async with harness(tmp_path, destinations, discord=fake, send_timeout=1.0) as h:
-            first = [new_alert("a") for _ in range(5)]
-            await h.enqueue(*first)
-            for alert in first:
-                await h.wait_state(alert.key, SENT)
-            late = new_alert("b")
-            await h.enqueue(late)
-            row = await h.wait_state(late.key, SENT)
-        assert row.attempts == 1 and row.last_error is None
-        assert fake.rate_limited == 0
-        assert len(fake.sent()) == 6
-    finally:
-        await fake.stop()
+    url = limited_discord.add_webhook(4245)
+    destinations = {
+        "a": {"discord": {"webhook_url": url}},
+        "b": {"discord": {"webhook_url": url, "username": "Other name"}},
+    }
+    async with harness(tmp_path, destinations, discord=limited_discord, send_timeout=1.0) as h:
+        first = [new_alert("a") for _ in range(5)]
+        await h.enqueue(*first)
+        for alert in first:
+            await h.wait_state(alert.key, SENT)
+        late = new_alert("b")
+        await h.enqueue(late)
+        row = await h.wait_state(late.key, SENT)
+    assert row.attempts == 1 and row.last_error is None
+    assert limited_discord.rate_limited == 0
+    assert len(limited_discord.sent()) == 6
 
 
 async def test_a_chat_api_failing_mid_run_shows_as_down_until_it_answers(
