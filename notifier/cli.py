@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox = sub.add_parser("outbox", help="list pending and dead alerts; retry or drop one")
     outbox.add_argument("action", nargs="?", choices=("list", "retry", "drop"), default="list")
     outbox.add_argument("key", nargs="?", help="the alert key (for retry and drop)")
-    outbox.add_argument("--all", action="store_true", help="list sent alerts too")
+    outbox.add_argument("--all", action="store_true", help="list sent and dropped alerts too")
 
     db = sub.add_parser("db", help="the store's schema: status, or apply migrations")
     db.add_argument("action", nargs="?", choices=("status", "migrate"), default="status")
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("action", nargs="?", choices=("list", "export", "import"), default="list")
     subs.add_argument("file", nargs="?", help="import: the YAML file from subs export")
     subs.add_argument("--platform", choices=("telegram", "discord"))
-    subs.add_argument("--chat", help="one chat id (export, list); import: move into this chat")
+    subs.add_argument(
+        "--chat", type=_chat_id, help="one chat id (export, list); import: move into this chat"
+    )
 
     check = sub.add_parser("check", help="validate a rules file offline")
     check.add_argument("path", nargs="?", help="rules file (default: NOTIFIER_RULES)")
@@ -462,6 +464,13 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _chat_id(text: str) -> str:
+    """A chat's id as Telegram and Discord give it (`notifier telegram chats` lists them)."""
+    if not text.lstrip("-").isdigit() or text.count("-") > 1 or text.startswith("--"):
+        raise argparse.ArgumentTypeError(f"a chat id is a number, not {text!r}")
+    return text
+
+
 def _store_target(settings: Settings) -> str:
     url = settings.database_url
     return url.get_secret_value() if url is not None else settings.state_path
@@ -480,10 +489,26 @@ async def _open_store(settings: Settings, *, migrate: bool = True) -> Any:
 
 
 def _with_store(
-    settings: Settings, what: str, work: Callable[[Any], Awaitable[int]], *, migrate: bool = True
+    settings: Settings,
+    what: str,
+    work: Callable[[Any], Awaitable[int]],
+    *,
+    migrate: bool = True,
+    create: bool = False,
 ) -> int:
-    """Open the store, run `work`, close it; a store problem is one line, exit 2."""
+    """Open the store, run `work`, close it; a store problem is one line, exit 2. Unless
+    `create`, a SQLite state file that does not exist is one too: a command run in the
+    wrong folder, or before the daemon ever ran, would otherwise leave an empty store there
+    and show it."""
     from notifier.store import StoreError
+
+    if not create and settings.database_url is None and not Path(settings.state_path).exists():
+        print(
+            f"notifier {what}: no state file at {settings.state_path} (NOTIFIER_STATE_PATH): "
+            "the daemon has not run with it yet",
+            file=sys.stderr,
+        )
+        return 2
 
     async def main() -> int:
         try:
@@ -505,7 +530,7 @@ def _with_store(
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from notifier.store import DEAD, PENDING, SENDING, SENT
+    from notifier.store import DEAD, DROPPED, PENDING, SENDING, SENT
 
     async def work(store: Any) -> int:
         if args.action in ("retry", "drop"):
@@ -527,7 +552,7 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
                 return 1
             print(f"{args.key}: {verb}")
             return 0
-        states = [PENDING, SENDING, DEAD] + ([SENT] if args.all else [])
+        states = [PENDING, SENDING, DEAD] + ([SENT, DROPPED] if args.all else [])
         rows = await store.rows(states=states)
         counts = await store.counts()
         for row in rows:
@@ -549,7 +574,7 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "migrate":
             applied = await store.migrate()
             status = await store.status()
-            done = ", ".join(map(str, applied)) if applied else "nothing to apply"
+            done = "applied " + ", ".join(map(str, applied)) if applied else "nothing to apply"
             print(f"{status.backend}: schema version {status.version} ({done})")
             return 0
         status = await store.status()
@@ -558,13 +583,18 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
             f"backend {status.backend}; schema version {status.version} of {status.latest}; "
             f"pending migrations: {pending}"
         )
+        if status.pending:
+            print("not set up yet: `notifier db migrate` applies them (so does `notifier run`)")
+            return 0
         for role in (await store.roles()).values():
             print(f"role {role.role}: generation {role.generation}, held by {role.holder}")
         depth = await store.depth()
         print("outbox: " + ", ".join(f"{n} {state}" for state, n in sorted(depth.items())))
         return 0
 
-    return _with_store(settings, "db", work, migrate=args.action == "migrate")
+    migrating = args.action == "migrate"
+    # Opened as it is: `migrate` applies (and reports) the migrations itself.
+    return _with_store(settings, "db", work, migrate=False, create=migrating)
 
 
 def _subs(args: argparse.Namespace, settings: Settings) -> int:
@@ -614,7 +644,7 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{len(subs)} subscriptions")
         return 0
 
-    return _with_store(settings, "subs", work)
+    return _with_store(settings, "subs", work, create=args.action == "import")
 
 
 def _discord_sync(args: argparse.Namespace, settings: Settings) -> int:

@@ -90,6 +90,10 @@ async def test_outbox_lists_retries_and_drops(tmp_path: Path) -> None:
     assert (await notifier("outbox", "drop", "pending-one", env=env))[0] == 0
     code, _, err = await notifier("outbox", "retry", "nope", env=env)
     assert code == 1 and "no dead alert with key nope" in err
+    code, out, _ = await notifier("outbox", "--all", env=env)  # the dropped one is listed too
+    assert code == 0 and any(
+        line.startswith("dropped") and "pending-one" in line for line in out.splitlines()
+    )
     check = await open_store(str(state), instance="test", durable=False)
     try:
         states = {r.key: r.state for r in await check.rows()}

@@ -14,14 +14,17 @@ from notifier.store import open_store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def notifier(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
-    env |= {"NOTIFIER_STATE_PATH": str(state), "NOTIFIER_LOG_FORMAT": "json"}
+def notifier(
+    state: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    variables |= {"NOTIFIER_STATE_PATH": str(state), "NOTIFIER_LOG_FORMAT": "json"}
+    variables |= env or {}
     return subprocess.run(
         [sys.executable, "-m", "notifier", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=variables,
         cwd=state.parent,
         timeout=60,
         check=False,
@@ -83,6 +86,62 @@ def test_telegram_chats_lists_the_chats_the_bot_has_seen_with_their_ids(tmp_path
     assert any(line.split()[:2] == ["42", "private"] and "2 subs" in line for line in lines)
     assert any(line.split()[:2] == ["-100777", "group"] and "Crew" in line for line in lines)
     assert lines[-1] == "2 chats"
+
+
+def test_db_migrate_reports_the_migrations_it_applied_then_that_none_are_left(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    first = notifier(state, "db", "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("sqlite: schema version ") and "(applied 1, " in first.stdout
+    again = notifier(state, "db", "migrate")
+    assert again.returncode == 0 and again.stdout.endswith("(nothing to apply)\n")
+
+
+def test_db_status_of_a_store_not_set_up_yet_names_the_pending_migrations(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    state.touch()  # an empty SQLite file: a database nothing has migrated yet
+    done = notifier(state, "db", "status")
+    assert done.returncode == 0, done.stderr
+    assert "schema version 0 of " in done.stdout and "pending migrations: 1 outbox" in done.stdout
+    assert "not set up yet: `notifier db migrate`" in done.stdout
+    assert done.stderr == ""
+
+
+def test_db_status_then_migrate_on_a_new_postgresql_database(tmp_path: Path, pg_url: str) -> None:
+    # The order the README gives: a new database has no tables until `db migrate`.
+    state = tmp_path / "unused.db"
+    env = {"NOTIFIER_DATABASE_URL": pg_url}
+    done = notifier(state, "db", "status", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "backend postgres; schema version 0 of " in done.stdout
+    assert "not set up yet" in done.stdout and done.stderr == ""
+    migrated = notifier(state, "db", "migrate", env=env)
+    assert migrated.returncode == 0 and "(applied 1, " in migrated.stdout
+    after = notifier(state, "db", "status", env=env)
+    assert after.returncode == 0 and "pending migrations: none" in after.stdout
+    assert not state.exists()
+
+
+def test_reading_commands_without_a_state_file_say_so_and_create_none(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    for args in (("db", "status"), ("outbox",), ("subs", "list"), ("telegram", "chats")):
+        done = notifier(state, *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.stderr.count("\n") == 1 and f"no state file at {state}" in done.stderr
+        assert not state.exists(), args
+
+
+def test_subs_takes_a_chat_id_that_is_a_number(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    asyncio.run(seed(state))
+    done = notifier(state, "subs", "list", "--chat", "abc")
+    assert done.returncode == 2 and "a chat id is a number, not 'abc'" in done.stderr
+    listed = notifier(state, "subs", "list", "--chat", "42")
+    assert listed.returncode == 0 and listed.stdout.endswith("2 subscriptions\n")
 
 
 def test_db_status_names_the_backend_and_the_schema_version(tmp_path: Path) -> None:
