@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="run the local Parti simulator (HTTP + WebSocket)")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--port", type=_port, default=8765)
 
     parti = sub.add_parser("parti", help="call one Parti route and print its JSON")
     parti.add_argument(
@@ -164,7 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sim":
             from notifier.parti.simulator import serve
 
-            asyncio.run(serve(args.host, args.port))
+            try:
+                asyncio.run(serve(args.host, args.port))
+            except OSError as exc:  # the port is taken, the host unknown
+                reason = exc.strerror or str(exc)
+                print(
+                    f"notifier sim: cannot listen on {args.host}:{args.port}: {reason}",
+                    file=sys.stderr,
+                )
+                return 2
             return 0
         if args.command == "parti":
             return asyncio.run(_parti(args, settings))
@@ -462,6 +470,16 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
         await senders.close()
     print(f"{args.destination}: sent (message id {message_id})")
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
+    return port
 
 
 def _chat_id(text: str) -> str:

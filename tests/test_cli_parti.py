@@ -116,3 +116,19 @@ async def test_notifier_sim_serves_the_routes_until_stopped() -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_notifier_sim_on_a_port_taken_or_out_of_range_is_one_line_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await run_notifier("sim", "--port", str(port))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(
+        f"notifier sim: cannot listen on 127.0.0.1:{port}"
+    )
+    assert "in use" in err and "Traceback" not in err
+    code, _, err = await run_notifier("sim", "--port", "99999")
+    assert code == 2 and "a port is a number from 0 to 65535, not '99999'" in err
+    assert "Traceback" not in err

@@ -71,12 +71,17 @@ class Simulator:
     # ---- lifecycle ----------------------------------------------------------
 
     async def start(self) -> Simulator:
-        app = web.Application(middlewares=[self._failure_middleware])
+        app = web.Application(middlewares=[_control_errors, self._failure_middleware])
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:  # the port is taken, the host unknown: nothing left behind
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         server = site._server
         assert server is not None
         sockets = getattr(server, "sockets", None) or []
@@ -491,7 +496,7 @@ class Simulator:
         try:
             return web.json_response(await self.set_price(str(body["symbol"]), str(body["price"])))
         except (KeyError, InvalidOperation):
-            return web.json_response({"error": "need symbol and a decimal price"}, status=400)
+            raise ValueError("need a symbol and a decimal price") from None
 
     async def _ctl_drop(self, request: web.Request) -> web.Response:
         return web.json_response({"dropped": await self.drop_connections()})
@@ -533,6 +538,20 @@ class Simulator:
         return web.json_response(body)
 
 
+@web.middleware
+async def _control_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A control call with a body it cannot use is answered 400 with what was wrong, not
+    a 500 and a traceback in the simulator's log."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except (KeyError, ValueError, TypeError, InvalidOperation) as exc:
+        if not request.path.startswith("/_sim/"):
+            raise
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        return web.json_response({"error": f"bad request: {what}"}, status=400)
+    return response
+
+
 def _page(request: web.Request, default_limit: int) -> tuple[int, int]:
     limit = max(0, min(_int(request.query.get("limit"), default_limit), 1000))
     return limit, max(0, _int(request.query.get("offset"), 0))
@@ -554,7 +573,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     data = await request.json()
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
+        raise ValueError("expected a JSON object")
     return data
 
 
