@@ -116,9 +116,11 @@ def format_table(rows: list[Row]) -> str:
     widths = [min(max(len(_safe(c[i])) for c in cells), 40) for i in range(len(headers))]
     out = []
     for row in cells:
-        out.append(
-            "  ".join(_safe(c)[:40].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        )
+        # Every column but the last is cut at 40 characters to keep them aligned; the
+        # reason, last, is shown whole (a rejected frame's says what was wrong with it).
+        *aligned, reason = row
+        columns = [_safe(c)[:40].ljust(w) for c, w in zip(aligned, widths, strict=False)]
+        out.append("  ".join([*columns, _safe(reason)]).rstrip())
     return "\n".join(out)
 
 

@@ -138,7 +138,33 @@ def test_replay_explain_says_why_nothing_fired() -> None:
     assert "title does not match" in text
     assert "not re-armed since the last crossing" in text
     assert "cooling down" in text
-    assert "rejected: not_json" in text
+    # The reason, last, is shown whole (it was cut at 40 characters).
+    assert "rejected: not_json: JSONDecodeError in 'this line is not a frame'" in text
+
+
+def test_the_examples_gaming_rule_takes_gaming_streams_not_music(tmp_path: Path) -> None:
+    # Its categories are [Gaming, 16]: 16 is Valorant in Parti's list (10 is Music).
+    frames = [
+        {"user_id": 1, "user_name": "Pianist", "category_name": "Music"},
+        {"user_id": 2, "user_name": "Aimer", "category_name": "Valorant"},
+        {"user_id": 3, "user_name": "Gamer", "category_name": "Gaming"},
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps(
+                frame
+                | {"livestream_id": 9000 + n, "event_id": 82000 + n, "viewers_count": 40}
+                | {"event_title": "Ranked tournament"}
+            )
+            + "\n"
+            for n, frame in enumerate(frames)
+        )
+    )
+    done = notifier("replay", str(events), "--rules", "rules.example.yaml")
+    assert done.returncode == 0, done.stderr
+    fired = [line.split()[2] for line in done.stdout.splitlines()[1:-1] if "gaming" in line]
+    assert fired == ["2", "3"]
 
 
 def test_replay_with_a_broken_rules_file_fails_with_positions(tmp_path: Path) -> None:
