@@ -281,7 +281,7 @@ async def _tour(tour: Tour) -> None:
         category_name="Gaming",
         viewers_count=112,
     )
-    await tour.quiet(1, "Chilly Dolphin's title has no 'ranked'")
+    await tour.quiet(1, "Chilly Dolphin, live in Gaming with 'chill Rust': no 'ranked' in it")
 
     tour.say("Jack Doherty goes live with a hostile title: HTML, @everyone, a role mention")
     await sim.go_live(348242, event_title=HOSTILE_TITLE, category_name="IRL", viewers_count=9)
