@@ -324,8 +324,13 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
             keep_rules=args.online,
         )
     except RulesError as exc:
+        from notifier.preflight import missing_secrets_in_file
+
         _problems(exc)
-        count = len(exc.problems)
+        tokens = missing_secrets_in_file(path, settings)  # also named while the file is broken
+        for problem in tokens:
+            print(f"{path}: {problem}", file=sys.stderr)
+        count = len(exc.problems) + len(tokens)
         print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 1
     rules_file = compiled.rules_file
@@ -393,7 +398,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from notifier.app import App, compile_for
-    from notifier.preflight import environment_problems, missing_secrets
+    from notifier.preflight import environment_problems, missing_secrets, missing_secrets_in_file
     from notifier.rules.loader import RulesError
     from notifier.stages.ops_http import AddressInUse
     from notifier.store import StoreError
@@ -401,10 +406,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     # Every configuration problem at once, one line each, before anything starts.
     problems = environment_problems(settings)
     compiled = None
+    path = args.rules or settings.rules
     try:
-        compiled = compile_for(settings, args.rules or settings.rules, env_file=args.env_file)
+        compiled = compile_for(settings, path, env_file=args.env_file)
     except RulesError as exc:
         problems += [str(p) for p in exc.problems]
+        problems += missing_secrets_in_file(path, settings)
     if compiled is not None:
         problems += missing_secrets(compiled.rules_file, settings)
     if problems:

@@ -7,39 +7,101 @@ import os
 import socket
 from pathlib import Path
 
+import yaml
+
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
+
+# What a rules file needs tokens for: destinations as (name, Telegram, a Discord channel
+# through the bot), and whether the Telegram and Discord command bots are on.
+Needs = tuple[list[tuple[str, bool, bool]], tuple[bool, bool]]
 
 
 def missing_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
     """One line per destination (or bot) whose token is not set (names the variable, never
     a value)."""
-    return missing_destination_secrets(rules_file, settings) + _bot_secrets(rules_file, settings)
+    return _token_lines(_needs(rules_file), settings)
 
 
 def missing_destination_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
     """The destinations whose token is not set (`build_senders` refuses them too)."""
-    problems: list[str] = []
-    for name, destination in rules_file.destinations.items():
-        if destination.telegram is not None and settings.telegram_token is None:
-            problems.append(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
-        if (
-            destination.discord is not None
-            and destination.discord.channel_id is not None
-            and settings.discord_bot_token is None
-        ):
-            problems.append(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
-    return problems
+    destinations, _ = _needs(rules_file)
+    return _token_lines((destinations, (False, False)), settings)
 
 
-def _bot_secrets(rules_file: RulesFile, settings: Settings) -> list[str]:
-    problems: list[str] = []
+def missing_secrets_in_file(path: str | Path, settings: Settings) -> list[str]:
+    """The same lines for a rules file that does not compile, read as plain YAML with its
+    ${VAR}s left as they are, so that a check of a broken file names the missing tokens
+    too. Nothing when YAML cannot read it (its compile problems say why). Aliases are not
+    expanded: the node graph is walked two levels deep."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        root = yaml.compose(text, Loader=loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return []
+    destinations: list[tuple[str, bool, bool]] = []
+    for name, destination in _entries(_value(root, "destinations")):
+        discord = _value(destination, "discord")
+        channel = (
+            isinstance(discord, yaml.MappingNode) and _value(discord, "channel_id") is not None
+        )
+        destinations.append((name, _value(destination, "telegram") is not None, channel))
+    bots = _value(root, "bots")
+    commands = tuple(
+        _true(_value(_value(bots, platform), "commands")) for platform in ("telegram", "discord")
+    )
+    return _token_lines((destinations, (commands[0], commands[1])), settings)
+
+
+def _value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
+            return v
+    return None
+
+
+def _entries(node: yaml.Node | None) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _true(node: yaml.Node | None) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.value.lower() in ("true", "yes", "on")
+
+
+def _needs(rules_file: RulesFile) -> Needs:
+    destinations = [
+        (
+            name,
+            destination.telegram is not None,
+            destination.discord is not None and destination.discord.channel_id is not None,
+        )
+        for name, destination in rules_file.destinations.items()
+    ]
     bots = getattr(rules_file, "bots", None)
-    if bots is not None:
-        if bots.telegram.commands and settings.telegram_token is None:
-            problems.append("bots.telegram.commands needs NOTIFIER_TELEGRAM_TOKEN")
-        if bots.discord.commands and settings.discord_bot_token is None:
-            problems.append("bots.discord.commands needs NOTIFIER_DISCORD_BOT_TOKEN")
+    if bots is None:
+        return destinations, (False, False)
+    return destinations, (bots.telegram.commands, bots.discord.commands)
+
+
+def _token_lines(needs: Needs, settings: Settings) -> list[str]:
+    destinations, (telegram_bot, discord_bot) = needs
+    no_telegram = settings.telegram_token is None
+    no_discord = settings.discord_bot_token is None
+    problems: list[str] = []
+    for name, telegram, channel in destinations:
+        if telegram and no_telegram:
+            problems.append(f"destination {name!r} needs NOTIFIER_TELEGRAM_TOKEN")
+        if channel and no_discord:
+            problems.append(f"destination {name!r} needs NOTIFIER_DISCORD_BOT_TOKEN")
+    if telegram_bot and no_telegram:
+        problems.append("bots.telegram.commands needs NOTIFIER_TELEGRAM_TOKEN")
+    if discord_bot and no_discord:
+        problems.append("bots.discord.commands needs NOTIFIER_DISCORD_BOT_TOKEN")
     return problems
 
 

@@ -429,6 +429,17 @@ rules:
 """,
     "yaml-syntax": "version: 1\ndestinations: {me: {console: {}}\nrules: [\n",
     "missing-file": "",
+    # A file with an error still names the tokens its destinations and bots need.
+    "an-error-and-missing-tokens": """\
+destinations:
+  me: {telegram: {chat_id: 1}}
+  room: {discord: {channel_id: 2}}
+  hook: {discord: {webhook_url: "${HOOK}"}}
+  copy: &copy {telegram: {chat_id: 3}}
+  again: *copy
+bots: {telegram: {commands: true}, discord: {commands: yes}}
+rules: [{name: a, when: live, notify: [me]}]
+""",
 }
 
 
@@ -447,9 +458,20 @@ def test_a_file_check_refuses_run_refuses_with_the_same_lines(
     assert summary == f"{rules}: {len(problems)} error{'s' if len(problems) > 1 else ''}"
     if name == "every-kind-of-error":
         assert len(problems) == 9, problems
+    if name == "an-error-and-missing-tokens":
+        assert [p.removeprefix(f"{rules}: ") for p in problems[1:]] == [
+            "destination 'me' needs NOTIFIER_TELEGRAM_TOKEN",
+            "destination 'room' needs NOTIFIER_DISCORD_BOT_TOKEN",
+            "destination 'copy' needs NOTIFIER_TELEGRAM_TOKEN",
+            "destination 'again' needs NOTIFIER_TELEGRAM_TOKEN",
+            "bots.telegram.commands needs NOTIFIER_TELEGRAM_TOKEN",
+            "bots.discord.commands needs NOTIFIER_DISCORD_BOT_TOKEN",
+        ], problems
     run = refused(tmp_path, "run", "--rules", str(rules), env=env)
     assert run.returncode == 2
-    assert [line.removeprefix("notifier run: ") for line in run.stderr.splitlines()] == problems
+    # The same lines (check names the file before a missing token; run does not).
+    said = [line.removeprefix("notifier run: ") for line in run.stderr.splitlines()]
+    assert said == [p.removeprefix(f"{rules}: ") for p in problems]
     assert all(line.startswith("notifier run: ") for line in run.stderr.splitlines())
     assert not (tmp_path / "state.db").exists()
 

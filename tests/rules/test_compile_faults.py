@@ -342,6 +342,7 @@ def test_no_webhook_fault_repeats_the_token(fault_files: dict[str, Path]) -> Non
 
 # One process runs `check` and `replay` (through the command line's own entry point) and
 # the daemon's compile (`notifier.app.compile_for`) on every fault file.
+TOKENS = {"NOTIFIER_TELEGRAM_TOKEN": "123456:TEST", "NOTIFIER_DISCORD_BOT_TOKEN": "bot.token"}
 _DRIVER = """
 import contextlib, io, json, sys
 from notifier.cli import main
@@ -374,7 +375,9 @@ def test_check_replay_and_run_report_the_same_problems(fault_files: dict[str, Pa
         [sys.executable, "-c", _DRIVER, str(ROOT / "examples" / "events.jsonl"), *paths],
         capture_output=True,
         text=True,
-        env={**os.environ, "NOTIFIER_LOG_FORMAT": "json"},
+        # Tokens set: the problems compared are the file's (check also names a missing
+        # token, which replay does not need).
+        env={**os.environ, "NOTIFIER_LOG_FORMAT": "json"} | TOKENS,
         cwd=ROOT,
         timeout=300,
         check=False,
