@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from notifier.rules.compile import MAX_BYTES
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
 
@@ -30,47 +33,85 @@ def missing_destination_secrets(rules_file: RulesFile, settings: Settings) -> li
 
 
 def missing_secrets_in_file(path: str | Path, settings: Settings) -> list[str]:
-    """The same lines for a rules file that does not compile, read as plain YAML with its
-    ${VAR}s left as they are, so that a check of a broken file names the missing tokens
-    too. Nothing when YAML cannot read it (its compile problems say why). Aliases are not
-    expanded: the node graph is walked two levels deep."""
+    """The same lines for a rules file that does not compile, so that a check of a broken
+    file names the missing tokens too. Read as a stream of YAML events, its ${VAR}s left as
+    they are, keeping only the shape of `destinations` and `bots`: the memory of a few
+    destinations, whatever the size of the file. At most what the compiled file would
+    name, never more: a destination or setting written through an alias, a merge key or a
+    ${VAR} is left out. Nothing for a file YAML cannot read (its problems say why) or one
+    larger than the compiler takes."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        root = yaml.compose(text, Loader=loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        with open(path, "rb") as stream:
+            if os.fstat(stream.fileno()).st_size > MAX_BYTES:
+                return []
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            root = _shape(iter(yaml.parse(stream, Loader=loader)), depth=4)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, StopIteration):
         return []
     destinations: list[tuple[str, bool, bool]] = []
-    for name, destination in _entries(_value(root, "destinations")):
-        discord = _value(destination, "discord")
-        channel = (
-            isinstance(discord, yaml.MappingNode) and _value(discord, "channel_id") is not None
-        )
-        destinations.append((name, _value(destination, "telegram") is not None, channel))
-    bots = _value(root, "bots")
-    commands = tuple(
-        _true(_value(_value(bots, platform), "commands")) for platform in ("telegram", "discord")
-    )
+    for name, destination in _mapping(_get(root, "destinations")).items():
+        fields = _mapping(destination)
+        if not fields or "<<" in fields:
+            continue  # an alias or a merge: not known here
+        telegram, discord = fields.get("telegram", _NULL), fields.get("discord", _NULL)
+        if _UNKNOWN in (telegram, discord):
+            continue
+        channel = _get(discord, "channel_id")
+        destinations.append((name, telegram is not _NULL, channel not in (_NULL, _UNKNOWN)))
+    bots = _get(root, "bots")
+    commands = [_true(_get(_get(bots, p), "commands")) for p in ("telegram", "discord")]
     return _token_lines((destinations, (commands[0], commands[1])), settings)
 
 
-def _value(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and k.value == key and isinstance(v, yaml.Node):
-            return v
-    return None
+_NULL = object()  # a YAML null, or no value at all
+_UNKNOWN = object()  # an alias, a sequence, or deeper than kept
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})  # pydantic's true strings
 
 
-def _entries(node: yaml.Node | None) -> list[tuple[str, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    return [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+def _shape(events: Iterator[yaml.Event], depth: int) -> Any:
+    """The next node: a scalar's text (`_NULL` for null), a mapping as a dict of its scalar
+    keys (while `depth` lasts), else `_UNKNOWN` with its events consumed."""
+    event = next(events)
+    while isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
+        event = next(events)
+    if isinstance(event, yaml.ScalarEvent):
+        null = event.implicit[0] and event.value in ("", "~", "null", "Null", "NULL")
+        return _NULL if null else event.value
+    if isinstance(event, yaml.MappingStartEvent) and depth > 0:
+        found: dict[str, Any] = {}
+        while True:
+            key = _shape(events, 0)
+            if key is _END:
+                return found
+            value = _shape(events, depth - 1)
+            if isinstance(key, str):
+                found[key] = value
+    if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+        return _END
+    if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+        nested = 1
+        while nested:
+            inner = next(events)
+            if isinstance(inner, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                nested += 1
+            elif isinstance(inner, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                nested -= 1
+    return _UNKNOWN
 
 
-def _true(node: yaml.Node | None) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.value.lower() in ("true", "yes", "on")
+_END = object()  # the end of the mapping being read
+
+
+def _get(node: Any, key: str) -> Any:
+    return node.get(key, _NULL) if isinstance(node, dict) else _UNKNOWN
+
+
+def _mapping(node: Any) -> dict[str, Any]:
+    return node if isinstance(node, dict) else {}
+
+
+def _true(node: Any) -> bool:
+    return isinstance(node, str) and node.lower() in _TRUE
 
 
 def _needs(rules_file: RulesFile) -> Needs:

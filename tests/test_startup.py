@@ -462,8 +462,7 @@ def test_a_file_check_refuses_run_refuses_with_the_same_lines(
         assert [p.removeprefix(f"{rules}: ") for p in problems[1:]] == [
             "destination 'me' needs NOTIFIER_TELEGRAM_TOKEN",
             "destination 'room' needs NOTIFIER_DISCORD_BOT_TOKEN",
-            "destination 'copy' needs NOTIFIER_TELEGRAM_TOKEN",
-            "destination 'again' needs NOTIFIER_TELEGRAM_TOKEN",
+            "destination 'copy' needs NOTIFIER_TELEGRAM_TOKEN",  # 'again', an alias: not read
             "bots.telegram.commands needs NOTIFIER_TELEGRAM_TOKEN",
             "bots.discord.commands needs NOTIFIER_DISCORD_BOT_TOKEN",
         ], problems
