@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -162,16 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         if args.command == "sim":
-            from notifier.parti.simulator import serve
+            from notifier.parti.simulator import CannotListen, serve
 
             try:
                 asyncio.run(serve(args.host, args.port))
-            except OSError as exc:  # the port is taken, the host unknown
-                reason = exc.strerror or str(exc)
-                print(
-                    f"notifier sim: cannot listen on {args.host}:{args.port}: {reason}",
-                    file=sys.stderr,
-                )
+            except CannotListen as exc:  # the port is taken, the host unknown
+                print(f"notifier sim: {exc}", file=sys.stderr)
                 return 2
             return 0
         if args.command == "parti":
@@ -200,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args, settings)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the output's reader went away (`notifier outbox | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
+        return 141  # as a process ended by SIGPIPE
     except Exception as exc:  # a bug: logged with its traceback, one line for the user
         return logsetup.report_crash(exc)
     return 2
@@ -489,10 +489,23 @@ def _port(text: str) -> int:
     return port
 
 
+def _missing(path: str) -> bool:
+    """No file at `path`. One that cannot be looked at (a folder of another user) is left
+    for the store to report as it opens it."""
+    try:
+        return not Path(path).exists()
+    except OSError:
+        return False
+
+
 def _chat_id(text: str) -> str:
-    """A chat's id as Telegram and Discord give it (`notifier telegram chats` lists them)."""
-    if not text.lstrip("-").isdigit() or text.count("-") > 1 or text.startswith("--"):
-        raise argparse.ArgumentTypeError(f"a chat id is a number, not {text!r}")
+    """A chat's id as `notifier subs list` shows it: a number (Telegram, a Discord
+    channel), or dm:<user id> (a Discord user's DMs)."""
+    number = text.removeprefix("dm:")
+    if not number.removeprefix("-").isdigit() or (number != text and number.startswith("-")):
+        raise argparse.ArgumentTypeError(
+            f"a chat id is a number (or dm:<user id> for Discord DMs), not {text!r}"
+        )
     return text
 
 
@@ -525,12 +538,13 @@ def _with_store(
     `create`, a SQLite state file that does not exist is one too: a command run in the
     wrong folder, or before the daemon ever ran, would otherwise leave an empty store there
     and show it."""
-    from notifier.store import StoreError
+    from notifier.store import StoreError, is_postgres_url
 
-    if not create and settings.database_url is None and not Path(settings.state_path).exists():
+    target = _store_target(settings)
+    if not create and not is_postgres_url(target) and _missing(target):
         print(
-            f"notifier {what}: no state file at {settings.state_path} (NOTIFIER_STATE_PATH): "
-            "the daemon has not run with it yet",
+            f"notifier {what}: no state file at {logsetup.redact(target)} "
+            "(NOTIFIER_STATE_PATH): the daemon has not run with it yet",
             file=sys.stderr,
         )
         return 2

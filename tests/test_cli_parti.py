@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 
 from notifier.parti.simulator import Simulator
@@ -132,3 +133,23 @@ async def test_notifier_sim_on_a_port_taken_or_out_of_range_is_one_line_exit_2()
     code, _, err = await run_notifier("sim", "--port", "99999")
     assert code == 2 and "a port is a number from 0 to 65535, not '99999'" in err
     assert "Traceback" not in err
+
+
+def test_a_closed_output_pipe_ends_quietly_as_sigpipe_would() -> None:
+    # `notifier sim | true`: the reader is gone before the first line is written.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "notifier", "sim", "--port", "0"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "NOTIFIER_LOG_FORMAT": "json"},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "internal error" not in done.stderr and "cannot listen" not in done.stderr

@@ -138,10 +138,21 @@ def test_reading_commands_without_a_state_file_say_so_and_create_none(tmp_path: 
 def test_subs_takes_a_chat_id_that_is_a_number(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     asyncio.run(seed(state))
-    done = notifier(state, "subs", "list", "--chat", "abc")
-    assert done.returncode == 2 and "a chat id is a number, not 'abc'" in done.stderr
+    for wrong in ("abc", "dm:-1", "dm:", "4x2"):
+        done = notifier(state, "subs", "list", "--chat", wrong)
+        assert done.returncode == 2 and "a chat id is a number" in done.stderr, wrong
+        assert f"not {wrong!r}" in done.stderr
     listed = notifier(state, "subs", "list", "--chat", "42")
     assert listed.returncode == 0 and listed.stdout.endswith("2 subscriptions\n")
+    for right in ("-1001234567890", "dm:1300000000000000000"):  # a group, a Discord user's DMs
+        assert notifier(state, "subs", "list", "--chat", right).returncode == 0, right
+
+
+def test_a_database_url_in_the_state_path_is_opened_as_one_never_shown(tmp_path: Path) -> None:
+    url = "postgresql://notifier:hunter2@127.0.0.1:1/parti"  # nothing listens on port 1
+    done = notifier(tmp_path / "unused.db", "outbox", env={"NOTIFIER_STATE_PATH": url})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "no state file" not in done.stderr and "hunter2" not in done.stderr + done.stdout
 
 
 def test_db_status_names_the_backend_and_the_schema_version(tmp_path: Path) -> None:

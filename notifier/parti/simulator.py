@@ -40,6 +40,10 @@ class _Failure:
     retry_after: float | None
 
 
+class CannotListen(Exception):
+    """The simulator's address cannot be listened on (taken, or an unknown host)."""
+
+
 class Simulator:
     """In-memory Parti. `await start()` listens on 127.0.0.1; `await stop()` closes all."""
 
@@ -78,9 +82,12 @@ class Simulator:
         site = web.TCPSite(self._runner, self.host, self.port)
         try:
             await site.start()
-        except BaseException:  # the port is taken, the host unknown: nothing left behind
+        except BaseException as exc:  # the port is taken, the host unknown: nothing left
             await self._runner.cleanup()
             self._runner = None
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise CannotListen(f"cannot listen on {self.host}:{self.port}: {reason}") from None
             raise
         server = site._server
         assert server is not None
@@ -474,6 +481,8 @@ class Simulator:
         count = _int(request.query.get("subscribers"), 1)
         subscription = request.query.get("subscription", LIVE)
         timeout = float(request.query.get("timeout", "10"))
+        if not 0.0 <= timeout <= 600.0:  # also NaN
+            raise ValueError("timeout: seconds, from 0 to 600")
         try:
             await self.wait_subscribed(subscription, count, timeout)
         except TimeoutError:
@@ -528,6 +537,9 @@ class Simulator:
 
     async def _ctl_calendar(self, request: web.Request) -> web.Response:
         body = await _body(request)
+        start = body.get("event_start_ts")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise ValueError("event_start_ts: a Unix time in seconds is needed")
         body.setdefault("event_id", next(self._event_ids))
         self.calendar.append(body)
         return web.json_response(body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from notifier.parti.simulator import P as PREFIX
 from notifier.parti.simulator import Simulator
 
 POSTS = (
@@ -19,6 +20,15 @@ POSTS = (
     "fail",
     "calendar",
     "profile",
+)
+API_ROUTES = tuple(
+    PREFIX + route
+    for route in (
+        "/livestream_calendar/events",
+        "/get_livestream_channel_info/live",
+        "/assets_prices/info",
+        "/user_profile/463000",
+    )
 )
 HOSTILE = (
     b'{"user_id": "x"}',
@@ -46,11 +56,17 @@ async def test_every_control_route_refuses_a_hostile_body_without_a_500(
             assert answer.status_code < 500, (route, body, answer.status_code, answer.text)
             if answer.status_code == 400:
                 assert answer.json()["error"].startswith("bad request")
-        # The simulator still works afterwards.
+        # The simulator still works afterwards, its Parti routes too.
         assert (await http.get("/_sim/state")).status_code == 200
+        for path in API_ROUTES if route != "fail" else ():  # (fail queues failures: its job)
+            answer = await http.get(path)
+            assert answer.status_code == 200, (route, path, answer.status_code)
 
 
-async def test_a_wait_with_a_timeout_that_is_not_a_number_is_a_400(sim: Simulator) -> None:
+@pytest.mark.parametrize("timeout", ["soon", "nan", "-1", "inf"])
+async def test_a_wait_with_a_timeout_that_is_not_seconds_is_a_400(
+    sim: Simulator, timeout: str
+) -> None:
     async with httpx.AsyncClient(base_url=sim.api_url, trust_env=False) as http:
-        answer = await http.get("/_sim/wait", params={"timeout": "soon"})
+        answer = await http.get("/_sim/wait", params={"timeout": timeout})
     assert answer.status_code == 400 and "bad request" in answer.json()["error"]
