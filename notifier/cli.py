@@ -680,7 +680,7 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
             params = " ".join(f"{k}={v}" for k, v in sorted(sub.params.items()))
             where = f"{sub.platform:<8} {sub.chat_id:<16}"
             print(f"{sub.id:>6}  {where} {sub.kind:<5} {sub.target:<12} {params}")
-        print(f"{len(subs)} subscriptions")
+        print(f"{len(subs)} subscription{'s' if len(subs) != 1 else ''}")
         return 0
 
     return _with_store(settings, "subs", work, create=args.action == "import")

@@ -69,6 +69,36 @@ def test_export_then_import_moves_a_watchlist_into_another_chat(tmp_path: Path) 
     assert listed.stdout.strip().endswith("2 subscriptions")
 
 
+def test_a_discord_users_dm_watchlist_exports_and_imports_into_a_new_store(
+    tmp_path: Path,
+) -> None:
+    state, fresh = tmp_path / "state.db", tmp_path / "fresh.db"
+
+    async def dm_watchlist() -> None:
+        store = await open_store(str(state), instance="test", durable=False)
+        try:
+            await store.add_subscription(
+                "discord",
+                "dm:77",
+                kind="live",
+                target="463000",
+                params={},
+                created_by="77",
+                now=1.0,
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(dm_watchlist())
+    exported = notifier(state, "subs", "export", "--chat", "dm:77")
+    assert exported.returncode == 0 and "dm:77" in exported.stdout, exported.stderr
+    (tmp_path / "dm.yaml").write_text(exported.stdout)
+    moved = notifier(fresh, "subs", "import", str(tmp_path / "dm.yaml"))
+    assert moved.returncode == 0, moved.stderr
+    listed = notifier(fresh, "subs", "list", "--chat", "dm:77")
+    assert "463000" in listed.stdout and listed.stdout.strip().endswith("1 subscription")
+
+
 def test_an_import_file_that_is_not_an_export_is_one_line(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     (tmp_path / "bad.yaml").write_text("- just a list\n")

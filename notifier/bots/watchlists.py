@@ -62,8 +62,10 @@ def load_watchlists(text: str, *, chat: str | None = None) -> list[Entry]:
         if platform not in PLATFORMS:
             raise ValueError(f"{where}.platform: one of {', '.join(PLATFORMS)}")
         chat_id = str(chat if chat is not None else found.get("chat_id", ""))
-        if not chat_id.lstrip("-").isdigit():
-            raise ValueError(f"{where}.chat_id: expected a numeric chat id")
+        # A number, or a Discord user's DMs as `subs export` writes them (dm:<user id>).
+        dm = platform == "discord" and chat_id.startswith("dm:") and chat_id[3:].isdigit()
+        if not dm and not chat_id.removeprefix("-").isdigit():
+            raise ValueError(f"{where}.chat_id: expected a numeric chat id (or dm:<user id>)")
         items = found.get("subscriptions") or []
         if not isinstance(items, list):
             raise ValueError(f"{where}.subscriptions: expected a list")
