@@ -197,7 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args, settings)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the output's reader went away (`notifier outbox | head -1`)
+    except BrokenPipeError as exc:
+        if not _output_gone():
+            return logsetup.report_crash(exc)  # another pipe than our output: a bug
+        # The output's reader went away (`notifier outbox | head -1`).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
         return 141  # as a process ended by SIGPIPE
     except Exception as exc:  # a bug: logged with its traceback, one line for the user
@@ -479,6 +482,18 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _output_gone() -> bool:
+    """Whether nobody reads our standard output any more (its pipe's reader closed)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(flags & select.POLLERR for _, flags in poll.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -501,8 +516,9 @@ def _missing(path: str) -> bool:
 def _chat_id(text: str) -> str:
     """A chat's id as `notifier subs list` shows it: a number (Telegram, a Discord
     channel), or dm:<user id> (a Discord user's DMs)."""
-    number = text.removeprefix("dm:")
-    if not number.removeprefix("-").isdigit() or (number != text and number.startswith("-")):
+    from notifier.rules.subscriptions import valid_chat_id
+
+    if not (valid_chat_id("telegram", text) or valid_chat_id("discord", text)):
         raise argparse.ArgumentTypeError(
             f"a chat id is a number (or dm:<user id> for Discord DMs), not {text!r}"
         )
@@ -670,7 +686,8 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
                     now=time.time(),
                 )
                 added += new_id is not None
-            print(f"{added} subscriptions imported ({len(entries) - added} already there)")
+            plural = "s" if added != 1 else ""
+            print(f"{added} subscription{plural} imported ({len(entries) - added} already there)")
             return 0
         subs = await store.list_subscriptions(platform=args.platform, chat_id=args.chat)
         if args.action == "export":

@@ -75,7 +75,9 @@ def _shape(events: Iterator[yaml.Event], depth: int) -> Any:
     while isinstance(event, (yaml.StreamStartEvent, yaml.DocumentStartEvent)):
         event = next(events)
     if isinstance(event, yaml.ScalarEvent):
-        null = event.implicit[0] and event.value in ("", "~", "null", "Null", "NULL")
+        tag = event.tag
+        plain_null = event.implicit[0] and event.value in ("", "~", "null", "Null", "NULL")
+        null = tag in ("tag:yaml.org,2002:null", "!!null") or (tag is None and plain_null)
         return _NULL if null else event.value
     if isinstance(event, yaml.MappingStartEvent) and depth > 0:
         found: dict[str, Any] = {}

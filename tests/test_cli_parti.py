@@ -153,3 +153,26 @@ def test_a_closed_output_pipe_ends_quietly_as_sigpipe_would() -> None:
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert "internal error" not in done.stderr and "cannot listen" not in done.stderr
+
+
+def test_only_our_own_output_gone_counts_as_a_closed_pipe() -> None:
+    # A BrokenPipeError from anything else (a peer inside `notifier run`) is a crash,
+    # reported as one, not a quiet exit 141.
+    from notifier.cli import _output_gone
+
+    for reader_closed in (True, False):
+        read, write = os.pipe()
+        saved = os.dup(sys.stdout.fileno())
+        try:
+            if reader_closed:
+                os.close(read)
+            sys.stdout.flush()
+            os.dup2(write, sys.stdout.fileno())
+            gone = _output_gone()
+        finally:
+            os.dup2(saved, sys.stdout.fileno())
+            os.close(saved)
+            os.close(write)
+            if not reader_closed:
+                os.close(read)
+        assert gone is reader_closed

@@ -192,3 +192,27 @@ def test_db_status_names_the_backend_and_the_schema_version(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("backend sqlite; schema version ")
     assert "pending migrations: none" in done.stdout
+
+
+def test_a_chat_id_of_other_digits_than_ascii_is_refused_and_never_stops_the_sync() -> None:
+    from notifier.bots.watchlists import load_watchlists
+    from notifier.stages.subscriptions import as_rule_subscription
+    from notifier.store.types import Subscription as Stored
+
+    for platform, chat in (("telegram", "²"), ("discord", "dm:١٢"), ("telegram", "dm:1")):
+        text = f"version: 1\nchats:\n- platform: {platform}\n  chat_id: '{chat}'\n"
+        try:
+            load_watchlists(text, chat=None)
+        except ValueError as exc:
+            assert "expected a numeric chat id" in str(exc)
+        else:
+            raise AssertionError(f"{platform} {chat!r} was accepted")
+    # A row stored before (by an older import) is left out, not a stop of the whole sync.
+    fields = {"kind": "live", "target": "463000", "params": {}, "created_by": "x"}
+    bad = Stored(id=1, platform="telegram", chat_id="²", **fields, created_at=0.0, updated_at=0.0)
+    assert as_rule_subscription(bad) is None
+    good = Stored(
+        id=2, platform="discord", chat_id="dm:12", **fields, created_at=0.0, updated_at=0.0
+    )
+    found = as_rule_subscription(good)
+    assert found is not None and found.destination == "@dcdm:12"

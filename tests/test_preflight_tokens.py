@@ -33,7 +33,9 @@ FILES = {
     ),
     "null values": (
         "destinations:\n  me: {telegram: null, console: {}}\n"
-        f"  hook: {{discord: {{webhook_url: '{HOOK}', channel_id: ~}}}}\n",
+        f"  hook: {{discord: {{webhook_url: '{HOOK}', channel_id: ~}}}}\n"
+        "  tagged: {telegram: !!null '', console: {}}\n"
+        "  spelled: {telegram: !<tag:yaml.org,2002:null> x, console: {}}\n",
         True,
     ),
     "bots on in every spelling": (

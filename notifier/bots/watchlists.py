@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from notifier.rules.subscriptions import KINDS, PLATFORMS
+from notifier.rules.subscriptions import KINDS, PLATFORMS, valid_chat_id
 from notifier.store.types import Subscription
 
 MAX_ENTRIES = 1_000_000
@@ -63,8 +63,7 @@ def load_watchlists(text: str, *, chat: str | None = None) -> list[Entry]:
             raise ValueError(f"{where}.platform: one of {', '.join(PLATFORMS)}")
         chat_id = str(chat if chat is not None else found.get("chat_id", ""))
         # A number, or a Discord user's DMs as `subs export` writes them (dm:<user id>).
-        dm = platform == "discord" and chat_id.startswith("dm:") and chat_id[3:].isdigit()
-        if not dm and not chat_id.removeprefix("-").isdigit():
+        if not valid_chat_id(platform, chat_id):
             raise ValueError(f"{where}.chat_id: expected a numeric chat id (or dm:<user id>)")
         items = found.get("subscriptions") or []
         if not isinstance(items, list):

@@ -20,9 +20,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from pydantic import ValidationError
 
+from notifier.log import short_error
 from notifier.parti import seed
 from notifier.parti.decode import LIVE, PRICE
+from notifier.parti.models import CalendarEvent
 
 P = "/parti_v2/profile"
 
@@ -537,10 +540,11 @@ class Simulator:
 
     async def _ctl_calendar(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        start = body.get("event_start_ts")
-        if not isinstance(start, int) or isinstance(start, bool):
-            raise ValueError("event_start_ts: a Unix time in seconds is needed")
         body.setdefault("event_id", next(self._event_ids))
+        try:  # what Parti's calendar holds: a client reads the whole page as these
+            CalendarEvent.model_validate(body)
+        except ValidationError as exc:
+            raise ValueError(short_error(exc)) from None
         self.calendar.append(body)
         return web.json_response(body)
 

@@ -80,6 +80,19 @@ class ChatDestination:
     thread_id: int | None = None
 
 
+_CHAT_IDS = {
+    "telegram": re.compile(r"-?[0-9]{1,20}"),
+    "discord": re.compile(r"(dm:)?[0-9]{1,20}"),  # a channel, or a user's DMs
+}
+
+
+def valid_chat_id(platform: str, chat_id: str) -> bool:
+    """A subscription's chat id as the bots store it: ASCII digits (a Telegram group's are
+    negative), or dm:<user id> for a Discord user's DMs."""
+    pattern = _CHAT_IDS.get(platform)
+    return pattern is not None and pattern.fullmatch(chat_id) is not None
+
+
 def telegram_destination(chat_id: int | str, thread_id: int | None = None) -> str:
     name = f"@tg:{int(chat_id)}"
     return name if thread_id is None else f"{name}:{int(thread_id)}"

@@ -15,6 +15,7 @@ from notifier.rules.subscriptions import (
     discord_channel_destination,
     discord_dm_destination,
     telegram_destination,
+    valid_chat_id,
 )
 from notifier.stages.context import Core
 from notifier.store import Store
@@ -32,7 +33,10 @@ SENDER_MODULES = {
 
 
 def as_rule_subscription(stored: Stored) -> Subscription | None:
-    """The engine's view of a stored subscription: where its alerts go."""
+    """The engine's view of a stored subscription: where its alerts go (None for one whose
+    chat id no bot would have stored: skipped, never a stop of the whole sync)."""
+    if not valid_chat_id(stored.platform, stored.chat_id):
+        return None
     if stored.platform == "telegram":
         destination = telegram_destination(stored.chat_id)
     elif stored.platform == "discord" and stored.chat_id.startswith("dm:"):

@@ -36,6 +36,7 @@ HOSTILE = (
     b'{"user_id": [1]}',
     b'{"status": "x", "count": "y", "retry_after": "z"}',
     b'{"symbol": "BTC", "price": "lots"}',
+    b'{"event_start_ts": 1800000000}',
     b'{"user_id": 1, "no_such_field": 1}',
     b"[]",
     b'"text"',
@@ -70,3 +71,17 @@ async def test_a_wait_with_a_timeout_that_is_not_seconds_is_a_400(
     async with httpx.AsyncClient(base_url=sim.api_url, trust_env=False) as http:
         answer = await http.get("/_sim/wait", params={"timeout": timeout})
     assert answer.status_code == 400 and "bad request" in answer.json()["error"]
+
+
+async def test_a_calendar_event_is_taken_only_as_parti_would_send_it(sim: Simulator) -> None:
+    # One event without its streamer would make every later calendar page unreadable.
+    async with httpx.AsyncClient(base_url=sim.api_url, trust_env=False) as http:
+        refused = await http.post("/_sim/calendar", json={"event_start_ts": 1800000000})
+        taken = await http.post(
+            "/_sim/calendar", json={"event_start_ts": 1800000000, "user_id": 463000}
+        )
+        page = await http.get(PREFIX + "/livestream_calendar/events")
+    assert refused.status_code == 400 and "user_id" in refused.json()["error"]
+    assert taken.status_code == 200
+    events = [(e["user_id"], e["event_start_ts"]) for e in page.json()]
+    assert (463000, 1800000000) in events and all(isinstance(u, int) for u, _ in events)
