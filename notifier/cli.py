@@ -334,7 +334,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         for problem in tokens:
             print(f"{path}: {problem}", file=sys.stderr)
         count = len(exc.problems) + len(tokens)
-        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
         return 1
     rules_file = compiled.rules_file
     from notifier.preflight import missing_secrets
@@ -345,7 +345,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{path}: {problem}", file=sys.stderr)
     if secrets:
         count = len(secrets)
-        print(f"{path}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
+        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
         return 1
     kinds = compiled.engine.summary()
     dests: dict[str, int] = {}
@@ -480,6 +480,11 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
         await senders.close()
     print(f"{args.destination}: sent (message id {message_id})")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """`n` and `noun`, plural unless one: "1 error", "3 errors"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _output_gone() -> bool:
@@ -686,8 +691,8 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
                     now=time.time(),
                 )
                 added += new_id is not None
-            plural = "s" if added != 1 else ""
-            print(f"{added} subscription{plural} imported ({len(entries) - added} already there)")
+            kept = len(entries) - added
+            print(f"{_count(added, 'subscription')} imported ({kept} already there)")
             return 0
         subs = await store.list_subscriptions(platform=args.platform, chat_id=args.chat)
         if args.action == "export":
@@ -697,7 +702,7 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
             params = " ".join(f"{k}={v}" for k, v in sorted(sub.params.items()))
             where = f"{sub.platform:<8} {sub.chat_id:<16}"
             print(f"{sub.id:>6}  {where} {sub.kind:<5} {sub.target:<12} {params}")
-        print(f"{len(subs)} subscription{'s' if len(subs) != 1 else ''}")
+        print(_count(len(subs), "subscription"))
         return 0
 
     return _with_store(settings, "subs", work, create=args.action == "import")

@@ -39,12 +39,10 @@ def as_rule_subscription(stored: Stored) -> Subscription | None:
         return None
     if stored.platform == "telegram":
         destination = telegram_destination(stored.chat_id)
-    elif stored.platform == "discord" and stored.chat_id.startswith("dm:"):
+    elif stored.chat_id.startswith("dm:"):  # a Discord user's DMs
         destination = discord_dm_destination(stored.chat_id.removeprefix("dm:"))
-    elif stored.platform == "discord" and stored.chat_id.isdigit():
+    else:  # a Discord channel
         destination = discord_channel_destination(stored.chat_id)
-    else:
-        return None
     return Subscription(
         id=stored.id,
         platform=stored.platform,
