@@ -199,7 +199,14 @@ def test_a_chat_id_of_other_digits_than_ascii_is_refused_and_never_stops_the_syn
     from notifier.stages.subscriptions import as_rule_subscription
     from notifier.store.types import Subscription as Stored
 
-    for platform, chat in (("telegram", "²"), ("discord", "dm:١٢"), ("telegram", "dm:1")):
+    over = str(2**64)  # a Discord id is a snowflake, under 2**64 (its JSON is 64-bit)
+    for platform, chat in (
+        ("telegram", "²"),
+        ("discord", "dm:١٢"),
+        ("telegram", "dm:1"),
+        ("discord", over),
+        ("discord", f"dm:{over}"),
+    ):
         text = f"version: 1\nchats:\n- platform: {platform}\n  chat_id: '{chat}'\n"
         try:
             load_watchlists(text, chat=None)

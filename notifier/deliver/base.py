@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 import weakref
 from collections.abc import Callable
@@ -132,3 +134,56 @@ class Gate:
 
 
 GATE = Gate()
+
+
+class Turns:
+    """Sends that start at once go out `per_turn` a turn of the event loop, each
+    destination's first send of a burst before any destination's next.
+
+    A fan-out wakes hundreds of lanes in one turn of the loop. Let through together, every
+    lane builds its request before any of them reaches the network (the loop polls its
+    sockets only between turns): the server waits for the last one to be built, and each
+    lane's second request, built as soon as its first is answered, goes out before
+    another destination's first. Taken in turns, the first requests leave while the next
+    ones are built, on a few connections that are free again, and a destination's next
+    alert waits for every other destination's first. A send that finds nobody waiting and
+    the turn not used up goes at once (no turn of delay for a lone alert)."""
+
+    def __init__(self, per_turn: int = 1) -> None:
+        self.per_turn = per_turn
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._passed = 0  # sends let through in this turn of the loop
+        self._ticking = False
+
+    async def take(self, rank: int) -> None:
+        """Wait for this send's turn; `rank` is how many sends its destination made in
+        this burst before it (0: its first)."""
+        if not self._waiting and self._passed < self.per_turn:
+            self._passed += 1
+            self._tick_next_turn()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (rank, next(self._order), waiter))
+        self._tick_next_turn()
+        await waiter  # cancelled: `_tick` passes it over
+
+    def _tick_next_turn(self) -> None:
+        if not self._ticking:
+            self._ticking = True
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        """A new turn of the loop: the next `per_turn` waiters go."""
+        self._ticking = False
+        self._passed = 0
+        while self._waiting and self._passed < self.per_turn:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                self._passed += 1
+        if self._waiting or self._passed:
+            self._tick_next_turn()
+
+
+TURNS = Turns()

@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 import discord
 import discord.webhook.async_
+import yarl
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
 
@@ -189,6 +190,19 @@ def _chat_window(limits_scale: float, key: str) -> SlidingWindow:
     return SlidingWindow(max(1, int(count * limits_scale)), seconds)
 
 
+def execute_route(webhook_id: int, token: str) -> Route:
+    """discord.py's route of `execute_webhook(wait=True)`, its query in its URL, made once
+    per webhook: aiohttp takes a ready URL as it is, where the `params` execute_webhook
+    passes are parsed and merged into the URL again at every request (a quarter of
+    aiohttp's time per send)."""
+    route = Route(
+        "POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=webhook_id, webhook_token=token
+    )
+    url = yarl.URL(route.url).with_query(wait=1, with_components=0)
+    route.url = url  # type: ignore[assignment]  # aiohttp takes a URL wherever a str goes
+    return route
+
+
 class InvalidAnswer(Exception):
     """Discord answered a send without the message it made."""
 
@@ -209,6 +223,7 @@ class DiscordSender:
         self.target = target
         self._hub = hub
         self._webhook: discord.Webhook | None = None
+        self._route: Route | None = None
         self._secret = ""
         self._hold: ServerHold | None = None
         self.ready: Ready[dict[str, Any]] = Ready()
@@ -230,6 +245,7 @@ class DiscordSender:
             self._webhook = discord.Webhook.partial(
                 self._webhook_id, self._secret, session=self._hub.session
             )
+            self._route = execute_route(self._webhook_id, self._secret)
 
     async def close(self) -> None:
         pass  # the hub is shared; its owner closes it
@@ -265,14 +281,11 @@ class DiscordSender:
         if self._webhook is not None:
             # discord.py's own webhook request (its bucket, retries and errors), its
             # answer not turned back into a `WebhookMessage`.
+            assert self._route is not None
             body = self.ready.take(payload, self._body)
             with self._webhook_call():
-                data = await async_context.get().execute_webhook(
-                    self._webhook_id,
-                    self._secret,
-                    session=self._webhook.session,
-                    payload=body,
-                    wait=True,
+                data = await async_context.get().request(
+                    self._route, self._webhook.session, payload=body
                 )
             if not isinstance(data, dict) or not isinstance(data.get("id"), str | int):
                 raise InvalidAnswer("Discord's answer carries no message id")

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from notifier.backoff import full_jitter
-from notifier.deliver.base import GATE, NotModified, Sender
+from notifier.deliver.base import GATE, TURNS, NotModified, Sender
 from notifier.deliver.chats import Chats, Verdict, digest_payload
 from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics, destination_label
@@ -104,6 +104,9 @@ class Delivery:
         self.in_flight = 0
         self.sent_count = 0  # rows recorded as sent by this delivery (for waiting on progress)
         self._sent_last: dict[str, str] = {}  # destination -> the key it last sent
+        # destination -> requests its lane made since it last found nothing to send: a
+        # send's rank in `TURNS` (a burst's first requests of every lane go first)
+        self._burst: dict[str, int] = {}
         # Chat destinations whose lane closed with a row due later: woken then.
         self._due_timers: dict[str, asyncio.TimerHandle] = {}
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in senders}
@@ -186,6 +189,7 @@ class Delivery:
         self._unclaimed.discard(name)
         self._answered.discard(name)  # 20,000 chats must not stay 20,000 entries
         self._sent_last.pop(name, None)
+        self._burst.pop(name, None)
         # Each waiting chat is tried once: one that cannot open is not queued again.
         for _ in range(len(self._waiting_chats)):
             if self._chat_lanes >= MAX_CHAT_LANES:
@@ -555,6 +559,7 @@ class Delivery:
                         return
                 drained = len(rows) < CLAIM_BATCH
             if not rows:
+                self._burst.pop(name, None)  # the burst is over
                 if not due_known or self.exclusive:
                     due = await self.outbox.next_due(name)
                     due_known = True
@@ -681,6 +686,7 @@ class Delivery:
         slots = await GATE.acquire(windows)
         try:
             try:
+                await self._turn(row.destination)
                 async with asyncio.timeout(self.send_timeout):
                     if row.action == "edit":
                         assert message_id is not None
@@ -715,6 +721,12 @@ class Delivery:
             attempts=row.attempts,
         )
         return 0.0
+
+    async def _turn(self, destination: str) -> None:
+        """Wait for the request's turn (`TURNS`), ranked by the lane's burst so far."""
+        rank = self._burst.get(destination, 0)
+        self._burst[destination] = rank + 1
+        await TURNS.take(rank)
 
     async def _digest(self, sender: Sender, row: Row, now: float) -> float:
         """A held row is due: everything else waiting for this chat goes with it, as one
@@ -754,6 +766,7 @@ class Delivery:
         slots = await GATE.acquire(windows)
         try:
             try:
+                await self._turn(row.destination)
                 async with asyncio.timeout(self.send_timeout):
                     message_id = await sender.send(payload)
             finally:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from notifier.rules.schema import Defaults, LiveRule, PriceRule
+from notifier.rules.schema import UINT64, Defaults, LiveRule, PriceRule
 
 # The rule name of subscription 7 is "sub:7"; it is part of the outbox key of its alerts.
 SUB_PREFIX = "sub:"
@@ -88,9 +88,11 @@ _CHAT_IDS = {
 
 def valid_chat_id(platform: str, chat_id: str) -> bool:
     """A subscription's chat id as the bots store it: ASCII digits (a Telegram group's are
-    negative), or dm:<user id> for a Discord user's DMs."""
+    negative), or dm:<user id> for a Discord user's DMs (a snowflake: under 2**64)."""
     pattern = _CHAT_IDS.get(platform)
-    return pattern is not None and pattern.fullmatch(chat_id) is not None
+    if pattern is None or pattern.fullmatch(chat_id) is None:
+        return False
+    return platform != "discord" or int(chat_id.removeprefix("dm:")) < UINT64
 
 
 def telegram_destination(chat_id: int | str, thread_id: int | None = None) -> str:
@@ -254,11 +256,14 @@ def _number(value: Any, what: str, where: str) -> Decimal:
 
 
 def _positive_int(value: Any, what: str, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
-        return int(value)
-    raise ValueError(f"{where}: {what} must be a positive id, not {value!r}")
+    """A Discord id (a snowflake: positive, under 2**64), as a number or its digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        number: Any = int(value)
+    else:
+        number = value
+    if isinstance(number, int) and not isinstance(number, bool) and 0 < number < UINT64:
+        return number
+    raise ValueError(f"{where}: {what} must be a positive id under 2**64, not {value!r}")
 
 
 def _first_error(exc: ValidationError) -> str:

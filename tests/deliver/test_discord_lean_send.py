@@ -82,7 +82,7 @@ async def test_an_answer_without_a_message_id_is_retried_not_taken_as_sent(
     fake_discord: FakeDiscord, answer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Answering:
-        async def execute_webhook(self, *args: Any, **kwargs: Any) -> Any:
+        async def request(self, *args: Any, **kwargs: Any) -> Any:
             return answer
 
     url = fake_discord.add_webhook(901)

@@ -1,0 +1,147 @@
+"""`Turns`: sends that start together go out one a turn of the event loop, each
+destination's first of a burst before any destination's next."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.deliver import lanes
+from notifier.deliver.base import Turns
+from notifier.deliver.discord import DiscordSender
+from notifier.store import SENT
+from tests.deliver.harness import harness, new_alert
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.telegram import FakeTelegram
+
+
+class LoopTurns:
+    """Counts the turns of the running loop (a callback that schedules itself runs once
+    a turn)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.count += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+async def test_a_lone_send_goes_at_once_without_a_turn_of_delay() -> None:
+    turns = Turns()
+    ran: list[str] = []
+    asyncio.get_running_loop().call_soon(ran.append, "the next turn")
+    await turns.take(0)
+    assert ran == []  # no turn of the loop passed
+
+
+async def test_sends_that_start_together_go_one_a_turn_firsts_of_a_burst_first() -> None:
+    turns = Turns()
+    clock = LoopTurns()
+    went: list[tuple[str, int]] = []
+
+    async def send(name: str, rank: int) -> None:
+        await turns.take(rank)
+        went.append((name, clock.count))
+
+    # Started in one turn: the first goes at once (the turn was not used), the rest wait.
+    ranks = {"lead": 5, "a2": 2, "b1": 1, "c0": 0, "d0": 0, "e1": 1, "f0": 0, "g3": 3}
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name, rank in ranks.items():
+                group.create_task(send(name, rank))
+    finally:
+        clock.stop()
+    assert [name for name, _ in went] == ["lead", "c0", "d0", "f0", "b1", "e1", "a2", "g3"]
+    seen = [turn for _, turn in went]
+    assert seen == sorted(set(seen)), "two sends went in one turn of the loop"
+
+
+async def test_more_a_turn_when_asked() -> None:
+    turns = Turns(per_turn=3)
+    clock = LoopTurns()
+    went: list[int] = []
+
+    async def send() -> None:
+        await turns.take(0)
+        went.append(clock.count)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(9):
+                group.create_task(send())
+    finally:
+        clock.stop()
+    assert sorted(went.count(turn) for turn in set(went)) == [3, 3, 3]
+
+
+async def test_a_send_cancelled_while_it_waits_gives_its_turn_to_the_next() -> None:
+    turns = Turns()
+    lead = asyncio.create_task(turns.take(0))  # goes at once, the turn used
+    first = asyncio.create_task(turns.take(0))
+    second = asyncio.create_task(turns.take(0))
+    await asyncio.sleep(0)  # they all ran: the lead went, the others wait
+    assert lead.done() and not first.done() and not second.done()
+    first.cancel()
+    await second  # not stuck behind the cancelled one
+    assert first.cancelled()
+    await turns.take(0)  # and the turns go on
+
+
+async def test_a_lanes_requests_are_ranked_by_how_many_it_made_in_its_burst(
+    tmp_path: Path, fake_telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[int] = []
+    real = lanes.TURNS
+
+    class Recording:
+        async def take(self, rank: int) -> None:
+            taken.append(rank)
+            await real.take(rank)
+
+    monkeypatch.setattr(lanes, "TURNS", Recording())
+    destinations = {"t": {"telegram": {"chat_id": 5}}}
+    async with harness(tmp_path, destinations, telegram=fake_telegram) as h:
+        alerts = [new_alert("t") for _ in range(3)]
+        await h.hand(*alerts)
+        for alert in alerts:
+            assert (await h.wait_state(alert.key, SENT)).state == SENT
+    assert taken == [0, 1, 2]
+
+
+async def test_a_fan_outs_first_requests_reach_the_server_while_later_ones_are_built(
+    tmp_path: Path, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without turns every lane of a fan-out builds its request in one turn of the loop,
+    before any reaches the network: the server then gets the first only after the last
+    was built."""
+    started: list[float] = []
+    send = DiscordSender.send
+
+    async def timed(self: DiscordSender, payload: dict[str, Any]) -> str | None:
+        started.append(time.monotonic())
+        return await send(self, payload)
+
+    monkeypatch.setattr(DiscordSender, "send", timed)
+    hooks = 100
+    destinations = {
+        f"d{n}": {"discord": {"webhook_url": fake_discord.add_webhook(7000 + n)}}
+        for n in range(hooks)
+    }
+    async with harness(tmp_path, destinations, discord=fake_discord) as h:
+        alerts = [new_alert(name) for name in destinations]
+        await h.hand(*alerts)
+        for alert in alerts:
+            assert (await h.wait_state(alert.key, SENT)).state == SENT
+    arrived = [entry["at"] for entry in fake_discord.sent() if entry.get("ok")]
+    assert len(arrived) == len(started) == hooks
+    assert min(arrived) < max(started)
