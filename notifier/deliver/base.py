@@ -137,8 +137,8 @@ GATE = Gate()
 
 
 class Turns:
-    """Sends that start at once go out `per_turn` a turn of the event loop, each
-    destination's first send of a burst before any destination's next.
+    """Sends that start at once go out a few a turn of the event loop, each destination's
+    first send of a burst before any destination's next.
 
     A fan-out wakes hundreds of lanes in one turn of the loop. Let through together, every
     lane builds its request before any of them reaches the network (the loop polls its
@@ -147,14 +147,20 @@ class Turns:
     another destination's first. Taken in turns, the first requests leave while the next
     ones are built, on a few connections that are free again, and a destination's next
     alert waits for every other destination's first. A send that finds nobody waiting and
-    the turn not used up goes at once (no turn of delay for a lone alert)."""
+    the turn not used up goes at once (no turn of delay for a lone alert).
 
-    def __init__(self, per_turn: int = 1) -> None:
+    `per_turn` go each turn, and one more for every `pace` seconds the last turn took: a
+    busy loop's long turns never hold the sends below 1/`pace` a second (a paid broadcast
+    sends 1,000 a second)."""
+
+    def __init__(self, per_turn: int = 1, *, pace: float | None = 0.00025) -> None:
         self.per_turn = per_turn
+        self.pace = pace
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._passed = 0  # sends let through in this turn of the loop
         self._ticking = False
+        self._ticked_at: float | None = None  # the last tick, while they follow each other
 
     async def take(self, rank: int) -> None:
         """Wait for this send's turn; `rank` is how many sends its destination made in
@@ -174,16 +180,23 @@ class Turns:
             asyncio.get_running_loop().call_soon(self._tick)
 
     def _tick(self) -> None:
-        """A new turn of the loop: the next `per_turn` waiters go."""
+        """A new turn of the loop: the next waiters go."""
         self._ticking = False
+        now = time.monotonic()
+        allowed = self.per_turn
+        if self.pace and self._ticked_at is not None:  # the turn since the last tick
+            allowed = max(allowed, int((now - self._ticked_at) / self.pace))
         self._passed = 0
-        while self._waiting and self._passed < self.per_turn:
+        while self._waiting and self._passed < allowed:
             _, _, waiter = heapq.heappop(self._waiting)
             if not waiter.done():
                 waiter.set_result(None)
                 self._passed += 1
         if self._waiting or self._passed:
+            self._ticked_at = now
             self._tick_next_turn()
+        else:
+            self._ticked_at = None
 
 
 TURNS = Turns()

@@ -161,7 +161,12 @@ class DiscordHub:
             # One connection per webhook lane sending at once (aiohttp's default of 100
             # would queue a fan-out to 200 webhooks behind itself); the lanes bound it.
             connector = aiohttp.TCPConnector(limit=WEBHOOK_CONNECTIONS, keepalive_timeout=30.0)
-            self.session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            # Every request is inside a lane's send timeout: no second timer of aiohttp's
+            # for each (its 5 minute default), only one for a connection being opened.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30.0)
+            self.session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, timeout=timeout
+            )
         if need_bot and self.http is None:
             if not self.bot_token:
                 raise RuntimeError("NOTIFIER_DISCORD_BOT_TOKEN is not set (needed for channel_id)")

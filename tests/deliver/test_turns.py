@@ -45,7 +45,7 @@ async def test_a_lone_send_goes_at_once_without_a_turn_of_delay() -> None:
 
 
 async def test_sends_that_start_together_go_one_a_turn_firsts_of_a_burst_first() -> None:
-    turns = Turns()
+    turns = Turns(pace=None)  # one a turn however long a turn takes
     clock = LoopTurns()
     went: list[tuple[str, int]] = []
 
@@ -67,7 +67,7 @@ async def test_sends_that_start_together_go_one_a_turn_firsts_of_a_burst_first()
 
 
 async def test_more_a_turn_when_asked() -> None:
-    turns = Turns(per_turn=3)
+    turns = Turns(per_turn=3, pace=None)
     clock = LoopTurns()
     went: list[int] = []
 
@@ -82,6 +82,37 @@ async def test_more_a_turn_when_asked() -> None:
     finally:
         clock.stop()
     assert sorted(went.count(turn) for turn in set(went)) == [3, 3, 3]
+
+
+async def test_long_turns_let_more_go_a_turn_so_sends_keep_their_pace() -> None:
+    """A turn that takes 2 ms lets at least 4 go at a pace of 0.5 ms: a busy loop does
+    not hold a paid broadcast's 1,000 sends a second back."""
+    turns = Turns(pace=0.0005)
+    loop = asyncio.get_running_loop()
+    clock = LoopTurns()
+    went: list[int] = []
+
+    def slow_turn() -> None:
+        time.sleep(0.002)  # the loop's other work this turn
+        handles.append(loop.call_soon(slow_turn))
+
+    async def send() -> None:
+        await turns.take(0)
+        went.append(clock.count)
+
+    handles = [loop.call_soon(slow_turn)]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(41):
+                group.create_task(send())
+    finally:
+        clock.stop()
+        handles[-1].cancel()
+    # The first goes at once and the first tick knows no turn before it: one each; every
+    # tick after those follows a turn of 2 ms or more (the last takes what is left).
+    per_turn = [went.count(turn) for turn in sorted(set(went))]
+    assert per_turn[:2] == [1, 1] and sum(per_turn) == 41
+    assert min(per_turn[2:-1]) >= 4, per_turn
 
 
 async def test_a_send_cancelled_while_it_waits_gives_its_turn_to_the_next() -> None:
