@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     send_test.add_argument("destination", help="a destination name of the rules file")
     send_test.add_argument("--rules", help="rules file (default: NOTIFIER_RULES)")
     send_test.add_argument("--env-file", help="also read NOTIFIER_* and ${VAR}s from this file")
+    send_test.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        help="give up after this many seconds without an answer (default 30, as a send)",
+    )
 
     outbox = sub.add_parser("outbox", help="list pending and dead alerts; retry or drop one")
     outbox.add_argument("action", nargs="?", choices=("list", "retry", "drop"), default="list")
@@ -71,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     discord_cmd.add_argument("action", choices=("sync",), help="sync: register /parti")
     discord_cmd.add_argument(
         "--guild", type=int, required=True, help="register in this server only (for testing)"
+    )
+    discord_cmd.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        help="give up after this many seconds without an answer (default 30)",
     )
 
     subs = sub.add_parser("subs", help="chat watchlists: list, export (YAML), import")
@@ -466,10 +478,18 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     sender = senders.by_name[args.destination]
     payload = {"view": test_view(args.destination, time.time()).to_json(), "template": None}
+    waiting = asyncio.timeout(args.timeout)
     try:
-        await sender.start()
-        message_id = await sender.send(payload)
+        async with waiting:
+            await sender.start()
+            message_id = await sender.send(payload)
     except Exception as exc:
+        if isinstance(exc, TimeoutError) and waiting.expired():
+            print(
+                f"notifier send-test: {args.destination}: no answer within {args.timeout:g} s",
+                file=sys.stderr,
+            )
+            return 1
         failure = sender.classify(exc)
         print(
             f"notifier send-test: {args.destination}: {failure.outcome.value}: {failure.reason}",
@@ -497,6 +517,16 @@ def _output_gone() -> bool:
         return any(flags & select.POLLERR for _, flags in poll.poll(0))
     except (OSError, ValueError):
         return False
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 600:  # nan too
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, up to 600, not {text!r}")
+    return seconds
 
 
 def _port(text: str) -> int:
@@ -718,7 +748,9 @@ def _discord_sync(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         names = asyncio.run(
-            sync_guild(token.get_secret_value(), settings.discord_api_url, args.guild)
+            sync_guild(
+                token.get_secret_value(), settings.discord_api_url, args.guild, timeout=args.timeout
+            )
         )
     except DiscordBotError as exc:
         print(f"notifier discord sync: {logsetup.redact(str(exc))}", file=sys.stderr)

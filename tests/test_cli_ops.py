@@ -101,3 +101,59 @@ async def test_outbox_lists_retries_and_drops(tmp_path: Path) -> None:
         assert DEAD not in await check.counts()
     finally:
         await check.close()
+
+
+async def test_send_test_gives_up_on_an_api_that_never_answers(tmp_path: Path) -> None:
+    """A server that takes the connection and the request and never answers: one line
+    after --timeout, on either platform (aiohttp's own 5 minute default is off for
+    webhooks: a lane's send timeout bounds them in the daemon)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read(65536)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations:\n"
+        "  hook: {discord: {webhook_url: 'https://discord.com/api/webhooks/123456789012345678/"
+        "sentinel-webhook-token'}}\n"
+        "  chat: {telegram: {chat_id: 1001}}\n"
+    )
+    env = {
+        "NOTIFIER_DISCORD_API_URL": f"http://127.0.0.1:{port}/api/v10",
+        "NOTIFIER_TELEGRAM_API_URL": f"http://127.0.0.1:{port}",
+        "NOTIFIER_TELEGRAM_TOKEN": "123:sentinel-telegram-token",
+        "NOTIFIER_LOG_FORMAT": "json",
+    }
+    try:
+        for destination in ("hook", "chat"):
+            started = time.monotonic()
+            code, out, err = await notifier(
+                "send-test", destination, "--rules", str(rules), "--timeout", "1", env=env
+            )
+            assert code == 1, err
+            assert err.strip() == f"notifier send-test: {destination}: no answer within 1 s"
+            assert "sentinel" not in out + err
+            assert time.monotonic() - started < 30
+        assert held  # the requests did reach the server
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_send_test_refuses_a_timeout_that_is_not_a_number_of_seconds(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("destinations: {me: {console: {}}}\n")
+    for bad in ("0", "-1", "nan", "inf", "601", "soon", ""):
+        code, out, err = await notifier(
+            "send-test", "me", "--rules", str(rules), "--timeout", bad, env={}
+        )
+        assert code == 2, (bad, err)
+        assert "a number of seconds above 0, up to 600" in err and "Traceback" not in err

@@ -1463,18 +1463,27 @@ def build_tree(tree: app_commands.CommandTree[Any]) -> None:
 # ---- syncing one server (the CLI) ------------------------------------------------------------
 
 
-async def sync_guild(token: str, api_url: str, guild_id: int) -> list[str]:
+async def sync_guild(
+    token: str, api_url: str, guild_id: int, *, timeout: float = 30.0
+) -> list[str]:
     """Register the commands in one server (they show at once there; global ones can take a
     while): `notifier discord sync --guild ID`. Returns the synced command names; raises
-    DiscordBotError (one line, no token)."""
+    DiscordBotError (one line, no token), also when Discord does not answer in `timeout`
+    seconds (discord.py's own HTTP client would wait 5 minutes)."""
     register_secret(token)
     point_at(api_url)
     bot = _BotClient(None, sync=False, guild_ready_timeout=0.0)
+    waiting = asyncio.timeout(timeout)
     try:
-        await bot.login(token)
-        where = discord.Object(id=guild_id)
-        bot.tree.copy_global_to(guild=where)
-        synced = await bot.tree.sync(guild=where)
+        async with waiting:
+            await bot.login(token)
+            where = discord.Object(id=guild_id)
+            bot.tree.copy_global_to(guild=where)
+            synced = await bot.tree.sync(guild=where)
+    except TimeoutError as exc:
+        if waiting.expired():
+            raise DiscordBotError(f"no answer from Discord within {timeout:g} s") from None
+        raise DiscordBotError(f"syncing the commands failed: {short_error(exc)}") from None
     except discord.LoginFailure:
         raise DiscordBotError("Discord refused the bot token (login)") from None
     except discord.Forbidden:

@@ -149,13 +149,23 @@ class Turns:
     alert waits for every other destination's first. A send that finds nobody waiting and
     the turn not used up goes at once (no turn of delay for a lone alert).
 
-    `per_turn` go each turn, and one more for every `pace` seconds the last turn took: a
-    busy loop's long turns never hold the sends below 1/`pace` a second (a paid broadcast
-    sends 1,000 a second)."""
+    `per_turn` go each turn, and one more for every `pace` seconds the last turn took, up
+    to `most`: a busy loop's long turns do not hold the sends back (a paid broadcast sends
+    1,000 a second). The last turn's time includes the sends let through then, so `pace`
+    is above what one costs (or each turn would let more go than the one before), and
+    `most` caps it all the same.
 
-    def __init__(self, per_turn: int = 1, *, pace: float | None = 0.00025) -> None:
+    The waiting is the running loop's: a loop that stopped with sends waiting (or a tick
+    still to run) leaves nothing that the next loop would wait on."""
+
+    def __init__(self, per_turn: int = 1, *, pace: float | None = 0.0005, most: int = 4) -> None:
         self.per_turn = per_turn
         self.pace = pace
+        self.most = max(per_turn, most)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reset()
+
+    def _reset(self) -> None:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._passed = 0  # sends let through in this turn of the loop
@@ -165,11 +175,15 @@ class Turns:
     async def take(self, rank: int) -> None:
         """Wait for this send's turn; `rank` is how many sends its destination made in
         this burst before it (0: its first)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # another loop (a test's, a tool's): start afresh
+            self._loop = loop
+            self._reset()
         if not self._waiting and self._passed < self.per_turn:
             self._passed += 1
             self._tick_next_turn()
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._waiting, (rank, next(self._order), waiter))
         self._tick_next_turn()
         await waiter  # cancelled: `_tick` passes it over
@@ -177,15 +191,17 @@ class Turns:
     def _tick_next_turn(self) -> None:
         if not self._ticking:
             self._ticking = True
-            asyncio.get_running_loop().call_soon(self._tick)
+            asyncio.get_running_loop().call_soon(self._tick, self._loop)
 
-    def _tick(self) -> None:
+    def _tick(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """A new turn of the loop: the next waiters go."""
+        if loop is not self._loop:
+            return  # a tick of a loop before: that loop's waiting was let go
         self._ticking = False
         now = time.monotonic()
         allowed = self.per_turn
         if self.pace and self._ticked_at is not None:  # the turn since the last tick
-            allowed = max(allowed, int((now - self._ticked_at) / self.pace))
+            allowed = min(self.most, max(allowed, int((now - self._ticked_at) / self.pace)))
         self._passed = 0
         while self._waiting and self._passed < allowed:
             _, _, waiter = heapq.heappop(self._waiting)

@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 import discord
 import discord.webhook.async_
+import orjson
 import yarl
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
@@ -133,7 +134,7 @@ class DiscordHub:
         limits_scale: float = 1.0,
         bank: WindowBank | None = None,
     ) -> None:
-        point_at(api_url)
+        self.api_url = api_url
         self.bot_token = bot_token
         self.limits_scale = limits_scale
         self.session: aiohttp.ClientSession | None = None
@@ -157,6 +158,9 @@ class DiscordHub:
         return self._chat_windows.get(key)
 
     async def start(self, *, need_bot: bool) -> None:
+        # Where discord.py sends (a global of its own): set once these senders go into
+        # service, not while a reload that may yet fail builds them.
+        point_at(self.api_url)
         if self.session is None:
             # One connection per webhook lane sending at once (aiohttp's default of 100
             # would queue a fan-out to 200 webhooks behind itself); the lanes bound it.
@@ -195,15 +199,16 @@ def _chat_window(limits_scale: float, key: str) -> SlidingWindow:
     return SlidingWindow(max(1, int(count * limits_scale)), seconds)
 
 
-def execute_route(webhook_id: int, token: str) -> Route:
-    """discord.py's route of `execute_webhook(wait=True)`, its query in its URL, made once
-    per webhook: aiohttp takes a ready URL as it is, where the `params` execute_webhook
-    passes are parsed and merged into the URL again at every request (a quarter of
-    aiohttp's time per send)."""
+def execute_route(api_url: str, webhook_id: int, token: str) -> Route:
+    """discord.py's route of `execute_webhook(wait=True)` on `api_url`, its query in its
+    URL, made once per webhook: aiohttp takes a ready URL as it is, where the `params`
+    execute_webhook passes are parsed and merged into the URL again at every request (a
+    quarter of aiohttp's time per send)."""
     route = Route(
         "POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=webhook_id, webhook_token=token
     )
-    url = yarl.URL(route.url).with_query(wait=1, with_components=0)
+    path = route.url.removeprefix(Route.BASE)  # discord.py's own quoting of the token
+    url = yarl.URL(api_url.rstrip("/") + path).with_query(wait=1, with_components=0)
     route.url = url  # type: ignore[assignment]  # aiohttp takes a URL wherever a str goes
     return route
 
@@ -250,7 +255,7 @@ class DiscordSender:
             self._webhook = discord.Webhook.partial(
                 self._webhook_id, self._secret, session=self._hub.session
             )
-            self._route = execute_route(self._webhook_id, self._secret)
+            self._route = execute_route(self._hub.api_url, self._webhook_id, self._secret)
 
     async def close(self) -> None:
         pass  # the hub is shared; its owner closes it
@@ -369,6 +374,8 @@ def classify(error: BaseException) -> Failure:
         return Failure(Outcome.PERMANENT, f"bad request {text}")
     if isinstance(error, BadWebhookUrl):
         return Failure(Outcome.PERMANENT, str(error))
+    if isinstance(error, orjson.JSONEncodeError):  # discord.py's JSON: no retry will encode it
+        return Failure(Outcome.PERMANENT, f"cannot be sent as JSON: {short_error(error)}")
     if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
         return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
     return Failure(Outcome.BACKOFF, f"unexpected {short_error(error)}")

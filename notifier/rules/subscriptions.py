@@ -116,8 +116,8 @@ def parse_destination(name: str) -> ChatDestination | None:
     prefix, ident, thread = found.groups()
     if prefix == "tg":
         return ChatDestination("telegram", "chat", ident, None if thread is None else int(thread))
-    if thread is not None or ident.startswith("-"):
-        return None  # Discord ids are positive and have no threads in the name
+    if thread is not None or ident.startswith("-") or int(ident) >= UINT64:
+        return None  # Discord ids are snowflakes (positive, 64-bit), without threads
     return ChatDestination("discord", "channel" if prefix == "dc" else "dm", ident)
 
 

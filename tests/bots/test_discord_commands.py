@@ -718,3 +718,25 @@ async def test_the_known_assets_of_an_unknown_asset_answer_are_made_inert(
     # Symbols are shown upper-cased: the markdown around them must not render.
     assert "**@EVERYONE**" not in answer["content"]
     assert "\\*\\*@EVERYONE\\*\\*" in answer["content"]
+
+
+async def test_sync_guild_gives_up_on_a_discord_that_never_answers() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read(65536)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(DiscordBotError, match=r"^no answer from Discord within 0\.5 s$"):
+            await sync_guild(
+                "sentinel.bot.token", f"http://127.0.0.1:{port}/api/v10", 1, timeout=0.5
+            )
+        assert held  # it did ask
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

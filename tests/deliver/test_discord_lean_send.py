@@ -98,3 +98,25 @@ async def test_an_answer_without_a_message_id_is_retried_not_taken_as_sent(
         await hub.close()
     assert sender.classify(caught.value).outcome is Outcome.BACKOFF
     assert classify(caught.value).outcome is Outcome.BACKOFF
+
+
+async def test_a_hub_points_discord_py_at_its_api_only_once_it_starts(
+    fake_discord: FakeDiscord,
+) -> None:
+    """A reload builds its senders before it may still fail: until they start, discord.py
+    keeps sending (edits, deletes) where the running senders send."""
+    from discord.http import Route
+
+    url = fake_discord.add_webhook(902)
+    running = DiscordHub(fake_discord.api_url, None)
+    sender = DiscordSender("d", DiscordTarget(webhook_url=url), running)
+    await sender.start()
+    try:
+        DiscordHub("http://127.0.0.1:9/api/v10", None)  # built by a reload that then fails
+        assert Route.BASE == fake_discord.api_url.rstrip("/")
+        Route.BASE = "http://127.0.0.1:9/api/v10"  # and the send goes where its hub says
+        await sender.send({"view": live_view().to_json(), "template": None})
+    finally:
+        Route.BASE = fake_discord.api_url.rstrip("/")
+        await running.close()
+    assert fake_discord.sent()[-1]["where"] == "webhook:902"

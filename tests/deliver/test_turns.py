@@ -85,15 +85,15 @@ async def test_more_a_turn_when_asked() -> None:
 
 
 async def test_long_turns_let_more_go_a_turn_so_sends_keep_their_pace() -> None:
-    """A turn that takes 2 ms lets at least 4 go at a pace of 0.5 ms: a busy loop does
-    not hold a paid broadcast's 1,000 sends a second back."""
-    turns = Turns(pace=0.0005)
+    """Turns of 3 ms at a pace of 0.5 ms let 6 go, capped at 4: a busy loop does not hold
+    a paid broadcast's 1,000 sends a second back, nor lets them all go at once."""
+    turns = Turns(pace=0.0005, most=4)
     loop = asyncio.get_running_loop()
     clock = LoopTurns()
     went: list[int] = []
 
     def slow_turn() -> None:
-        time.sleep(0.002)  # the loop's other work this turn
+        time.sleep(0.003)  # the loop's other work this turn
         handles.append(loop.call_soon(slow_turn))
 
     async def send() -> None:
@@ -103,16 +103,58 @@ async def test_long_turns_let_more_go_a_turn_so_sends_keep_their_pace() -> None:
     handles = [loop.call_soon(slow_turn)]
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(41):
+            for _ in range(42):
                 group.create_task(send())
     finally:
         clock.stop()
         handles[-1].cancel()
     # The first goes at once and the first tick knows no turn before it: one each; every
-    # tick after those follows a turn of 2 ms or more (the last takes what is left).
+    # tick after those follows a turn of 3 ms or more (the last takes what is left).
     per_turn = [went.count(turn) for turn in sorted(set(went))]
-    assert per_turn[:2] == [1, 1] and sum(per_turn) == 41
-    assert min(per_turn[2:-1]) >= 4, per_turn
+    assert per_turn[:2] == [1, 1] and sum(per_turn) == 42
+    assert set(per_turn[2:-1]) == {4}, per_turn
+
+
+async def test_the_sends_own_cost_does_not_make_each_turn_let_more_go() -> None:
+    """A turn's time includes the sends it let go: sends that each cost more than the pace
+    would let each turn release more than the last (1, 2, 4, 8...) but for the cap."""
+    turns = Turns(pace=0.0005, most=4)
+    clock = LoopTurns()
+    went: list[int] = []
+
+    async def send() -> None:
+        await turns.take(0)
+        went.append(clock.count)
+        time.sleep(0.001)  # building the request
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(60):
+                group.create_task(send())
+    finally:
+        clock.stop()
+    per_turn = [went.count(turn) for turn in sorted(set(went))]
+    assert sum(per_turn) == 60 and max(per_turn) <= 4, per_turn
+
+
+def test_a_loop_that_stopped_with_a_turn_to_come_leaves_nothing_for_the_next() -> None:
+    turns = Turns()
+
+    async def start_one() -> None:
+        asyncio.get_running_loop().create_task(turns.take(0))  # its tick is never run
+
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(start_one())
+    finally:
+        first.close()
+
+    async def send() -> None:
+        async with asyncio.timeout(5):
+            await turns.take(0)
+            await asyncio.gather(turns.take(0), turns.take(1))
+
+    asyncio.run(send())  # before: every send of any later loop waited for good
 
 
 async def test_a_send_cancelled_while_it_waits_gives_its_turn_to_the_next() -> None:

@@ -209,6 +209,9 @@ DESTINATIONS: list[tuple[str, ChatDestination | None]] = [
     ("@dcdm:31", ChatDestination("discord", "dm", "31")),
     ("@dc:9001:1", None),
     ("@dcdm:-31", None),
+    (f"@dcdm:{2**64 - 1}", ChatDestination("discord", "dm", str(2**64 - 1))),
+    (f"@dcdm:{2**64}", None),  # not a snowflake: no JSON of discord.py's can carry it
+    (f"@dc:{2**64}", None),
     ("me", None),
     ("@tg:", None),
     ("@tg:12x", None),
