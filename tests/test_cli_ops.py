@@ -152,7 +152,7 @@ async def test_send_test_refuses_a_timeout_that_is_not_a_number_of_seconds(
     rules = tmp_path / "rules.yaml"
     rules.write_text("destinations: {me: {console: {}}}\n")
     for bad in ("0", "-1", "nan", "inf", "601", "soon", ""):
-        code, out, err = await notifier(
+        code, _, err = await notifier(
             "send-test", "me", "--rules", str(rules), "--timeout", bad, env={}
         )
         assert code == 2, (bad, err)

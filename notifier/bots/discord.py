@@ -1491,7 +1491,7 @@ async def sync_guild(
             f"the bot may not add commands to server {guild_id}: invite it there with the "
             "applications.commands scope"
         ) from None
-    except (discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
         raise DiscordBotError(f"syncing the commands failed: {short_error(exc)}") from None
     finally:
         await bot.close()

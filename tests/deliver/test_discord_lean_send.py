@@ -113,7 +113,7 @@ async def test_a_hub_points_discord_py_at_its_api_only_once_it_starts(
     await sender.start()
     try:
         DiscordHub("http://127.0.0.1:9/api/v10", None)  # built by a reload that then fails
-        assert Route.BASE == fake_discord.api_url.rstrip("/")
+        assert fake_discord.api_url.rstrip("/") == Route.BASE
         Route.BASE = "http://127.0.0.1:9/api/v10"  # and the send goes where its hub says
         await sender.send({"view": live_view().to_json(), "template": None})
     finally:
