@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from notifier.store import DEAD, DROPPED, PENDING, open_store
 from tests.deliver.harness import new_alert
 from tests.fakes.telegram import FakeTelegram, parse_html
@@ -132,10 +134,10 @@ async def test_send_test_gives_up_on_an_api_that_never_answers(tmp_path: Path) -
         for destination in ("hook", "chat"):
             started = time.monotonic()
             code, out, err = await notifier(
-                "send-test", destination, "--rules", str(rules), "--timeout", "1", env=env
+                "send-test", destination, "--rules", str(rules), "--timeout", "0.5", env=env
             )
             assert code == 1, err
-            assert err.strip() == f"notifier send-test: {destination}: no answer within 1 s"
+            assert err.strip() == f"notifier send-test: {destination}: no answer within 0.5 s"
             assert "sentinel" not in out + err
             assert time.monotonic() - started < 30
         assert held  # the requests did reach the server
@@ -146,14 +148,15 @@ async def test_send_test_gives_up_on_an_api_that_never_answers(tmp_path: Path) -
         await server.wait_closed()
 
 
-async def test_send_test_refuses_a_timeout_that_is_not_a_number_of_seconds(
-    tmp_path: Path,
+@pytest.mark.parametrize("command", [["send-test", "me"], ["discord", "sync", "--guild", "1"]])
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "601", "soon", ""])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_one_line(
+    command: list[str], bad: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text("destinations: {me: {console: {}}}\n")
-    for bad in ("0", "-1", "nan", "inf", "601", "soon", ""):
-        code, _, err = await notifier(
-            "send-test", "me", "--rules", str(rules), "--timeout", bad, env={}
-        )
-        assert code == 2, (bad, err)
-        assert "a number of seconds above 0, up to 600" in err and "Traceback" not in err
+    from notifier.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*command, "--timeout", bad])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "a number of seconds above 0, up to 600" in err and "Traceback" not in err
