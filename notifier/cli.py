@@ -486,7 +486,8 @@ async def _send_test(args: argparse.Namespace, settings: Settings) -> int:
     except Exception as exc:
         if isinstance(exc, TimeoutError) and waiting.expired():
             print(
-                f"notifier send-test: {args.destination}: no answer within {args.timeout:g} s",
+                f"notifier send-test: {args.destination}: no answer within {args.timeout:g} s "
+                "(or the chat's rate limit still holds it)",
                 file=sys.stderr,
             )
             return 1
@@ -524,8 +525,8 @@ def _seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds <= 600:  # nan too
-        raise argparse.ArgumentTypeError(f"a number of seconds above 0, up to 600, not {text!r}")
+    if not 0.1 <= seconds <= 600:  # nan too
+        raise argparse.ArgumentTypeError(f"a number of seconds from 0.1 to 600, not {text!r}")
     return seconds
 
 

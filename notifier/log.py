@@ -168,6 +168,15 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         return str(self._render(None, "", _redact(None, "", line)))
 
 
+class _NoVoice(logging.Filter):
+    """discord.py warns at every client it makes that its voice libraries are missing
+    (PyNaCl, davey): the bot never speaks, and `notifier discord sync` printed two such
+    lines before its answer."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     def handleError(self, record: logging.LogRecord) -> None:
         # The stdlib's handleError prints the record's message and arguments unredacted.
@@ -207,6 +216,9 @@ def setup(
     root.setLevel(library_level)
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(max(library_level, _QUIETER.get(name, 0)))
+    voice = logging.getLogger("discord.client")
+    if not any(isinstance(f, _NoVoice) for f in voice.filters):
+        voice.addFilter(_NoVoice())
     ours = logging.getLogger(LOGGER_NAME)
     ours.handlers.clear()
     ours.setLevel(level)

@@ -316,6 +316,19 @@ def test_the_database_pools_reconnect_warnings_stay_out_of_the_log(
     assert [line["event"] for line in _json_lines(out)] == ["the pool is broken"]
 
 
+def test_discord_pys_missing_voice_warnings_stay_out_of_the_log(
+    logs: Callable[..., io.StringIO],
+) -> None:
+    """Made by every discord.py client (the bot never speaks): two lines before
+    `notifier discord sync` said anything."""
+    out = logs("json")
+    import discord
+
+    discord.Client(intents=discord.Intents(guilds=True))  # what warns, in its own words
+    logging.getLogger("discord.client").warning("the gateway closed")
+    assert [line["event"] for line in _json_lines(out)] == ["the gateway closed"]
+
+
 def test_setup_twice_writes_each_line_once(logs: Callable[..., io.StringIO]) -> None:
     logs("json")
     out = logs("json")

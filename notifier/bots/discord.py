@@ -1482,8 +1482,18 @@ async def sync_guild(
             synced = await bot.tree.sync(guild=where)
     except TimeoutError as exc:
         if waiting.expired():
-            raise DiscordBotError(f"no answer from Discord within {timeout:g} s") from None
+            raise DiscordBotError(
+                f"no answer from Discord within {timeout:g} s (or its rate limit still holds)"
+            ) from None
         raise DiscordBotError(f"syncing the commands failed: {short_error(exc)}") from None
+    except discord.RateLimited as exc:  # longer than discord.py waits on its own
+        raise DiscordBotError(
+            f"Discord rate-limits this for {exc.retry_after:g} s: try again then"
+        ) from None
+    except (TypeError, KeyError, ValueError) as exc:  # an answer that is not Discord's
+        raise DiscordBotError(
+            f"{api_url} did not answer as Discord does ({short_error(exc)})"
+        ) from None
     except discord.LoginFailure:
         raise DiscordBotError("Discord refused the bot token (login)") from None
     except discord.Forbidden:

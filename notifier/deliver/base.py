@@ -136,9 +136,20 @@ class Gate:
 GATE = Gate()
 
 
+class _TurnsOfALoop:
+    """What `Turns` keeps for one event loop."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.order = itertools.count()
+        self.passed = 0  # sends let through in this turn of the loop
+        self.ticking = False
+        self.ticked_at: float | None = None  # the last tick, while they follow each other
+
+
 class Turns:
-    """Sends that start at once go out a few a turn of the event loop, each destination's
-    first send of a burst before any destination's next.
+    """Sends that start at once go out a few a turn of the event loop; among those waiting
+    together, each destination's first send of a burst before any destination's next.
 
     A fan-out wakes hundreds of lanes in one turn of the loop. Let through together, every
     lane builds its request before any of them reaches the network (the loop polls its
@@ -146,8 +157,9 @@ class Turns:
     lane's second request, built as soon as its first is answered, goes out before
     another destination's first. Taken in turns, the first requests leave while the next
     ones are built, on a few connections that are free again, and a destination's next
-    alert waits for every other destination's first. A send that finds nobody waiting and
-    the turn not used up goes at once (no turn of delay for a lone alert).
+    alert waits for the other destinations' firsts waiting with it. A send that finds
+    nobody waiting and the turn not used up goes at once (no turn of delay for a lone
+    alert).
 
     `per_turn` go each turn, and one more for every `pace` seconds the last turn took, up
     to `most`: a busy loop's long turns do not hold the sends back (a paid broadcast sends
@@ -155,64 +167,56 @@ class Turns:
     is above what one costs (or each turn would let more go than the one before), and
     `most` caps it all the same.
 
-    The waiting is the running loop's: a loop that stopped with sends waiting (or a tick
-    still to run) leaves nothing that the next loop would wait on."""
+    Each event loop has its own turns (a test's, a tool's, one per thread): nothing of one
+    loop ever waits for another's."""
 
     def __init__(self, per_turn: int = 1, *, pace: float | None = 0.0005, most: int = 4) -> None:
         self.per_turn = per_turn
         self.pace = pace
         self.most = max(per_turn, most)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-        self._passed = 0  # sends let through in this turn of the loop
-        self._ticking = False
-        self._ticked_at: float | None = None  # the last tick, while they follow each other
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnsOfALoop] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def take(self, rank: int) -> None:
         """Wait for this send's turn; `rank` is how many sends its destination made in
         this burst before it (0: its first)."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # another loop (a test's, a tool's): start afresh
-            self._loop = loop
-            self._reset()
-        if not self._waiting and self._passed < self.per_turn:
-            self._passed += 1
-            self._tick_next_turn()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _TurnsOfALoop()
+        if not state.waiting and state.passed < self.per_turn:
+            state.passed += 1
+            self._tick_next_turn(loop, state)
             return
         waiter: asyncio.Future[None] = loop.create_future()
-        heapq.heappush(self._waiting, (rank, next(self._order), waiter))
-        self._tick_next_turn()
+        heapq.heappush(state.waiting, (rank, next(state.order), waiter))
+        self._tick_next_turn(loop, state)
         await waiter  # cancelled: `_tick` passes it over
 
-    def _tick_next_turn(self) -> None:
-        if not self._ticking:
-            self._ticking = True
-            asyncio.get_running_loop().call_soon(self._tick, self._loop)
+    def _tick_next_turn(self, loop: asyncio.AbstractEventLoop, state: _TurnsOfALoop) -> None:
+        if not state.ticking:
+            state.ticking = True
+            loop.call_soon(self._tick, loop, state)
 
-    def _tick(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    def _tick(self, loop: asyncio.AbstractEventLoop, state: _TurnsOfALoop) -> None:
         """A new turn of the loop: the next waiters go."""
-        if loop is not self._loop:
-            return  # a tick of a loop before: that loop's waiting was let go
-        self._ticking = False
+        state.ticking = False
         now = time.monotonic()
         allowed = self.per_turn
-        if self.pace and self._ticked_at is not None:  # the turn since the last tick
-            allowed = min(self.most, max(allowed, int((now - self._ticked_at) / self.pace)))
-        self._passed = 0
-        while self._waiting and self._passed < allowed:
-            _, _, waiter = heapq.heappop(self._waiting)
+        if self.pace and state.ticked_at is not None:  # the turn since the last tick
+            allowed = min(self.most, max(allowed, int((now - state.ticked_at) / self.pace)))
+        state.passed = 0
+        while state.waiting and state.passed < allowed:
+            _, _, waiter = heapq.heappop(state.waiting)
             if not waiter.done():
                 waiter.set_result(None)
-                self._passed += 1
-        if self._waiting or self._passed:
-            self._ticked_at = now
-            self._tick_next_turn()
+                state.passed += 1
+        if state.waiting or state.passed:
+            state.ticked_at = now
+            self._tick_next_turn(loop, state)
         else:
-            self._ticked_at = None
+            state.ticked_at = None
 
 
 TURNS = Turns()

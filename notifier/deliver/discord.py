@@ -16,7 +16,6 @@ from typing import Any, Final
 import aiohttp
 import discord
 import discord.webhook.async_
-import orjson
 import yarl
 from discord.http import HTTPClient, Route, handle_message_parameters
 from discord.webhook.async_ import async_context
@@ -374,8 +373,6 @@ def classify(error: BaseException) -> Failure:
         return Failure(Outcome.PERMANENT, f"bad request {text}")
     if isinstance(error, BadWebhookUrl):
         return Failure(Outcome.PERMANENT, str(error))
-    if isinstance(error, orjson.JSONEncodeError):  # discord.py's JSON: no retry will encode it
-        return Failure(Outcome.PERMANENT, f"cannot be sent as JSON: {short_error(error)}")
     if isinstance(error, TimeoutError | aiohttp.ClientError | OSError):
         return Failure(Outcome.BACKOFF, f"{type(error).__name__}")
     return Failure(Outcome.BACKOFF, f"unexpected {short_error(error)}")

@@ -730,7 +730,7 @@ async def test_sync_guild_gives_up_on_a_discord_that_never_answers() -> None:
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        with pytest.raises(DiscordBotError, match=r"^no answer from Discord within 0\.5 s$"):
+        with pytest.raises(DiscordBotError, match=r"^no answer from Discord within 0\.5 s"):
             await sync_guild(
                 "sentinel.bot.token", f"http://127.0.0.1:{port}/api/v10", 1, timeout=0.5
             )
@@ -740,3 +740,61 @@ async def test_sync_guild_gives_up_on_a_discord_that_never_answers() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("rate limited for 2 minutes", r"^Discord rate-limits this for 120 s: try again then$"),
+        ("a web page", r"^http://127\.0\.0\.1:\d+/api/v10 did not answer as Discord does"),
+    ],
+)
+async def test_sync_guild_says_in_one_line_what_discord_answered(
+    answer: str, expected: str
+) -> None:
+    """Before: a rate limit longer than discord.py waits out, or an answer that is not
+    Discord's (a proxy's page), ended in "internal error" and a traceback."""
+
+    async def me(request: web.Request) -> web.Response:
+        if answer == "a web page":
+            return web.Response(text="<html>hello</html>", content_type="text/html")
+        user = {"id": "1", "username": "bot", "discriminator": "0", "avatar": None, "bot": True}
+        return _json(user)
+
+    async def application(request: web.Request) -> web.Response:
+        owner = {"id": "2", "username": "owner", "discriminator": "0", "avatar": None}
+        return _json(
+            {
+                "id": "1",
+                "name": "bot",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": owner,
+                "verify_key": "k",
+                "flags": 0,
+            }
+        )
+
+    async def commands(request: web.Request) -> web.Response:
+        return _json(
+            {"message": "You are being rate limited.", "retry_after": 120.0, "global": False},
+            429,
+            {"Retry-After": "120", "Via": "1.1 google"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v10/users/@me", me)
+    app.router.add_get("/api/v10/oauth2/applications/@me", application)
+    app.router.add_put("/api/v10/applications/{app}/guilds/{guild}/commands", commands)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with pytest.raises(DiscordBotError, match=expected):
+            await sync_guild("sentinel.bot.token", f"http://127.0.0.1:{port}/api/v10", 1)
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ destination's first of a burst before any destination's next."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,49 @@ def test_a_loop_that_stopped_with_a_turn_to_come_leaves_nothing_for_the_next() -
             await asyncio.gather(turns.take(0), turns.take(1))
 
     asyncio.run(send())  # before: every send of any later loop waited for good
+
+
+def test_a_loop_that_stops_with_sends_waiting_lets_them_go_when_it_runs_again() -> None:
+    turns = Turns()
+    first = asyncio.new_event_loop()
+
+    async def crowd() -> list[asyncio.Future[None]]:
+        waiting = [asyncio.ensure_future(turns.take(0)) for _ in range(3)]
+        await asyncio.sleep(0)  # the first went at once; two wait for their turns
+        return waiting
+
+    async def elsewhere() -> None:
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(turns.take(0) for _ in range(3)))
+
+    try:
+        waiting = first.run_until_complete(crowd())
+        asyncio.run(elsewhere())  # another loop's sends meanwhile
+        first.run_until_complete(asyncio.wait_for(asyncio.gather(*waiting), 5))
+    finally:
+        first.close()
+
+
+def test_loops_in_two_threads_each_take_their_own_turns() -> None:
+    turns = Turns()
+    failures: list[BaseException] = []
+
+    async def burst() -> None:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(turns.take(n % 3) for n in range(200)))
+
+    def run() -> None:
+        try:
+            asyncio.run(burst())
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
 
 
 async def test_a_send_cancelled_while_it_waits_gives_its_turn_to_the_next() -> None:
