@@ -27,6 +27,7 @@ from notifier.store import Store
 from tests.bots.conftest import Clock
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, P, _json
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
+from tests.fakes.silent import SilentServer
 
 GUILD = 100_000_000_000_000_001
 ALERTS = 100_000_000_000_000_002
@@ -721,25 +722,12 @@ async def test_the_known_assets_of_an_unknown_asset_answer_are_made_inert(
 
 
 async def test_sync_guild_gives_up_on_a_discord_that_never_answers() -> None:
-    held: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-        await reader.read(65536)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with SilentServer() as silent:
         with pytest.raises(DiscordBotError, match=r"^no answer from Discord within 0\.5 s"):
             await sync_guild(
-                "sentinel.bot.token", f"http://127.0.0.1:{port}/api/v10", 1, timeout=0.5
+                "sentinel.bot.token", f"http://127.0.0.1:{silent.port}/api/v10", 1, timeout=0.5
             )
-        assert held  # it did ask
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+        assert silent.held  # it did ask
 
 
 @pytest.mark.parametrize(

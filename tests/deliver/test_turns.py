@@ -74,51 +74,49 @@ async def test_sends_that_start_together_go_one_a_turn_firsts_of_a_burst_first()
     assert seen == sorted(set(seen)), "two sends went in one turn of the loop"
 
 
-async def test_more_a_turn_when_asked() -> None:
-    turns = Turns(per_turn=3, pace=None)
+async def sends_a_turn(
+    turns: Turns, count: int, *, cost: float = 0.0, turn_work: float = 0.0
+) -> list[int]:
+    """Start `count` sends in one turn of the loop; how many went in each turn, in order.
+    Each send keeps the CPU busy `cost` seconds once it may go; each turn of the loop does
+    `turn_work` seconds of other work."""
+    loop = asyncio.get_running_loop()
     clock = LoopTurns()
     went: list[int] = []
+    handles: list[asyncio.Handle] = []
+
+    def busy_turn() -> None:
+        burn(turn_work)
+        handles.append(loop.call_soon(busy_turn))
 
     async def send() -> None:
         await turns.take(0)
         went.append(clock.count)
+        burn(cost)
 
+    if turn_work:
+        handles.append(loop.call_soon(busy_turn))
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(9):
+            for _ in range(count):
                 group.create_task(send())
     finally:
         clock.stop()
-    assert sorted(went.count(turn) for turn in set(went)) == [3, 3, 3]
+        if handles:
+            handles[-1].cancel()
+    return [went.count(turn) for turn in sorted(set(went))]
+
+
+async def test_more_a_turn_when_asked() -> None:
+    assert await sends_a_turn(Turns(per_turn=3, pace=None), 9) == [3, 3, 3]
 
 
 async def test_long_turns_let_more_go_a_turn_so_sends_keep_their_pace() -> None:
     """Turns of 3 ms at a pace of 0.5 ms let 6 go, capped at 4: a busy loop does not hold
     a paid broadcast's 1,000 sends a second back, nor lets them all go at once."""
-    turns = Turns(pace=0.0005, most=4)
-    loop = asyncio.get_running_loop()
-    clock = LoopTurns()
-    went: list[int] = []
-
-    def slow_turn() -> None:
-        time.sleep(0.003)  # the loop's other work this turn
-        handles.append(loop.call_soon(slow_turn))
-
-    async def send() -> None:
-        await turns.take(0)
-        went.append(clock.count)
-
-    handles = [loop.call_soon(slow_turn)]
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(42):
-                group.create_task(send())
-    finally:
-        clock.stop()
-        handles[-1].cancel()
+    per_turn = await sends_a_turn(Turns(pace=0.0005, most=4), 42, turn_work=0.003)
     # The first goes at once and the first tick knows no turn before it: one each; every
     # tick after those follows a turn of 3 ms or more (the last takes what is left).
-    per_turn = [went.count(turn) for turn in sorted(set(went))]
     assert per_turn[:2] == [1, 1] and sum(per_turn) == 42
     assert set(per_turn[2:-1]) == {4}, per_turn
 
@@ -126,22 +124,7 @@ async def test_long_turns_let_more_go_a_turn_so_sends_keep_their_pace() -> None:
 async def test_the_sends_own_cost_does_not_make_each_turn_let_more_go() -> None:
     """A turn's time includes the sends it let go: sends that each cost more than the pace
     would let each turn release more than the last (1, 2, 4, 8...) but for the cap."""
-    turns = Turns(pace=0.0005, most=4)
-    clock = LoopTurns()
-    went: list[int] = []
-
-    async def send() -> None:
-        await turns.take(0)
-        went.append(clock.count)
-        burn(0.001)  # building the request
-
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(60):
-                group.create_task(send())
-    finally:
-        clock.stop()
-    per_turn = [went.count(turn) for turn in sorted(set(went))]
+    per_turn = await sends_a_turn(Turns(pace=0.0005, most=4), 60, cost=0.001)
     assert sum(per_turn) == 60 and max(per_turn) <= 4, per_turn
 
 
@@ -234,7 +217,8 @@ async def test_a_lanes_requests_are_ranked_by_how_many_it_made_in_its_burst(
 
     monkeypatch.setattr(lanes, "TURNS", Recording())
     destinations = {"t": {"telegram": {"chat_id": 5}}}
-    async with harness(tmp_path, destinations, telegram=fake_telegram) as h:
+    # The chat's limit (one a second) scaled up: the three go at once.
+    async with harness(tmp_path, destinations, telegram=fake_telegram, limits_scale=10) as h:
         alerts = [new_alert("t") for _ in range(3)]
         await h.hand(*alerts)
         for alert in alerts:
