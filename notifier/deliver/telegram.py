@@ -96,7 +96,12 @@ class TelegramBot:
             bank, "telegram", token, api_url, limits_scale, paid_broadcast, make=new_windows
         )
         self.window = windows.bot
-        self._chat_windows = windows.chats
+        # A chat's limit is the same with paid broadcasts or without: a reload that turns
+        # them on or off changes the bot's window, and keeps every chat's.
+        chats = bot_windows(
+            bank, "telegram chats", token, api_url, limits_scale, make=lambda: windows
+        )
+        self._chat_windows = chats.chats
         self._started = False
         self._starting = asyncio.Lock()
 

@@ -27,13 +27,16 @@ GROUP = -100555
 CHANNEL = 1300
 
 
-def settings_for(telegram: FakeTelegram, discord: FakeDiscord, tg_token: str) -> Settings:
+def settings_for(
+    telegram: FakeTelegram, discord: FakeDiscord, tg_token: str, *, paid: bool = False
+) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         telegram_token=SecretStr(tg_token),
         telegram_api_url=telegram.api_url,
         discord_api_url=discord.api_url,
         discord_bot_token=SecretStr(BOT_TOKEN),
+        telegram_paid_broadcast=paid,
     )
 
 
@@ -136,3 +139,26 @@ async def test_another_bot_has_windows_of_its_own(
     finally:
         await one.close()
         await other.close()
+
+
+async def test_turning_paid_broadcasts_on_changes_the_bots_window_and_keeps_each_chats(
+    limited_telegram: FakeTelegram, limited_discord: FakeDiscord
+) -> None:
+    """A chat's limit is the same with paid broadcasts: a reload that turns them on must not
+    start the group's window empty next to the full one (twice its limit, 429s)."""
+    bank = WindowBank()
+    before = await senders_for(
+        settings_for(limited_telegram, limited_discord, limited_telegram.token), bank
+    )
+    paid = settings_for(limited_telegram, limited_discord, limited_telegram.token, paid=True)
+    after = await senders_for(paid, bank)
+    try:
+        await fill(before.by_name["group"])
+        assert before.bot is not None and after.bot is not None
+        assert after.bot.window is not before.bot.window  # 1,000 a second now
+        assert after.by_name["group"].windows()[-1] is before.by_name["group"].windows()[-1]
+        assert after.by_name["group"].windows()[-1].wait_time(time.monotonic()) != 0.0
+    finally:
+        await before.close()
+        await after.close()
+    assert limited_telegram.rate_limited == 0
