@@ -104,6 +104,24 @@ class TelegramBot:
         self._chat_windows = chats.chats
         self._started = False
         self._starting = asyncio.Lock()
+        self._chat_ids: dict[str, str] = {}  # "@username" (lower case) -> the chat's id
+
+    async def chat_key(self, chat_id: int | str) -> str:
+        """The key of the chat's window: a public chat named by its @username is counted
+        under its id, as Telegram counts it (a rules file's "@channel" and a subscription
+        of the same channel share one window). Asked once per name (getChat); a chat the
+        bot cannot look up keeps its name."""
+        key = str(chat_id)
+        if not key.startswith("@"):
+            return key
+        found = self._chat_ids.get(key.lower())
+        if found is None:
+            try:
+                found = str((await self.bot.get_chat(key)).id)
+            except TelegramError:
+                return key  # not found, or no access: its sends will say so
+            self._chat_ids[key.lower()] = found
+        return found
 
     def chat_window(self, chat_id: int | str) -> SlidingWindow:
         """Telegram's limit for one chat (1 a second private, 20 a minute in a group), one
@@ -144,17 +162,19 @@ class TelegramSender:
         # Buttons under an alert (chat subscriptions): payload, bot username -> markup JSON.
         self._keyboard = keyboard
         self.chat_id: int | str = target.chat_id
+        self._window_key = str(target.chat_id)  # the chat's id once `start` looked it up
         self._bot = bot
         self.ready: Ready[tuple[render.TelegramMessage, bool]] = Ready()
 
     async def start(self) -> None:
         await self._bot.start()
+        self._window_key = await self._bot.chat_key(self.chat_id)
 
     async def close(self) -> None:
         pass  # the bot is shared; its owner closes it
 
     def windows(self) -> list[SlidingWindow]:
-        return [self._bot.window, self._bot.chat_window(self.chat_id)]
+        return [self._bot.window, self._bot.chat_window(self._window_key)]
 
     def prepare(self, payload: dict[str, Any]) -> None:
         self.ready.keep(payload, _message)
@@ -252,6 +272,7 @@ class TelegramSender:
             )
         if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
             self.chat_id = failure.new_chat_id
+            self._window_key = str(failure.new_chat_id)
         return failure
 
 

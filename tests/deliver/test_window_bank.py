@@ -162,3 +162,30 @@ async def test_turning_paid_broadcasts_on_changes_the_bots_window_and_keeps_each
         await before.close()
         await after.close()
     assert limited_telegram.rate_limited == 0
+
+
+async def test_a_channel_named_by_its_username_and_by_its_id_shares_one_window(
+    fake_telegram: FakeTelegram, fake_discord: FakeDiscord
+) -> None:
+    """Telegram counts a chat's limit per chat, however a send names it: a rules file's
+    "@channel" and the same channel by id (another destination, a subscription) must not
+    each get the whole limit."""
+    fake_telegram.add_chat(-100777, "channel", title="Alerts", username="parti_alerts")
+    settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
+    destinations: dict[str, Any] = {
+        "by_name": {"telegram": {"chat_id": "@Parti_Alerts"}},
+        "by_id": {"telegram": {"chat_id": -100777}},
+        "unknown": {"telegram": {"chat_id": "@nobody_here"}},  # no such chat: keeps its name
+    }
+    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
+    senders = build_senders(rules, settings, bank=WindowBank())
+    await senders.start()
+    try:
+        by_name, by_id = senders.by_name["by_name"], senders.by_name["by_id"]
+        assert by_name.windows()[-1] is by_id.windows()[-1]
+        assert senders.bot is not None and by_id.windows()[-1] is senders.bot.chat_window(-100777)
+        assert senders.by_name["unknown"].windows()[-1] is not by_id.windows()[-1]
+    finally:
+        await senders.close()
+    looked_up = [r for r in fake_telegram.requests if r.get("method") == "getChat"]
+    assert len(looked_up) == 2  # once per name

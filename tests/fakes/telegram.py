@@ -728,7 +728,8 @@ class FakeTelegram(Recorder):
                 return self._error(429, "Too Many Requests: retry after 1", retry_after=1)
             if roll < ratio:
                 return self._error(502, "Bad Gateway")
-        chat_key = params.get("chat_id", "")
+        # A public chat may be named by its @username: Telegram counts (and finds) the chat.
+        chat_key = self._by_username(params.get("chat_id", ""))
         paid = str(params.get("allow_paid_broadcast", "")).lower() == "true"
         self.paid_broadcasts += paid and method in _LIMITED
         if self.limits_scale is not None and method in _LIMITED:
@@ -763,6 +764,16 @@ class FakeTelegram(Recorder):
             return await self._get_updates(request, params)
         result: web.Response = handler(method, chat_key, chat_id, params)
         return result
+
+    def _by_username(self, chat_key: str) -> str:
+        """The id of the known chat whose @username `chat_key` is (Telegram's match ignores
+        case), else `chat_key` as it came."""
+        if chat_key.startswith("@"):
+            name = chat_key[1:].lower()
+            for chat_id, chat in self.chats.items():
+                if str(chat.get("username", "")).lower() == name and chat["type"] != "private":
+                    return str(chat_id)
+        return chat_key
 
     def _refusal(self, chat_id: int) -> web.Response | None:
         """How Telegram answers anything aimed at a chat the bot can no longer reach."""

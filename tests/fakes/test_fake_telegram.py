@@ -654,3 +654,28 @@ async def test_a_reply_to_a_missing_message_is_refused(fake_telegram: FakeTelegr
         reply_parameters={"message_id": 999},
     )
     assert (status, body["description"]) == (400, "Bad Request: message to be replied not found")
+
+
+async def test_a_public_chat_named_by_its_username_is_that_chat() -> None:
+    """getChat and sends take "@username" for a public chat, and Telegram counts its limit
+    per chat, whichever way it was named."""
+    fake = await FakeTelegram(limits_scale=0.1).start()  # a channel: 2 a minute
+    fake.add_chat(SUPERGROUP, "channel", title="Alerts", username="parti_alerts")
+    try:
+        async with bot_for(fake) as bot:
+            assert (await bot.get_chat("@Parti_Alerts")).id == SUPERGROUP
+            with pytest.raises(BadRequest, match=r"(?i)chat not found"):
+                await bot.get_chat("@nobody_here")
+            await bot.send_message("@parti_alerts", "one")
+            await bot.send_message(SUPERGROUP, "two")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{fake.api_url}/bot{fake.token}/sendMessage",
+                json={"chat_id": "@parti_alerts", "text": "three"},
+            ) as answer,
+        ):
+            assert answer.status == 429  # the third in the channel's minute
+    finally:
+        await fake.stop()
+    assert fake.rate_limited == 1
