@@ -43,6 +43,7 @@ from notifier.rules.schema import TelegramTarget
 
 # Telegram's limits: 30 messages/s per bot, 1/s per private chat, 20/min per group.
 BOT_LIMIT = (30, 1.0)
+LOOKUP_TIMEOUT = 5.0  # seconds for getChat of an @username (well inside a start's)
 PAID_BROADCAST_LIMIT = (1000, 1.0)  # with allow_paid_broadcast (Telegram Stars per message)
 PRIVATE_LIMIT = (1, 1.0)
 GROUP_LIMIT = (20, 60.0)
@@ -105,23 +106,30 @@ class TelegramBot:
         self._started = False
         self._starting = asyncio.Lock()
         self._chat_ids: dict[str, str] = {}  # "@username" (lower case) -> the chat's id
+        self._looking_up = asyncio.Lock()
 
     async def chat_key(self, chat_id: int | str) -> str:
         """The key of the chat's window: a public chat named by its @username is counted
         under its id, as Telegram counts it (a rules file's "@channel" and a subscription
-        of the same channel share one window). Asked once per name (getChat); a chat the
-        bot cannot look up keeps its name."""
+        of the same channel share one window). Looked up once per name (getChat, one
+        lookup at a time, at most `LOOKUP_TIMEOUT`); a chat the lookup does not find, or
+        a lookup that fails, leaves the name as the key: it only picks a window, and
+        must never keep a sender from starting."""
         key = str(chat_id)
         if not key.startswith("@"):
             return key
-        found = self._chat_ids.get(key.lower())
-        if found is None:
+        async with self._looking_up:
+            found = self._chat_ids.get(key.lower())
+            if found is not None:
+                return found
             try:
-                found = str((await self.bot.get_chat(key)).id)
-            except TelegramError:
-                return key  # not found, or no access: its sends will say so
+                async with asyncio.timeout(LOOKUP_TIMEOUT):
+                    chat = await self.bot.get_chat(key)
+                found = str(int(chat.id))
+            except Exception:  # not found, no access, an odd answer, a timeout
+                return key
             self._chat_ids[key.lower()] = found
-        return found
+            return found
 
     def chat_window(self, chat_id: int | str) -> SlidingWindow:
         """Telegram's limit for one chat (1 a second private, 20 a minute in a group), one

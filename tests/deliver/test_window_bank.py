@@ -5,6 +5,7 @@ ones: twice the limit, and 429s."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -189,3 +190,42 @@ async def test_a_channel_named_by_its_username_and_by_its_id_shares_one_window(
         await senders.close()
     looked_up = [r for r in fake_telegram.requests if r.get("method") == "getChat"]
     assert len(looked_up) == 2  # once per name
+
+
+async def test_a_username_is_looked_up_once_however_many_lanes_start_with_it(
+    fake_telegram: FakeTelegram, fake_discord: FakeDiscord
+) -> None:
+    fake_telegram.add_chat(-100777, "channel", title="Alerts", username="parti_alerts")
+    settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
+    destinations = {f"d{n}": {"telegram": {"chat_id": "@parti_alerts"}} for n in range(5)}
+    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
+    senders = build_senders(rules, settings, bank=WindowBank())
+    try:
+        await asyncio.gather(*(sender.start() for sender in senders.by_name.values()))
+        keys = {id(sender.windows()[-1]) for sender in senders.by_name.values()}
+        assert len(keys) == 1
+    finally:
+        await senders.close()
+    assert len([r for r in fake_telegram.requests if r.get("method") == "getChat"]) == 1
+
+
+async def test_a_lookup_answer_it_cannot_read_never_keeps_the_sender_from_starting(
+    fake_telegram: FakeTelegram, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older Bot API server's getChat (without the fields python-telegram-bot now
+    requires) must not make a destination unstartable: the name keeps its own window."""
+    fake_telegram.add_chat(-100777, "channel", title="Alerts", username="parti_alerts")
+    bare = {"id": -100777, "type": "channel"}
+    monkeypatch.setitem(fake_telegram._methods, "getChat", lambda *_: fake_telegram._ok(bare))
+    settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
+    destinations = {"by_name": {"telegram": {"chat_id": "@parti_alerts"}}}
+    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
+    senders = build_senders(rules, settings, bank=WindowBank())
+    try:
+        await senders.start()
+        sender = senders.by_name["by_name"]
+        assert senders.bot is not None
+        assert sender.windows()[-1] is senders.bot.chat_window("@parti_alerts")
+        await sender.send({"view": live_view().to_json(), "template": None})
+    finally:
+        await senders.close()

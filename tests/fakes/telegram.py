@@ -729,7 +729,11 @@ class FakeTelegram(Recorder):
             if roll < ratio:
                 return self._error(502, "Bad Gateway")
         # A public chat may be named by its @username: Telegram counts (and finds) the chat.
+        # A name of no public chat it knows (or a user's: bots cannot write to a user by
+        # name) is no chat.
         chat_key = self._by_username(params.get("chat_id", ""))
+        if chat_key.startswith("@"):
+            return self._error(400, "Bad Request: chat not found")
         paid = str(params.get("allow_paid_broadcast", "")).lower() == "true"
         self.paid_broadcasts += paid and method in _LIMITED
         if self.limits_scale is not None and method in _LIMITED:

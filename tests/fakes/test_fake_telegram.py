@@ -676,6 +676,16 @@ async def test_a_public_chat_named_by_its_username_is_that_chat() -> None:
             ) as answer,
         ):
             assert answer.status == 429  # the third in the channel's minute
+        fake.add_chat(USER, "private")
+        fake.users[USER]["username"] = "ann"  # bots cannot write to a user by name
+        async with aiohttp.ClientSession() as http:
+            for name in ("@nobody_here", "@ann"):
+                async with http.post(
+                    f"{fake.api_url}/bot{fake.token}/sendMessage",
+                    json={"chat_id": name, "text": "hello"},
+                ) as answer:
+                    assert answer.status == 400, name
+                    assert (await answer.json())["description"] == "Bad Request: chat not found"
     finally:
         await fake.stop()
     assert fake.rate_limited == 1
