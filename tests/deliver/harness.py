@@ -19,7 +19,7 @@ from notifier.outbox.policy import RetryPolicy
 from notifier.render.fields import AlertView
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
-from notifier.store import NewAlert, Row, Store, open_store
+from notifier.store import SENT, NewAlert, Row, Store, open_store
 from tests.fakes.discord import BOT_TOKEN, FakeDiscord
 from tests.fakes.telegram import FakeTelegram
 
@@ -95,6 +95,11 @@ class Harness:
         row = await self.outbox.get(key)
         assert row is not None
         return row
+
+    async def wait_sent(self, *alerts: NewAlert) -> None:
+        """Wait for each of `alerts` to be recorded as sent."""
+        for alert in alerts:
+            await self.wait_state(alert.key, SENT)
 
     async def wait_state(self, key: str, state: str, timeout: float = 20.0) -> Row:
         """Wait for a row to reach `state`, re-checked after each delivery outcome.

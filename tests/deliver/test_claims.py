@@ -63,8 +63,7 @@ async def test_a_backlog_is_claimed_in_batches_in_order(
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
         claims = count_claims(h)
         await h.enqueue(*alerts)
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
     taken = [n for n in claims if n]
     assert sum(taken) == 40
     assert len(taken) == -(-40 // CLAIM_BATCH)  # 3 claims, not 40
@@ -81,8 +80,7 @@ async def test_rows_handed_to_a_lane_are_sent_without_any_claim(
         claims = await warmed_up(h)
         fresh = [new_alert("group") for _ in range(5)]
         await h.hand(*fresh)
-        for alert in fresh:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*fresh)
         # Rows written without a hand-off are claimed: one claim, and none in vain.
         last = new_alert("group")
         await h.enqueue(last)
@@ -102,8 +100,7 @@ async def test_rows_handed_while_the_lane_sends_cost_no_claim_either(
         await fake_telegram.wait_for(lambda: fake_telegram.pausing == 1)
         more = [new_alert("group") for _ in range(3)]
         await h.hand(*more)
-        for alert in [held, *more]:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(held, *more)
         last = new_alert("group")
         await h.enqueue(last)
         await h.wait_state(last.key, SENT)

@@ -44,8 +44,7 @@ async def test_alerts_on_time_are_sent_one_by_one(
     alerts = [new_alert("group", live_view(f"Stream {n}")) for n in range(2)]
     async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
         await h.enqueue(*alerts)
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
     assert len(fake_telegram.sent("sendMessage")) + len(fake_telegram.sent("sendPhoto")) == 2
 
 

@@ -271,8 +271,7 @@ async def test_a_fan_out_to_more_webhooks_than_a_default_pool_sends_to_all_at_on
         # All at once (no send times out meanwhile, so none is retried on a freed connection).
         await fake_discord.wait_for(lambda: fake_discord.pausing == hooks, timeout=20)
         fake_discord.closing.set()  # the held answers go out now
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
 
 
 async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
@@ -286,8 +285,7 @@ async def test_a_webhook_is_paced_by_discords_bucket_headers_without_a_429(
     ) as h:
         alerts = [new_alert("room") for _ in range(7)]
         await h.enqueue(*alerts)
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
     assert limited_discord.rate_limited == 0
     assert len(limited_discord.sent()) == 7
 
@@ -329,8 +327,7 @@ async def test_two_destinations_on_one_webhook_wait_for_its_reset_in_the_gate(
     async with harness(tmp_path, destinations, discord=limited_discord, send_timeout=1.0) as h:
         first = [new_alert("a") for _ in range(5)]
         await h.enqueue(*first)
-        for alert in first:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*first)
         late = new_alert("b")
         await h.enqueue(late)
         row = await h.wait_state(late.key, SENT)

@@ -11,7 +11,6 @@ import pytest
 from notifier.render import discord as discord_render
 from notifier.render import telegram as render
 from notifier.render.fields import AlertView
-from notifier.store.types import SENT
 from tests.deliver.harness import harness, live_view, new_alert
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram
@@ -44,8 +43,7 @@ async def test_one_alert_to_many_chats_is_rendered_once_and_each_chat_gets_its_o
         alerts = [new_alert(name, view) for name in chats]
         other = new_alert("dm0", live_view("Another stream"))
         await h.enqueue(*alerts, other)
-        for alert in [*alerts, other]:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts, other)
     assert sorted(str(v.fields["title"]) for v in rendered) == ["Another stream", "Fan-out"]
     texts = [r["params"]["text"] for r in fake_telegram.sent() if r["method"] == "sendMessage"]
     assert len(texts) == 11
@@ -64,8 +62,7 @@ async def test_a_fan_out_to_chat_subscriptions_renders_once_unless_a_template_sh
         alerts.append(new_alert(name, view, template=template))
     async with harness(tmp_path, chats, telegram=fake_telegram) as h:
         await h.enqueue(*alerts)
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
     assert len(rendered) == 1 + 3  # the default message once, the templated one per rule
     texts = sorted(
         r["params"]["text"] for r in fake_telegram.sent() if r["method"] == "sendMessage"
@@ -96,8 +93,7 @@ async def test_a_discord_fan_out_to_subscriptions_renders_a_live_alert_once(
     ]
     async with harness(tmp_path, hooks, discord=fake_discord) as h:
         await h.enqueue(*alerts)
-        for alert in alerts:
-            await h.wait_state(alert.key, SENT)
+        await h.wait_sent(*alerts)
     assert len(embeds) == 1
     titles = {str(sent["body"]["embeds"][0].get("title")) for sent in fake_discord.sent()}
     assert len(fake_discord.sent()) == 5 and len(titles) == 1

@@ -19,8 +19,7 @@ async def test_paid_broadcast_sends_ask_for_the_paid_rate_and_are_not_refused(
         async with harness(tmp_path, CHATS, telegram=fake, paid_broadcast=True) as h:
             alerts = [new_alert(name) for name in CHATS]  # 40 chats: above the free 30/s
             await h.enqueue(*alerts)
-            for alert in alerts:
-                await h.wait_state(alert.key, SENT)
+            await h.wait_sent(*alerts)
     finally:
         await fake.stop()
     assert fake.paid_broadcasts == 40

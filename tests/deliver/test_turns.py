@@ -14,7 +14,6 @@ import pytest
 from notifier.deliver import lanes
 from notifier.deliver.base import Turns
 from notifier.deliver.discord import DiscordSender
-from notifier.store import SENT
 from tests.deliver.harness import harness, new_alert
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram
@@ -221,8 +220,7 @@ async def test_a_lanes_requests_are_ranked_by_how_many_it_made_in_its_burst(
     async with harness(tmp_path, destinations, telegram=fake_telegram, limits_scale=10) as h:
         alerts = [new_alert("t") for _ in range(3)]
         await h.hand(*alerts)
-        for alert in alerts:
-            assert (await h.wait_state(alert.key, SENT)).state == SENT
+        await h.wait_sent(*alerts)
     assert taken == [0, 1, 2]
 
 
@@ -248,8 +246,7 @@ async def test_a_fan_outs_first_requests_reach_the_server_while_later_ones_are_b
     async with harness(tmp_path, destinations, discord=fake_discord) as h:
         alerts = [new_alert(name) for name in destinations]
         await h.hand(*alerts)
-        for alert in alerts:
-            assert (await h.wait_state(alert.key, SENT)).state == SENT
+        await h.wait_sent(*alerts)
     arrived = [entry["at"] for entry in fake_discord.sent() if entry.get("ok")]
     assert len(arrived) == len(started) == hooks
     assert min(arrived) < max(started)
