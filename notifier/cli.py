@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -520,24 +520,27 @@ def _output_gone() -> bool:
         return False
 
 
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0.1 <= seconds <= 600:  # nan too
-        raise argparse.ArgumentTypeError(f"a number of seconds from 0.1 to 600, not {text!r}")
-    return seconds
+N = TypeVar("N", int, float)
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, not {text!r}")
-    return port
+def _in_range(kind: Callable[[str], N], low: N, high: N, what: str) -> Callable[[str], N]:
+    """An argparse type: `kind(text)` from `low` to `high` (NaN is neither), else one line
+    saying so."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} from {low:g} to {high:g}, not {text!r}")
+        return value
+
+    return parse
+
+
+_seconds = _in_range(float, 0.1, 600.0, "a number of seconds")
+_port = _in_range(int, 0, 65535, "a port is a number")
 
 
 def _missing(path: str) -> bool:
