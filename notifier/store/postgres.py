@@ -78,10 +78,6 @@ _SUB_COLUMNS = ", ".join(SUBSCRIPTION_FIELDS)
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
 
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 def _obj(value: object) -> JsonObject:
     return value if isinstance(value, dict) else {}
 

@@ -14,13 +14,17 @@ import enum
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import psycopg
-
+from notifier.store import is_postgres_url
 from notifier.store.base import Store
 from notifier.store.errors import StoreError, StoreUnavailable, describe
-from notifier.store.postgres import TAKE_ROLE, PostgresStore, connect, is_postgres_url, translate
+
+if TYPE_CHECKING:
+    import psycopg
+
+# psycopg is imported where a PostgreSQL lock needs it: an SQLite daemon never loads it
+# (a seventh of its start-up).
 
 CHECK_EVERY: Final = 2.0
 QUERY_TIMEOUT: Final = 5.0  # seconds a lock query may take before the holder steps down
@@ -70,7 +74,10 @@ class RoleLock:
             if not is_postgres_url(store):
                 raise ValueError("a role lock on SQLite needs the open store, not its path")
             self._url = store
-        elif isinstance(store, PostgresStore):
+        elif store.backend == "postgres":
+            from notifier.store.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
             self._url = store.url
         else:
             self._store = store
@@ -102,6 +109,10 @@ class RoleLock:
                 self.role, holder=self.instance, now=self._clock()
             )
             return self.generation
+        import psycopg
+
+        from notifier.store.postgres import TAKE_ROLE, connect, translate
+
         if self._conn is None or self._conn.closed:
             self._conn = await connect(self._url, instance=self.instance, autocommit=True)
         conn = self._conn
@@ -150,6 +161,8 @@ class RoleLock:
         return reason
 
     async def _watch(self) -> StepDown:
+        import psycopg
+
         conn = self._conn
         assert conn is not None
         classid, objid = (self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF
@@ -198,6 +211,8 @@ class RoleLock:
         self.generation = None
         conn = self._conn
         if conn is not None and not conn.closed:
+            import psycopg
+
             with contextlib.suppress(psycopg.Error, OSError):
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         await self._drop_connection()
@@ -205,5 +220,7 @@ class RoleLock:
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
+            import psycopg
+
             with contextlib.suppress(psycopg.Error, OSError):  # the session is gone either way
                 await conn.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -51,6 +53,33 @@ async def test_sqlite_roles_are_always_this_process_with_a_new_generation_each_s
         assert await RoleLock(store, INGEST, instance="a").try_acquire() == 2
     finally:
         await store.close()
+
+
+def test_an_sqlite_daemon_never_loads_psycopg(tmp_path: Path) -> None:
+    """psycopg takes a seventh of the start-up: the daemon's modules and an SQLite role's
+    whole life leave it unloaded."""
+    script = f"""
+import asyncio, sys
+import notifier.app
+from notifier.store import open_store
+from notifier.store.roles import RoleLock
+
+async def main():
+    store = await open_store({str(tmp_path / "s.db")!r}, instance="a")
+    lock = RoleLock(store, "ingest", instance="a")
+    assert await lock.try_acquire() == 1
+    holding = asyncio.create_task(lock.hold())
+    await lock.release()
+    await holding
+    await store.close()
+
+asyncio.run(main())
+print(sorted(name for name in sys.modules if name.startswith("psycopg")))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 async def test_only_one_instance_holds_a_role(pg_url: str) -> None:
