@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -23,11 +24,19 @@ from notifier.store.errors import StoreError, StoreUnavailable, describe
 if TYPE_CHECKING:
     import psycopg
 
+    from notifier.store.postgres import PostgresStore
+
 # psycopg is imported where a PostgreSQL lock needs it: an SQLite daemon never loads it
 # (a seventh of its start-up).
 
 CHECK_EVERY: Final = 2.0
 QUERY_TIMEOUT: Final = 5.0  # seconds a lock query may take before the holder steps down
+
+
+def _postgres_store_class() -> type[PostgresStore] | tuple[()]:
+    """PostgresStore, or nothing to match when it was never imported (no store is one)."""
+    postgres = sys.modules.get("notifier.store.postgres")
+    return () if postgres is None else postgres.PostgresStore
 
 
 class StepDown(enum.Enum):
@@ -74,10 +83,7 @@ class RoleLock:
             if not is_postgres_url(store):
                 raise ValueError("a role lock on SQLite needs the open store, not its path")
             self._url = store
-        elif store.backend == "postgres":
-            from notifier.store.postgres import PostgresStore
-
-            assert isinstance(store, PostgresStore)
+        elif isinstance(store, _postgres_store_class()):
             self._url = store.url
         else:
             self._store = store

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from notifier.store import INGEST, FencedOut, open_store
+from notifier.store import INGEST, FencedOut, Store, open_store
 from notifier.store.roles import RoleLock, StepDown, chat_updates_role, role_key
 
 WAIT = 10.0  # seconds any condition below may take before the test fails
@@ -80,6 +81,31 @@ print(sorted(name for name in sys.modules if name.startswith("psycopg")))
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_store_wrapped_around_postgres_takes_roles_through_its_own_methods(
+    pg_url: str,
+) -> None:
+    """Only a PostgresStore itself is locked through a session of its own; anything else
+    (a wrapper that passes its attributes on, as the outage tests use) is asked through
+    the store's methods, whatever its `backend` says."""
+
+    class Wrapper:
+        def __init__(self, store: Store) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+    store = await open_store(pg_url, instance="a")
+    try:
+        wrapped = Wrapper(store)
+        assert wrapped.backend == "postgres"
+        lock = RoleLock(wrapped, "wrapped-role", instance="a")  # type: ignore[arg-type]
+        assert await lock.try_acquire() == 1
+        assert lock.backend_pid is None  # no session of its own
+    finally:
+        await store.close()
 
 
 async def test_only_one_instance_holds_a_role(pg_url: str) -> None:
