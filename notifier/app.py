@@ -500,16 +500,24 @@ class App:
                 await state.save()
 
     async def _reference_data(self, core: Core, ingest: Ingest) -> None:
-        """Categories map ids to names for the rules; prices set the engine's baselines."""
-        try:
-            self._categories = category_map(await self.client.categories())
+        """Categories map ids to names for the rules; prices set the engine's baselines.
+        Both are asked for at once: at start-up, one round trip to Parti instead of two."""
+        categories, prices = await asyncio.gather(
+            self.client.categories(), self.client.prices(), return_exceptions=True
+        )
+        if isinstance(categories, BaseException):
+            if not isinstance(categories, PartiError):
+                raise categories  # not Parti's answer: a fault of ours
+            event(
+                _log, "parti.categories_unavailable", logging.WARNING, error=short_error(categories)
+            )
+        else:
+            self._categories = category_map(categories)
             core.rules.engine.set_categories(self._categories)
-        except PartiError as exc:
-            event(_log, "parti.categories_unavailable", logging.WARNING, error=short_error(exc))
-        try:
-            prices = await self.client.prices()
-        except PartiError as exc:
-            event(_log, "parti.prices_unavailable", logging.WARNING, error=short_error(exc))
+        if isinstance(prices, BaseException):
+            if not isinstance(prices, PartiError):
+                raise prices
+            event(_log, "parti.prices_unavailable", logging.WARNING, error=short_error(prices))
             return
         now = time.time()
         for asset in prices:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
 from notifier.app import App, Options
+from notifier.parti import seed
+from notifier.parti.client import PREFIX
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
 from notifier.settings import Settings
@@ -188,3 +191,61 @@ async def test_a_reload_keeps_each_bots_rate_windows(
     finally:
         app.request_stop()
         await task
+
+
+async def test_the_start_asks_parti_for_categories_and_prices_at_once(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Categories and prices are two round trips to Parti before the stream is read: they
+    go out together. Each answer here waits for the other request to arrive (one after
+    the other, the first would wait in vain)."""
+    arrived = {"categories": asyncio.Event(), "prices": asyncio.Event()}
+    statuses: dict[str, int] = {}
+
+    async def reference(request: web.Request) -> web.Response:
+        name = "categories" if request.path.endswith("/categories") else "prices"
+        other = "prices" if name == "categories" else "categories"
+        arrived[name].set()
+        try:
+            async with asyncio.timeout(5):
+                await arrived[other].wait()
+        except TimeoutError:
+            statuses[name] = 404
+            return web.json_response({"message": "the other request never came"}, status=404)
+        statuses[name] = 200
+        return web.json_response(seed.CATEGORIES if name == "categories" else seed.PRICES)
+
+    parti = web.Application()
+    parti.router.add_get(f"{PREFIX}/livestream_calendar/events/categories", reference)
+    parti.router.add_get(f"{PREFIX}/assets_prices/info", reference)
+    runner = web.AppRunner(parti, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, categories: [Gaming], notify: [t]}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        http_addr="",
+    )
+    application = App(
+        settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
+    )
+    task = asyncio.create_task(application.run())
+    try:
+        async with asyncio.timeout(20):
+            await application.connected_once.wait()
+    finally:
+        application.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+    assert statuses == {"categories": 200, "prices": 200}
+    assert application._categories  # the rules know the categories' names
