@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from notifier import systemd
 from notifier.deliver.chats import Chats
@@ -502,22 +502,15 @@ class App:
     async def _reference_data(self, core: Core, ingest: Ingest) -> None:
         """Categories map ids to names for the rules; prices set the engine's baselines.
         Both are asked for at once: at start-up, one round trip to Parti instead of two."""
-        categories, prices = await asyncio.gather(
+        asked = await asyncio.gather(
             self.client.categories(), self.client.prices(), return_exceptions=True
         )
-        if isinstance(categories, BaseException):
-            if not isinstance(categories, PartiError):
-                raise categories  # not Parti's answer: a fault of ours
-            event(
-                _log, "parti.categories_unavailable", logging.WARNING, error=short_error(categories)
-            )
-        else:
+        categories = _answered(asked[0], "parti.categories_unavailable")
+        if categories is not None:
             self._categories = category_map(categories)
             core.rules.engine.set_categories(self._categories)
-        if isinstance(prices, BaseException):
-            if not isinstance(prices, PartiError):
-                raise prices
-            event(_log, "parti.prices_unavailable", logging.WARNING, error=short_error(prices))
+        prices = _answered(asked[1], "parti.prices_unavailable")
+        if prices is None:
             return
         now = time.time()
         for asset in prices:
@@ -528,6 +521,20 @@ class App:
                 price=asset.price,
             )
             await core.evaluate(update, now, caught_up=True)
+
+
+T = TypeVar("T")
+
+
+def _answered(answer: T | BaseException, unavailable: str) -> T | None:
+    """One of the start's requests to Parti: its answer, or None after a warning (`unavailable`)
+    when Parti did not give one. Any other error is a fault of ours: raised."""
+    if not isinstance(answer, BaseException):
+        return answer
+    if not isinstance(answer, PartiError):
+        raise answer
+    event(_log, unavailable, logging.WARNING, error=short_error(answer))
+    return None
 
 
 def _register_webhook_secrets(compiled: Compiled) -> None:
