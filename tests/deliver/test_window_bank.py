@@ -57,6 +57,12 @@ async def senders_for(
     return senders
 
 
+def senders_of(settings: Settings, destinations: dict[str, Any]) -> Senders:
+    """Senders for `destinations` at the real limits, with a bank of their own (not started)."""
+    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
+    return build_senders(rules, settings, bank=WindowBank())
+
+
 async def fill(sender: Sender) -> None:
     """Send through the gate until the destination's own window is full."""
     payload: dict[str, Any] = {"view": live_view().to_json(), "template": None}
@@ -178,8 +184,7 @@ async def test_a_channel_named_by_its_username_and_by_its_id_shares_one_window(
         "by_id": {"telegram": {"chat_id": -100777}},
         "unknown": {"telegram": {"chat_id": "@nobody_here"}},  # no such chat: keeps its name
     }
-    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
-    senders = build_senders(rules, settings, bank=WindowBank())
+    senders = senders_of(settings, destinations)
     await senders.start()
     try:
         by_name, by_id = senders.by_name["by_name"], senders.by_name["by_id"]
@@ -198,8 +203,7 @@ async def test_a_username_is_looked_up_once_however_many_lanes_start_with_it(
     fake_telegram.add_chat(-100777, "channel", title="Alerts", username="parti_alerts")
     settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
     destinations = {f"d{n}": {"telegram": {"chat_id": "@parti_alerts"}} for n in range(5)}
-    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
-    senders = build_senders(rules, settings, bank=WindowBank())
+    senders = senders_of(settings, destinations)
     try:
         await asyncio.gather(*(sender.start() for sender in senders.by_name.values()))
         keys = {id(sender.windows()[-1]) for sender in senders.by_name.values()}
@@ -219,8 +223,7 @@ async def test_a_lookup_answer_it_cannot_read_never_keeps_the_sender_from_starti
     monkeypatch.setitem(fake_telegram._methods, "getChat", lambda *_: fake_telegram._ok(bare))
     settings = settings_for(fake_telegram, fake_discord, fake_telegram.token)
     destinations = {"by_name": {"telegram": {"chat_id": "@parti_alerts"}}}
-    rules = RulesFile.model_validate({"destinations": destinations, "rules": []})
-    senders = build_senders(rules, settings, bank=WindowBank())
+    senders = senders_of(settings, destinations)
     try:
         await senders.start()
         sender = senders.by_name["by_name"]
