@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from notifier import systemd
@@ -35,6 +36,7 @@ from notifier.log import (
     short_error,
 )
 from notifier.metrics import Metrics, destination_label
+from notifier.outbox import unrecorded
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.decode import REJECT_REASONS
 from notifier.parti.models import ChannelLive, PriceUpdate
@@ -65,6 +67,8 @@ if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is 
 
 _log = get_logger("app")
 INGEST_ROLE = "ingest"
+# How long a stop tries once more to record the sends the store refused (else: a file).
+UNRECORDED_LAST_TRY = 2.0
 ROLE_RETRY = 2.0  # how often a standby instance tries to take the ingest role
 
 
@@ -306,6 +310,7 @@ class App:
             ),
             reasons=REJECT_REASONS,
         )
+        await self._record_unrecorded(store)  # before their rows' leases are released
         released = await store.release_leases()
         if released:
             event(_log, "outbox.recovered", in_flight_at_last_stop=released)
@@ -338,10 +343,61 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest
             await holder.stop()
+            await self._keep_unrecorded(store, holder.unrecorded())
             delivery.cancel()
             watch.cancel()
         event(_log, "app.stopped")
         return 0
+
+    def _unrecorded_path(self) -> Path:
+        return unrecorded.unrecorded_path(self.settings.state_path, self.instance)
+
+    async def _record_unrecorded(self, store: Store) -> None:
+        """Sends the last stop could not record (the store was down): recorded now, while
+        their rows are still leased to this instance, so none goes out again."""
+        path = self._unrecorded_path()
+        try:
+            sent = unrecorded.load(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:  # left for a person to look at, not removed
+            event(
+                _log,
+                "outbox.unrecorded_unreadable",
+                logging.WARNING,
+                path=str(path),
+                error=short_error(exc),
+            )
+            return
+        recorded = await store.mark_sent_many(sent, now=time.time()) if sent else []
+        path.unlink(missing_ok=True)
+        event(_log, "outbox.unrecorded_recorded", sends=len(sent), recorded=len(recorded))
+
+    async def _keep_unrecorded(self, store: Store, sent: list[unrecorded.Sent]) -> None:
+        """Sends the delivery could not record before it stopped: one more try, else
+        kept in a file for the next start (`_record_unrecorded`)."""
+        if not sent:
+            return
+        try:
+            async with asyncio.timeout(UNRECORDED_LAST_TRY):
+                await store.mark_sent_many(sent, now=time.time())
+            return
+        except (StoreError, TimeoutError):
+            pass
+        path = self._unrecorded_path()
+        try:
+            await asyncio.to_thread(unrecorded.keep, path, sent)
+        except OSError as exc:
+            event(
+                _log,
+                "outbox.unrecorded_lost",
+                logging.ERROR,
+                sends=len(sent),
+                error=short_error(exc),
+                note="these alerts will be sent again at the next start",
+            )
+            return
+        event(_log, "outbox.unrecorded_kept", logging.WARNING, sends=len(sent), path=str(path))
 
     def _supervised(
         self, name: str, stage: Callable[[], Awaitable[None]]

@@ -92,6 +92,11 @@ class DeliveryHolder:
         self.current.wake_all()  # rows left by the old lanes
         await old_senders.close()
 
+    def unrecorded(self) -> list[tuple[str, str | None]]:
+        """Sends answered by the chat API that the store has not recorded: left by a stop
+        during a store outage (and by the deliveries before a reload)."""
+        return self.current.unrecorded + self.current.adopted
+
     async def stop(self) -> bool:
         self._stopping = True
         self.current.stop()

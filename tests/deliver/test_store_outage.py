@@ -259,3 +259,25 @@ async def test_a_send_recorded_too_late_for_the_reload_is_recorded_by_the_next_d
         row = await h.outbox.get(alert.key)
     assert row is not None and row.state == SENT
     assert len(fake_telegram.sent("sendMessage")) == 1
+
+
+async def test_a_stop_after_a_reload_during_an_outage_names_the_send_handed_on(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    """A send a reload handed on (adopted: the new delivery records it before it claims)
+    is among what a stop keeps for the next start (`App._keep_unrecorded`)."""
+    alert = new_alert("group")
+    async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
+        outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
+        await h.hand(alert)
+        async with asyncio.timeout(20):
+            await outage.failed.wait()  # sent; recording it failed
+        holder = holder_of(h, drain_deadline=5.0)
+        await holder.swap(h.senders)  # a reload: the send is handed on
+        running = asyncio.create_task(holder.run())
+        await holder.stop()
+        await running
+        kept = holder.unrecorded()
+    assert [key for key, _ in kept] == [alert.key]
+    assert kept[0][1] is not None  # its message id, for the record
+    assert len(fake_telegram.sent("sendMessage")) == 1

@@ -1,0 +1,224 @@
+"""A stop while the store refuses to record sends: what the chat API answered is kept in a
+file beside the state and recorded by the next start, so no alert goes out twice."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier import app as app_module
+from notifier.app import App, Options
+from notifier.outbox import unrecorded
+from notifier.parti.decode import LIVE
+from notifier.parti.simulator import Simulator
+from notifier.settings import Settings
+from notifier.stages.delivery import DeliveryHolder
+from notifier.store import StoreUnavailable, open_store
+from notifier.store.sqlite import SqliteStore
+from notifier.store.types import SENDING, SENT
+
+TITLE = "Only once please"
+REFUSED = "database is locked"
+
+
+class Refusing:
+    """The store's records of sends fail, as a lost database's do, while `down`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.down = True
+        self.refused = asyncio.Event()
+        for name in ("mark_sent", "mark_sent_many"):
+            monkeypatch.setattr(SqliteStore, name, self._refusing(getattr(SqliteStore, name)))
+
+    def _refusing(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def refusing(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.refused.set()
+                raise StoreUnavailable(REFUSED)
+            return await call(store, *args, **kwargs)
+
+        return refusing
+
+
+def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO) -> App:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=sim.api_url,  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        http_addr="",
+        instance="host/one",
+    )
+    options = Options(reconnect_base=0.05, reconnect_cap=0.1, console_stream=console)
+    return App(settings, rules_path=str(rules), options=options)
+
+
+def journal(tmp_path: Path) -> Path:
+    return unrecorded.unrecorded_path(str(tmp_path / "s.db"), "host/one")
+
+
+async def send_then_stop(tmp_path: Path, sim: Simulator, refusing: Refusing) -> io.StringIO:
+    """A daemon sends one alert, cannot record it, and is stopped (SIGTERM's path)."""
+    console = io.StringIO()
+    first = new_app(tmp_path, sim, console)
+    task = asyncio.create_task(first.run())
+    async with asyncio.timeout(20):
+        await first.connected_once.wait()
+        await sim.wait_subscribed(LIVE)
+        await sim.go_live(463000, event_title=TITLE)
+        await refusing.refused.wait()  # sent, and its record refused
+    first.request_stop()
+    assert await task == 0
+    assert console.getvalue().count(TITLE) == 1
+    return console
+
+
+async def states(tmp_path: Path) -> dict[str, int]:
+    store = await open_store(str(tmp_path / "s.db"), instance="looking", durable=False)
+    try:
+        return await store.counts()
+    finally:
+        await store.close()
+
+
+async def start_again(tmp_path: Path, sim: Simulator) -> tuple[App, asyncio.Task[int], io.StringIO]:
+    console = io.StringIO()
+    second = new_app(tmp_path, sim, console)
+    task = asyncio.create_task(second.run())
+    async with asyncio.timeout(20):
+        await second.ready.wait()  # its leases are released by now
+    return second, task, console
+
+
+async def test_a_send_the_store_refused_before_a_stop_is_not_sent_again_after_it(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refusing = Refusing(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="notifier"):
+        await send_then_stop(tmp_path, sim, refusing)
+    (kept,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_kept"]
+    assert kept.levelno == logging.WARNING and not kept.exc_info
+    assert journal(tmp_path).exists()
+    assert await states(tmp_path) == {SENDING: 1}  # still leased to the stopped instance
+    refusing.down = False  # the store answers again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="notifier"):
+        second, task, console = await start_again(tmp_path, sim)
+        # Recorded before the start released its leases: the row was never due again.
+        assert await states(tmp_path) == {SENT: 1}
+        second.request_stop()
+        assert await task == 0
+    assert TITLE not in console.getvalue()
+    assert not journal(tmp_path).exists()
+    assert "outbox.unrecorded_recorded" in [r.getMessage() for r in caplog.records]
+
+
+async def test_a_store_that_answers_again_at_the_stop_records_the_sends_there(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refusing = Refusing(monkeypatch)
+    collect = DeliveryHolder.unrecorded
+
+    def store_back(holder: DeliveryHolder) -> list[tuple[str, str | None]]:
+        sent = collect(holder)
+        assert len(sent) == 1  # the lanes gave up on it
+        refusing.down = False
+        return sent
+
+    monkeypatch.setattr(DeliveryHolder, "unrecorded", store_back)
+    await send_then_stop(tmp_path, sim, refusing)
+    assert not journal(tmp_path).exists()
+    assert await states(tmp_path) == {SENT: 1}
+
+
+async def test_a_stop_that_cannot_keep_the_sends_says_so_in_one_line(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refusing = Refusing(monkeypatch)
+    monkeypatch.setattr(app_module, "UNRECORDED_LAST_TRY", 0.2)
+    journal(tmp_path).mkdir()  # the file cannot be written where it goes
+    with caplog.at_level(logging.INFO, logger="notifier"):
+        await send_then_stop(tmp_path, sim, refusing)
+    (lost,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_lost"]
+    assert lost.levelno == logging.ERROR and not lost.exc_info
+
+
+def test_a_file_that_cannot_be_written_whole_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "x.unrecorded"
+    unrecorded.keep(path, [("a", "1")])
+
+    def full(*_: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError):
+        unrecorded.keep(path, [("b", "2")])
+    assert sorted(os.listdir(tmp_path)) == ["x.unrecorded"]
+    assert unrecorded.load(path) == [("a", "1")]  # the last whole file
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"sent": {}}',
+        '{"sent": [["k"]]}',
+        '{"sent": [[1, null]]}',
+        '{"sent": [["k", 5]]}',
+        '{"sent": [["k", null, "x"]]}',
+        '{"sent": "k"}',
+        "\ud800".encode("utf-8", "surrogatepass").decode("latin-1"),
+    ],
+)
+async def test_a_start_that_cannot_read_the_file_says_so_and_goes_on(
+    tmp_path: Path,
+    sim: Simulator,
+    caplog: pytest.LogCaptureFixture,
+    content: str,
+) -> None:
+    journal(tmp_path).write_text(content, encoding="latin-1")
+    with caplog.at_level(logging.INFO, logger="notifier"):
+        second, task, _ = await start_again(tmp_path, sim)
+        second.request_stop()
+        assert await task == 0
+    (unreadable,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_unreadable"]
+    assert unreadable.levelno == logging.WARNING and not unreadable.exc_info
+    assert journal(tmp_path).exists()  # left for a person to look at
+
+
+def test_the_file_keeps_every_send_across_stops_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "x.unrecorded"
+    unrecorded.keep(path, [("a", "1"), ("b", None)])
+    unrecorded.keep(path, [("b", None), ("c", "3")])
+    assert unrecorded.load(path) == [("a", "1"), ("b", None), ("c", "3")]
+    assert sorted(os.listdir(tmp_path)) == ["x.unrecorded"]
+
+
+def test_each_instance_has_its_own_file_named_safely() -> None:
+    one = unrecorded.unrecorded_path("/var/lib/n/notifier.db", "host/../one")
+    two = unrecorded.unrecorded_path("/var/lib/n/notifier.db", "host-two")
+    assert one.parent == two.parent == Path("/var/lib/n")
+    assert one != two and "/" not in one.name
+    assert unrecorded.unrecorded_path("s.db", "").name == "s.db._.unrecorded"
