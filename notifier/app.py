@@ -59,7 +59,7 @@ from notifier.stages.supervisor import supervise
 from notifier.stages.writer import Writer
 from notifier.store import Store, open_store
 from notifier.store.errors import FencedOut, StoreError
-from notifier.store.outage import Outage
+from notifier.store.outage import Outage, pause
 from notifier.store.types import NewAlert
 
 if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is used
@@ -425,7 +425,7 @@ class App:
                     before = (await store.roles()).get(INGEST_ROLE)
                     generation = await lock.try_acquire()
                 except StoreError as exc:
-                    await asyncio.sleep(outage.failed(exc))
+                    await pause(outage.failed(exc))
                     continue
                 outage.answered()
                 if generation is None:
@@ -446,7 +446,7 @@ class App:
                 except StoreError as exc:  # setting the stages up: the store did not answer
                     if isinstance(exc, FencedOut):
                         raise
-                    await asyncio.sleep(outage.failed(exc))
+                    await pause(outage.failed(exc))
                     continue
                 event(_log, "role.lost", logging.WARNING, role=INGEST_ROLE, generation=generation)
         finally:

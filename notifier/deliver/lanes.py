@@ -20,6 +20,7 @@ from notifier.metrics import Metrics, destination_label
 from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.store import Store, StoreError
 from notifier.store.outage import Outage
+from notifier.store.outage import pause as outage_pause
 from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
 
 _log = get_logger("deliver")
@@ -262,7 +263,7 @@ class Delivery:
             try:
                 waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
             except StoreError as exc:
-                await self._wait(None, self._store_failed("chats", exc))
+                await self._pause_for_store(self._store_failed("chats", exc))
                 continue
             self._store_answered("chats")
             for destination in {r.destination for r in waiting}:
@@ -330,7 +331,7 @@ class Delivery:
                 if name.startswith("@"):
                     return  # a chat lane closed itself when idle
             except StoreError as exc:  # the store's outage: the lane waits it out
-                await self._wait(None, self._store_failed(name, exc))
+                await self._pause_for_store(self._store_failed(name, exc))
             except Exception as exc:  # a lane must never silently vanish
                 self._alive[name] = False
                 self.metrics.stage_restarts.labels(stage=f"lane:{name}").inc()
@@ -357,6 +358,12 @@ class Delivery:
         self._outage.failed(error)
         return self._outage.wait(streak)
 
+    async def _pause_for_store(self, seconds: float) -> None:
+        """Between tries at a store that failed: until the wait is over, the store answers
+        another part, or delivery stops."""
+        if not self._stopping.is_set():
+            await outage_pause(seconds, self._stopping)
+
     def _store_answered(self, name: str) -> None:
         if self._store_failing.pop(name, None) is not None:
             self._outage.answered()
@@ -380,7 +387,7 @@ class Delivery:
                     else:
                         self.unrecorded += sent
                     raise
-                await self._wait(None, self._store_failed(name, exc))
+                await self._pause_for_store(self._store_failed(name, exc))
                 continue
             self._store_answered(name)
             return
@@ -399,7 +406,7 @@ class Delivery:
             try:
                 await self.outbox.mark_sent_many(marks, now=self.clock())
             except StoreError as exc:
-                await self._wait(None, self._store_failed("recorded", exc))
+                await self._pause_for_store(self._store_failed("recorded", exc))
                 continue
             self._store_answered("recorded")
             self.adopted = [m for m in self.adopted if m not in marks]  # some came meanwhile

@@ -16,7 +16,7 @@ from notifier.settings import Settings
 from notifier.stages.context import Core
 from notifier.stages.delivery import DeliveryHolder
 from notifier.store import Store, StoreError
-from notifier.store.outage import Outage
+from notifier.store.outage import Outage, pause
 
 if TYPE_CHECKING:  # psycopg (about 10 MB) is imported only where PostgreSQL is used
     from notifier.store.roles import RoleLock
@@ -160,7 +160,7 @@ class CommandBots:
                 try:
                     generation = await lock.try_acquire()
                 except StoreError as exc:  # a lost database: stand for the role once it answers
-                    await asyncio.sleep(outage.failed(exc))
+                    await pause(outage.failed(exc))
                     continue
                 outage.answered()
                 if generation is None:

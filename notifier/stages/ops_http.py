@@ -18,6 +18,7 @@ from notifier.parti.stream import PartiStream
 from notifier.stages.context import Health
 from notifier.store.base import Store
 from notifier.store.errors import StoreError
+from notifier.store.outage import store_answered
 
 _log = get_logger("ops")
 STORE_WAIT = 2.0  # seconds a probe waits for the outbox's depth
@@ -148,6 +149,7 @@ class OpsHttp:
             return f"no answer within {STORE_WAIT:g}s"
         except StoreError as exc:
             return short_error(exc)
+        store_answered()  # parts waiting out an outage try again now
         self.metrics.outbox_depth.set(depth.get("pending", 0) + depth.get("sending", 0))
         self.metrics.outbox_dead.set(depth.get("dead", 0))
         self.metrics.outbox_oldest.set(0 if oldest is None else max(0.0, time.time() - oldest))

@@ -11,7 +11,7 @@ from notifier.log import event, get_logger, short_error
 from notifier.metrics import Metrics
 from notifier.stages.context import Health
 from notifier.store.errors import FencedOut, StoreError
-from notifier.store.outage import Outage
+from notifier.store.outage import Outage, pause
 
 _log = get_logger("supervisor")
 # A stage restarted after a store fault that runs this long without another is taken to
@@ -48,7 +48,7 @@ async def supervise(
                 raise
             except Exception as exc:
                 if isinstance(exc, StoreError) and not isinstance(exc, FencedOut):
-                    await asyncio.sleep(outage.failed(exc))  # waited out, not a crash
+                    await pause(outage.failed(exc))  # waited out, not a crash
                     continue
                 health.stages[name] = False
                 metrics.stage_restarts.labels(stage=name).inc()

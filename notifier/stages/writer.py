@@ -25,7 +25,7 @@ from notifier.render.fields import view_of
 from notifier.stages.context import Core, Pending
 from notifier.stages.state import ENGINE_STATE, state_text
 from notifier.store.base import Store
-from notifier.store.outage import Outage
+from notifier.store.outage import Outage, pause
 from notifier.store.types import LiveEntry, NewAlert
 
 _log = get_logger("writer")
@@ -122,9 +122,7 @@ class Writer:
             except Exception as exc:
                 attempt += 1
                 self._outage.failed(exc, alerts=len(alerts))
-                await asyncio.sleep(
-                    full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random)
-                )
+                await pause(full_jitter(attempt, base=0.1, cap=self.retry_cap, rand=random.random))
                 continue
             self._outage.answered(alerts=len(alerts))
             return

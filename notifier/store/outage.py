@@ -5,8 +5,10 @@ of the part that met it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,39 @@ from notifier.log import event, get_logger, short_error
 _log = get_logger("store")
 RETRY_BASE = 0.5  # seconds: the first wait is up to this, then doubling (full jitter)
 RETRY_CAP = 10.0
+
+# Per event loop: set when the store answers again, for the parts waiting out an outage.
+_ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def store_answered() -> None:
+    """The store answered a call (a part's retry, a /healthz probe): every part waiting out
+    an outage (`pause`) tries again now, not at the end of its wait, so the daemon and its
+    /healthz are back within moments of the store, not after the longest backoff."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    flag = _ANSWERS.pop(loop, None)
+    if flag is not None:
+        flag.set()
+
+
+async def pause(seconds: float, *also: asyncio.Event) -> None:
+    """Wait `seconds` between tries, or less: until the store answers another part
+    (`store_answered`) or one of `also` (a stop) is set."""
+    loop = asyncio.get_running_loop()
+    flag = _ANSWERS.get(loop)
+    if flag is None:
+        flag = _ANSWERS[loop] = asyncio.Event()
+    waiters = [loop.create_task(e.wait()) for e in (flag, *also)]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class Outage:
@@ -69,6 +104,7 @@ class Outage:
         event(_log, self.recovered_event, part=self.who, attempts=attempts, **fields)
         self.failures = 0
         self.error = None
+        store_answered()  # the other parts waiting it out try again now
 
     def close(self) -> None:
         """The part stops (cancelled, or its role lost): what it showed in /healthz goes

@@ -5,6 +5,7 @@ a crash: logged, counted and restarted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -133,3 +134,38 @@ async def test_a_stage_cancelled_after_an_outage_has_finished_when_its_superviso
     await asyncio.gather(task, return_exceptions=True)
     assert cleaned
     assert len(asyncio.all_tasks()) == 1  # this test's own: nothing left running
+
+
+async def test_a_stage_waiting_out_an_outage_starts_again_once_the_store_answers_another_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its wait between tries is a minute here; the store answering any other part (a
+    lane, the writer, a /healthz probe) ends it at once (`outage.store_answered`)."""
+    monkeypatch.setattr(outage, "full_jitter", lambda *_, cap, **__: cap)
+    monkeypatch.setattr(outage, "RETRY_CAP", 60.0)
+    health = Health()
+    runs = 0
+    second_run = asyncio.Event()
+
+    async def stage() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise StoreUnavailable(REFUSED)
+        second_run.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(supervise("poller", stage, health=health, metrics=Metrics()))
+    try:
+        other = outage.Outage("writer", health.store_errors, failed_event="f", recovered_event="r")
+        async with asyncio.timeout(10):
+            while "poller" not in health.store_errors:  # the stage met the outage
+                await asyncio.sleep(0)
+            other.failed(StoreUnavailable(REFUSED))
+            other.answered()  # the writer's next try went through
+            await second_run.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert runs == 2

@@ -1,5 +1,7 @@
-"""A stop while the store refuses to record sends: what the chat API answered is kept in a
-file beside the state and recorded by the next start, so no alert goes out twice."""
+"""The whole daemon across a store outage. A stop while the store refuses to record sends:
+what the chat API answered is kept in a file beside the state and recorded by the next
+start, so no alert goes out twice. The store answering again: every part waiting it out
+tries again at once, and /healthz is 200 again within moments, not after a backoff."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from notifier import app as app_module
@@ -20,7 +23,7 @@ from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
 from notifier.settings import Settings
 from notifier.stages.delivery import DeliveryHolder
-from notifier.store import StoreUnavailable, open_store
+from notifier.store import StoreUnavailable, open_store, outage
 from notifier.store.sqlite import SqliteStore
 from notifier.store.types import SENDING, SENT
 
@@ -47,7 +50,7 @@ class Refusing:
         return refusing
 
 
-def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO) -> App:
+def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO, *, http_addr: str = "") -> App:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "destinations: {t: {console: {}}}\n"
@@ -58,7 +61,7 @@ def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO) -> App:
         parti_api_url=sim.api_url,  # type: ignore[call-arg]
         parti_ws_url=sim.ws_url,
         state_path=str(tmp_path / "s.db"),
-        http_addr="",
+        http_addr=http_addr,
         instance="host/one",
     )
     options = Options(reconnect_base=0.05, reconnect_cap=0.1, console_stream=console)
@@ -222,3 +225,38 @@ def test_each_instance_has_its_own_file_named_safely() -> None:
     assert one.parent == two.parent == Path("/var/lib/n")
     assert one != two and "/" not in one.name
     assert unrecorded.unrecorded_path("s.db", "").name == "s.db._.unrecorded"
+
+
+async def test_healthz_is_200_again_as_soon_as_the_store_answers(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each part waits up to a minute between tries here: only the store answering
+    another part (the /healthz probe, then the lane's retry) ends the lane's wait."""
+    monkeypatch.setattr(outage, "full_jitter", lambda *_, cap, **__: cap)
+    monkeypatch.setattr(outage, "RETRY_CAP", 60.0)
+    refusing = Refusing(monkeypatch)
+    console = io.StringIO()
+    running = new_app(tmp_path, sim, console, http_addr="127.0.0.1:0")
+    task = asyncio.create_task(running.run())
+    try:
+        async with asyncio.timeout(20):
+            await running.connected_once.wait()
+            await sim.wait_subscribed(LIVE)
+            await sim.go_live(463000, event_title=TITLE)
+            await refusing.refused.wait()  # sent; the lane waits out the outage
+        base = f"http://127.0.0.1:{running.http_port}"
+        delivery = running.holder.current
+        async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
+            answer = await http.get("/healthz")
+            assert answer.status_code == 503
+            assert answer.json()["reason"] == f"store failing: StoreUnavailable: {REFUSED}"
+            refusing.down = False
+            async with asyncio.timeout(10), delivery.settled:
+                await http.get("/healthz")  # its probe finds the store answering
+                await delivery.settled.wait_for(lambda: delivery.store_error is None)
+            assert (await http.get("/healthz")).status_code == 200
+        assert await states(tmp_path) == {SENT: 1}
+    finally:
+        running.request_stop()
+        assert await task == 0
+    assert console.getvalue().count(TITLE) == 1
