@@ -119,6 +119,7 @@ async def test_a_stage_cancelled_after_an_outage_has_finished_when_its_superviso
         nonlocal runs, cleaned
         runs += 1
         if runs == 1:
+            met.set()  # the supervisor's wait has begun by the time the test runs again
             raise StoreUnavailable(REFUSED)
         running.set()
         try:
@@ -145,12 +146,13 @@ async def test_a_stage_waiting_out_an_outage_starts_again_once_the_store_answers
     monkeypatch.setattr(outage, "RETRY_CAP", 60.0)
     health = Health()
     runs = 0
-    second_run = asyncio.Event()
+    met, second_run = asyncio.Event(), asyncio.Event()
 
     async def stage() -> None:
         nonlocal runs
         runs += 1
         if runs == 1:
+            met.set()  # the supervisor's wait has begun by the time the test runs again
             raise StoreUnavailable(REFUSED)
         second_run.set()
         await asyncio.Event().wait()
@@ -159,8 +161,8 @@ async def test_a_stage_waiting_out_an_outage_starts_again_once_the_store_answers
     try:
         other = outage.Outage("writer", health.store_errors, failed_event="f", recovered_event="r")
         async with asyncio.timeout(10):
-            while "poller" not in health.store_errors:  # the stage met the outage
-                await asyncio.sleep(0)
+            await met.wait()
+            assert "poller" in health.store_errors
             other.failed(StoreUnavailable(REFUSED))
             other.answered()  # the writer's next try went through
             await second_run.wait()
