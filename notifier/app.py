@@ -343,8 +343,12 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest
             await holder.stop()
-            await self._keep_unrecorded(store, holder.unrecorded())
+            # Sends still being recorded when the drain gave up: cancelled, they are left
+            # in `unrecorded` (so the list is read once the delivery has ended).
             delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivery
+            await self._keep_unrecorded(store, holder.unrecorded())
             watch.cancel()
         event(_log, "app.stopped")
         return 0
@@ -360,18 +364,31 @@ class App:
             sent = unrecorded.load(path)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:  # left for a person to look at, not removed
+        except (OSError, ValueError) as exc:  # moved aside for a person to look at
+            aside = unrecorded.move_aside(path)
             event(
                 _log,
                 "outbox.unrecorded_unreadable",
                 logging.WARNING,
-                path=str(path),
+                path=str(aside or path),
                 error=short_error(exc),
+                note="the alerts it names may be sent again",
             )
             return
         recorded = await store.mark_sent_many(sent, now=time.time()) if sent else []
         path.unlink(missing_ok=True)
-        event(_log, "outbox.unrecorded_recorded", sends=len(sent), recorded=len(recorded))
+        missed = len(sent) - len(recorded)
+        if missed:  # released meanwhile (another instance took them over): sent again
+            event(
+                _log,
+                "outbox.unrecorded_recorded",
+                logging.WARNING,
+                sends=len(sent),
+                recorded=len(recorded),
+                note=f"{missed} no longer leased to this instance; they may have gone out again",
+            )
+        else:
+            event(_log, "outbox.unrecorded_recorded", sends=len(sent), recorded=len(recorded))
 
     async def _keep_unrecorded(self, store: Store, sent: list[unrecorded.Sent]) -> None:
         """Sends the delivery could not record before it stopped: one more try, else

@@ -380,17 +380,29 @@ class Delivery:
                     await self.outbox.mark_sent(key, message_id=message_id, now=now)
                 else:
                     await self.outbox.mark_sent_many(sent, now=now)
+            except asyncio.CancelledError:  # a stop's deadline passed while recording
+                self._left_unrecorded(sent)
+                raise
             except StoreError as exc:
                 if self._stopping.is_set():
-                    if self.handover is not None:  # a reload's swap went on without them
-                        self.handover(sent)
-                    else:
-                        self.unrecorded += sent
+                    self._left_unrecorded(sent)
                     raise
                 await self._pause_for_store(self._store_failed(name, exc))
                 continue
             self._store_answered(name)
             return
+
+    def _left_unrecorded(self, sent: list[tuple[str, str | None]]) -> None:
+        """Sends whose record was given up (delivery stopped, or the lane cancelled): the
+        stop keeps them (`unrecorded`, written to a file for the next start), a reload's
+        next delivery records them (`handover`), and a lane cancelled while delivery goes
+        on leaves them to be recorded in the background (`adopt`)."""
+        if not self._stopping.is_set():
+            self.adopt(sent)
+        elif self.handover is not None:  # a reload's swap went on without them
+            self.handover(sent)
+        else:
+            self.unrecorded += sent
 
     def adopt(self, unrecorded: list[tuple[str, str | None]]) -> None:
         """Sends the delivery before this one could not record (its rows are still leased

@@ -10,6 +10,8 @@ secret, and is written whole or not at all (a new file renamed over the old one)
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -20,9 +22,22 @@ Sent = tuple[str, str | None]  # an outbox key and the message id the chat API g
 
 
 def unrecorded_path(state_path: str, instance: str) -> Path:
-    """One file per instance (several may share a folder with PostgreSQL)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", instance)[:100] or "_"
-    return Path(f"{state_path}.{name}.unrecorded")
+    """One file per instance (several may share a folder with PostgreSQL): its name made
+    safe for a file name, and a digest of it, so that two names never share a file."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", instance)[:100]
+    digest = hashlib.sha256(instance.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return Path(f"{state_path}.{name}-{digest}.unrecorded")
+
+
+def move_aside(path: Path) -> Path | None:
+    """A file that cannot be read goes to `<path>.unreadable` (the next stop writes a new
+    one where it was); None when it cannot be moved either."""
+    aside = path.with_name(path.name + ".unreadable")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return None
+    return aside
 
 
 def load(path: Path) -> list[Sent]:
@@ -52,7 +67,7 @@ def keep(path: Path, sent: Sequence[Sent]) -> None:
     except FileNotFoundError:
         pass
     except ValueError:
-        pass  # not ours: replaced (the start that could not read it said so)
+        move_aside(path)  # not ours: kept for a person to look at, not written over
     seen = {key for key, _ in kept}
     kept += [(key, mid) for key, mid in sent if key not in seen]
     temporary = path.with_name(path.name + ".new")
@@ -63,10 +78,12 @@ def keep(path: Path, sent: Sequence[Sent]) -> None:
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except OSError:
-        temporary.unlink(missing_ok=True)  # a full disk keeps no half-written file
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)  # a full disk keeps no half-written file
         raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power cut
-    finally:
-        os.close(folder)
+    with contextlib.suppress(OSError):  # the file is in place; this only hardens the rename
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # against a power cut
+        finally:
+            os.close(folder)

@@ -4,6 +4,7 @@ store outage is waited out (`Outage`), logged once, not counted as a crash."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -40,7 +41,9 @@ async def supervise(
         while True:
             answering = None
             if outage.failing:  # the store answers once the stage runs a while again
-                answering = asyncio.get_running_loop().call_later(answered_after, outage.answered)
+                answering = asyncio.get_running_loop().call_later(
+                    answered_after, functools.partial(outage.answered, wake=False)
+                )
             try:
                 await stage()
                 return

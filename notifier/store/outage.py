@@ -25,17 +25,32 @@ _ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = 
 )
 
 
+WAKE_EVERY = 2.0  # seconds: the parts waiting are woken at most this often
+WAKE_SPREAD = 0.25  # seconds: woken parts try again over this long, not all at once
+_WOKEN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
+
+
 def store_answered() -> None:
     """The store answered a call (a part's retry, a /healthz probe): every part waiting out
     an outage (`pause`) tries again now, not at the end of its wait, so the daemon and its
-    /healthz are back within moments of the store, not after the longest backoff."""
+    /healthz are back within moments of the store, not after the longest backoff.
+
+    At most once every WAKE_EVERY seconds: a store that answers reads but not writes (a
+    full disk, a read-only database) would otherwise have every part try again at each
+    /healthz or /metrics request, not at the pace of its backoff."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return
-    flag = _ANSWERS.pop(loop, None)
-    if flag is not None:
-        flag.set()
+    flag = _ANSWERS.get(loop)
+    if flag is None:
+        return
+    now = loop.time()
+    if now - _WOKEN.get(loop, -WAKE_EVERY) < WAKE_EVERY:
+        return
+    _WOKEN[loop] = now
+    del _ANSWERS[loop]
+    flag.set()
 
 
 async def pause(seconds: float, *also: asyncio.Event) -> None:
@@ -51,6 +66,8 @@ async def pause(seconds: float, *also: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+    if flag.is_set() and not any(e.is_set() for e in also):
+        await asyncio.sleep(random.uniform(0.0, WAKE_SPREAD))  # not every part at once
 
 
 class Outage:
@@ -94,8 +111,9 @@ class Outage:
         several it stands for, each with its own count)."""
         return full_jitter(failures, base=RETRY_BASE, cap=RETRY_CAP, rand=self.rand)
 
-    def answered(self, **fields: Any) -> None:
-        """A call succeeded: the outage, if there was one, is over."""
+    def answered(self, *, wake: bool = True, **fields: Any) -> None:
+        """A call succeeded: the outage, if there was one, is over. `wake=False` when no
+        call proved it (a stage that ran a while without a fault)."""
         if not self.failures:
             return
         if self.errors is not None:
@@ -104,7 +122,8 @@ class Outage:
         event(_log, self.recovered_event, part=self.who, attempts=attempts, **fields)
         self.failures = 0
         self.error = None
-        store_answered()  # the other parts waiting it out try again now
+        if wake:
+            store_answered()  # the other parts waiting it out try again now
 
     def close(self) -> None:
         """The part stops (cancelled, or its role lost): what it showed in /healthz goes

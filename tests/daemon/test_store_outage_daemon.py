@@ -32,10 +32,12 @@ REFUSED = "database is locked"
 
 
 class Refusing:
-    """The store's records of sends fail, as a lost database's do, while `down`."""
+    """The store's records of sends fail, as a lost database's do, while `down`; with
+    `hang`, they never answer at all (a pool waiting for a connection, a lock held)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hang: bool = False) -> None:
         self.down = True
+        self.hang = hang
         self.refused = asyncio.Event()
         for name in ("mark_sent", "mark_sent_many"):
             monkeypatch.setattr(SqliteStore, name, self._refusing(getattr(SqliteStore, name)))
@@ -44,13 +46,22 @@ class Refusing:
         async def refusing(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
             if self.down:
                 self.refused.set()
+                if self.hang:
+                    await asyncio.Event().wait()  # until the stop cancels it
                 raise StoreUnavailable(REFUSED)
             return await call(store, *args, **kwargs)
 
         return refusing
 
 
-def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO, *, http_addr: str = "") -> App:
+def new_app(
+    tmp_path: Path,
+    sim: Simulator,
+    console: io.StringIO,
+    *,
+    http_addr: str = "",
+    drain_deadline: float = 10.0,
+) -> App:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "destinations: {t: {console: {}}}\n"
@@ -64,7 +75,12 @@ def new_app(tmp_path: Path, sim: Simulator, console: io.StringIO, *, http_addr: 
         http_addr=http_addr,
         instance="host/one",
     )
-    options = Options(reconnect_base=0.05, reconnect_cap=0.1, console_stream=console)
+    options = Options(
+        reconnect_base=0.05,
+        reconnect_cap=0.1,
+        console_stream=console,
+        drain_deadline=drain_deadline,
+    )
     return App(settings, rules_path=str(rules), options=options)
 
 
@@ -72,10 +88,12 @@ def journal(tmp_path: Path) -> Path:
     return unrecorded.unrecorded_path(str(tmp_path / "s.db"), "host/one")
 
 
-async def send_then_stop(tmp_path: Path, sim: Simulator, refusing: Refusing) -> io.StringIO:
+async def send_then_stop(
+    tmp_path: Path, sim: Simulator, refusing: Refusing, *, drain_deadline: float = 10.0
+) -> io.StringIO:
     """A daemon sends one alert, cannot record it, and is stopped (SIGTERM's path)."""
     console = io.StringIO()
-    first = new_app(tmp_path, sim, console)
+    first = new_app(tmp_path, sim, console, drain_deadline=drain_deadline)
     task = asyncio.create_task(first.run())
     async with asyncio.timeout(20):
         await first.connected_once.wait()
@@ -105,15 +123,20 @@ async def start_again(tmp_path: Path, sim: Simulator) -> tuple[App, asyncio.Task
     return second, task, console
 
 
+@pytest.mark.parametrize("hang", [False, True], ids=["refused", "no-answer-by-the-deadline"])
 async def test_a_send_the_store_refused_before_a_stop_is_not_sent_again_after_it(
     tmp_path: Path,
     sim: Simulator,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    hang: bool,
 ) -> None:
-    refusing = Refusing(monkeypatch)
+    """Refused, or still not answered when the stop's drain deadline passes (the record
+    is then cancelled): either way it is kept for the next start."""
+    refusing = Refusing(monkeypatch, hang=hang)
+    monkeypatch.setattr(app_module, "UNRECORDED_LAST_TRY", 0.2)
     with caplog.at_level(logging.INFO, logger="notifier"):
-        await send_then_stop(tmp_path, sim, refusing)
+        await send_then_stop(tmp_path, sim, refusing, drain_deadline=0.3 if hang else 10.0)
     (kept,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_kept"]
     assert kept.levelno == logging.WARNING and not kept.exc_info
     assert journal(tmp_path).exists()
@@ -157,7 +180,7 @@ async def test_a_stop_that_cannot_keep_the_sends_says_so_in_one_line(
 ) -> None:
     refusing = Refusing(monkeypatch)
     monkeypatch.setattr(app_module, "UNRECORDED_LAST_TRY", 0.2)
-    journal(tmp_path).mkdir()  # the file cannot be written where it goes
+    journal(tmp_path).with_name(journal(tmp_path).name + ".new").mkdir()  # cannot be written
     with caplog.at_level(logging.INFO, logger="notifier"):
         await send_then_stop(tmp_path, sim, refusing)
     (lost,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_lost"]
@@ -208,7 +231,17 @@ async def test_a_start_that_cannot_read_the_file_says_so_and_goes_on(
         assert await task == 0
     (unreadable,) = [r for r in caplog.records if r.getMessage() == "outbox.unrecorded_unreadable"]
     assert unreadable.levelno == logging.WARNING and not unreadable.exc_info
-    assert journal(tmp_path).exists()  # left for a person to look at
+    assert not journal(tmp_path).exists()  # the next stop writes a new one there
+    aside = journal(tmp_path).with_name(journal(tmp_path).name + ".unreadable")
+    assert aside.read_text(encoding="latin-1") == content  # kept for a person to look at
+
+
+def test_a_file_that_is_not_ours_is_moved_aside_not_written_over(tmp_path: Path) -> None:
+    path = tmp_path / "x.unrecorded"
+    path.write_text("not json")
+    unrecorded.keep(path, [("a", "1")])
+    assert unrecorded.load(path) == [("a", "1")]
+    assert (tmp_path / "x.unrecorded.unreadable").read_text() == "not json"
 
 
 def test_the_file_keeps_every_send_across_stops_and_nothing_else(tmp_path: Path) -> None:
@@ -224,7 +257,11 @@ def test_each_instance_has_its_own_file_named_safely() -> None:
     two = unrecorded.unrecorded_path("/var/lib/n/notifier.db", "host-two")
     assert one.parent == two.parent == Path("/var/lib/n")
     assert one != two and "/" not in one.name
-    assert unrecorded.unrecorded_path("s.db", "").name == "s.db._.unrecorded"
+    # Names that read the same once made safe still get files of their own.
+    assert unrecorded.unrecorded_path("s.db", "host/one") != unrecorded.unrecorded_path(
+        "s.db", "host_one"
+    )
+    assert unrecorded.unrecorded_path("s.db", "").name.startswith("s.db.-")
 
 
 async def test_healthz_is_200_again_as_soon_as_the_store_answers(
@@ -234,6 +271,7 @@ async def test_healthz_is_200_again_as_soon_as_the_store_answers(
     another part (the /healthz probe, then the lane's retry) ends the lane's wait."""
     monkeypatch.setattr(outage, "full_jitter", lambda *_, cap, **__: cap)
     monkeypatch.setattr(outage, "RETRY_CAP", 60.0)
+    monkeypatch.setattr(outage, "WAKE_EVERY", 0.0)  # the probe at 503 woke it once already
     refusing = Refusing(monkeypatch)
     console = io.StringIO()
     running = new_app(tmp_path, sim, console, http_addr="127.0.0.1:0")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,8 @@ async def test_a_stage_waits_out_a_store_outage_without_crashing(
     answered = asyncio.Event()
     original = outage.Outage.answered
 
-    def answering(self: outage.Outage) -> None:
-        original(self)
+    def answering(self: outage.Outage, **fields: Any) -> None:
+        original(self, **fields)
         answered.set()
 
     monkeypatch.setattr(outage.Outage, "answered", answering)
