@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses=auto --maxprocesses=2
 
 check: $(STAMP)
 	$(BIN)/ruff check notifier tests bench
