@@ -24,6 +24,7 @@ from notifier.deliver.limits import SlidingWindow
 from notifier.log import event, get_logger, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
+from notifier.rules.subscriptions import discord_id
 from notifier.store.base import Store
 from notifier.store.types import ChatKind
 
@@ -59,12 +60,7 @@ def lost_channel_reason(error: BaseException) -> str | None:
 
 
 def _mention_role(payload: dict[str, Any]) -> int | None:
-    value = payload.get("mention_role")
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**64:
-        return value
-    return None
+    return discord_id(payload.get("mention_role"))
 
 
 class _ChatSender:

@@ -255,15 +255,21 @@ def _number(value: Any, what: str, where: str) -> Decimal:
     return number
 
 
-def _positive_int(value: Any, what: str, where: str) -> int:
-    """A Discord id (a snowflake: positive, under 2**64), as a number or its digits."""
+def discord_id(value: Any) -> int | None:
+    """A Discord id (a snowflake: positive, under 2**64), as a number or its digits; None
+    for anything else."""
     if isinstance(value, str) and value.isascii() and value.isdigit():
-        number: Any = int(value)
-    else:
-        number = value
-    if isinstance(number, int) and not isinstance(number, bool) and 0 < number < UINT64:
-        return number
-    raise ValueError(f"{where}: {what} must be a positive id under 2**64, not {value!r}")
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < UINT64:
+        return value
+    return None
+
+
+def _positive_int(value: Any, what: str, where: str) -> int:
+    number = discord_id(value)
+    if number is None:
+        raise ValueError(f"{where}: {what} must be a positive id under 2**64, not {value!r}")
+    return number
 
 
 def _first_error(exc: ValidationError) -> str:

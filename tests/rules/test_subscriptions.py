@@ -15,6 +15,7 @@ from notifier.rules.subscriptions import (
     Subscription,
     discord_channel_destination,
     discord_dm_destination,
+    discord_id,
     parse_destination,
     role_id,
     rule_name,
@@ -246,3 +247,34 @@ def test_parse_destination_never_raises_and_file_names_are_not_chats(text: str) 
     parsed = parse_destination(text)
     if not text.startswith("@"):
         assert parsed is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, 1),
+        ("1", 1),
+        (2**64 - 1, 2**64 - 1),
+        (str(2**64 - 1), 2**64 - 1),
+        (2**64, None),
+        (str(2**64), None),
+        (0, None),
+        ("0", None),
+        (-5, None),
+        ("-5", None),
+        (True, None),
+        (1.0, None),
+        ("1e3", None),
+        (" 1", None),
+        ("\u0663", None),  # an Arabic-Indic digit: isdigit() but not an id
+        ("", None),
+        (None, None),
+        ([1], None),
+    ],
+)
+def test_a_discord_id_is_a_positive_snowflake_under_2_64_and_nothing_else(
+    value: object, expected: int | None
+) -> None:
+    """One rule for every Discord id a subscription or a stored payload carries (chat ids,
+    roles, the mention role a chat alert pings)."""
+    assert discord_id(value) == expected
