@@ -35,15 +35,17 @@ class Refusing:
     """The store's records of sends fail, as a lost database's do, while `down`; with
     `hang`, they never answer at all (a pool waiting for a connection, a lock held)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, hang: bool = False) -> None:
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, *, hang: bool = False, store: type = SqliteStore
+    ) -> None:
         self.down = True
         self.hang = hang
         self.refused = asyncio.Event()
         for name in ("mark_sent", "mark_sent_many"):
-            monkeypatch.setattr(SqliteStore, name, self._refusing(getattr(SqliteStore, name)))
+            monkeypatch.setattr(store, name, self._refusing(getattr(store, name)))
 
     def _refusing(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def refusing(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        async def refusing(store: Any, *args: Any, **kwargs: Any) -> Any:
             if self.down:
                 self.refused.set()
                 if self.hang:
@@ -61,6 +63,7 @@ def new_app(
     *,
     http_addr: str = "",
     drain_deadline: float = 10.0,
+    database_url: str | None = None,
 ) -> App:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -74,6 +77,7 @@ def new_app(
         state_path=str(tmp_path / "s.db"),
         http_addr=http_addr,
         instance="host/one",
+        database_url=database_url,
     )
     options = Options(
         reconnect_base=0.05,
@@ -89,11 +93,18 @@ def journal(tmp_path: Path) -> Path:
 
 
 async def send_then_stop(
-    tmp_path: Path, sim: Simulator, refusing: Refusing, *, drain_deadline: float = 10.0
+    tmp_path: Path,
+    sim: Simulator,
+    refusing: Refusing,
+    *,
+    drain_deadline: float = 10.0,
+    database_url: str | None = None,
 ) -> io.StringIO:
     """A daemon sends one alert, cannot record it, and is stopped (SIGTERM's path)."""
     console = io.StringIO()
-    first = new_app(tmp_path, sim, console, drain_deadline=drain_deadline)
+    first = new_app(
+        tmp_path, sim, console, drain_deadline=drain_deadline, database_url=database_url
+    )
     task = asyncio.create_task(first.run())
     async with asyncio.timeout(20):
         await first.connected_once.wait()
@@ -106,17 +117,20 @@ async def send_then_stop(
     return console
 
 
-async def states(tmp_path: Path) -> dict[str, int]:
-    store = await open_store(str(tmp_path / "s.db"), instance="looking", durable=False)
+async def states(tmp_path: Path, database_url: str | None = None) -> dict[str, int]:
+    target = database_url or str(tmp_path / "s.db")
+    store = await open_store(target, instance="looking", durable=False)
     try:
         return await store.counts()
     finally:
         await store.close()
 
 
-async def start_again(tmp_path: Path, sim: Simulator) -> tuple[App, asyncio.Task[int], io.StringIO]:
+async def start_again(
+    tmp_path: Path, sim: Simulator, database_url: str | None = None
+) -> tuple[App, asyncio.Task[int], io.StringIO]:
     console = io.StringIO()
-    second = new_app(tmp_path, sim, console)
+    second = new_app(tmp_path, sim, console, database_url=database_url)
     task = asyncio.create_task(second.run())
     async with asyncio.timeout(20):
         await second.ready.wait()  # its leases are released by now
@@ -298,3 +312,24 @@ async def test_healthz_is_200_again_as_soon_as_the_store_answers(
         running.request_stop()
         assert await task == 0
     assert console.getvalue().count(TITLE) == 1
+
+
+async def test_with_postgresql_too_a_send_refused_before_a_stop_is_not_sent_again(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    """The same with a real PostgreSQL: the file is beside NOTIFIER_STATE_PATH, and the
+    start records the sends while their rows are still leased to this instance."""
+    from notifier.store.postgres import PostgresStore
+
+    refusing = Refusing(monkeypatch, store=PostgresStore)
+    monkeypatch.setattr(app_module, "UNRECORDED_LAST_TRY", 0.2)
+    await send_then_stop(tmp_path, sim, refusing, database_url=pg_url)
+    assert journal(tmp_path).exists()
+    assert await states(tmp_path, pg_url) == {SENDING: 1}
+    refusing.down = False
+    second, task, console = await start_again(tmp_path, sim, pg_url)
+    assert await states(tmp_path, pg_url) == {SENT: 1}
+    second.request_stop()
+    assert await task == 0
+    assert TITLE not in console.getvalue()
+    assert not journal(tmp_path).exists()
