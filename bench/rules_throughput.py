@@ -13,8 +13,10 @@ with Zipf popularity (weight 1/rank; the users 1-10 of the shared stream get ran
 ranks), plus price subscriptions with the same lines as the price rules. It is fed the
 same streams, and prints the time to add the subscriptions one by one (and to remove
 them), and the cost of an event from one of the ten most followed streamers, which
-fans out to thousands of chats. Last, the compile of bench/memory.py's rules file from
-YAML, on the quick path and on the full path. --quick: only the 100,000 cases, fewer runs.
+fans out to thousands of chats. Then the compile of bench/memory.py's rules file from
+YAML, on the quick path and on the full path. Last, the engine state's save (made on the
+event loop) after 40 go-lives of the most followed streamers with a 10-minute cooldown.
+--quick: only the 100,000 cases, fewer runs.
 """
 
 from __future__ import annotations
@@ -260,6 +262,42 @@ def main() -> None:
     )
     subscriptions(lives, prices, rules_file, engines, build_seconds, price_runs)
     compile_from_yaml(full=not quick)
+    state_save()
+
+
+def state_save(go_lives: int = 40) -> None:
+    """The engine state's save (`StateSaver`, every 5 s while events come, and with each
+    batch of price crossings), made on the event loop: after `go_lives` go-lives of the
+    most followed streamers to the subscriptions' 20,000 chats with a 10-minute cooldown,
+    one cooldown per alert. Best of 3; its export and its JSON text apart."""
+    from notifier.stages.state import state_text
+
+    live_subs, price_subs, by_rank = build_subscriptions()
+    cooling = RulesFile.model_validate(
+        {"destinations": {"me": {"console": {}}}, "defaults": {"cooldown": "10m"}}
+    )
+    engine = Engine(cooling)
+    for sub in live_subs + price_subs:
+        engine.add_subscription(sub, now=0.0)
+    alerts = 0
+    for n, user in enumerate(by_rank[:go_lives]):
+        event = ChannelLive(user_id=user, user_name=f"user{user}", event_id=n + 1)
+        alerts += len(engine.evaluate(event, 100.0 + n).matches)
+    exports, texts = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        state = engine.export_state(now=100.0 + go_lives)
+        exported = time.perf_counter()
+        text = state_text(state)
+        exports.append(exported - started)
+        texts.append(time.perf_counter() - exported)
+    print()
+    print(
+        f"state save after {go_lives} go-lives to {CHATS:,} chats ({alerts:,} alerts, "
+        f"{len(state['cooldowns']):,} cooldowns, {len(text) / 1e6:.1f} MB): "
+        f"{1e3 * min(exports):.1f} ms export + {1e3 * min(texts):.1f} ms text, "
+        f"on the event loop"
+    )
 
 
 def compile_from_yaml(*, full: bool) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from notifier.parti.models import ChannelLive
 from notifier.rules.compile import compile_rules
+from notifier.rules.engine import _table_key
 from notifier.stages.state import _SLICE, state_text
 
 
@@ -50,4 +51,54 @@ def test_an_engine_restored_from_the_text_has_the_same_state(tmp_path: Path) -> 
     assert len(saved["cooldowns"]) > _SLICE
     again = compile_rules(rules).engine
     again.restore_state(json.loads(state_text(saved)))
+    assert again.export_state(now=now) == saved
+
+
+HOSTILE = [
+    "plain",
+    'quote " and \\ backslash',
+    "é 漢字 🙂",
+    "\x00\x1f\u2028",
+    "lone \ud800 surrogate",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_any_text_in_a_saved_state_reads_back_the_same(text: str) -> None:
+    """orjson makes the text, and json when orjson refuses a string (a lone surrogate)."""
+    state = {
+        "version": 1,
+        "prices": {"BTC": "1"},
+        "cooldowns": {_table_key((text, "1", text)): [1.5, text] for _ in range(2)},
+        "reminded": {_table_key((text, 7)): 3},
+    }
+    read = json.loads(state_text(state))
+    assert read == json.loads(json.dumps(state))
+    ((key, _),) = read["cooldowns"].items()
+    assert json.loads(key) == [text, "1", text]
+    ((reminder, _),) = read["reminded"].items()
+    assert json.loads(reminder) == [text, 7]
+
+
+def test_a_state_saved_by_the_previous_release_restores_the_same(tmp_path: Path) -> None:
+    """Its cooldown and reminder keys were json's (`["a", "1", "t"]`, spaces and all, the
+    event id as text): they are read with json.loads, so either form restores."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, notify: [t], cooldown: 10m}]\n"
+    )
+    engine = compile_rules(rules).engine
+    now = time.time()
+    for user in range(1, 4):
+        engine.evaluate(ChannelLive(user_id=user, user_name=f"u{user}", event_id=user), now)
+    saved = engine.export_state(now=now)
+    old = dict(saved)
+    old["cooldowns"] = {
+        json.dumps(json.loads(key), ensure_ascii=False): value
+        for key, value in saved["cooldowns"].items()
+    }
+    assert set(old["cooldowns"]) != set(saved["cooldowns"])  # the other form
+    again = compile_rules(rules).engine
+    again.restore_state(json.loads(json.dumps(old)))
     assert again.export_state(now=now) == saved
