@@ -378,17 +378,17 @@ class App:
         recorded = await store.mark_sent_many(sent, now=time.time()) if sent else []
         path.unlink(missing_ok=True)
         missed = len(sent) - len(recorded)
-        if missed:  # released meanwhile (another instance took them over): sent again
-            event(
-                _log,
-                "outbox.unrecorded_recorded",
-                logging.WARNING,
-                sends=len(sent),
-                recorded=len(recorded),
-                note=f"{missed} no longer leased to this instance; they may have gone out again",
-            )
-        else:
-            event(_log, "outbox.unrecorded_recorded", sends=len(sent), recorded=len(recorded))
+        # Released meanwhile (another instance took them over): they may have gone out again.
+        note = {"note": f"{missed} no longer leased to this instance"} if missed else {}
+        level = logging.WARNING if missed else logging.INFO
+        event(
+            _log,
+            "outbox.unrecorded_recorded",
+            level,
+            sends=len(sent),
+            recorded=len(recorded),
+            **note,
+        )
 
     async def _keep_unrecorded(self, store: Store, sent: list[unrecorded.Sent]) -> None:
         """Sends the delivery could not record before it stopped: one more try, else

@@ -21,7 +21,7 @@ from notifier.stages.context import Health
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ops_http import Watch
 from notifier.store import StoreUnavailable, open_store, outage
-from notifier.store.types import SENT
+from notifier.store.types import SENT, NewAlert
 from tests.deliver.harness import Harness, harness, new_alert
 from tests.fakes.telegram import FakeTelegram
 
@@ -57,6 +57,16 @@ class Outage:
             return await call(*args, **kwargs)
 
         return failing
+
+
+async def sent_not_recorded(h: Harness, alert: NewAlert) -> Outage:
+    """The store stops recording (and releasing leases); `alert` is sent, and its record
+    has failed."""
+    outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
+    await h.hand(alert)
+    async with asyncio.timeout(20):
+        await outage.failed.wait()
+    return outage
 
 
 def holder_of(h: Harness, *, drain_deadline: float) -> DeliveryHolder:
@@ -145,10 +155,7 @@ async def test_a_reload_during_an_outage_never_sends_an_alert_twice(
     a second reload before that hands it on again."""
     alert = new_alert("group")
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
-        outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
-        await h.hand(alert)
-        async with asyncio.timeout(20):
-            await outage.failed.wait()  # sent; recording it failed
+        outage = await sent_not_recorded(h, alert)
         holder = holder_of(h, drain_deadline=5.0)
         for _ in range(reloads):
             await holder.swap(h.senders)  # a reload while the store is down
@@ -268,10 +275,7 @@ async def test_a_stop_after_a_reload_during_an_outage_names_the_send_handed_on(
     is among what a stop keeps for the next start (`App._keep_unrecorded`)."""
     alert = new_alert("group")
     async with harness(tmp_path, GROUP, telegram=fake_telegram, limits_scale=1000) as h:
-        outage = Outage(h, "mark_sent", "mark_sent_many", "release_leases")
-        await h.hand(alert)
-        async with asyncio.timeout(20):
-            await outage.failed.wait()  # sent; recording it failed
+        await sent_not_recorded(h, alert)
         holder = holder_of(h, drain_deadline=5.0)
         await holder.swap(h.senders)  # a reload: the send is handed on
         running = asyncio.create_task(holder.run())

@@ -37,7 +37,9 @@ def test_the_text_reads_back_as_the_state(state: dict[str, Any]) -> None:
     assert json.loads(state_text(state)) == json.loads(json.dumps(state))
 
 
-def test_an_engine_restored_from_the_text_has_the_same_state(tmp_path: Path) -> None:
+def cooling(tmp_path: Path, users: int) -> tuple[Path, float, dict[str, Any]]:
+    """A rules file with a 10-minute cooldown, and the state its engine exports after a
+    go-live of each of `users` streamers."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "destinations: {t: {console: {}}}\n"
@@ -45,9 +47,13 @@ def test_an_engine_restored_from_the_text_has_the_same_state(tmp_path: Path) -> 
     )
     engine = compile_rules(rules).engine
     now = time.time()
-    for user in range(1, 2 * _SLICE + 2):  # more cooldowns than one slice
+    for user in range(1, users + 1):
         engine.evaluate(ChannelLive(user_id=user, user_name=f"u{user}", event_id=user), now)
-    saved = engine.export_state(now=now)
+    return rules, now, engine.export_state(now=now)
+
+
+def test_an_engine_restored_from_the_text_has_the_same_state(tmp_path: Path) -> None:
+    rules, now, saved = cooling(tmp_path, 2 * _SLICE + 1)  # more cooldowns than one slice
     assert len(saved["cooldowns"]) > _SLICE
     again = compile_rules(rules).engine
     again.restore_state(json.loads(state_text(saved)))
@@ -83,16 +89,7 @@ def test_any_text_in_a_saved_state_reads_back_the_same(text: str) -> None:
 def test_a_state_saved_by_the_previous_release_restores_the_same(tmp_path: Path) -> None:
     """Its cooldown and reminder keys were json's (`["a", "1", "t"]`, spaces and all, the
     event id as text): they are read with json.loads, so either form restores."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, notify: [t], cooldown: 10m}]\n"
-    )
-    engine = compile_rules(rules).engine
-    now = time.time()
-    for user in range(1, 4):
-        engine.evaluate(ChannelLive(user_id=user, user_name=f"u{user}", event_id=user), now)
-    saved = engine.export_state(now=now)
+    rules, now, saved = cooling(tmp_path, 3)
     old = dict(saved)
     old["cooldowns"] = {
         json.dumps(json.loads(key), ensure_ascii=False): value
