@@ -1,4 +1,5 @@
-"""`notifier run` as a subprocess, with its JSON log lines as the events a test awaits."""
+"""`notifier run` as a subprocess, with its JSON log lines as the events a test awaits; and
+the rules and settings of an in-process `App`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from notifier.parti.simulator import Simulator
+from notifier.settings import Settings
 from tests.fakes.discord import BOT_TOKEN, FakeDiscord
 from tests.fakes.telegram import FakeTelegram
 
@@ -132,3 +134,21 @@ def daemon_env(
             "NOTIFIER_DISCORD_BOT_TOKEN": BOT_TOKEN,
         }
     return env | extra
+
+
+def inprocess_app_files(tmp_path: Path, sim: Simulator, **fields: Any) -> tuple[Path, Settings]:
+    """A rules file that alerts the console when SNEAKO goes live, and the settings of an
+    in-process App against `sim` with its state in `tmp_path` (`fields` add or override)."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=sim.api_url,  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        **fields,
+    )
+    return rules, settings

@@ -21,6 +21,7 @@ from notifier.parti.client import PREFIX
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
 from notifier.settings import Settings
+from tests.daemon.helpers import inprocess_app_files
 from tests.fakes.telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,19 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def app(tmp_path: Path, sim: Simulator) -> AsyncIterator[App]:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
-    )
-    settings = Settings(
-        _env_file=None,
-        parti_api_url=sim.api_url,  # type: ignore[call-arg]
-        parti_ws_url=sim.ws_url,
-        state_path=str(tmp_path / "s.db"),
-        http_addr="127.0.0.1:0",
-        live_poll=1.0,
-    )
+    rules, settings = inprocess_app_files(tmp_path, sim, http_addr="127.0.0.1:0", live_poll=1.0)
     options = Options(
         reconnect_base=0.05,
         reconnect_cap=0.1,

@@ -21,11 +21,11 @@ from notifier.app import App, Options
 from notifier.outbox import unrecorded
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
-from notifier.settings import Settings
 from notifier.stages.delivery import DeliveryHolder
 from notifier.store import StoreUnavailable, open_store, outage
 from notifier.store.sqlite import SqliteStore
 from notifier.store.types import SENDING, SENT
+from tests.daemon.helpers import inprocess_app_files
 
 TITLE = "Only once please"
 REFUSED = "database is locked"
@@ -65,19 +65,8 @@ def new_app(
     drain_deadline: float = 10.0,
     database_url: str | None = None,
 ) -> App:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
-    )
-    settings = Settings(
-        _env_file=None,
-        parti_api_url=sim.api_url,  # type: ignore[call-arg]
-        parti_ws_url=sim.ws_url,
-        state_path=str(tmp_path / "s.db"),
-        http_addr=http_addr,
-        instance="host/one",
-        database_url=database_url,
+    rules, settings = inprocess_app_files(
+        tmp_path, sim, http_addr=http_addr, instance="host/one", database_url=database_url
     )
     options = Options(
         reconnect_base=0.05,
