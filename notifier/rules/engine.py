@@ -18,6 +18,7 @@ its book) and leave no trace when removed.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 import sys
@@ -1538,12 +1539,19 @@ class Engine:
                     sub_id = subscription_id(name)
                     if sub_id is not None and sub_id not in self._subs:
                         self._park_state(name, key, kind, saved)
-        for text, (until, identity) in state.get("cooldowns", {}).items():
-            rule, subject, destination = json.loads(text)
-            self._cooldown_until[(rule, subject, destination)] = (float(until), str(identity))
+        # A damaged entry (a state edited by hand, a NaN saved as null) is forgotten, not
+        # a failed start: the cooldown or reminder it held is lost, nothing else.
+        for text, value in state.get("cooldowns", {}).items():
+            with contextlib.suppress(TypeError, ValueError):
+                rule, subject, destination = json.loads(text)
+                until, identity = value
+                if math.isfinite(until := float(until)):
+                    key = (str(rule), str(subject), str(destination))
+                    self._cooldown_until[key] = (until, str(identity))
         for text, start in state.get("reminded", {}).items():
-            rule, event_id = json.loads(text)
-            self._reminded[(rule, int(event_id))] = int(start)
+            with contextlib.suppress(TypeError, ValueError):
+                rule, event_id = json.loads(text)
+                self._reminded[(str(rule), int(event_id))] = int(start)
 
     # ---- introspection -------------------------------------------------------------------
 

@@ -258,7 +258,7 @@ def _number(value: Any, what: str, where: str) -> Decimal:
 def discord_id(value: Any) -> int | None:
     """A Discord id (a snowflake: positive, under 2**64), as a number or its digits; None
     for anything else."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < UINT64:
         return value

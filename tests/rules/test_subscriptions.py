@@ -278,3 +278,7 @@ def test_a_discord_id_is_a_positive_snowflake_under_2_64_and_nothing_else(
     """One rule for every Discord id a subscription or a stored payload carries (chat ids,
     roles, the mention role a chat alert pings)."""
     assert discord_id(value) == expected
+
+
+def test_a_discord_id_of_thousands_of_digits_is_none_not_an_error() -> None:
+    assert discord_id("9" * 5000) is None  # int() refuses over 4,300 digits

@@ -99,3 +99,30 @@ def test_a_state_saved_by_the_previous_release_restores_the_same(tmp_path: Path)
     again = compile_rules(rules).engine
     again.restore_state(json.loads(json.dumps(old)))
     assert again.export_state(now=now) == saved
+
+
+def test_a_damaged_entry_in_a_saved_state_is_forgotten_not_a_failed_start(
+    tmp_path: Path,
+) -> None:
+    """A state edited by hand, or a NaN saved as null: that cooldown or reminder is lost,
+    the others are restored, and nothing raises."""
+    rules, now, saved = cooling(tmp_path, 2)
+    good = dict(saved["cooldowns"])
+    damaged = {
+        "version": 1,
+        "cooldowns": good
+        | {
+            '["a","9","t"]': [None, "x"],
+            '["a","10","t"]': ["Infinity", "x"],
+            '["a","11","t"]': [1.0],
+            '["a","12"]': [now + 60, "x"],
+            "not json": [now + 60, "x"],
+            '["a","13","t"]': "x",
+        },
+        "reminded": {'["a",5]': int(now), '["a","x"]': 3, '["a"]': 3, '["a",6]': None},
+    }
+    again = compile_rules(rules).engine
+    again.restore_state(json.loads(json.dumps(damaged)))
+    restored = again.export_state(now=now)
+    assert restored["cooldowns"] == good
+    assert list(restored["reminded"]) == [_table_key(("a", 5))]
