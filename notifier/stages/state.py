@@ -89,8 +89,21 @@ class StateSaver:
 
     async def load(self) -> None:
         text = await self.store.get_state(ENGINE_STATE)
-        if text:
+        if not text:
+            return
+        try:
             self.core.rules.engine.restore_state(json.loads(text))
+        except Exception as exc:  # any damage, whatever it raises
+            # A damaged state (edited by hand, a disk's fault) costs what it held, not the
+            # start: price lines take their baseline from the known price, and the outbox's
+            # keys keep a re-evaluated event from alerting twice.
+            event(
+                _log,
+                "state.unreadable",
+                logging.WARNING,
+                error=short_error(exc),
+                note="the engine starts without the saved state (or with part of it)",
+            )
 
 
 class Pruner:

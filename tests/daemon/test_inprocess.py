@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import socket
 import sys
@@ -21,6 +22,8 @@ from notifier.parti.client import PREFIX
 from notifier.parti.decode import LIVE
 from notifier.parti.simulator import Simulator
 from notifier.settings import Settings
+from notifier.stages.state import ENGINE_STATE
+from notifier.store import open_store
 from tests.daemon.helpers import inprocess_app_files
 from tests.fakes.telegram import FakeTelegram
 
@@ -238,3 +241,52 @@ async def test_the_start_asks_parti_for_categories_and_prices_at_once(
         await runner.cleanup()
     assert statuses == {"categories": 200, "prices": 200}
     assert application._categories  # the rules know the categories' names
+
+
+class Console(io.StringIO):
+    """The console destination's stream: `written` is set by the first alert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.written.set()
+        return super().write(text)
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "not json",
+        "[]",
+        '{"version": 1, "prices": {"BTC": "abc"}}',
+        '{"version": 1, "prices": []}',
+        '{"version": 1, "cooldowns": []}',
+        '{"version": 1, "moves": 5}',
+    ],
+)
+async def test_a_damaged_engine_state_is_one_warning_and_the_daemon_alerts(
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture, damaged: str
+) -> None:
+    rules, settings = inprocess_app_files(tmp_path, sim, http_addr="")
+    store = await open_store(settings.state_path, instance="edit", durable=False)
+    await store.set_state(ENGINE_STATE, damaged, fence=None)
+    await store.close()
+    console = Console()
+    options = Options(reconnect_base=0.05, reconnect_cap=0.1, console_stream=console)
+    application = App(settings, rules_path=str(rules), options=options)
+    with caplog.at_level(logging.INFO, logger="notifier"):
+        task = asyncio.create_task(application.run())
+        try:
+            async with asyncio.timeout(20):
+                await application.connected_once.wait()
+                await sim.wait_subscribed(LIVE)
+                await sim.go_live(463000, event_title="Still alerting")
+                await console.written.wait()
+            assert "Still alerting" in console.getvalue()
+        finally:
+            application.request_stop()
+            assert await task == 0
+    (warned,) = [r for r in caplog.records if r.getMessage() == "state.unreadable"]
+    assert warned.levelno == logging.WARNING and not warned.exc_info
