@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -11,6 +12,21 @@ from notifier.parti.simulator import Simulator
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import FakeTelegram
 from tests.pg import PgServer, PgUnavailable
+
+DISCORD_API = "https://discord.com/api/v10"  # discord.py's own Route.BASE
+
+
+@pytest.fixture(autouse=True)
+def discord_route_base() -> Iterator[None]:
+    """discord.py builds every URL from one global, `Route.BASE` (a Discord hub's start
+    points it at its API): each test leaves it as it found it, so no test's outcome
+    depends on which test ran before it in the same process."""
+    module = sys.modules.get("discord.http")
+    saved = module.Route.BASE if module is not None else DISCORD_API
+    yield
+    module = sys.modules.get("discord.http")
+    if module is not None:
+        module.Route.BASE = saved
 
 
 @pytest.fixture
