@@ -70,6 +70,8 @@ from notifier.rules.subscriptions import (
     discord_dm_destination,
 )
 from notifier.store.base import Store
+from notifier.store.errors import StoreError
+from notifier.store.outage import Outage, pause
 from notifier.store.types import ChatKind, SubscriptionKind
 from notifier.store.types import Subscription as Stored
 
@@ -445,16 +447,35 @@ class DiscordCommands:
 
     async def channel_lost(self, channel_id: int, reason: str) -> None:
         """The bot saw a channel go (deleted, or its permissions there revoked): pause the
-        alerts configured for it, and tell the server."""
+        alerts configured for it, and tell the server. A store that does not answer is
+        waited out (the gateway tells this once): the channel is paused once it answers."""
         bot = self._bot
-        try:
-            if bot is None or not await self._store.count_subscriptions(PLATFORM, str(channel_id)):
+        outage = Outage(
+            f"channel {channel_id}",
+            None,
+            failed_event="bot.pause_store_failed",
+            recovered_event="bot.pause_store_recovered",
+        )
+        while True:
+            try:
+                if bot is None or not await self._store.count_subscriptions(
+                    PLATFORM, str(channel_id)
+                ):
+                    return
+                await pause_channel(self._store, bot.http, channel_id, reason, now=self._clock())
+                outage.answered()
                 return
-            await pause_channel(self._store, bot.http, channel_id, reason, now=self._clock())
-        except Exception as exc:
-            event(
-                log, "bot.pause_failed", logging.WARNING, channel=channel_id, error=short_error(exc)
-            )
+            except StoreError as exc:
+                await pause(outage.failed(exc, channel=channel_id))
+            except Exception as exc:
+                event(
+                    log,
+                    "bot.pause_failed",
+                    logging.WARNING,
+                    channel=channel_id,
+                    error=short_error(exc),
+                )
+                return
 
     # ---- /parti follow, unfollow, edit ------------------------------------------------------
 

@@ -23,7 +23,7 @@ from notifier.deliver.discord_chat import DiscordChannelSender
 from notifier.parti.client import PartiClient
 from notifier.parti.simulator import Simulator
 from notifier.render.fields import AlertView
-from notifier.store import Store
+from notifier.store import Store, StoreUnavailable, outage
 from tests.bots.conftest import Clock
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, P, _json
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
@@ -618,6 +618,36 @@ async def test_losing_the_channel_pauses_it_and_tells_the_server(
     told = await rest.wait_sent(lambda e: e.get("where") == f"channel:{GENERAL}", WAIT)
     assert told["body"]["content"].startswith(f"⏸️ Alerts to <#{ALERTS}> are paused")
     assert "/parti resume" in told["body"]["content"]
+    chat = await store.get_chat("discord", str(ALERTS))
+    assert chat is not None and chat.paused_reason == "missing-permissions"
+
+
+async def test_a_channel_lost_while_the_store_is_down_is_paused_once_it_answers(
+    bot: DiscordCommands,
+    rest: FakeDiscord,
+    gateway: FakeDiscordGateway,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway tells of a lost channel once: a store that does not answer then is
+    waited out, not the end of it."""
+    await command(gateway, OWNER, "follow", {"streamer": "DBR", "channel": ALERTS})
+    monkeypatch.setattr(outage, "RETRY_BASE", 0.01)
+    refused = asyncio.Event()
+    count = store.count_subscriptions
+
+    async def down(*args: Any, **kwargs: Any) -> int:
+        if not refused.is_set():
+            refused.set()  # once: its retry finds the store answering
+            raise StoreUnavailable("database is locked")
+        return await count(*args, **kwargs)
+
+    monkeypatch.setattr(store, "count_subscriptions", down)
+    rest.revoke(ALERTS, P.SEND_MESSAGES)
+    async with asyncio.timeout(WAIT):
+        await refused.wait()
+    told = await rest.wait_sent(lambda e: e.get("where") == f"channel:{GENERAL}", WAIT)
+    assert told["body"]["content"].startswith(f"⏸️ Alerts to <#{ALERTS}> are paused")
     chat = await store.get_chat("discord", str(ALERTS))
     assert chat is not None and chat.paused_reason == "missing-permissions"
 
