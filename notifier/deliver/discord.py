@@ -122,6 +122,10 @@ class _HeldUntilReset:
 discord.webhook.async_.AsyncDeferredLock = _HeldUntilReset  # type: ignore[assignment,misc]
 
 
+class HubClosed(RuntimeError):
+    """The hub was closed while a start was logging in."""
+
+
 class DiscordHub:
     """The one aiohttp session for webhooks and the one bot HTTP client, shared by senders."""
 
@@ -139,6 +143,7 @@ class DiscordHub:
         self.session: aiohttp.ClientSession | None = None
         self.http: HTTPClient | None = None
         self._logging_in = asyncio.Lock()
+        self._closes = 0
         # The bot's own limits, shared by everything it sends: its configured channels,
         # the chat subscriptions' channels and DMs.
 
@@ -176,15 +181,19 @@ class DiscordHub:
             # The lanes of a fan-out start together: one login (and one client) for all.
             async with self._logging_in:
                 if self.http is None:
+                    closes = self._closes
                     http = HTTPClient(asyncio.get_running_loop(), max_ratelimit_timeout=60.0)
                     try:
                         await http.static_login(self.bot_token)
+                        if self._closes != closes:  # a reload closed these senders meanwhile
+                            raise HubClosed("the Discord senders were closed while logging in")
                     except BaseException:
                         await http.close()  # the next start logs in again
                         raise
                     self.http = http
 
     async def close(self) -> None:
+        self._closes += 1  # a login still running is closed when it ends, not kept
         if self.http is not None:
             await self.http.close()
             self.http = None

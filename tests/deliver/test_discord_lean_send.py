@@ -4,16 +4,19 @@ answer is not turned into a `WebhookMessage`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
 import discord
 import pytest
+from aiohttp import web
 from discord.webhook.async_ import async_context
 
 from notifier.deliver.discord import (
     DiscordHub,
     DiscordSender,
+    HubClosed,
     InvalidAnswer,
     allowed_mentions,
     classify,
@@ -120,3 +123,51 @@ async def test_a_hub_points_discord_py_at_its_api_only_once_it_starts(
         Route.BASE = fake_discord.api_url.rstrip("/")
         await running.close()
     assert fake_discord.sent()[-1]["where"] == "webhook:902"
+
+
+async def test_a_login_that_ends_after_the_hub_closed_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload closes the old senders while one of their lanes may still be logging in:
+    that login's client is closed when it ends, not kept open by a closed hub."""
+    from discord.http import HTTPClient
+
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def me(request: web.Request) -> web.Response:
+        asked.set()
+        await answer.wait()
+        return web.json_response({"id": "1", "username": "bot", "discriminator": "0"})
+
+    app = web.Application()
+    app.router.add_get("/api/v10/users/@me", me)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    closed: list[HTTPClient] = []
+    close = HTTPClient.close
+
+    async def closing(self: HTTPClient) -> None:
+        closed.append(self)
+        await close(self)
+
+    monkeypatch.setattr(HTTPClient, "close", closing)
+    hub = DiscordHub(f"http://127.0.0.1:{port}/api/v10", "a-token")
+    try:
+        starting = asyncio.create_task(hub.start(need_bot=True))
+        async with asyncio.timeout(10):
+            await asyncio.wait(
+                [starting, asyncio.create_task(asked.wait())], return_when="FIRST_COMPLETED"
+            )
+        assert asked.is_set(), starting
+        await hub.close()  # while the login waits for its answer
+        answer.set()
+        with pytest.raises(HubClosed):
+            await starting
+        assert hub.http is None
+        assert len(closed) == 1  # the late login's client
+    finally:
+        await hub.close()
+        await runner.cleanup()
