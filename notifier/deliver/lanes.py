@@ -393,13 +393,10 @@ class Delivery:
             return
 
     def _left_unrecorded(self, sent: list[tuple[str, str | None]]) -> None:
-        """Sends whose record was given up (delivery stopped, or the lane cancelled): the
-        stop keeps them (`unrecorded`, written to a file for the next start), a reload's
-        next delivery records them (`handover`), and a lane cancelled while delivery goes
-        on leaves them to be recorded in the background (`adopt`)."""
-        if not self._stopping.is_set():
-            self.adopt(sent)
-        elif self.handover is not None:  # a reload's swap went on without them
+        """Sends whose record was given up (delivery stopped, or its lanes cancelled): a
+        reload's next delivery records them (`handover`), else the stop keeps them
+        (`unrecorded`, written to a file for the next start)."""
+        if self.handover is not None:  # a reload's swap went on without them
             self.handover(sent)
         else:
             self.unrecorded += sent
