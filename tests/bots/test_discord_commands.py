@@ -25,6 +25,7 @@ from notifier.parti.simulator import Simulator
 from notifier.render.fields import AlertView
 from notifier.store import Store, StoreUnavailable, outage
 from tests.bots.conftest import Clock
+from tests.fakes.common import served
 from tests.fakes.discord import EPHEMERAL, FakeDiscord, P, _json
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
 from tests.fakes.silent import SilentServer
@@ -806,13 +807,6 @@ async def test_sync_guild_says_in_one_line_what_discord_answered(
     app.router.add_get("/api/v10/users/@me", me)
     app.router.add_get("/api/v10/oauth2/applications/@me", application)
     app.router.add_put("/api/v10/applications/{app}/guilds/{guild}/commands", commands)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with served(app) as port:
         with pytest.raises(DiscordBotError, match=expected):
             await sync_guild("sentinel.bot.token", f"http://127.0.0.1:{port}/api/v10", 1)
-    finally:
-        await runner.cleanup()

@@ -25,6 +25,7 @@ from notifier.settings import Settings
 from notifier.stages.state import ENGINE_STATE
 from notifier.store import open_store
 from tests.daemon.helpers import inprocess_app_files
+from tests.fakes.common import served
 from tests.fakes.telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,35 +211,30 @@ async def test_the_start_asks_parti_for_categories_and_prices_at_once(
     parti = web.Application()
     parti.router.add_get(f"{PREFIX}/livestream_calendar/events/categories", reference)
     parti.router.add_get(f"{PREFIX}/assets_prices/info", reference)
-    runner = web.AppRunner(parti, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "destinations: {t: {console: {}}}\n"
-        "rules: [{name: a, when: live, categories: [Gaming], notify: [t]}]\n"
-    )
-    settings = Settings(
-        _env_file=None,
-        parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
-        parti_ws_url=sim.ws_url,
-        state_path=str(tmp_path / "s.db"),
-        http_addr="",
-    )
-    application = App(
-        settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
-    )
-    task = asyncio.create_task(application.run())
-    try:
-        async with asyncio.timeout(20):
-            await application.connected_once.wait()
-    finally:
-        application.request_stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await runner.cleanup()
+    async with served(parti) as port:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            "destinations: {t: {console: {}}}\n"
+            "rules: [{name: a, when: live, categories: [Gaming], notify: [t]}]\n"
+        )
+        settings = Settings(
+            _env_file=None,
+            parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
+            parti_ws_url=sim.ws_url,
+            state_path=str(tmp_path / "s.db"),
+            http_addr="",
+        )
+        application = App(
+            settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
+        )
+        task = asyncio.create_task(application.run())
+        try:
+            async with asyncio.timeout(20):
+                await application.connected_once.wait()
+        finally:
+            application.request_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     assert statuses == {"categories": 200, "prices": 200}
     assert application._categories  # the rules know the categories' names
 

@@ -26,6 +26,7 @@ from notifier.deliver.discord import (
 from notifier.outbox.policy import Outcome
 from notifier.rules.schema import DiscordTarget
 from tests.deliver.harness import live_view
+from tests.fakes.common import served
 from tests.fakes.discord import FakeDiscord
 
 OPTIONS = list(
@@ -141,33 +142,28 @@ async def test_a_login_that_ends_after_the_hub_closed_is_not_kept(
 
     app = web.Application()
     app.router.add_get("/api/v10/users/@me", me)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    closed: list[HTTPClient] = []
-    close = HTTPClient.close
+    async with served(app) as port:
+        closed: list[HTTPClient] = []
+        close = HTTPClient.close
 
-    async def closing(self: HTTPClient) -> None:
-        closed.append(self)
-        await close(self)
+        async def closing(self: HTTPClient) -> None:
+            closed.append(self)
+            await close(self)
 
-    monkeypatch.setattr(HTTPClient, "close", closing)
-    hub = DiscordHub(f"http://127.0.0.1:{port}/api/v10", "a-token")
-    try:
-        starting = asyncio.create_task(hub.start(need_bot=True))
-        async with asyncio.timeout(10):
-            await asyncio.wait(
-                [starting, asyncio.create_task(asked.wait())], return_when="FIRST_COMPLETED"
-            )
-        assert asked.is_set(), starting
-        await hub.close()  # while the login waits for its answer
-        answer.set()
-        with pytest.raises(HubClosed):
-            await starting
-        assert hub.http is None
-        assert len(closed) == 1  # the late login's client
-    finally:
-        await hub.close()
-        await runner.cleanup()
+        monkeypatch.setattr(HTTPClient, "close", closing)
+        hub = DiscordHub(f"http://127.0.0.1:{port}/api/v10", "a-token")
+        try:
+            starting = asyncio.create_task(hub.start(need_bot=True))
+            async with asyncio.timeout(10):
+                await asyncio.wait(
+                    [starting, asyncio.create_task(asked.wait())], return_when="FIRST_COMPLETED"
+                )
+            assert asked.is_set(), starting
+            await hub.close()  # while the login waits for its answer
+            answer.set()
+            with pytest.raises(HubClosed):
+                await starting
+            assert hub.http is None
+            assert len(closed) == 1  # the late login's client
+        finally:
+            await hub.close()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,3 +120,17 @@ def stats_of(requests: list[dict[str, Any]], rate_limited: int) -> dict[str, Any
         "first_ok": min(ok, default=None),
         "last_ok": max(ok, default=None),
     }
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[int]:
+    """`app` listening on 127.0.0.1, on a port the system picks (yielded), until the block
+    ends: a test's own small server."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
