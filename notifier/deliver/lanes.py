@@ -401,6 +401,11 @@ class Delivery:
         else:
             self.unrecorded += sent
 
+    def not_recorded(self) -> list[tuple[str, str | None]]:
+        """Sends answered by the chat API that the store has not recorded: left when this
+        delivery stopped (`unrecorded`), and handed to it by the one before (`adopted`)."""
+        return self.unrecorded + self.adopted
+
     def adopt(self, unrecorded: list[tuple[str, str | None]]) -> None:
         """Sends the delivery before this one could not record (its rows are still leased
         to this instance): recorded first when this one runs, or now if it runs already

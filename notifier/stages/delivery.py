@@ -70,7 +70,7 @@ class DeliveryHolder:
         async with self.handing:
             # Sends the old lanes could not record (the store was down): recorded now, or
             # by the new delivery before it claims; their rows are not released meanwhile.
-            unrecorded = old_delivery.unrecorded + old_delivery.adopted  # not yet recorded
+            unrecorded = old_delivery.not_recorded()
             if unrecorded:
                 try:
                     await self.store.mark_sent_many(unrecorded, now=time.time())
@@ -95,7 +95,7 @@ class DeliveryHolder:
     def unrecorded(self) -> list[tuple[str, str | None]]:
         """Sends answered by the chat API that the store has not recorded: left by a stop
         during a store outage (and by the deliveries before a reload)."""
-        return self.current.unrecorded + self.current.adopted
+        return self.current.not_recorded()
 
     async def stop(self) -> bool:
         self._stopping = True
