@@ -4,8 +4,8 @@ A stop during a store outage (a lost database, a full disk) leaves sends the cha
 answered that the outbox never heard of. Their rows stay leased to this instance, and
 the next start releases its leases: each would go out a second time. The promise allows
 that only when the process dies between the answer and the record, so a stop writes them
-down beside the state (`NOTIFIER_STATE_PATH` + `.unrecorded`), and the next start records
-them before it releases anything. The file holds outbox keys and message ids, nothing
+down beside the state (`NOTIFIER_STATE_PATH.<instance>-<digest>.unrecorded`), and the next
+start records them before it releases anything. The file holds outbox keys and message ids, nothing
 secret, and is written whole or not at all (a new file renamed over the old one)."""
 
 from __future__ import annotations
