@@ -19,14 +19,13 @@ _log = get_logger("store")
 RETRY_BASE = 0.5  # seconds: the first wait is up to this, then doubling (full jitter)
 RETRY_CAP = 10.0
 
-# Per event loop: set when the store answers again, for the parts waiting out an outage.
+WAKE_EVERY = 2.0  # seconds: the parts waiting are woken at most this often
+WAKE_SPREAD = 0.25  # seconds: woken parts try again over this long, not all at once
+# Per event loop: set when the store answers again, for the parts waiting out an outage;
+# and when they were last woken.
 _ANSWERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
     weakref.WeakKeyDictionary()
 )
-
-
-WAKE_EVERY = 2.0  # seconds: the parts waiting are woken at most this often
-WAKE_SPREAD = 0.25  # seconds: woken parts try again over this long, not all at once
 _WOKEN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
 
 
