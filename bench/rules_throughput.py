@@ -131,14 +131,14 @@ def build_subscriptions() -> tuple[list[Subscription], list[Subscription], list[
     return live, prices, by_rank
 
 
-def empty_rules() -> RulesFile:
+def empty_rules(cooldown: str = "0s") -> RulesFile:
     return RulesFile.model_validate(
-        {"destinations": {"me": {"console": {}}}, "defaults": {"cooldown": "0s"}}
+        {"destinations": {"me": {"console": {}}}, "defaults": {"cooldown": cooldown}}
     )
 
 
-def subscribed(subs: list[Subscription]) -> Engine:
-    engine = Engine(empty_rules())
+def subscribed(subs: list[Subscription], cooldown: str = "0s") -> Engine:
+    engine = Engine(empty_rules(cooldown))
     for sub in subs:
         engine.add_subscription(sub, now=0.0)
     return engine
@@ -273,12 +273,7 @@ def state_save(go_lives: int = 40) -> None:
     from notifier.stages.state import state_text
 
     live_subs, price_subs, by_rank = build_subscriptions()
-    cooling = RulesFile.model_validate(
-        {"destinations": {"me": {"console": {}}}, "defaults": {"cooldown": "10m"}}
-    )
-    engine = Engine(cooling)
-    for sub in live_subs + price_subs:
-        engine.add_subscription(sub, now=0.0)
+    engine = subscribed(live_subs + price_subs, cooldown="10m")
     alerts = 0
     for n, user in enumerate(by_rank[:go_lives]):
         event = ChannelLive(user_id=user, user_name=f"user{user}", event_id=n + 1)
