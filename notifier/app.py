@@ -70,6 +70,9 @@ INGEST_ROLE = "ingest"
 # How long a stop tries once more to record the sends the store refused (else: a file).
 UNRECORDED_LAST_TRY = 2.0
 ROLE_RETRY = 2.0  # how often a standby instance tries to take the ingest role
+# PostgreSQL: how long a start waits for its own instance lock (a killed predecessor of the
+# same name leaves its session a moment after it dies) before it goes on without it.
+INSTANCE_LOCK_WAIT = 5.0
 
 
 @dataclass
@@ -311,9 +314,11 @@ class App:
             reasons=REJECT_REASONS,
         )
         await self._record_unrecorded(store)  # before their rows' leases are released
-        released = await store.release_leases()
-        if released:
-            event(_log, "outbox.recovered", in_flight_at_last_stop=released)
+        instance_lock = await self._instance_lock(store)
+        if instance_lock is None or instance_lock.generation is not None:
+            released = await store.release_leases()
+            if released:
+                event(_log, "outbox.recovered", in_flight_at_last_stop=released)
         # Ready once the store and the HTTP address are ours: Parti or a chat API being down
         # is the daemon's work to ride out, not a failed start for systemd to retry.
         systemd.notify("READY=1\nSTATUS=started; connecting to Parti")
@@ -334,6 +339,7 @@ class App:
                 role_retry=ROLE_RETRY,
             )
             bots = group.create_task(self.command_bots.run())
+            alive = group.create_task(self._keep_instance_lock(instance_lock))
             await self._stop.wait()
             systemd.notify("STOPPING=1\nSTATUS=draining")
             event(_log, "app.stopping")
@@ -350,8 +356,73 @@ class App:
                 await delivery
             await self._keep_unrecorded(store, holder.unrecorded())
             watch.cancel()
+            alive.cancel()  # the last: another instance may release our leases from now on
         event(_log, "app.stopped")
         return 0
+
+    async def _instance_lock(self, store: Store) -> RoleLock | None:
+        """PostgreSQL: this instance's own lock, taken for the daemon's life (None on
+        SQLite). Another instance taking the ingest role releases our leases only when it
+        can take this lock: while we run, what we leased is ours to send. Not taken within
+        INSTANCE_LOCK_WAIT: a running process has our name, and our leases stay its own
+        (they run out if it is gone); `_keep_instance_lock` goes on trying."""
+        if store.backend != "postgres":
+            return None
+        from notifier.store.roles import RoleLock, instance_role
+
+        lock = RoleLock(
+            store,
+            instance_role(self.instance),
+            instance=self.instance,
+            check_every=self.options.role_check_every,
+            fenced=False,
+        )
+        deadline = time.monotonic() + INSTANCE_LOCK_WAIT
+        while True:
+            with contextlib.suppress(StoreError):  # the database is waited out later
+                if await lock.try_acquire() is not None:
+                    return lock
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        event(
+            _log,
+            "instance.name_in_use",
+            logging.WARNING,
+            instance=self.instance,
+            note="another process running against this database holds this instance's "
+            "lock; give each instance its own NOTIFIER_INSTANCE. Leases it holds are left "
+            "to run out",
+        )
+        return lock
+
+    async def _keep_instance_lock(self, lock: RoleLock | None) -> None:
+        """Hold the instance lock until the daemon ends; taken again after a lost session."""
+        if lock is None:
+            return
+        try:
+            while True:
+                if lock.generation is None:
+                    try:
+                        if await lock.try_acquire() is None:
+                            await asyncio.sleep(ROLE_RETRY)
+                            continue
+                    except StoreError:
+                        await asyncio.sleep(ROLE_RETRY)
+                        continue
+                    event(_log, "instance.lock_taken", instance=self.instance)
+                reason = await lock.hold()
+                event(
+                    _log,
+                    "instance.lock_lost",
+                    logging.WARNING,
+                    instance=self.instance,
+                    reason=reason.value,
+                    note="another instance taking the ingest role may now send our leased "
+                    "alerts again",
+                )
+        finally:
+            await lock.release()
 
     def _unrecorded_path(self) -> Path:
         return unrecorded.unrecorded_path(self.settings.state_path, self.instance)
@@ -449,8 +520,9 @@ class App:
                     self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
                     await asyncio.sleep(ROLE_RETRY)
                     continue
+                previous = before.holder if before else None
+                released = asyncio.create_task(self._release_dead(store, previous))
                 try:
-                    await self._release_dead(store, before.holder if before else None)
                     self._generation = generation
                     self.metrics.role_held.labels(role=INGEST_ROLE).set(1)
                     self.metrics.generation.set(generation)
@@ -460,6 +532,9 @@ class App:
                     finally:
                         self._generation = None
                         self.metrics.role_held.labels(role=INGEST_ROLE).set(0)
+                        released.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await released
                 except StoreError as exc:  # setting the stages up: the store did not answer
                     if isinstance(exc, FencedOut):
                         raise
@@ -478,13 +553,36 @@ class App:
             self.command_bots.settings_adopted()
 
     async def _release_dead(self, store: Store, holder: str | None) -> None:
-        """The ingest lock was free: its last holder's session is gone (killed, or cut off
-        and stepping down). Its leased rows and destinations are free now, not in minutes;
-        a send it may still have in flight is the one the delivery promise allows twice."""
+        """The ingest lock was free: its last holder lost its session (it died, or only its
+        lock's connection was cut, or it is stopping). Once it is gone (its instance lock
+        is free), its leased rows and destinations are free at once, not when their leases
+        run out; a send it had in flight is the one the delivery promise allows twice.
+        While it runs it keeps sending what it leased: asked again every ROLE_RETRY
+        seconds, for as long as a lease lasts."""
         if holder is None or holder == self.instance or store.backend != "postgres":
             return
-        released = await store.release_leases_of(holder)
-        event(_log, "role.released_dead", role=INGEST_ROLE, holder=holder, rows=released)
+        said_alive = False
+        give_up = time.monotonic() + self.options.lease
+        while True:
+            with contextlib.suppress(StoreError):  # asked again at the next turn
+                released = await store.release_leases_of(holder)
+                if released is not None:
+                    event(
+                        _log, "role.released_dead", role=INGEST_ROLE, holder=holder, rows=released
+                    )
+                    return
+                if not said_alive:
+                    said_alive = True
+                    event(
+                        _log,
+                        "role.previous_alive",
+                        role=INGEST_ROLE,
+                        holder=holder,
+                        note="it still sends what it leased; released once it is gone",
+                    )
+            if time.monotonic() >= give_up:  # its leases have run out by now
+                return
+            await asyncio.sleep(ROLE_RETRY)
 
     async def _ingest_while(self, lock: RoleLock, store: Store) -> None:
         """The ingest stages, from the stored state, until the role is lost or we stop."""

@@ -137,9 +137,11 @@ class Store(Protocol):
         back already leased to this instance; returns the new keys and the leased rows."""
         ...
 
-    async def release_leases_of(self, owner: str) -> int:
-        """An instance known to be gone (its role lock was free for the taking): its rows
-        are due again and its destinations free at once, not when their leases run out."""
+    async def release_leases_of(self, owner: str) -> int | None:
+        """An instance that is gone: its rows are due again and its destinations free at
+        once, not when their leases run out. PostgreSQL: None, releasing nothing, while
+        `owner` is running (a session holds its instance lock, `roles.instance_role`):
+        without its ingest role it still sends what it leased."""
         ...
 
     async def release_leases(self) -> int:

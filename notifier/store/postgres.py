@@ -385,8 +385,17 @@ class PostgresStore:
         ]
         return added, rows
 
-    async def release_leases_of(self, owner: str) -> int:
+    async def release_leases_of(self, owner: str) -> int | None:
+        from notifier.store.roles import instance_role, role_key
+
         async with self._tx() as cur:
+            # Held until the commit: `owner` cannot start again halfway through.
+            await cur.execute(
+                "SELECT pg_try_advisory_xact_lock(%s)", (role_key(instance_role(owner)),)
+            )
+            free = await cur.fetchone()
+            if not (free and free[0]):
+                return None  # its session holds its instance lock: it is running
             await cur.execute(
                 "UPDATE alerts SET state = %s, lease_until = NULL, lease_owner = NULL"
                 " WHERE state = %s AND lease_owner = %s",

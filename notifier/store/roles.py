@@ -53,6 +53,12 @@ def role_key(role: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def instance_role(instance: str) -> str:
+    """The lock a running instance holds for its whole life (PostgreSQL): another instance
+    releases its leases only once it can take this lock (`Store.release_leases_of`)."""
+    return "instance:" + instance
+
+
 def chat_updates_role(token: str) -> str:
     """The role polling one bot token's updates, named without the token."""
     return "chat-updates:" + hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -71,8 +77,12 @@ class RoleLock:
         instance: str,
         check_every: float = CHECK_EVERY,
         clock: Callable[[], float] = time.time,
+        fenced: bool = True,
     ) -> None:
+        """`fenced=False`: the lock alone, without a generation in `roles` (an instance's
+        own lock); `try_acquire` then returns 0 when it is taken."""
         self.role = role
+        self.fenced = fenced
         self.key = role_key(role) if key is None else key
         self.instance = instance
         self.check_every = check_every
@@ -111,6 +121,9 @@ class RoleLock:
         self._released.clear()
         if self._url is None:
             assert self._store is not None
+            if not self.fenced:
+                self.generation = 0
+                return self.generation
             self.generation = await self._store.take_role(
                 self.role, holder=self.instance, now=self._clock()
             )
@@ -129,6 +142,9 @@ class RoleLock:
                 ).fetchone()
                 if not (found and found[0]):
                     return None
+                if not self.fenced:
+                    self.generation = 0
+                    return self.generation
                 async with conn.transaction():
                     taken = await (
                         await conn.execute(TAKE_ROLE, (self.role, self.instance, self._clock()))

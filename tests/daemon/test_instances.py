@@ -4,6 +4,7 @@ takeover after SIGKILL with the next generation, and no alert lost or sent twice
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -244,3 +245,89 @@ async def test_a_crossing_after_a_takeover_is_written_when_the_holder_died_befor
         await sim.set_price("BTC", price)
     rows = await until_db(pg_url, CROSSINGS, lambda rows: len(rows) == 3, timeout=SURVIVOR_SENDS)
     assert prices(rows) == ["100,100", "100,150", "100,300"]
+
+
+async def role_backend(url: str, role: str) -> int:
+    """The server process whose session holds `role`'s advisory lock."""
+    from notifier.store.roles import role_key
+
+    key = role_key(role)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        found = await (
+            await conn.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
+                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+            )
+        ).fetchone()
+        assert found is not None, f"nobody holds {role}"
+        return int(found[0])
+
+
+SLOW_SEND = 8.0  # a's send in flight outlasts b's takeover (TAKEOVER)
+
+
+async def test_a_holder_cut_off_from_its_role_keeps_its_send_and_nothing_goes_twice(
+    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+) -> None:
+    """Only the ingest lock's connection of a is cut (a killed backend, a proxy's idle
+    kill) and b takes the role before a stands again (a is frozen meanwhile, so b wins
+    that race every time): a is alive and still sending what it leased, so b must not
+    release a's leases (it would send them again)."""
+    a, b = pair
+    fake_telegram.fail(200, "slow", delay=SLOW_SEND, methods=("sendMessage", "sendPhoto"))
+    await sim.go_live(700010, user_name="Cut", event_title="cut off but alive")
+    await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
+    a.send(signal.SIGSTOP)
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(%s)", (await role_backend(pg_url, "ingest"),)
+            )
+        await b.wait_log("role.acquired", timeout=TAKEOVER)
+        await b.wait_log("role.previous_alive", holder="a", timeout=TAKEOVER)
+    finally:
+        a.send(signal.SIGCONT)
+    await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")], timeout=30)
+    assert len(sends_with(fake_telegram, "cut off but alive")) == 1
+    assert len(sends_tried(fake_telegram)) == 1
+    assert not b.logged("role.released_dead")
+    assert a.logged("instance.lock_lost") == []  # only its role's session was cut
+
+
+async def test_a_holder_stopping_mid_send_hands_the_role_over_without_a_second_send(
+    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+) -> None:
+    """SIGTERM gives the ingest role back before the drain ends: b takes it while a's
+    send is in flight, and releases a's leases only once a has gone."""
+    a, b = pair
+    fake_telegram.fail(200, "slow", delay=SLOW_SEND / 2, methods=("sendMessage", "sendPhoto"))
+    await sim.go_live(700011, user_name="Leaving", event_title="sent while stopping")
+    await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
+    stopping = asyncio.create_task(a.stop())
+    await b.wait_log("role.previous_alive", holder="a", timeout=TAKEOVER)
+    await stopping
+    assert a.logged("app.stopped")
+    await b.wait_log("role.released_dead", holder="a", timeout=TAKEOVER)
+    await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")])
+    assert len(sends_tried(fake_telegram)) == 1
+
+
+async def test_a_second_process_with_a_running_instance_name_leaves_its_leases_alone(
+    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+) -> None:
+    """A start releases the leases of its own name (the last run's, orphaned): not while
+    another process of that name runs and is sending them."""
+    a, _ = pair
+    fake_telegram.fail(200, "slow", delay=SLOW_SEND, methods=("sendMessage", "sendPhoto"))
+    await sim.go_live(700012, user_name="Twin", event_title="sent by the first a")
+    await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
+    twin = Instance("a", a.env, a.rules)
+    try:
+        await twin.start()
+        await twin.wait_log("instance.name_in_use", instance="a")
+        assert not twin.logged("outbox.recovered")
+        await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")], timeout=30)
+        assert len(sends_tried(fake_telegram)) == 1
+    finally:
+        await twin.stop()

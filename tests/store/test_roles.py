@@ -13,7 +13,14 @@ import psycopg
 import pytest
 
 from notifier.store import INGEST, FencedOut, Store, open_store
-from notifier.store.roles import RoleLock, StepDown, chat_updates_role, role_key
+from notifier.store.roles import (
+    RoleLock,
+    StepDown,
+    chat_updates_role,
+    instance_role,
+    role_key,
+)
+from tests.store.conftest import alert as alert_for
 
 WAIT = 10.0  # seconds any condition below may take before the test fails
 
@@ -180,3 +187,28 @@ async def test_hold_returns_released_when_the_holder_gives_the_role_back(pg_url:
 async def test_a_sqlite_path_is_not_a_role_lock_target(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="open store"):
         RoleLock(str(tmp_path / "s.db"), INGEST, instance="a")
+
+
+async def test_an_instance_holding_its_own_lock_keeps_its_leases(pg_url: str) -> None:
+    """`release_leases_of` frees a gone instance's rows, never a running one's: while a
+    session holds the instance's lock, it releases nothing and says so (None)."""
+    a = await open_store(pg_url, instance="a")
+    b = await open_store(pg_url, instance="b")
+    alive = RoleLock(pg_url, instance_role("a"), instance="a", fenced=False)
+    try:
+        await a.enqueue_leased(
+            [alert_for("k1"), alert_for("k2")], now=1.0, lease=300.0, room={"me": 2}, fence=None
+        )
+        assert await alive.try_acquire() == 0
+        assert (await a.roles()).get(instance_role("a")) is None, "no generation row"
+        assert await b.release_leases_of("a") is None
+        row = await b.get("k1")
+        assert row is not None and row.lease_owner == "a", "still a's to send"
+        await alive.release()  # a has gone
+        assert await eventually(lambda: b.release_leases_of("a")) == 2
+        row = await b.get("k1")
+        assert row is not None and row.lease_owner is None
+    finally:
+        await alive.release()
+        await a.close()
+        await b.close()
