@@ -175,8 +175,12 @@ def echo(text: str, limit: int = ECHO_LIMIT) -> str:
 
 
 def plain(html_text: str) -> str:
-    """A CommandError's HTML (made for Telegram) as Discord markdown."""
-    return html.unescape(re.sub(r"</?b>", "**", html_text))
+    """A CommandError's HTML (made for Telegram) as Discord markdown: its bold stays bold,
+    the text between (user text among it) is made inert."""
+    return "**".join(
+        discord.utils.escape_markdown(discord.utils.escape_mentions(html.unescape(part)))
+        for part in re.split(r"</?b>", html_text)
+    )
 
 
 def describe_live(params: dict[str, Any]) -> str:

@@ -567,6 +567,28 @@ async def test_a_price_value_that_is_not_a_number_is_refused(
     assert await store.list_subscriptions(platform="discord") == []
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("[claim](https://evil.example/x)", "\\[claim](https://evil.example/x) is not a price"),
+        ("**@everyone**", "\\*\\*@\u200beveryone\\*\\* is not a price"),
+    ],
+    ids=["masked-link", "everyone"],
+)
+async def test_user_text_in_a_refusal_is_made_inert(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, value: str, shown: str
+) -> None:
+    """Before: the reply un-escaped the Telegram HTML and gave the typed markdown (a masked
+    link, @everyone) back live."""
+    answer = await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": value},
+    )
+    assert answer["content"].startswith(shown), answer["content"]
+
+
 # ---- test, why, resume -----------------------------------------------------------------------
 
 
