@@ -653,13 +653,14 @@ class DiscordCommands:
     ) -> Answer:
         guild = self._managed_guild(interaction)
         chat_key = str(channel.id)
-        found = await self._asset(_argument(asset))
-        symbol = found.display_symbol.upper()
         if direction == "off":
+            # By the stored symbol, without a look-up: an asset Parti no longer lists, or
+            # Parti down, must not keep an alert in place.
+            symbol = _argument(asset).upper()
             removed = 0
             for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key):
                 if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE) and (
-                    sub.target == symbol
+                    sub.target.casefold() == symbol.casefold()
                 ):
                     removed += await self._store.remove_subscription_id(sub.id)
             if not removed:
@@ -667,6 +668,8 @@ class DiscordCommands:
             return Answer(
                 f"Removed {plural(removed, 'alert')} on {echo(symbol)} in {channel.mention}."
             )
+        found = await self._asset(_argument(asset))
+        symbol = found.display_symbol.upper()
         self._check_channel(guild, channel, None)
         text = _argument(value or "")
         if not text:

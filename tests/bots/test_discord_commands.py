@@ -554,6 +554,25 @@ async def test_price_alerts_are_saved_for_the_channel(
     assert [(s.kind, s.target, dict(s.params)) for s in subs] == [(kind, "BTC", params)]
 
 
+async def test_price_off_removes_alerts_of_an_asset_parti_no_longer_lists(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store, sim: Simulator
+) -> None:
+    """Before: off looked the asset up at Parti first, so such an alert stayed for good."""
+    for direction, value in (("above", "200000"), ("move", "5% 1h")):
+        await command(
+            gateway,
+            OWNER,
+            "price",
+            {"asset": "BTC", "direction": direction, "channel": ALERTS, "value": value},
+        )
+    del sim.prices["BTC"]
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "btc", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"Removed 2 alerts on BTC in <#{ALERTS}>."
+    assert await store.list_subscriptions(platform="discord") == []
+
+
 async def test_a_price_value_that_is_not_a_number_is_refused(
     bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
 ) -> None:
