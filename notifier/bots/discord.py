@@ -498,6 +498,7 @@ class DiscordCommands:
     ) -> Answer:
         guild = self._managed_guild(interaction)
         self._check_role(guild, role)
+        self._check_caller(interaction, channel, role)
         self._check_channel(guild, channel, role)
         found = await self._resolve(streamer)
         params: dict[str, Any] = {}
@@ -589,6 +590,7 @@ class DiscordCommands:
         value: str | None,
     ) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         found = await self._resolve_or_id(streamer)
         chat_key, target = str(channel.id), str(found.user_id)
         name = f"**{echo(found.user_name)}**"
@@ -616,6 +618,7 @@ class DiscordCommands:
         elif setting == "role":
             role = _find_role(guild, given)
             self._check_role(guild, role)
+            self._check_caller(interaction, channel, role)
             self._check_channel(guild, channel, role)
             params[key] = role.id
         elif setting == "category":
@@ -670,6 +673,7 @@ class DiscordCommands:
             )
         found = await self._asset(_argument(asset))
         symbol = found.display_symbol.upper()
+        self._check_caller(interaction, channel, None)
         self._check_channel(guild, channel, None)
         text = _argument(value or "")
         if not text:
@@ -722,6 +726,7 @@ class DiscordCommands:
         self, interaction: Interaction, *, streamer: str, channel: discord.TextChannel
     ) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         found = await self._resolve(streamer)
         existing = await self._channel_follows(str(channel.id), str(found.user_id))
         params = dict(existing[0].params) if existing else {}
@@ -784,6 +789,7 @@ class DiscordCommands:
 
     async def resume(self, interaction: Interaction, *, channel: discord.TextChannel) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         chat = await self._store.get_chat(PLATFORM, str(channel.id))
         if chat is None or chat.paused_reason is None:
             return Answer(f"Alerts to {channel.mention} are not paused.")
@@ -1077,6 +1083,29 @@ class DiscordCommands:
         missing = missing_permissions(channel.permissions_for(me), role=role)
         if missing:
             raise Refusal(missing_text(channel.mention, missing))
+
+    @staticmethod
+    def _check_caller(
+        interaction: Interaction, channel: discord.TextChannel, role: discord.Role | None
+    ) -> None:
+        """The member may have the bot post in `channel` (and ping `role`) only where Discord
+        lets them do it themselves: Manage Server alone is no right to a channel."""
+        caller = interaction.user
+        perms = (
+            channel.permissions_for(caller)
+            if isinstance(caller, discord.Member)
+            else discord.Permissions.none()
+        )
+        if not (perms.view_channel and perms.send_messages):
+            raise Refusal(
+                f"You can't post in {channel.mention} yourself, so I won't post there for you: "
+                "you need **View Channel** and **Send Messages** there."
+            )
+        if role is not None and not role.mentionable and not perms.mention_everyone:
+            raise Refusal(
+                f"You can't ping {_role_name(role)} yourself (it isn't mentionable and you lack "
+                "**Mention @everyone, @here and All Roles**), so I won't ping it for you."
+            )
 
     async def _remember_channel(self, channel: discord.TextChannel) -> bool:
         """Record the channel's chat row; a pause ends (a channel is only paused when the

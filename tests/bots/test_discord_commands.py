@@ -26,7 +26,7 @@ from notifier.render.fields import AlertView
 from notifier.store import Store, StoreUnavailable, outage
 from tests.bots.conftest import Clock
 from tests.fakes.common import served
-from tests.fakes.discord import EPHEMERAL, FakeDiscord, P, _json
+from tests.fakes.discord import BOT_USER_ID, EPHEMERAL, FakeDiscord, P, _json
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
 from tests.fakes.silent import SilentServer
 
@@ -363,6 +363,76 @@ async def test_the_bots_missing_permissions_are_named_and_nothing_is_saved(
     answer = await command(gateway, OWNER, "follow", options)
     assert f"I'm missing {missing} there" in answer["content"]
     assert await live_follows(store, ALERTS) == []
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "options"),
+    [
+        ("follow", {"streamer": "DBR", "message": "Verify at https://evil.example"}),
+        ("edit", {"streamer": "DBR", "setting": "message", "value": "Verify at https://x.example"}),
+        ("test", {"streamer": "DBR"}),
+        ("price", {"asset": "BTC", "direction": "above", "value": "1"}),
+        ("resume", {}),
+    ],
+)
+async def test_a_manager_cannot_make_the_bot_post_where_they_may_not_post(
+    bot: DiscordCommands,
+    rest: FakeDiscord,
+    gateway: FakeDiscordGateway,
+    store: Store,
+    clock: Clock,
+    subcommand: str,
+    options: dict[str, Any],
+) -> None:
+    """Before: only the bot's permissions in the channel were checked, so Manage Server was
+    enough to have the bot post (own text, a preview) in a channel hidden from the member."""
+    await command(gateway, OWNER, "follow", {"streamer": "DBR", "channel": OTHER})
+    await store.set_chat_fields("discord", str(OTHER), now=clock.now, paused_reason="no-access")
+    before = await store.list_subscriptions(platform="discord")
+    # The bot keeps its access (allowed first: it never sees the channel lost).
+    rest.set_channel_permissions(
+        OTHER, BOT_USER_ID, allow=P.VIEW_CHANNEL | P.SEND_MESSAGES | P.EMBED_LINKS
+    )
+    rest.set_channel_permissions(OTHER, GUILD, deny=P.VIEW_CHANNEL | P.SEND_MESSAGES)
+    answer = await command(gateway, MANAGER, subcommand, options | {"channel": OTHER})
+    assert answer["ephemeral"] and answer["content"] == (
+        f"You can't post in <#{OTHER}> yourself, so I won't post there for you: "
+        "you need **View Channel** and **Send Messages** there."
+    )
+    assert await store.list_subscriptions(platform="discord") == before
+    chat = await store.get_chat("discord", str(OTHER))
+    assert chat is not None and chat.paused_reason == "no-access"
+    assert not [m for m in rest.messages.values() if str(m.get("channel_id")) == str(OTHER)]
+
+
+@pytest.mark.parametrize("subcommand", ["follow", "edit"])
+async def test_a_manager_cannot_set_a_ping_of_a_role_they_may_not_mention(
+    bot: DiscordCommands,
+    rest: FakeDiscord,
+    gateway: FakeDiscordGateway,
+    store: Store,
+    subcommand: str,
+) -> None:
+    """Before: the bot checked only its own right to ping a role that is not mentionable."""
+    rest.set_channel_permissions(
+        ALERTS,
+        BOT_USER_ID,
+        allow=P.VIEW_CHANNEL | P.SEND_MESSAGES | P.EMBED_LINKS | P.MENTION_EVERYONE,
+    )
+    if subcommand == "edit":
+        await command(gateway, MANAGER, "follow", {"streamer": "DBR", "channel": ALERTS})
+        options: dict[str, Any] = {"setting": "role", "value": f"<@&{QUIET}>"}
+    else:
+        options = {"role": QUIET}
+    before = await live_follows(store, ALERTS)
+    answer = await command(
+        gateway, MANAGER, subcommand, options | {"streamer": "DBR", "channel": ALERTS}
+    )
+    assert answer["content"] == (
+        "You can't ping @quiet yourself (it isn't mentionable and you lack "
+        "**Mention @everyone, @here and All Roles**), so I won't ping it for you."
+    )
+    assert await live_follows(store, ALERTS) == before
 
 
 async def test_the_per_server_limit_is_a_clear_reply(
