@@ -80,6 +80,11 @@ DM_PREFIX: Final = "dm:"
 PAGE_SIZE: Final = 10
 ECHO_LIMIT: Final = 40
 CHOICES_LIMIT: Final = 25
+CONTENT_LIMIT: Final = 2000  # a reply's text; Discord refuses a longer one
+# A follow's settings as a list shows them: with a streamer's name (at most about 90
+# characters escaped) a line stays near 300, so PAGE_SIZE lines fit an embed's 4,096.
+SETTINGS_LIMIT: Final = 200
+CATEGORIES_SHOWN: Final = 3
 AUTOCOMPLETE_SECONDS: Final = 2.0  # Discord waits 3 s for the choices
 LIVE_CACHE_SECONDS: Final = 30.0
 CATEGORY_CACHE_SECONDS: Final = 600.0
@@ -183,8 +188,9 @@ def plain(html_text: str) -> str:
     )
 
 
-def describe_live(params: dict[str, Any]) -> str:
-    """A live subscription's settings in a few words (empty for none)."""
+def describe_live(params: dict[str, Any], *, limit: int = SETTINGS_LIMIT) -> str:
+    """A live subscription's settings in a few words (empty for none), at most `limit`
+    characters: the settings that do not fit become "…" (whole, so no escape is cut)."""
     parts: list[str] = []
     if params.get("role_id"):
         parts.append(f"pings <@&{int(params['role_id'])}>")
@@ -192,14 +198,37 @@ def describe_live(params: dict[str, Any]) -> str:
         parts.append("own message")
     categories = params.get("categories")
     if categories:
-        parts.append("category " + ", ".join(echo(str(c), 30) for c in categories))
+        shown = ", ".join(echo(str(c), 30) for c in categories[:CATEGORIES_SHOWN])
+        more = len(categories) - CATEGORIES_SHOWN
+        parts.append(f"category {shown}" + (f" and {more} more" if more > 0 else ""))
     if params.get("title_matches"):
         parts.append(f"title `{str(params['title_matches'])[:40].replace('`', '')}`")
     if params.get("min_viewers") is not None:
         parts.append(f"≥{params['min_viewers']} viewers")
     if params.get("on_end"):
         parts.append(f"on end: {params['on_end']}")
-    return " · ".join(parts)
+    text = ""
+    for index, part in enumerate(parts):
+        joined = f"{text} · {part}" if text else part
+        last = index == len(parts) - 1
+        if len(joined) > (limit if last else limit - len(" · …")):
+            return f"{text} · …" if text else "…"
+        text = joined
+    return text
+
+
+def within(items: Sequence[str], limit: int, *, separator: str = ", ") -> str:
+    """`items` joined, as many as fit in `limit` characters with "and N more" after them
+    (the first one always: items are short)."""
+    text = ""
+    for index, item in enumerate(items):
+        joined = f"{text}{separator}{item}" if text else item
+        rest = len(items) - index - 1
+        tail = f"{separator}and {rest} more" if rest else ""
+        if text and len(joined) + len(tail) > limit:
+            return f"{text}{separator}and {rest + 1} more"
+        text = joined
+    return text
 
 
 def categories_of(text: str) -> list[str | int]:
@@ -577,7 +606,7 @@ class DiscordCommands:
             await self._store.remove_subscription_id(sub.id)
         if not subs:
             return Answer(f"No channel in this server follows {name}.")
-        where = ", ".join(sorted({f"<#{sub.chat_id}>" for sub in subs}))
+        where = within(sorted({f"<#{sub.chat_id}>" for sub in subs}), CONTENT_LIMIT // 2)
         return Answer(f"Unfollowed {name} in {where}.")
 
     async def edit(
@@ -785,7 +814,7 @@ class DiscordCommands:
                 lines.append(
                     f"{where}{note}: {echo(decision.text, 300)} (<t:{int(decision.at)}:R>)"
                 )
-        return Answer(f"About {name}:\n" + "\n".join(lines))
+        return Answer(f"About {name}:\n" + within(lines, CONTENT_LIMIT - 200, separator="\n"))
 
     async def resume(self, interaction: Interaction, *, channel: discord.TextChannel) -> Answer:
         guild = self._managed_guild(interaction)

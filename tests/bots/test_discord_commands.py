@@ -26,7 +26,7 @@ from notifier.render.fields import AlertView
 from notifier.store import Store, StoreUnavailable, outage
 from tests.bots.conftest import Clock
 from tests.fakes.common import served
-from tests.fakes.discord import BOT_USER_ID, EPHEMERAL, FakeDiscord, P, _json
+from tests.fakes.discord import BOT_USER_ID, EPHEMERAL, FakeDiscord, P, _json, embed_problems
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
 from tests.fakes.silent import SilentServer
 
@@ -551,6 +551,52 @@ async def test_list_pages_with_buttons(
     page = rest.messages[message_id]
     assert len(page["embeds"][0]["description"].splitlines()) == 2
     assert [b["custom_id"] for b in page["components"][0]["components"]] == ["parti:page:g:0"]
+
+
+async def test_a_list_of_follows_with_long_settings_fits_its_embed(
+    bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway
+) -> None:
+    """Before: every setting was shown whole (here 100 categories each), the description
+    went over Discord's 4,096 characters and the list was refused: never shown."""
+    settings = {
+        "role": LIVE,
+        "category": ",".join(["_"] * 100),
+        "title": "x" * 40,
+        "min_viewers": 10_000_000,
+        "on_end": "ignore",
+    }
+    for channel in (ALERTS, GENERAL, OTHER):
+        for streamer in ("DBR", "SNEAKO", "348242"):
+            answer = await command(
+                gateway, OWNER, "follow", settings | {"streamer": streamer, "channel": channel}
+            )
+            assert "Following" in answer["content"], answer["content"]
+    (embed,) = (await command(gateway, OWNER, "list"))["embeds"]
+    assert embed_problems(embed) == []
+    lines = embed["description"].splitlines()
+    assert len(lines) == 9 and "category \\_, \\_, \\_ and 97 more" in lines[0]
+
+
+async def test_unfollow_everywhere_names_the_channels_within_a_message(
+    bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    """Before: every channel was named, over Discord's 2,000 characters: no reply."""
+    channels = [ALERTS + 1000 + i for i in range(120)]
+    for channel in channels:
+        rest.add_text_channel(GUILD, channel)
+        await store.add_subscription(
+            "discord",
+            str(channel),
+            kind="live",
+            target=str(DBR),
+            params={},
+            created_by=str(OWNER),
+            now=1.0,
+        )
+    answer = await command(gateway, OWNER, "unfollow", {"streamer": "DBR"})
+    assert answer["content"].startswith(f"Unfollowed **DBR** in <#{channels[0]}>, <#")
+    assert len(answer["content"]) <= 2000 and answer["content"].endswith(" more.")
+    assert await store.list_subscriptions(platform="discord") == []
 
 
 async def test_unfollow_removes_the_channels_alerts(
