@@ -86,6 +86,7 @@ CONTENT_LIMIT: Final = 2000  # a reply's text; Discord refuses a longer one
 SETTINGS_LIMIT: Final = 200
 CATEGORIES_SHOWN: Final = 3
 AUTOCOMPLETE_SECONDS: Final = 2.0  # Discord waits 3 s for the choices
+LOOKUP_MIN_CHARS: Final = 3  # typed text autocomplete looks up at Parti
 LIVE_CACHE_SECONDS: Final = 30.0
 CATEGORY_CACHE_SECONDS: Final = 600.0
 MAX_VIEWERS: Final = 10_000_000
@@ -336,6 +337,9 @@ class DiscordCommands:
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
         self._flood = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
+        # Autocomplete's Parti look-ups, per user as commands (a gate of their own: typing
+        # must not use up the member's commands).
+        self._lookups = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
         self._resolver = Resolver(client)
         self._bot: _BotClient | None = None
         self._guild_of_chat: dict[str, str | None] = {}
@@ -981,7 +985,8 @@ class DiscordCommands:
         self, interaction: Interaction, current: str, *, followed: str | None
     ) -> list[app_commands.Choice[str]]:
         """Streamers for an option being typed: followed ones first (`followed`: "server" or
-        "me"), then live channels, then Parti's look-up of the text. Never raises."""
+        "me"), then live channels, then Parti's look-up of the text (of a few characters, as
+        often as the member's commands may run). Never raises."""
         try:
             async with asyncio.timeout(AUTOCOMPLETE_SECONDS):
                 return await self._streamer_choices(interaction, current, followed)
@@ -1021,8 +1026,10 @@ class DiscordCommands:
             if wanted in channel.user_name.casefold():
                 viewers = f", {channel.viewers_count:,} watching" if channel.viewers_count else ""
                 choices.setdefault(channel.user_id, f"{channel.user_name} (live{viewers})")
-        if wanted and not any(
-            wanted == label.casefold().split(" (")[0] for label in choices.values()
+        if (
+            len(wanted) >= LOOKUP_MIN_CHARS
+            and not any(wanted == label.casefold().split(" (")[0] for label in choices.values())
+            and self._lookups.check(interaction.user.id, self._clock()) is Flood.ALLOW
         ):
             try:
                 found = await self._resolver.resolve(current)

@@ -507,6 +507,35 @@ async def test_autocomplete_suggests(
     assert {"name": name, "value": value} in answer["data"]["choices"]
 
 
+async def test_autocomplete_looks_up_at_parti_only_as_often_as_commands_may_run(
+    start_bot: Starter, rest: FakeDiscord, gateway: FakeDiscordGateway, sim: Simulator
+) -> None:
+    """Before: every keystroke's text was looked up at Parti, without a limit."""
+    await start_bot(limits=DiscordLimits(commands_per_minute=3))
+
+    async def typed(text: str) -> list[dict[str, Any]]:
+        sent = await gateway.interact_autocomplete(
+            GUILD,
+            GENERAL,
+            MEMBER,
+            subcommand="me follow",
+            options={"streamer": text},
+            focused="streamer",
+        )
+        answer = await rest.wait_for_callback(sent.id, WAIT)
+        assert answer["type"] == 8
+        return list(answer["data"]["choices"])
+
+    for i in range(3):
+        await typed(f"nobody{i}")
+    before = sum(sim.requests.values())
+    await typed("db")  # too short to look up
+    for i in range(3, 10):
+        await typed(f"nobody{i}")
+    assert sum(sim.requests.values()) == before
+    assert await typed("DBR") == [{"name": "DBR (live, 200 watching)", "value": str(DBR)}]
+
+
 async def test_unfollow_suggests_what_the_server_follows_first(
     bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway
 ) -> None:
