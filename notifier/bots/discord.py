@@ -80,7 +80,13 @@ DM_PREFIX: Final = "dm:"
 PAGE_SIZE: Final = 10
 ECHO_LIMIT: Final = 40
 CHOICES_LIMIT: Final = 25
+CONTENT_LIMIT: Final = 2000  # a reply's text; Discord refuses a longer one
+# A follow's settings as a list shows them: with a streamer's name (at most about 90
+# characters escaped) a line stays near 300, so PAGE_SIZE lines fit an embed's 4,096.
+SETTINGS_LIMIT: Final = 200
+CATEGORIES_SHOWN: Final = 3
 AUTOCOMPLETE_SECONDS: Final = 2.0  # Discord waits 3 s for the choices
+LOOKUP_MIN_CHARS: Final = 3  # typed text autocomplete looks up at Parti
 LIVE_CACHE_SECONDS: Final = 30.0
 CATEGORY_CACHE_SECONDS: Final = 600.0
 MAX_VIEWERS: Final = 10_000_000
@@ -175,12 +181,17 @@ def echo(text: str, limit: int = ECHO_LIMIT) -> str:
 
 
 def plain(html_text: str) -> str:
-    """A CommandError's HTML (made for Telegram) as Discord markdown."""
-    return html.unescape(re.sub(r"</?b>", "**", html_text))
+    """A CommandError's HTML (made for Telegram) as Discord markdown: its bold stays bold,
+    the text between (user text among it) is made inert."""
+    return "**".join(
+        discord.utils.escape_markdown(discord.utils.escape_mentions(html.unescape(part)))
+        for part in re.split(r"</?b>", html_text)
+    )
 
 
-def describe_live(params: dict[str, Any]) -> str:
-    """A live subscription's settings in a few words (empty for none)."""
+def describe_live(params: dict[str, Any], *, limit: int = SETTINGS_LIMIT) -> str:
+    """A live subscription's settings in a few words (empty for none), at most `limit`
+    characters: the settings that do not fit become "…" (whole, so no escape is cut)."""
     parts: list[str] = []
     if params.get("role_id"):
         parts.append(f"pings <@&{int(params['role_id'])}>")
@@ -188,14 +199,37 @@ def describe_live(params: dict[str, Any]) -> str:
         parts.append("own message")
     categories = params.get("categories")
     if categories:
-        parts.append("category " + ", ".join(echo(str(c), 30) for c in categories))
+        shown = ", ".join(echo(str(c), 30) for c in categories[:CATEGORIES_SHOWN])
+        more = len(categories) - CATEGORIES_SHOWN
+        parts.append(f"category {shown}" + (f" and {more} more" if more > 0 else ""))
     if params.get("title_matches"):
         parts.append(f"title `{str(params['title_matches'])[:40].replace('`', '')}`")
     if params.get("min_viewers") is not None:
         parts.append(f"≥{params['min_viewers']} viewers")
     if params.get("on_end"):
         parts.append(f"on end: {params['on_end']}")
-    return " · ".join(parts)
+    text = ""
+    for index, part in enumerate(parts):
+        joined = f"{text} · {part}" if text else part
+        last = index == len(parts) - 1
+        if len(joined) > (limit if last else limit - len(" · …")):
+            return f"{text} · …" if text else "…"
+        text = joined
+    return text
+
+
+def within(items: Sequence[str], limit: int, *, separator: str = ", ") -> str:
+    """`items` joined, as many as fit in `limit` characters with "and N more" after them
+    (the first one always: items are short)."""
+    text = ""
+    for index, item in enumerate(items):
+        joined = f"{text}{separator}{item}" if text else item
+        rest = len(items) - index - 1
+        tail = f"{separator}and {rest} more" if rest else ""
+        if text and len(joined) + len(tail) > limit:
+            return f"{text}{separator}and {rest + 1} more"
+        text = joined
+    return text
 
 
 def categories_of(text: str) -> list[str | int]:
@@ -303,6 +337,9 @@ class DiscordCommands:
         self._clock = clock
         self._guild_ready_timeout = guild_ready_timeout
         self._flood = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
+        # Autocomplete's Parti look-ups, per user as commands (a gate of their own: typing
+        # must not use up the member's commands).
+        self._lookups = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
         self._resolver = Resolver(client)
         self._bot: _BotClient | None = None
         self._guild_of_chat: dict[str, str | None] = {}
@@ -494,6 +531,7 @@ class DiscordCommands:
     ) -> Answer:
         guild = self._managed_guild(interaction)
         self._check_role(guild, role)
+        self._check_caller(interaction, channel, role)
         self._check_channel(guild, channel, role)
         found = await self._resolve(streamer)
         params: dict[str, Any] = {}
@@ -572,7 +610,7 @@ class DiscordCommands:
             await self._store.remove_subscription_id(sub.id)
         if not subs:
             return Answer(f"No channel in this server follows {name}.")
-        where = ", ".join(sorted({f"<#{sub.chat_id}>" for sub in subs}))
+        where = within(sorted({f"<#{sub.chat_id}>" for sub in subs}), CONTENT_LIMIT // 2)
         return Answer(f"Unfollowed {name} in {where}.")
 
     async def edit(
@@ -585,6 +623,7 @@ class DiscordCommands:
         value: str | None,
     ) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         found = await self._resolve_or_id(streamer)
         chat_key, target = str(channel.id), str(found.user_id)
         name = f"**{echo(found.user_name)}**"
@@ -612,6 +651,7 @@ class DiscordCommands:
         elif setting == "role":
             role = _find_role(guild, given)
             self._check_role(guild, role)
+            self._check_caller(interaction, channel, role)
             self._check_channel(guild, channel, role)
             params[key] = role.id
         elif setting == "category":
@@ -649,13 +689,14 @@ class DiscordCommands:
     ) -> Answer:
         guild = self._managed_guild(interaction)
         chat_key = str(channel.id)
-        found = await self._asset(_argument(asset))
-        symbol = found.display_symbol.upper()
         if direction == "off":
+            # By the stored symbol, without a look-up: an asset Parti no longer lists, or
+            # Parti down, must not keep an alert in place.
+            symbol = _argument(asset).upper()
             removed = 0
             for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key):
                 if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE) and (
-                    sub.target == symbol
+                    sub.target.casefold() == symbol.casefold()
                 ):
                     removed += await self._store.remove_subscription_id(sub.id)
             if not removed:
@@ -663,6 +704,9 @@ class DiscordCommands:
             return Answer(
                 f"Removed {plural(removed, 'alert')} on {echo(symbol)} in {channel.mention}."
             )
+        found = await self._asset(_argument(asset))
+        symbol = found.display_symbol.upper()
+        self._check_caller(interaction, channel, None)
         self._check_channel(guild, channel, None)
         text = _argument(value or "")
         if not text:
@@ -715,6 +759,7 @@ class DiscordCommands:
         self, interaction: Interaction, *, streamer: str, channel: discord.TextChannel
     ) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         found = await self._resolve(streamer)
         existing = await self._channel_follows(str(channel.id), str(found.user_id))
         params = dict(existing[0].params) if existing else {}
@@ -773,10 +818,11 @@ class DiscordCommands:
                 lines.append(
                     f"{where}{note}: {echo(decision.text, 300)} (<t:{int(decision.at)}:R>)"
                 )
-        return Answer(f"About {name}:\n" + "\n".join(lines))
+        return Answer(f"About {name}:\n" + within(lines, CONTENT_LIMIT - 200, separator="\n"))
 
     async def resume(self, interaction: Interaction, *, channel: discord.TextChannel) -> Answer:
         guild = self._managed_guild(interaction)
+        self._check_caller(interaction, channel, None)
         chat = await self._store.get_chat(PLATFORM, str(channel.id))
         if chat is None or chat.paused_reason is None:
             return Answer(f"Alerts to {channel.mention} are not paused.")
@@ -939,7 +985,8 @@ class DiscordCommands:
         self, interaction: Interaction, current: str, *, followed: str | None
     ) -> list[app_commands.Choice[str]]:
         """Streamers for an option being typed: followed ones first (`followed`: "server" or
-        "me"), then live channels, then Parti's look-up of the text. Never raises."""
+        "me"), then live channels, then Parti's look-up of the text (of a few characters, as
+        often as the member's commands may run). Never raises."""
         try:
             async with asyncio.timeout(AUTOCOMPLETE_SECONDS):
                 return await self._streamer_choices(interaction, current, followed)
@@ -979,8 +1026,10 @@ class DiscordCommands:
             if wanted in channel.user_name.casefold():
                 viewers = f", {channel.viewers_count:,} watching" if channel.viewers_count else ""
                 choices.setdefault(channel.user_id, f"{channel.user_name} (live{viewers})")
-        if wanted and not any(
-            wanted == label.casefold().split(" (")[0] for label in choices.values()
+        if (
+            len(wanted) >= LOOKUP_MIN_CHARS
+            and not any(wanted == label.casefold().split(" (")[0] for label in choices.values())
+            and self._lookups.check(interaction.user.id, self._clock()) is Flood.ALLOW
         ):
             try:
                 found = await self._resolver.resolve(current)
@@ -1070,6 +1119,29 @@ class DiscordCommands:
         missing = missing_permissions(channel.permissions_for(me), role=role)
         if missing:
             raise Refusal(missing_text(channel.mention, missing))
+
+    @staticmethod
+    def _check_caller(
+        interaction: Interaction, channel: discord.TextChannel, role: discord.Role | None
+    ) -> None:
+        """The member may have the bot post in `channel` (and ping `role`) only where Discord
+        lets them do it themselves: Manage Server alone is no right to a channel."""
+        caller = interaction.user
+        perms = (
+            channel.permissions_for(caller)
+            if isinstance(caller, discord.Member)
+            else discord.Permissions.none()
+        )
+        if not (perms.view_channel and perms.send_messages):
+            raise Refusal(
+                f"You can't post in {channel.mention} yourself, so I won't post there for you: "
+                "you need **View Channel** and **Send Messages** there."
+            )
+        if role is not None and not role.mentionable and not perms.mention_everyone:
+            raise Refusal(
+                f"You can't ping {_role_name(role)} yourself (it isn't mentionable and you lack "
+                "**Mention @everyone, @here and All Roles**), so I won't ping it for you."
+            )
 
     async def _remember_channel(self, channel: discord.TextChannel) -> bool:
         """Record the channel's chat row; a pause ends (a channel is only paused when the

@@ -26,7 +26,7 @@ from notifier.render.fields import AlertView
 from notifier.store import Store, StoreUnavailable, outage
 from tests.bots.conftest import Clock
 from tests.fakes.common import served
-from tests.fakes.discord import EPHEMERAL, FakeDiscord, P, _json
+from tests.fakes.discord import BOT_USER_ID, EPHEMERAL, FakeDiscord, P, _json, embed_problems
 from tests.fakes.discord_gateway import FakeDiscordGateway, discord_py_pointed_at
 from tests.fakes.silent import SilentServer
 
@@ -365,6 +365,76 @@ async def test_the_bots_missing_permissions_are_named_and_nothing_is_saved(
     assert await live_follows(store, ALERTS) == []
 
 
+@pytest.mark.parametrize(
+    ("subcommand", "options"),
+    [
+        ("follow", {"streamer": "DBR", "message": "Verify at https://evil.example"}),
+        ("edit", {"streamer": "DBR", "setting": "message", "value": "Verify at https://x.example"}),
+        ("test", {"streamer": "DBR"}),
+        ("price", {"asset": "BTC", "direction": "above", "value": "1"}),
+        ("resume", {}),
+    ],
+)
+async def test_a_manager_cannot_make_the_bot_post_where_they_may_not_post(
+    bot: DiscordCommands,
+    rest: FakeDiscord,
+    gateway: FakeDiscordGateway,
+    store: Store,
+    clock: Clock,
+    subcommand: str,
+    options: dict[str, Any],
+) -> None:
+    """Before: only the bot's permissions in the channel were checked, so Manage Server was
+    enough to have the bot post (own text, a preview) in a channel hidden from the member."""
+    await command(gateway, OWNER, "follow", {"streamer": "DBR", "channel": OTHER})
+    await store.set_chat_fields("discord", str(OTHER), now=clock.now, paused_reason="no-access")
+    before = await store.list_subscriptions(platform="discord")
+    # The bot keeps its access (allowed first: it never sees the channel lost).
+    rest.set_channel_permissions(
+        OTHER, BOT_USER_ID, allow=P.VIEW_CHANNEL | P.SEND_MESSAGES | P.EMBED_LINKS
+    )
+    rest.set_channel_permissions(OTHER, GUILD, deny=P.VIEW_CHANNEL | P.SEND_MESSAGES)
+    answer = await command(gateway, MANAGER, subcommand, options | {"channel": OTHER})
+    assert answer["ephemeral"] and answer["content"] == (
+        f"You can't post in <#{OTHER}> yourself, so I won't post there for you: "
+        "you need **View Channel** and **Send Messages** there."
+    )
+    assert await store.list_subscriptions(platform="discord") == before
+    chat = await store.get_chat("discord", str(OTHER))
+    assert chat is not None and chat.paused_reason == "no-access"
+    assert not [m for m in rest.messages.values() if str(m.get("channel_id")) == str(OTHER)]
+
+
+@pytest.mark.parametrize("subcommand", ["follow", "edit"])
+async def test_a_manager_cannot_set_a_ping_of_a_role_they_may_not_mention(
+    bot: DiscordCommands,
+    rest: FakeDiscord,
+    gateway: FakeDiscordGateway,
+    store: Store,
+    subcommand: str,
+) -> None:
+    """Before: the bot checked only its own right to ping a role that is not mentionable."""
+    rest.set_channel_permissions(
+        ALERTS,
+        BOT_USER_ID,
+        allow=P.VIEW_CHANNEL | P.SEND_MESSAGES | P.EMBED_LINKS | P.MENTION_EVERYONE,
+    )
+    if subcommand == "edit":
+        await command(gateway, MANAGER, "follow", {"streamer": "DBR", "channel": ALERTS})
+        options: dict[str, Any] = {"setting": "role", "value": f"<@&{QUIET}>"}
+    else:
+        options = {"role": QUIET}
+    before = await live_follows(store, ALERTS)
+    answer = await command(
+        gateway, MANAGER, subcommand, options | {"streamer": "DBR", "channel": ALERTS}
+    )
+    assert answer["content"] == (
+        "You can't ping @quiet yourself (it isn't mentionable and you lack "
+        "**Mention @everyone, @here and All Roles**), so I won't ping it for you."
+    )
+    assert await live_follows(store, ALERTS) == before
+
+
 async def test_the_per_server_limit_is_a_clear_reply(
     start_bot: Starter, gateway: FakeDiscordGateway, store: Store
 ) -> None:
@@ -437,6 +507,35 @@ async def test_autocomplete_suggests(
     assert {"name": name, "value": value} in answer["data"]["choices"]
 
 
+async def test_autocomplete_looks_up_at_parti_only_as_often_as_commands_may_run(
+    start_bot: Starter, rest: FakeDiscord, gateway: FakeDiscordGateway, sim: Simulator
+) -> None:
+    """Before: every keystroke's text was looked up at Parti, without a limit."""
+    await start_bot(limits=DiscordLimits(commands_per_minute=3))
+
+    async def typed(text: str) -> list[dict[str, Any]]:
+        sent = await gateway.interact_autocomplete(
+            GUILD,
+            GENERAL,
+            MEMBER,
+            subcommand="me follow",
+            options={"streamer": text},
+            focused="streamer",
+        )
+        answer = await rest.wait_for_callback(sent.id, WAIT)
+        assert answer["type"] == 8
+        return list(answer["data"]["choices"])
+
+    for i in range(3):
+        await typed(f"nobody{i}")
+    before = sum(sim.requests.values())
+    await typed("db")  # too short to look up
+    for i in range(3, 10):
+        await typed(f"nobody{i}")
+    assert sum(sim.requests.values()) == before
+    assert await typed("DBR") == [{"name": "DBR (live, 200 watching)", "value": str(DBR)}]
+
+
 async def test_unfollow_suggests_what_the_server_follows_first(
     bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway
 ) -> None:
@@ -481,6 +580,52 @@ async def test_list_pages_with_buttons(
     page = rest.messages[message_id]
     assert len(page["embeds"][0]["description"].splitlines()) == 2
     assert [b["custom_id"] for b in page["components"][0]["components"]] == ["parti:page:g:0"]
+
+
+async def test_a_list_of_follows_with_long_settings_fits_its_embed(
+    bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway
+) -> None:
+    """Before: every setting was shown whole (here 100 categories each), the description
+    went over Discord's 4,096 characters and the list was refused: never shown."""
+    settings = {
+        "role": LIVE,
+        "category": ",".join(["_"] * 100),
+        "title": "x" * 40,
+        "min_viewers": 10_000_000,
+        "on_end": "ignore",
+    }
+    for channel in (ALERTS, GENERAL, OTHER):
+        for streamer in ("DBR", "SNEAKO", "348242"):
+            answer = await command(
+                gateway, OWNER, "follow", settings | {"streamer": streamer, "channel": channel}
+            )
+            assert "Following" in answer["content"], answer["content"]
+    (embed,) = (await command(gateway, OWNER, "list"))["embeds"]
+    assert embed_problems(embed) == []
+    lines = embed["description"].splitlines()
+    assert len(lines) == 9 and "category \\_, \\_, \\_ and 97 more" in lines[0]
+
+
+async def test_unfollow_everywhere_names_the_channels_within_a_message(
+    bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    """Before: every channel was named, over Discord's 2,000 characters: no reply."""
+    channels = [ALERTS + 1000 + i for i in range(120)]
+    for channel in channels:
+        rest.add_text_channel(GUILD, channel)
+        await store.add_subscription(
+            "discord",
+            str(channel),
+            kind="live",
+            target=str(DBR),
+            params={},
+            created_by=str(OWNER),
+            now=1.0,
+        )
+    answer = await command(gateway, OWNER, "unfollow", {"streamer": "DBR"})
+    assert answer["content"].startswith(f"Unfollowed **DBR** in <#{channels[0]}>, <#")
+    assert len(answer["content"]) <= 2000 and answer["content"].endswith(" more.")
+    assert await store.list_subscriptions(platform="discord") == []
 
 
 async def test_unfollow_removes_the_channels_alerts(
@@ -554,6 +699,25 @@ async def test_price_alerts_are_saved_for_the_channel(
     assert [(s.kind, s.target, dict(s.params)) for s in subs] == [(kind, "BTC", params)]
 
 
+async def test_price_off_removes_alerts_of_an_asset_parti_no_longer_lists(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store, sim: Simulator
+) -> None:
+    """Before: off looked the asset up at Parti first, so such an alert stayed for good."""
+    for direction, value in (("above", "200000"), ("move", "5% 1h")):
+        await command(
+            gateway,
+            OWNER,
+            "price",
+            {"asset": "BTC", "direction": direction, "channel": ALERTS, "value": value},
+        )
+    del sim.prices["BTC"]
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "btc", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"Removed 2 alerts on BTC in <#{ALERTS}>."
+    assert await store.list_subscriptions(platform="discord") == []
+
+
 async def test_a_price_value_that_is_not_a_number_is_refused(
     bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
 ) -> None:
@@ -565,6 +729,28 @@ async def test_a_price_value_that_is_not_a_number_is_refused(
     )
     assert answer["content"] == "lots is not a price; write it like 100000 or 0.25."
     assert await store.list_subscriptions(platform="discord") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("[claim](https://evil.example/x)", "\\[claim](https://evil.example/x) is not a price"),
+        ("**@everyone**", "\\*\\*@\u200beveryone\\*\\* is not a price"),
+    ],
+    ids=["masked-link", "everyone"],
+)
+async def test_user_text_in_a_refusal_is_made_inert(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, value: str, shown: str
+) -> None:
+    """Before: the reply un-escaped the Telegram HTML and gave the typed markdown (a masked
+    link, @everyone) back live."""
+    answer = await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": value},
+    )
+    assert answer["content"].startswith(shown), answer["content"]
 
 
 # ---- test, why, resume -----------------------------------------------------------------------
