@@ -412,7 +412,8 @@ class TelegramCommands:
         await self._reply(message, reply.html, reply.markup)
 
     async def _start(self, turn: _Turn) -> Reply:
-        if turn.stored.paused_reason is not None:
+        # Resuming delivery changes the chat: in a group only an admin's /start does it.
+        if turn.stored.paused_reason is not None and await turn.may_change():
             await self._store.set_chat_fields(
                 PLATFORM, turn.chat_key, now=self._clock(), paused_reason=None
             )

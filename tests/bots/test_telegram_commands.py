@@ -608,6 +608,23 @@ async def test_start_resumes_a_paused_chat(
     assert chat is not None and chat.paused_reason is None
 
 
+async def test_a_group_member_start_gets_help_but_leaves_the_pause_an_admin_start_clears_it(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
+) -> None:
+    fake_telegram.set_member(GROUP, ADMIN, "administrator")
+    fake_telegram.set_member(GROUP, MEMBER, "member")
+    reason = "Forbidden: bot is not a member of the supergroup chat"
+    await store.upsert_chat("telegram", str(GROUP), kind="group", now=1.0)
+    await store.set_chat_fields("telegram", str(GROUP), now=1.0, paused_reason=reason)
+    reply = await say(fake_telegram, GROUP, MEMBER, "/start")
+    assert "Parti alerts" in reply.text
+    chat = await store.get_chat("telegram", str(GROUP))
+    assert chat is not None and chat.paused_reason == reason
+    await say(fake_telegram, GROUP, ADMIN, "/start")
+    chat = await store.get_chat("telegram", str(GROUP))
+    assert chat is not None and chat.paused_reason is None
+
+
 async def test_a_dm_alert_unfollow_button_unfollows_and_leaves_the_mute_button(
     bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
 ) -> None:
