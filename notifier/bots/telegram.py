@@ -72,6 +72,7 @@ from notifier.bots.commands import (
 )
 from notifier.bots.common import (
     SLOW_DOWN,
+    KeyedLocks,
     asset_named,
     failure_text,
     known_assets,
@@ -231,9 +232,11 @@ class TelegramCommands:
         self._api_url = api_url.rstrip("/")
         self._store = store
         self._client = client
-        # chat id -> [its lock, how many changes use it]: a chat's membership changes are
-        # recorded in the order they came, also while each waits out a store outage.
-        self._member_changes: dict[int, list[Any]] = {}
+        # A chat's membership changes are recorded in the order they came, also while each
+        # waits out a store outage.
+        self._member_changes = KeyedLocks()
+        # A chat's limit is counted and a subscription added under its lock.
+        self._additions = KeyedLocks()
         self._limits = limits or CommandLimits()
         self._clock = clock
         self._poll_timeout = poll_timeout
@@ -442,26 +445,27 @@ class TelegramCommands:
     async def _add_follow(self, turn: _Turn, streamer: Streamer) -> str:
         name = f"<b>{echo(streamer.user_name)}</b>"
         target = str(streamer.user_id)
-        count = await self._store.count_subscriptions(
-            PLATFORM, turn.chat_key, kind=SubscriptionKind.LIVE
-        )
-        if count >= self._limits.max_follows:
-            if await self._follows(turn.chat_key, target):
-                return f"This chat already follows {name}."
-            raise CommandError(
-                f"This chat follows {count} streamers, the most it may; /unfollow one first."
-            )
         params: dict[str, Any] = {}
         self._validate(turn.chat_key, SubscriptionKind.LIVE, target, params)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            turn.chat_key,
-            kind=SubscriptionKind.LIVE,
-            target=target,
-            params=params,
-            created_by=str(turn.sender),
-            now=self._clock(),
-        )
+        async with self._additions.hold(turn.chat_key):
+            count = await self._store.count_subscriptions(
+                PLATFORM, turn.chat_key, kind=SubscriptionKind.LIVE
+            )
+            if count >= self._limits.max_follows:
+                if await self._follows(turn.chat_key, target):
+                    return f"This chat already follows {name}."
+                raise CommandError(
+                    f"This chat follows {count} streamers, the most it may; /unfollow one first."
+                )
+            added = await self._store.add_subscription(
+                PLATFORM,
+                turn.chat_key,
+                kind=SubscriptionKind.LIVE,
+                target=target,
+                params=params,
+                created_by=str(turn.sender),
+                now=self._clock(),
+            )
         if added is None:
             return f"This chat already follows {name}."
         live = await live_now(self._client, streamer.user_id)
@@ -539,18 +543,19 @@ class TelegramCommands:
     ) -> tuple[str, bool]:
         """Saves a price or move alert once the chat has room for it and the rules take it.
         Returns its label (HTML) and whether it is new (False: the chat already has it)."""
-        await self._check_alert_room(turn.chat_key)
         self._validate(turn.chat_key, kind, symbol, params)
         label = html.escape(describe_price(kind, symbol, params), quote=False)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            turn.chat_key,
-            kind=kind,
-            target=symbol,
-            params=params,
-            created_by=str(turn.sender),
-            now=self._clock(),
-        )
+        async with self._additions.hold(turn.chat_key):
+            await self._check_alert_room(turn.chat_key)
+            added = await self._store.add_subscription(
+                PLATFORM,
+                turn.chat_key,
+                kind=kind,
+                target=symbol,
+                params=params,
+                created_by=str(turn.sender),
+                now=self._clock(),
+            )
         return label, added is not None
 
     async def _alerts(self, turn: _Turn) -> Reply:
@@ -762,10 +767,8 @@ class TelegramCommands:
                     )
                     event(log, "bot.chat_resumed", chat=chat.id)
 
-        entry = self._member_changes.setdefault(chat.id, [asyncio.Lock(), 0])
-        entry[1] += 1
         try:
-            async with entry[0]:
+            async with self._member_changes.hold(chat.id):
                 await _through_outage(record)
         except Exception as exc:
             event(
@@ -775,10 +778,6 @@ class TelegramCommands:
                 command="my_chat_member",
                 error=short_error(exc),
             )
-        finally:
-            entry[1] -= 1
-            if not entry[1]:  # nobody else waits: 20,000 chats are not 20,000 locks
-                del self._member_changes[chat.id]
 
     async def _on_migration(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

@@ -570,6 +570,21 @@ async def test_the_per_chat_price_alert_limit_gets_a_clear_reply(
     assert len(await alerts(store, USER)) == 1
 
 
+@pytest.mark.parametrize("limits", [CommandLimits(max_follows=1, max_price_alerts=1)])
+async def test_a_burst_of_follows_and_alerts_stays_within_the_per_chat_limits(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
+) -> None:
+    commands = ["/follow DBR", "/follow SNEAKO", f"/follow {JACK}"]
+    commands += ["/price BTC above 110000", "/price ETH above 5000", "/move ETH 5% 1h"]
+    for command in commands:  # all at once: the bot runs them side by side
+        fake_telegram.push_message(USER, USER, command)
+    await fake_telegram.wait_for(lambda: len(fake_telegram.replies_to(USER)) == 6, 10)
+    assert len(await follows(store, USER)) == 1
+    assert len(await alerts(store, USER)) == 1
+    texts = [m.text for m in fake_telegram.replies_to(USER)]
+    assert sum("the most it may" in text for text in texts) == 4
+
+
 @pytest.mark.parametrize("limits", [CommandLimits(commands_per_minute=3)])
 async def test_a_command_flood_gets_one_slow_down_then_silence(
     bot: TelegramCommands, fake_telegram: FakeTelegram, clock: Clock
