@@ -578,6 +578,14 @@ class TelegramCommands:
             " wait and arrive as one digest; /unmute ends it now."
         )
 
+    async def _mute_button(self, chat_key: str, stored: StoredChat, seconds: float) -> str:
+        """An alert's "Mute 1h": a longer mute already set (/mute 7d) stays as it is."""
+        now = self._clock()
+        if stored.mute_until is not None and stored.mute_until > now + seconds:
+            when = _when(stored.mute_until, chat_zone(stored), now)
+            return f"Already muted until {when}; /unmute ends it now."
+        return await self._set_mute(chat_key, stored, seconds)
+
     async def _unmute(self, turn: _Turn) -> Reply:
         await turn.require_admin()
         now = self._clock()
@@ -682,7 +690,7 @@ class TelegramCommands:
         if not await self._may_change_by(chat, query.from_user.id):
             return REFUSAL, True
         if isinstance(action, Mute):
-            return _plain(await self._set_mute(chat_key, stored, action.seconds)), False
+            return _plain(await self._mute_button(chat_key, stored, action.seconds)), False
         if isinstance(action, Cancel):
             return await self._cancel(message, chat_key, action)
         return await self._unfollow_button(query, chat_key, action)

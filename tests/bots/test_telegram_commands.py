@@ -664,6 +664,18 @@ async def test_a_dm_alert_mute_button_mutes_the_chat_for_an_hour(
     assert chat is not None and chat.mute_until == clock.now + 3600
 
 
+async def test_the_mute_button_keeps_a_longer_mute_already_set(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store, clock: Clock
+) -> None:
+    await say(fake_telegram, USER, USER, "/mute 7d")
+    markup = alert_keyboard(chat_is_private=True, user_id=SNEAKO, bot_username=bot.bot_username)
+    message_id = await send_alert(fake_telegram, USER, markup)
+    answer = await press(fake_telegram, USER, USER, "mu:3600", message_id=message_id)
+    assert answer["text"].startswith("Already muted until ")
+    chat = await store.get_chat("telegram", str(USER))
+    assert chat is not None and chat.mute_until == clock.now + 7 * 86400
+
+
 async def test_a_group_alert_carries_a_follow_in_dm_link_telegram_accepts(
     bot: TelegramCommands, fake_telegram: FakeTelegram
 ) -> None:
