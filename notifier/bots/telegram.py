@@ -97,6 +97,7 @@ MUTE_BUTTON_SECONDS: Final = 3600
 ANONYMOUS_ADMIN: Final = 1087968824
 UPDATES: Final = ("message", "channel_post", "callback_query", "my_chat_member")
 BUTTON_NAME_LIMIT: Final = 28
+ANSWER_LIMIT: Final = 200  # a button press's answer (answerCallbackQuery text)
 # Reasons this bot writes to a chat's paused_reason (delivery may write others).
 PAUSED_BLOCKED: Final = "blocked"
 PAUSED_REMOVED: Final = "removed"
@@ -664,7 +665,8 @@ class TelegramCommands:
                 answered = True
                 return
             text, alert = await self._press(query, action)
-            await query.answer(text, show_alert=alert)
+            # Telegram refuses a longer one (a streamer's name can be long).
+            await query.answer(cut(text, ANSWER_LIMIT), show_alert=alert)
             answered = True
         except Exception as exc:
             text = _plain(failure_text(log, exc, what="button"))
@@ -1058,7 +1060,7 @@ def _when(at: float, zone: dt.tzinfo, now: float) -> str:
 def _plain(html_text: str) -> str:
     """A reply's HTML as plain text for a callback answer (at most 200 characters)."""
     text = html.unescape(html_text.replace("<b>", "").replace("</b>", ""))
-    return cut(text, 200)
+    return cut(text, ANSWER_LIMIT)
 
 
 __all__ = [

@@ -676,6 +676,18 @@ async def test_the_mute_button_keeps_a_longer_mute_already_set(
     assert chat is not None and chat.mute_until == clock.now + 7 * 86400
 
 
+async def test_the_unfollow_button_answer_of_a_long_name_fits_telegram(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store, sim: Simulator
+) -> None:
+    sim.profiles[SNEAKO]["user_name"] = "S" * 250
+    await add_follows(store, USER, [SNEAKO])
+    markup = alert_keyboard(chat_is_private=True, user_id=SNEAKO, bot_username=bot.bot_username)
+    message_id = await send_alert(fake_telegram, USER, markup)
+    answer = await press(fake_telegram, USER, USER, f"uf:{SNEAKO}", message_id=message_id)
+    assert answer["text"].startswith("Unfollowed SSS") and len(answer["text"]) == 200
+    assert await follows(store, USER) == []
+
+
 async def test_a_group_alert_carries_a_follow_in_dm_link_telegram_accepts(
     bot: TelegramCommands, fake_telegram: FakeTelegram
 ) -> None:
