@@ -711,7 +711,8 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 return 1
             except ValueError as exc:
-                print(f"notifier subs import: {args.file}: {exc}", file=sys.stderr)
+                for problem in getattr(exc, "problems", [exc]):
+                    print(f"notifier subs import: {args.file}: {problem}", file=sys.stderr)
                 return 1
             added = 0
             for entry in entries:

@@ -107,6 +107,33 @@ def test_an_import_file_that_is_not_an_export_is_one_line(tmp_path: Path) -> Non
     assert done.stderr.strip().endswith("not a watchlist export (needs version: 1 and chats:)")
 
 
+def test_an_import_with_entries_the_engine_would_skip_names_each_and_imports_none(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    (tmp_path / "bad.yaml").write_text(
+        "version: 1\n"
+        "chats:\n"
+        "- platform: telegram\n"
+        "  chat_id: '42'\n"
+        "  subscriptions:\n"
+        "  - {kind: live, target: '463000'}\n"
+        "  - {kind: live, target: SNEAKO}\n"
+        "  - {kind: price, target: BTC, params: {direction: sideways, line: '100'}}\n"
+        "  - {kind: price, target: BTC, params: {direction: above, line: '-5'}}\n"
+    )
+    done = notifier(state, "subs", "import", str(tmp_path / "bad.yaml"))
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        f"chats[0].subscriptions[{n}]" for n in (1, 2, 3)
+    ]
+    assert "target is a Parti user id, not 'SNEAKO'" in lines[0]
+    assert "direction must be above or below, not 'sideways'" in lines[1]
+    listed = notifier(state, "subs", "list")
+    assert listed.stdout.strip() == "0 subscriptions", listed.stderr
+
+
 def test_telegram_chats_lists_the_chats_the_bot_has_seen_with_their_ids(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     asyncio.run(seed(state))

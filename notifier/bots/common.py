@@ -3,8 +3,11 @@ fault (and how each is logged), and the look-ups both make in Parti's answers an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from notifier.log import event, short_error
@@ -20,6 +23,36 @@ PARTI_DOWN: Final = "Parti is not answering right now; please try again in a min
 STORE_DOWN: Final = "I can't reach my database right now; please try again in a minute."
 FAILED: Final = "Sorry, that went wrong on my side; please try again later."
 KNOWN_ASSETS_SHOWN: Final = 20
+
+
+@dataclass(slots=True)
+class _Held:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding it or waiting for it
+
+
+class KeyedLocks:
+    """One lock a key (a chat, a server): a command that counts a chat's subscriptions
+    and then adds one holds it, so a burst of commands (handled side by side) cannot
+    pass the chat's limit. A key nobody holds or waits for keeps no lock."""
+
+    def __init__(self) -> None:
+        self._held: dict[Hashable, _Held] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        held = self._held.setdefault(key, _Held())
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:  # 20,000 chats are not 20,000 locks
+                del self._held[key]
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 def failure_text(log: logging.Logger, exc: Exception, *, what: str) -> str:

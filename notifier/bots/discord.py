@@ -36,6 +36,7 @@ from notifier.bots.commands import (
 from notifier.bots.common import (
     FAILED,
     SLOW_DOWN,
+    KeyedLocks,
     asset_named,
     failure_text,
     known_assets,
@@ -340,6 +341,8 @@ class DiscordCommands:
         # Autocomplete's Parti look-ups, per user as commands (a gate of their own: typing
         # must not use up the member's commands).
         self._lookups = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
+        # A server's (a member's DMs') limit is counted and a subscription added under its lock.
+        self._additions = KeyedLocks()
         self._resolver = Resolver(client)
         self._bot: _BotClient | None = None
         self._guild_of_chat: dict[str, str | None] = {}
@@ -549,29 +552,30 @@ class DiscordCommands:
             params["on_end"] = on_end
         chat_key, target = str(channel.id), str(found.user_id)
         self._validate(chat_key, SubscriptionKind.LIVE, target, params)
-        existing = await self._channel_follows(chat_key, target)
-        if not existing:
-            count = len(await self._guild_subscriptions(guild, SubscriptionKind.LIVE))
-            if count >= self._limits.max_follows:
-                raise Refusal(
-                    f"This server follows {plural(count, 'streamer')}, the most it may; "
-                    "`/parti unfollow` one first."
-                )
-        name = f"**{echo(found.user_name)}**"
-        if any(sub.params == params for sub in existing):
-            return Answer(f"{channel.mention} already follows {name} with these settings.")
-        resumed = await self._remember_channel(channel)
-        await self._store.add_subscription(
-            PLATFORM,
-            chat_key,
-            kind=SubscriptionKind.LIVE,
-            target=target,
-            params=params,
-            created_by=str(interaction.user.id),
-            now=self._clock(),
-        )
-        for old in existing:  # one subscription per channel and streamer: the new settings
-            await self._store.remove_subscription_id(old.id)
+        async with self._additions.hold(guild.id):
+            existing = await self._channel_follows(chat_key, target)
+            if not existing:
+                count = len(await self._guild_subscriptions(guild, SubscriptionKind.LIVE))
+                if count >= self._limits.max_follows:
+                    raise Refusal(
+                        f"This server follows {plural(count, 'streamer')}, the most it may; "
+                        "`/parti unfollow` one first."
+                    )
+            name = f"**{echo(found.user_name)}**"
+            if any(sub.params == params for sub in existing):
+                return Answer(f"{channel.mention} already follows {name} with these settings.")
+            resumed = await self._remember_channel(channel)
+            await self._store.add_subscription(
+                PLATFORM,
+                chat_key,
+                kind=SubscriptionKind.LIVE,
+                target=target,
+                params=params,
+                created_by=str(interaction.user.id),
+                now=self._clock(),
+            )
+            for old in existing:  # one subscription per channel and streamer: the new settings
+                await self._store.remove_subscription_id(old.id)
         settings = describe_live(params)
         detail = f" ({settings})" if settings else ""
         if existing:
@@ -726,27 +730,28 @@ class DiscordCommands:
             if request.rearm is not None:
                 params["rearm"] = request.rearm
         self._validate(chat_key, kind, symbol, params)
-        count = sum(
-            1
-            for sub in await self._guild_subscriptions(guild)
-            if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE)
-        )
-        if count >= self._limits.max_price_alerts:
-            raise Refusal(
-                f"This server has {plural(count, 'price alert')}, the most it may; "
-                "remove one first (`/parti price` with direction `off`)."
+        async with self._additions.hold(guild.id):
+            count = sum(
+                1
+                for sub in await self._guild_subscriptions(guild)
+                if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE)
             )
-        label = describe_price(kind, symbol, params)
-        await self._remember_channel(channel)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            chat_key,
-            kind=kind,
-            target=symbol,
-            params=params,
-            created_by=str(interaction.user.id),
-            now=self._clock(),
-        )
+            if count >= self._limits.max_price_alerts:
+                raise Refusal(
+                    f"This server has {plural(count, 'price alert')}, the most it may; "
+                    "remove one first (`/parti price` with direction `off`)."
+                )
+            label = describe_price(kind, symbol, params)
+            await self._remember_channel(channel)
+            added = await self._store.add_subscription(
+                PLATFORM,
+                chat_key,
+                kind=kind,
+                target=symbol,
+                params=params,
+                created_by=str(interaction.user.id),
+                now=self._clock(),
+            )
         if added is None:
             return Answer(f"{channel.mention} already has that alert: **{label}**.")
         return Answer(
@@ -948,30 +953,31 @@ class DiscordCommands:
     async def _add_dm(self, user: discord.abc.User, streamer: Streamer) -> str:
         key, target = dm_chat_id(user.id), str(streamer.user_id)
         name = f"**{echo(streamer.user_name)}**"
-        count = await self._store.count_subscriptions(PLATFORM, key, kind=SubscriptionKind.LIVE)
-        if count >= self._limits.max_member_follows:
-            if await self._channel_follows(key, target):
-                return f"You already get DMs about {name}."
-            raise Refusal(
-                f"You follow {plural(count, 'streamer')} by DM, the most you may; "
-                "`/parti me unfollow` one first."
+        async with self._additions.hold(key):
+            count = await self._store.count_subscriptions(PLATFORM, key, kind=SubscriptionKind.LIVE)
+            if count >= self._limits.max_member_follows:
+                if await self._channel_follows(key, target):
+                    return f"You already get DMs about {name}."
+                raise Refusal(
+                    f"You follow {plural(count, 'streamer')} by DM, the most you may; "
+                    "`/parti me unfollow` one first."
+                )
+            self._validate(key, SubscriptionKind.LIVE, target, {})
+            now = self._clock()
+            chat = await self._store.upsert_chat(
+                PLATFORM, key, kind=ChatKind.PRIVATE.value, now=now, title=user.name
             )
-        self._validate(key, SubscriptionKind.LIVE, target, {})
-        now = self._clock()
-        chat = await self._store.upsert_chat(
-            PLATFORM, key, kind=ChatKind.PRIVATE.value, now=now, title=user.name
-        )
-        if chat.paused_reason is not None:  # asking again is the member's "resume"
-            await self._store.set_chat_fields(PLATFORM, key, now=now, paused_reason=None)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            key,
-            kind=SubscriptionKind.LIVE,
-            target=target,
-            params={},
-            created_by=str(user.id),
-            now=now,
-        )
+            if chat.paused_reason is not None:  # asking again is the member's "resume"
+                await self._store.set_chat_fields(PLATFORM, key, now=now, paused_reason=None)
+            added = await self._store.add_subscription(
+                PLATFORM,
+                key,
+                kind=SubscriptionKind.LIVE,
+                target=target,
+                params={},
+                created_by=str(user.id),
+                now=now,
+            )
         if added is None:
             return f"You already get DMs about {name}."
         return (

@@ -72,6 +72,7 @@ from notifier.bots.commands import (
 )
 from notifier.bots.common import (
     SLOW_DOWN,
+    KeyedLocks,
     asset_named,
     failure_text,
     known_assets,
@@ -96,6 +97,7 @@ MUTE_BUTTON_SECONDS: Final = 3600
 ANONYMOUS_ADMIN: Final = 1087968824
 UPDATES: Final = ("message", "channel_post", "callback_query", "my_chat_member")
 BUTTON_NAME_LIMIT: Final = 28
+ANSWER_LIMIT: Final = 200  # a button press's answer (answerCallbackQuery text)
 # Reasons this bot writes to a chat's paused_reason (delivery may write others).
 PAUSED_BLOCKED: Final = "blocked"
 PAUSED_REMOVED: Final = "removed"
@@ -231,9 +233,11 @@ class TelegramCommands:
         self._api_url = api_url.rstrip("/")
         self._store = store
         self._client = client
-        # chat id -> [its lock, how many changes use it]: a chat's membership changes are
-        # recorded in the order they came, also while each waits out a store outage.
-        self._member_changes: dict[int, list[Any]] = {}
+        # A chat's membership changes are recorded in the order they came, also while each
+        # waits out a store outage.
+        self._member_changes = KeyedLocks()
+        # A chat's limit is counted and a subscription added under its lock.
+        self._additions = KeyedLocks()
         self._limits = limits or CommandLimits()
         self._clock = clock
         self._poll_timeout = poll_timeout
@@ -412,7 +416,8 @@ class TelegramCommands:
         await self._reply(message, reply.html, reply.markup)
 
     async def _start(self, turn: _Turn) -> Reply:
-        if turn.stored.paused_reason is not None:
+        # Resuming delivery changes the chat: in a group only an admin's /start does it.
+        if turn.stored.paused_reason is not None and await turn.may_change():
             await self._store.set_chat_fields(
                 PLATFORM, turn.chat_key, now=self._clock(), paused_reason=None
             )
@@ -441,26 +446,27 @@ class TelegramCommands:
     async def _add_follow(self, turn: _Turn, streamer: Streamer) -> str:
         name = f"<b>{echo(streamer.user_name)}</b>"
         target = str(streamer.user_id)
-        count = await self._store.count_subscriptions(
-            PLATFORM, turn.chat_key, kind=SubscriptionKind.LIVE
-        )
-        if count >= self._limits.max_follows:
-            if await self._follows(turn.chat_key, target):
-                return f"This chat already follows {name}."
-            raise CommandError(
-                f"This chat follows {count} streamers, the most it may; /unfollow one first."
-            )
         params: dict[str, Any] = {}
         self._validate(turn.chat_key, SubscriptionKind.LIVE, target, params)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            turn.chat_key,
-            kind=SubscriptionKind.LIVE,
-            target=target,
-            params=params,
-            created_by=str(turn.sender),
-            now=self._clock(),
-        )
+        async with self._additions.hold(turn.chat_key):
+            count = await self._store.count_subscriptions(
+                PLATFORM, turn.chat_key, kind=SubscriptionKind.LIVE
+            )
+            if count >= self._limits.max_follows:
+                if await self._follows(turn.chat_key, target):
+                    return f"This chat already follows {name}."
+                raise CommandError(
+                    f"This chat follows {count} streamers, the most it may; /unfollow one first."
+                )
+            added = await self._store.add_subscription(
+                PLATFORM,
+                turn.chat_key,
+                kind=SubscriptionKind.LIVE,
+                target=target,
+                params=params,
+                created_by=str(turn.sender),
+                now=self._clock(),
+            )
         if added is None:
             return f"This chat already follows {name}."
         live = await live_now(self._client, streamer.user_id)
@@ -538,18 +544,19 @@ class TelegramCommands:
     ) -> tuple[str, bool]:
         """Saves a price or move alert once the chat has room for it and the rules take it.
         Returns its label (HTML) and whether it is new (False: the chat already has it)."""
-        await self._check_alert_room(turn.chat_key)
         self._validate(turn.chat_key, kind, symbol, params)
         label = html.escape(describe_price(kind, symbol, params), quote=False)
-        added = await self._store.add_subscription(
-            PLATFORM,
-            turn.chat_key,
-            kind=kind,
-            target=symbol,
-            params=params,
-            created_by=str(turn.sender),
-            now=self._clock(),
-        )
+        async with self._additions.hold(turn.chat_key):
+            await self._check_alert_room(turn.chat_key)
+            added = await self._store.add_subscription(
+                PLATFORM,
+                turn.chat_key,
+                kind=kind,
+                target=symbol,
+                params=params,
+                created_by=str(turn.sender),
+                now=self._clock(),
+            )
         return label, added is not None
 
     async def _alerts(self, turn: _Turn) -> Reply:
@@ -571,6 +578,14 @@ class TelegramCommands:
             f"Muted for {format_duration(seconds)}, until {when}. Alerts that come meanwhile"
             " wait and arrive as one digest; /unmute ends it now."
         )
+
+    async def _mute_button(self, chat_key: str, stored: StoredChat, seconds: float) -> str:
+        """An alert's "Mute 1h": a longer mute already set (/mute 7d) stays as it is."""
+        now = self._clock()
+        if stored.mute_until is not None and stored.mute_until > now + seconds:
+            when = _when(stored.mute_until, chat_zone(stored), now)
+            return f"Already muted until {when}; /unmute ends it now."
+        return await self._set_mute(chat_key, stored, seconds)
 
     async def _unmute(self, turn: _Turn) -> Reply:
         await turn.require_admin()
@@ -650,7 +665,8 @@ class TelegramCommands:
                 answered = True
                 return
             text, alert = await self._press(query, action)
-            await query.answer(text, show_alert=alert)
+            # Telegram refuses a longer one (a streamer's name can be long).
+            await query.answer(cut(text, ANSWER_LIMIT), show_alert=alert)
             answered = True
         except Exception as exc:
             text = _plain(failure_text(log, exc, what="button"))
@@ -676,7 +692,7 @@ class TelegramCommands:
         if not await self._may_change_by(chat, query.from_user.id):
             return REFUSAL, True
         if isinstance(action, Mute):
-            return _plain(await self._set_mute(chat_key, stored, action.seconds)), False
+            return _plain(await self._mute_button(chat_key, stored, action.seconds)), False
         if isinstance(action, Cancel):
             return await self._cancel(message, chat_key, action)
         return await self._unfollow_button(query, chat_key, action)
@@ -761,10 +777,8 @@ class TelegramCommands:
                     )
                     event(log, "bot.chat_resumed", chat=chat.id)
 
-        entry = self._member_changes.setdefault(chat.id, [asyncio.Lock(), 0])
-        entry[1] += 1
         try:
-            async with entry[0]:
+            async with self._member_changes.hold(chat.id):
                 await _through_outage(record)
         except Exception as exc:
             event(
@@ -774,10 +788,6 @@ class TelegramCommands:
                 command="my_chat_member",
                 error=short_error(exc),
             )
-        finally:
-            entry[1] -= 1
-            if not entry[1]:  # nobody else waits: 20,000 chats are not 20,000 locks
-                del self._member_changes[chat.id]
 
     async def _on_migration(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -1050,7 +1060,7 @@ def _when(at: float, zone: dt.tzinfo, now: float) -> str:
 def _plain(html_text: str) -> str:
     """A reply's HTML as plain text for a callback answer (at most 200 characters)."""
     text = html.unescape(html_text.replace("<b>", "").replace("</b>", ""))
-    return cut(text, 200)
+    return cut(text, ANSWER_LIMIT)
 
 
 __all__ = [

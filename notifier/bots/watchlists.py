@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from notifier.rules.subscriptions import KINDS, PLATFORMS, valid_chat_id
+from notifier.rules.subscriptions import KINDS, PLATFORMS, chat_destination, to_rule, valid_chat_id
+from notifier.rules.subscriptions import Subscription as RuleSubscription
 from notifier.store.types import Subscription
 
 MAX_ENTRIES = 1_000_000
@@ -21,6 +22,14 @@ class Entry:
     kind: str
     target: str
     params: dict[str, Any]
+
+
+class WatchlistError(ValueError):
+    """Entries the engine would skip: `problems` has one line each (`where: why`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems[0])
+        self.problems = problems
 
 
 def dump_watchlists(subs: Iterable[Subscription]) -> str:
@@ -43,7 +52,8 @@ def dump_watchlists(subs: Iterable[Subscription]) -> str:
 
 def load_watchlists(text: str, *, chat: str | None = None) -> list[Entry]:
     """The entries of an export; `chat` moves them all into that chat. ValueError, with
-    where it is, for anything that is not an export."""
+    where it is, for anything that is not an export; WatchlistError naming every entry the
+    engine would skip (a live target that is not a user id, a price without a line...)."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -54,6 +64,7 @@ def load_watchlists(text: str, *, chat: str | None = None) -> list[Entry]:
     if not isinstance(chats, list):
         raise ValueError("chats: expected a list")
     entries: list[Entry] = []
+    problems: list[str] = []
     for index, found in enumerate(chats):
         where = f"chats[{index}]"
         if not isinstance(found, dict):
@@ -75,9 +86,32 @@ def load_watchlists(text: str, *, chat: str | None = None) -> list[Entry]:
             params = item.get("params") or {}
             if not isinstance(params, dict):
                 raise ValueError(f"{at}.params: expected a mapping")
-            entries.append(
-                Entry(platform, chat_id, str(item["kind"]), str(item.get("target", "")), params)
-            )
+            entry = Entry(platform, chat_id, str(item["kind"]), str(item.get("target", "")), params)
+            problem = _problem(entry)
+            if problem is not None:
+                problems.append(f"{at}: {problem}")
+            entries.append(entry)
             if len(entries) > MAX_ENTRIES:
                 raise ValueError(f"more than {MAX_ENTRIES} subscriptions")
+    if problems:
+        raise WatchlistError(problems)
     return entries
+
+
+def _problem(entry: Entry) -> str | None:
+    """Why the engine would skip this entry (the rules' own words), None when it takes it."""
+    candidate = RuleSubscription(
+        id=0,
+        platform=entry.platform,
+        chat_id=entry.chat_id,
+        kind=entry.kind,
+        target=entry.target,
+        destination=chat_destination(entry.platform, entry.chat_id),
+        params=entry.params,
+    )
+    try:
+        to_rule(candidate)
+    except ValueError as exc:
+        # "subscription 0: line: ..." -> the part after the id
+        return str(exc).partition(": ")[2] or str(exc)
+    return None

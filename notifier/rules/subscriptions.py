@@ -108,6 +108,16 @@ def discord_dm_destination(user_id: int | str) -> str:
     return f"@dcdm:{int(user_id)}"
 
 
+def chat_destination(platform: str, chat_id: str) -> str:
+    """Where a stored subscription's alerts go: the Telegram chat, the Discord channel, or
+    a Discord user's DMs (chat id `dm:<user id>`). The chat id is one valid_chat_id takes."""
+    if platform == "telegram":
+        return telegram_destination(chat_id)
+    if chat_id.startswith("dm:"):
+        return discord_dm_destination(chat_id.removeprefix("dm:"))
+    return discord_channel_destination(chat_id)
+
+
 def parse_destination(name: str) -> ChatDestination | None:
     """The chat a dynamic destination name stands for, else None (a file destination)."""
     found = _DESTINATION.fullmatch(name)

@@ -12,9 +12,7 @@ from notifier.log import event, get_logger, short_error
 from notifier.rules.engine import Engine
 from notifier.rules.subscriptions import (
     Subscription,
-    discord_channel_destination,
-    discord_dm_destination,
-    telegram_destination,
+    chat_destination,
     valid_chat_id,
 )
 from notifier.stages.context import Core
@@ -37,19 +35,13 @@ def as_rule_subscription(stored: Stored) -> Subscription | None:
     chat id no bot would have stored: skipped, never a stop of the whole sync)."""
     if not valid_chat_id(stored.platform, stored.chat_id):
         return None
-    if stored.platform == "telegram":
-        destination = telegram_destination(stored.chat_id)
-    elif stored.chat_id.startswith("dm:"):  # a Discord user's DMs
-        destination = discord_dm_destination(stored.chat_id.removeprefix("dm:"))
-    else:  # a Discord channel
-        destination = discord_channel_destination(stored.chat_id)
     return Subscription(
         id=stored.id,
         platform=stored.platform,
         chat_id=stored.chat_id,
         kind=stored.kind,
         target=stored.target,
-        destination=destination,
+        destination=chat_destination(stored.platform, stored.chat_id),
         params=stored.params,
     )
 

@@ -445,6 +445,28 @@ async def test_the_per_server_limit_is_a_clear_reply(
     assert await live_follows(store, OTHER) == []
 
 
+async def test_a_burst_of_commands_stays_within_the_server_and_dm_limits(
+    start_bot: Starter, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    await start_bot(limits=DiscordLimits(max_follows=1, max_price_alerts=1, max_member_follows=1))
+    price = {"asset": "BTC", "direction": "above", "channel": ALERTS}
+    answers = await asyncio.gather(  # all at once: the bot runs them side by side
+        *(
+            command(gateway, OWNER, "follow", {"streamer": name, "channel": channel})
+            for name, channel in (("DBR", ALERTS), ("SNEAKO", OTHER), (str(348242), GENERAL))
+        ),
+        *(
+            command(gateway, OWNER, "price", price | {"value": value})
+            for value in ("110000", "120000", "130000")
+        ),
+        *(command(gateway, MEMBER, "me follow", {"streamer": name}) for name in ("DBR", "SNEAKO")),
+    )
+    subs = await store.list_subscriptions(platform="discord")
+    assert sorted(s.kind for s in subs if not s.chat_id.startswith("dm:")) == ["live", "price"]
+    assert len(await live_follows(store, f"dm:{MEMBER}")) == 1
+    assert sum("the most" in answer["content"] for answer in answers) == 5
+
+
 @pytest.mark.parametrize(
     ("options", "reply"),
     [

@@ -570,6 +570,21 @@ async def test_the_per_chat_price_alert_limit_gets_a_clear_reply(
     assert len(await alerts(store, USER)) == 1
 
 
+@pytest.mark.parametrize("limits", [CommandLimits(max_follows=1, max_price_alerts=1)])
+async def test_a_burst_of_follows_and_alerts_stays_within_the_per_chat_limits(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
+) -> None:
+    commands = ["/follow DBR", "/follow SNEAKO", f"/follow {JACK}"]
+    commands += ["/price BTC above 110000", "/price ETH above 5000", "/move ETH 5% 1h"]
+    for command in commands:  # all at once: the bot runs them side by side
+        fake_telegram.push_message(USER, USER, command)
+    await fake_telegram.wait_for(lambda: len(fake_telegram.replies_to(USER)) == 6, 10)
+    assert len(await follows(store, USER)) == 1
+    assert len(await alerts(store, USER)) == 1
+    texts = [m.text for m in fake_telegram.replies_to(USER)]
+    assert sum("the most it may" in text for text in texts) == 4
+
+
 @pytest.mark.parametrize("limits", [CommandLimits(commands_per_minute=3)])
 async def test_a_command_flood_gets_one_slow_down_then_silence(
     bot: TelegramCommands, fake_telegram: FakeTelegram, clock: Clock
@@ -608,6 +623,23 @@ async def test_start_resumes_a_paused_chat(
     assert chat is not None and chat.paused_reason is None
 
 
+async def test_a_group_member_start_gets_help_but_leaves_the_pause_an_admin_start_clears_it(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
+) -> None:
+    fake_telegram.set_member(GROUP, ADMIN, "administrator")
+    fake_telegram.set_member(GROUP, MEMBER, "member")
+    reason = "Forbidden: bot is not a member of the supergroup chat"
+    await store.upsert_chat("telegram", str(GROUP), kind="group", now=1.0)
+    await store.set_chat_fields("telegram", str(GROUP), now=1.0, paused_reason=reason)
+    reply = await say(fake_telegram, GROUP, MEMBER, "/start")
+    assert "Parti alerts" in reply.text
+    chat = await store.get_chat("telegram", str(GROUP))
+    assert chat is not None and chat.paused_reason == reason
+    await say(fake_telegram, GROUP, ADMIN, "/start")
+    chat = await store.get_chat("telegram", str(GROUP))
+    assert chat is not None and chat.paused_reason is None
+
+
 async def test_a_dm_alert_unfollow_button_unfollows_and_leaves_the_mute_button(
     bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store
 ) -> None:
@@ -630,6 +662,30 @@ async def test_a_dm_alert_mute_button_mutes_the_chat_for_an_hour(
     assert answer["text"].startswith("Muted for 1h")
     chat = await store.get_chat("telegram", str(USER))
     assert chat is not None and chat.mute_until == clock.now + 3600
+
+
+async def test_the_mute_button_keeps_a_longer_mute_already_set(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store, clock: Clock
+) -> None:
+    await say(fake_telegram, USER, USER, "/mute 7d")
+    markup = alert_keyboard(chat_is_private=True, user_id=SNEAKO, bot_username=bot.bot_username)
+    message_id = await send_alert(fake_telegram, USER, markup)
+    answer = await press(fake_telegram, USER, USER, "mu:3600", message_id=message_id)
+    assert answer["text"].startswith("Already muted until ")
+    chat = await store.get_chat("telegram", str(USER))
+    assert chat is not None and chat.mute_until == clock.now + 7 * 86400
+
+
+async def test_the_unfollow_button_answer_of_a_long_name_fits_telegram(
+    bot: TelegramCommands, fake_telegram: FakeTelegram, store: Store, sim: Simulator
+) -> None:
+    sim.profiles[SNEAKO]["user_name"] = "S" * 250
+    await add_follows(store, USER, [SNEAKO])
+    markup = alert_keyboard(chat_is_private=True, user_id=SNEAKO, bot_username=bot.bot_username)
+    message_id = await send_alert(fake_telegram, USER, markup)
+    answer = await press(fake_telegram, USER, USER, f"uf:{SNEAKO}", message_id=message_id)
+    assert answer["text"].startswith("Unfollowed SSS") and len(answer["text"]) == 200
+    assert await follows(store, USER) == []
 
 
 async def test_a_group_alert_carries_a_follow_in_dm_link_telegram_accepts(

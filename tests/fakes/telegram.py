@@ -63,6 +63,7 @@ CONFLICT = (
     "is running"
 )
 QUERY_INVALID = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+ANSWER_LIMIT = 200  # answerCallbackQuery's text: 0-200 characters
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
@@ -1031,6 +1032,8 @@ class FakeTelegram(Recorder):
         self, method: str, chat_key: str, chat_id: int | str, params: dict[str, str]
     ) -> web.Response:
         query_id = params.get("callback_query_id", "")
+        if len(params.get("text") or "") > ANSWER_LIMIT:  # the query stays unanswered
+            return self._error(400, "Bad Request: MESSAGE_TOO_LONG")
         # An answered query is spent: a second answer fails like an unknown one.
         if self.callbacks.pop(query_id, None) is None:
             return self._error(400, QUERY_INVALID)

@@ -637,6 +637,21 @@ async def test_a_callback_query_is_answered_once(fake_telegram: FakeTelegram) ->
     assert (first[0], second[0], second[1]["description"]) == (200, 400, QUERY_INVALID)
 
 
+async def test_a_callback_answer_over_200_characters_is_refused_and_the_query_kept(
+    fake_telegram: FakeTelegram,
+) -> None:
+    markup = json.dumps(keyboard({"text": "Mute", "callback_data": "m"}))
+    _, sent = await call(fake_telegram, "sendMessage", chat_id=USER, text="hi", reply_markup=markup)
+    query_id = fake_telegram.push_callback(USER, USER, "m", message_id=sent["result"]["message_id"])
+    long = await call(
+        fake_telegram, "answerCallbackQuery", callback_query_id=query_id, text="x" * 201
+    )
+    fits = await call(
+        fake_telegram, "answerCallbackQuery", callback_query_id=query_id, text="x" * 200
+    )
+    assert (long[0], long[1]["description"], fits[0]) == (400, "Bad Request: MESSAGE_TOO_LONG", 200)
+
+
 async def test_answering_an_unknown_callback_query_is_refused(
     fake_telegram: FakeTelegram,
 ) -> None:
