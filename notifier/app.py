@@ -73,6 +73,10 @@ ROLE_RETRY = 2.0  # how often a standby instance tries to take the ingest role
 # PostgreSQL: how long a start waits for its own instance lock (a killed predecessor of the
 # same name leaves its session a moment after it dies) before it goes on without it.
 INSTANCE_LOCK_WAIT = 5.0
+# PostgreSQL: leases and due times count in the database server's clock; this host's
+# distance from it is measured at open and again this often, and said when it is large.
+CLOCK_EVERY = 600.0
+CLOCK_SKEW_SAID = 1.0
 
 
 @dataclass
@@ -199,6 +203,7 @@ class App:
         return Delivery(
             self.store,
             senders.by_name,
+            clock=self.store.clock,
             metrics=self.metrics,
             lease=self.options.lease,
             on_reachability=self._reachability,
@@ -340,6 +345,7 @@ class App:
             )
             bots = group.create_task(self.command_bots.run())
             alive = group.create_task(self._keep_instance_lock(instance_lock))
+            clock = group.create_task(self._keep_clock(store))
             await self._stop.wait()
             systemd.notify("STOPPING=1\nSTATUS=draining")
             event(_log, "app.stopping")
@@ -356,6 +362,7 @@ class App:
                 await delivery
             await self._keep_unrecorded(store, holder.unrecorded())
             watch.cancel()
+            clock.cancel()
             alive.cancel()  # the last: another instance may release our leases from now on
         event(_log, "app.stopped")
         return 0
@@ -395,6 +402,30 @@ class App:
             "to run out",
         )
         return lock
+
+    async def _keep_clock(self, store: Store) -> None:
+        """PostgreSQL: say when this host's clock is far from the database server's (the
+        daemon counts in the server's; other tools on this host, and its logs, do not),
+        and measure it again every CLOCK_EVERY seconds: a host without NTP drifts."""
+        measure = getattr(store, "measure_clock", None)
+        if measure is None:
+            return
+        said = 0.0
+        offset = float(getattr(store, "clock_offset", 0.0))
+        while True:
+            if abs(offset - said) >= CLOCK_SKEW_SAID:
+                said = offset
+                event(
+                    _log,
+                    "store.clock_skew",
+                    logging.WARNING if abs(offset) >= CLOCK_SKEW_SAID else logging.INFO,
+                    seconds=round(offset, 3),
+                    note="the database server's clock minus this host's; leases and due "
+                    "times count in the server's (keep hosts on NTP)",
+                )
+            await asyncio.sleep(CLOCK_EVERY)
+            with contextlib.suppress(StoreError):  # the next measure, then
+                offset = await measure()
 
     async def _keep_instance_lock(self, lock: RoleLock | None) -> None:
         """Hold the instance lock until the daemon ends; taken again after a lost session."""
@@ -446,7 +477,7 @@ class App:
                 note="the alerts it names may be sent again",
             )
             return
-        recorded = await store.mark_sent_many(sent, now=time.time()) if sent else []
+        recorded = await store.mark_sent_many(sent, now=store.clock()) if sent else []
         path.unlink(missing_ok=True)
         missed = len(sent) - len(recorded)
         # Released meanwhile (another instance took them over): they may have gone out again.
@@ -468,7 +499,7 @@ class App:
             return
         try:
             async with asyncio.timeout(UNRECORDED_LAST_TRY):
-                await store.mark_sent_many(sent, now=time.time())
+                await store.mark_sent_many(sent, now=store.clock())
             return
         except (StoreError, TimeoutError):
             pass

@@ -632,7 +632,7 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"notifier outbox {args.action}: needs a KEY", file=sys.stderr)
                 return 2
             done = (
-                await store.retry(args.key, now=time.time())
+                await store.retry(args.key, now=store.clock())
                 if args.action == "retry"
                 else await store.drop(args.key)
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from notifier.deliver.factory import Senders
@@ -73,7 +72,7 @@ class DeliveryHolder:
             unrecorded = old_delivery.not_recorded()
             if unrecorded:
                 try:
-                    await self.store.mark_sent_many(unrecorded, now=time.time())
+                    await self.store.mark_sent_many(unrecorded, now=self.store.clock())
                     unrecorded = []
                 except StoreError:
                     drained = False  # keep every lease: theirs must not be claimed

@@ -121,7 +121,7 @@ class LivePoller:
         if skipped or first_start:
             started = {FIRST_STARTED: str(time.time())} if first_start else None
             await self.store.enqueue(
-                [], now=time.time(), lives=skipped, state=started, fence=self.fence()
+                [], now=self.store.clock(), lives=skipped, state=started, fence=self.fence()
             )
             recorded = len(skipped)
         # Only now: a first poll whose write failed is made again as the first (its live
@@ -180,7 +180,7 @@ class LivePoller:
         event(_log, "stream.ended", user_id=user_id, edits=len(edits))
         if not edits:
             return
-        added = await self.store.enqueue(edits, now=now, fence=None)
+        added = await self.store.enqueue(edits, now=self.store.clock(), fence=None)
         for edit in edits:
             self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
         if self.on_written is not None:

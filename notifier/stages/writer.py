@@ -195,7 +195,7 @@ class Writer:
         try:
             keys, rows = await self.store.enqueue_leased(
                 alerts,
-                now=time.time(),
+                now=self.store.clock(),
                 lease=self.lease,
                 room=delivery.room(),
                 lives=lives,

@@ -99,6 +99,13 @@ class Store(Protocol):
     backend: str  # "sqlite" or "postgres"
     instance: str
 
+    def clock(self) -> float:
+        """Now, in epoch seconds, as every instance sharing this store counts it: lease
+        ends, due times and ages written by one instance are compared by another
+        (PostgreSQL: this host's clock corrected to the database server's; SQLite: this
+        host's)."""
+        ...
+
     async def close(self) -> None: ...
 
     # ---- schema -------------------------------------------------------------------

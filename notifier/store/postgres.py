@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -153,9 +154,18 @@ class PostgresStore:
 
     backend = "postgres"
 
-    def __init__(self, url: str, *, instance: str, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        max_size: int = 8,
+        local_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url
         self.instance = instance
+        self._local_clock = local_clock
+        self.clock_offset = 0.0  # the database server's clock minus this host's
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -182,14 +192,16 @@ class PostgresStore:
         migrate: bool = True,
         timeout: float = 15.0,
         max_size: int = 8,
+        local_clock: Callable[[], float] = time.time,
     ) -> PostgresStore:
-        store = cls(url, instance=instance, max_size=max_size)
+        store = cls(url, instance=instance, max_size=max_size, local_clock=local_clock)
         # One direct connection first: an unreachable server fails at once, clearly,
         # instead of after the pool's retries.
         conn = await connect(url, instance=instance, autocommit=False)
         try:
             if migrate:
                 await store._migrate_on(conn)
+            await store._measure_clock(conn)
         finally:
             await conn.close()
         try:
@@ -198,6 +210,36 @@ class PostgresStore:
             await store._pool.close()
             raise translate(exc, url) from None
         return store
+
+    def clock(self) -> float:
+        return self._local_clock() + self.clock_offset
+
+    async def measure_clock(self) -> float:
+        """Measure again how far the database server's clock is from this host's (it
+        drifts on a host without NTP); returns the offset in seconds."""
+        try:
+            async with self._pool.connection() as conn:
+                await self._measure_clock(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise translate(exc, self.url) from None
+        return self.clock_offset
+
+    async def _measure_clock(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """The server's clock against ours, from the quickest of three round trips (its
+        reading taken as halfway through). Leases, due times and ages are written by one
+        instance and compared by another: all count in the server's time."""
+        best: tuple[float, float] | None = None
+        for _ in range(3):
+            before = self._local_clock()
+            found = await (
+                await conn.execute("SELECT extract(epoch from clock_timestamp())::float8")
+            ).fetchone()
+            after = self._local_clock()
+            assert found is not None
+            if best is None or after - before < best[0]:
+                best = (after - before, float(found[0]) - (before + after) / 2)
+        assert best is not None
+        self.clock_offset = best[1]
 
     async def close(self) -> None:
         for watch in list(self._watches):

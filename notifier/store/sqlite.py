@@ -1246,6 +1246,9 @@ class SqliteStore:
         self._durable = durable
         self._watches: set[OutboxWatch] = set()
 
+    def clock(self) -> float:
+        return time.time()  # one process owns the file
+
     @classmethod
     async def open(
         cls, path: str, *, durable: bool = True, instance: str, migrate: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -210,5 +211,27 @@ async def test_an_instance_holding_its_own_lock_keeps_its_leases(pg_url: str) ->
         assert row is not None and row.lease_owner is None
     finally:
         await alive.release()
+        await a.close()
+        await b.close()
+
+
+async def test_leases_count_in_the_database_clock_whatever_a_host_clock_says(
+    pg_url: str,
+) -> None:
+    """A host whose clock runs 150 s ahead (no NTP) must not claim what another host
+    leased for 120 s a moment ago: both count in the database server's clock."""
+    from notifier.store.postgres import PostgresStore
+
+    a = await PostgresStore.open(pg_url, instance="a")
+    b = await PostgresStore.open(pg_url, instance="b", local_clock=lambda: time.time() + 150)
+    try:
+        assert abs(b.clock_offset + 150) < 1 and abs(b.clock() - a.clock()) < 1
+        _, leased = await a.enqueue_leased(
+            [alert_for("k1")], now=a.clock(), lease=120.0, room={"me": 1}, fence=None
+        )
+        assert [row.key for row in leased] == ["k1"]
+        assert await b.claim("me", now=b.clock(), lease=120.0) == []
+        assert await b.measure_clock() == pytest.approx(b.clock_offset)
+    finally:
         await a.close()
         await b.close()
