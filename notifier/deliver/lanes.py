@@ -40,6 +40,9 @@ IDLE_LOOK = 30.0
 # Alerts in one digest message: with their lines of about 100 characters, 30 fit in
 # Telegram's 4,096 without an "and N more" (a longer wait makes several digests).
 DIGEST_ROWS = 30
+# Before the message id recorded for each alert of a digest: a stream's end must not edit
+# or delete the digest, which shows the other alerts too.
+DIGESTED = "digest:"
 # Transient failures in a row (timeouts, refused connections, 5xx) after which a destination
 # shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
 # keep their own backoff meanwhile.
@@ -700,6 +703,17 @@ class Delivery:
                     refund=True,
                 )
                 return 0.0
+            if ref.message_id.startswith(DIGESTED):
+                await self.outbox.drop(row.key)
+                event(
+                    _log,
+                    "alert.edit_skipped",
+                    dest=row.destination,
+                    key=row.key,
+                    action=row.action,
+                    reason="the alert went out in a digest",
+                )
+                return 0.0
             message_id = ref.message_id
         else:
             sender.prepare(row.payload)  # rendered while the rate limits hold it, if they do
@@ -799,7 +813,8 @@ class Delivery:
                 await self.outbox.reschedule(other.key, at=now, error="digest failed", refund=True)
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
-        await self._recorded(row.destination, [(r.key, message_id) for r in rows], now)
+        recorded = None if message_id is None else DIGESTED + message_id
+        await self._recorded(row.destination, [(r.key, recorded) for r in rows], now)
         self.sent_count += len(rows)
         label = destination_label(row.destination)
         self.metrics.sent.labels(destination=label).inc(len(rows))
