@@ -21,7 +21,7 @@ from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.store import Store, StoreError
 from notifier.store.outage import Outage
 from notifier.store.outage import pause as outage_pause
-from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
+from notifier.store.types import DEAD, DROPPED, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
@@ -47,6 +47,8 @@ DIGESTED = "digest:"
 # shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
 # keep their own backoff meanwhile.
 DOWN_AFTER_FAILURES = 3
+# Why the rows of a destination the rules do not name (any more) went to the dead letter.
+REMOVED = "destination removed from the rules"
 
 
 class Delivery:
@@ -71,6 +73,7 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
+        self._configured = frozenset(senders)  # the rules' destinations (chats come and go)
         self.metrics = metrics or Metrics()
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -252,26 +255,61 @@ class Delivery:
                 group.create_task(self._supervise(name))
             if self.exclusive:
                 watching = group.create_task(self._watch_other_instances())
-            if self.chat_sender is not None:
-                group.create_task(self._wake_chats_with_work())
+            group.create_task(self._look_at_waiting())
             if self.exclusive:
                 await self._stopping.wait()
                 watching.cancel()
         self._group = None
 
-    async def _wake_chats_with_work(self) -> None:
-        """Chat destinations with work left from before (pending or leased rows) open
-        their lanes; a store that does not answer is asked again."""
+    async def _look_at_waiting(self) -> None:
+        """Destinations with work left from before (pending or leased rows): a chat's lane
+        opens; a destination the rules do not name is settled (`_removed`). A store that
+        does not answer is asked again."""
         while not self._stopping.is_set():
             try:
-                waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
+                waiting = await self.outbox.waiting_destinations()
+                for destination, count in waiting.items():
+                    if destination.startswith("@"):
+                        self.wake(destination)
+                    elif destination not in self._configured:
+                        await self._removed(destination, count)
             except StoreError as exc:
-                await self._pause_for_store(self._store_failed("chats", exc))
+                await self._pause_for_store(self._store_failed("waiting", exc))
                 continue
-            self._store_answered("chats")
-            for destination in {r.destination for r in waiting}:
-                self.wake(destination)
+            self._store_answered("waiting")
+            async with self.settled:
+                self.settled.notify_all()
             return
+
+    async def _removed(self, destination: str, count: int) -> None:
+        """Rows for a destination the rules do not name (removed by a reload, or before a
+        start) have no lane: they go to the dead letter (`notifier outbox retry` revives
+        them). With PostgreSQL another instance may run rules that still name it (a
+        rolling reload): they are left to it, and logged."""
+        if self.exclusive:
+            event(
+                _log,
+                "destination.removed",
+                logging.WARNING,
+                dest=destination,
+                alerts=count,
+                kept="pending: another instance's rules may name it",
+            )
+            return
+        now = self.clock()
+        dead = await self.outbox.dead_letter(
+            destination, reason=REMOVED, now=now, created_before=now
+        )
+        if dead:
+            self.metrics.dead.labels(destination=destination_label(destination)).inc(dead)
+            event(
+                _log,
+                "destination.removed",
+                logging.ERROR,
+                dest=destination,
+                dead=dead,
+                reason=REMOVED,
+            )
 
     async def _watch_other_instances(self) -> None:
         """Rows written by another instance (PostgreSQL NOTIFY) wake this one's lane; the
