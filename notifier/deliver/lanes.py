@@ -484,6 +484,7 @@ class Delivery:
                 probe = True
                 failure = sender.classify(exc)
                 wait = self._unreachable_for(name, failure.reason)
+                await self._expire_unclaimed(name, failure.reason)
                 await self._wait(None, wait)
                 continue
             self._down_before.discard(name)
@@ -491,6 +492,21 @@ class Delivery:
                 self._reachable(name)
             return True
         return False
+
+    async def _expire_unclaimed(self, name: str, error: str) -> None:
+        """A lane that cannot start claims nothing: its rows past the max age go to the
+        dead letter here, as they would once claimed."""
+        now = self.clock()
+        reason = self._expired(error)
+        dead = await self.outbox.dead_letter(
+            name, reason=reason, now=now, created_before=now - self.policy.max_age
+        )
+        if not dead:
+            return
+        self.metrics.dead.labels(destination=destination_label(name)).inc(dead)
+        event(_log, "alert.dead", logging.ERROR, dest=name, alerts=dead, reason=reason)
+        async with self.settled:
+            self.settled.notify_all()
 
     def _unreachable_for(self, name: str, reason: str) -> float:
         """Mark the destination unreachable; how long its lane now waits."""
@@ -698,10 +714,7 @@ class Delivery:
     async def _attempt(self, sender: Sender, row: Row) -> float:
         now = self.clock()
         if now - row.created_at > self.policy.max_age:
-            reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
-            if row.last_error:
-                reason += f" (last error: {row.last_error})"
-            await self._dead(row, reason, now)
+            await self._dead(row, self._expired(row.last_error), now)
             return 0.0
         if self.chats is not None and row.action == "send" and row.destination.startswith("@"):
             decision = await self.chats.decide(row.destination, now)
@@ -724,6 +737,10 @@ class Delivery:
         if late and row.action == "send" and sender.channel == "telegram":
             return await self._digest(sender, row, now)
         return await self._deliver(sender, row)
+
+    def _expired(self, last_error: str | None) -> str:
+        reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
+        return f"{reason} (last error: {last_error})" if last_error else reason
 
     async def _deliver(self, sender: Sender, row: Row) -> float:
         """Send, edit or delete one row and record what the chat API said."""

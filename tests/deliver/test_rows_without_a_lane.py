@@ -8,10 +8,16 @@ import io
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from notifier.deliver.console import ConsoleSender
+from notifier.deliver.factory import build_senders
 from notifier.deliver.lanes import REMOVED, Delivery
+from notifier.outbox.policy import RetryPolicy
+from notifier.settings import Settings
 from notifier.store import DEAD, PENDING, SENT, Row, Store, open_store
-from tests.deliver.harness import new_alert
+from tests.deliver.harness import new_alert, rules_for
+from tests.fakes.telegram import FakeTelegram
 
 
 async def settled_state(delivery: Delivery, store: Store, key: str, state: str) -> Row:
@@ -49,4 +55,35 @@ async def test_rows_of_a_destination_the_rules_no_longer_name_go_to_the_dead_let
     finally:
         delivery.stop()
         await running
+        await store.close()
+
+
+async def test_rows_past_the_max_age_go_to_the_dead_letter_while_the_sender_cannot_start(
+    tmp_path: Path, fake_telegram: FakeTelegram
+) -> None:
+    # The token is rejected at getMe: the lane never starts, so it never claims.
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        telegram_token=SecretStr("123:WRONG"),
+        telegram_api_url=fake_telegram.api_url,
+    )
+    rules_file = rules_for(fake_telegram, None, {"me": {"telegram": {"chat_id": 42}}})
+    senders = build_senders(rules_file, settings)
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    old, young = new_alert("me"), new_alert("me")
+    await store.enqueue([old], now=time.time() - 7_200, fence=None)  # 2 h ago
+    await store.enqueue([young], now=time.time(), fence=None)
+    policy = RetryPolicy(base=0.05, cap=0.2, max_age=3_600.0)
+    delivery = Delivery(store, senders.by_name, policy=policy)
+    running = asyncio.create_task(delivery.run())
+    try:
+        row = await settled_state(delivery, store, old.key, DEAD)
+        expired = "expired: not delivered within 1 h (last error: the bot token was rejected)"
+        assert row.last_error == expired
+        row = await store.get(young.key)
+        assert row is not None and row.state == PENDING  # it waits for the token
+    finally:
+        delivery.stop()
+        await running
+        await senders.close()
         await store.close()
