@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from notifier.deliver.console import ConsoleSender
@@ -56,6 +58,28 @@ async def test_rows_of_a_destination_the_rules_no_longer_name_go_to_the_dead_let
         delivery.stop()
         await running
         await store.close()
+
+
+async def test_with_postgresql_rows_of_a_destination_these_rules_do_not_name_are_left_pending(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another instance may run rules that still name it (a rolling reload): it is logged.
+    store = await open_store(pg_url, instance="a", durable=False)
+    gone = new_alert("old")
+    await store.enqueue([gone], now=time.time(), fence=None)
+    delivery = Delivery(store, {"kept": ConsoleSender("kept", io.StringIO())})
+    with caplog.at_level(logging.INFO):
+        running = asyncio.create_task(delivery.run())
+        try:
+            async with asyncio.timeout(20), delivery.settled:
+                while not [r for r in caplog.records if r.getMessage() == "destination.removed"]:
+                    await delivery.settled.wait()
+            row = await store.get(gone.key)
+            assert row is not None and row.state == PENDING
+        finally:
+            delivery.stop()
+            await running
+            await store.close()
 
 
 async def test_rows_past_the_max_age_go_to_the_dead_letter_while_the_sender_cannot_start(
