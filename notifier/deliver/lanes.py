@@ -21,7 +21,7 @@ from notifier.outbox.policy import Failure, Next, Outcome, RetryPolicy
 from notifier.store import Store, StoreError
 from notifier.store.outage import Outage
 from notifier.store.outage import pause as outage_pause
-from notifier.store.types import DEAD, DROPPED, PENDING, SENDING, SENT, Row
+from notifier.store.types import DEAD, DROPPED, SENT, Row
 
 _log = get_logger("deliver")
 HAND_LIMIT = 64  # rows a lane holds in memory; beyond, they are claimed from the outbox
@@ -40,10 +40,15 @@ IDLE_LOOK = 30.0
 # Alerts in one digest message: with their lines of about 100 characters, 30 fit in
 # Telegram's 4,096 without an "and N more" (a longer wait makes several digests).
 DIGEST_ROWS = 30
+# Before the message id recorded for each alert of a digest: a stream's end must not edit
+# or delete the digest, which shows the other alerts too.
+DIGESTED = "digest:"
 # Transient failures in a row (timeouts, refused connections, 5xx) after which a destination
 # shows as down in /healthz and notifier_destination_up, until its next answer; its alerts
 # keep their own backoff meanwhile.
 DOWN_AFTER_FAILURES = 3
+# Why the rows of a destination the rules do not name (any more) went to the dead letter.
+REMOVED = "destination removed from the rules"
 
 
 class Delivery:
@@ -68,6 +73,7 @@ class Delivery:
     ) -> None:
         self.outbox = outbox
         self.senders = dict(senders)
+        self._configured = frozenset(senders)  # the rules' destinations (chats come and go)
         self.metrics = metrics or Metrics()
         self.policy = policy or RetryPolicy()
         self.clock = clock
@@ -249,26 +255,61 @@ class Delivery:
                 group.create_task(self._supervise(name))
             if self.exclusive:
                 watching = group.create_task(self._watch_other_instances())
-            if self.chat_sender is not None:
-                group.create_task(self._wake_chats_with_work())
+            group.create_task(self._look_at_waiting())
             if self.exclusive:
                 await self._stopping.wait()
                 watching.cancel()
         self._group = None
 
-    async def _wake_chats_with_work(self) -> None:
-        """Chat destinations with work left from before (pending or leased rows) open
-        their lanes; a store that does not answer is asked again."""
+    async def _look_at_waiting(self) -> None:
+        """Destinations with work left from before (pending or leased rows): a chat's lane
+        opens; a destination the rules do not name is settled (`_removed`). A store that
+        does not answer is asked again."""
         while not self._stopping.is_set():
             try:
-                waiting = await self.outbox.rows(states=[PENDING, SENDING], limit=10_000)
+                waiting = await self.outbox.waiting_destinations()
+                for destination, count in waiting.items():
+                    if destination.startswith("@"):
+                        self.wake(destination)
+                    elif destination not in self._configured:
+                        await self._removed(destination, count)
             except StoreError as exc:
-                await self._pause_for_store(self._store_failed("chats", exc))
+                await self._pause_for_store(self._store_failed("waiting", exc))
                 continue
-            self._store_answered("chats")
-            for destination in {r.destination for r in waiting}:
-                self.wake(destination)
+            self._store_answered("waiting")
+            async with self.settled:
+                self.settled.notify_all()
             return
+
+    async def _removed(self, destination: str, count: int) -> None:
+        """Rows for a destination the rules do not name (removed by a reload, or before a
+        start) have no lane: they go to the dead letter (`notifier outbox retry` revives
+        them). With PostgreSQL another instance may run rules that still name it (a
+        rolling reload): they are left to it, and logged."""
+        if self.exclusive:
+            event(
+                _log,
+                "destination.removed",
+                logging.WARNING,
+                dest=destination,
+                alerts=count,
+                kept="pending: another instance's rules may name it",
+            )
+            return
+        now = self.clock()
+        dead = await self.outbox.dead_letter(
+            destination, reason=REMOVED, now=now, created_before=now
+        )
+        if dead:
+            self.metrics.dead.labels(destination=destination_label(destination)).inc(dead)
+            event(
+                _log,
+                "destination.removed",
+                logging.ERROR,
+                dest=destination,
+                dead=dead,
+                reason=REMOVED,
+            )
 
     async def _watch_other_instances(self) -> None:
         """Rows written by another instance (PostgreSQL NOTIFY) wake this one's lane; the
@@ -443,6 +484,7 @@ class Delivery:
                 probe = True
                 failure = sender.classify(exc)
                 wait = self._unreachable_for(name, failure.reason)
+                await self._expire_unclaimed(name, failure.reason)
                 await self._wait(None, wait)
                 continue
             self._down_before.discard(name)
@@ -450,6 +492,21 @@ class Delivery:
                 self._reachable(name)
             return True
         return False
+
+    async def _expire_unclaimed(self, name: str, error: str) -> None:
+        """A lane that cannot start claims nothing: its rows past the max age go to the
+        dead letter here, as they would once claimed."""
+        now = self.clock()
+        reason = self._expired(error)
+        dead = await self.outbox.dead_letter(
+            name, reason=reason, now=now, created_before=now - self.policy.max_age
+        )
+        if not dead:
+            return
+        self.metrics.dead.labels(destination=destination_label(name)).inc(dead)
+        event(_log, "alert.dead", logging.ERROR, dest=name, alerts=dead, reason=reason)
+        async with self.settled:
+            self.settled.notify_all()
 
     def _unreachable_for(self, name: str, reason: str) -> float:
         """Mark the destination unreachable; how long its lane now waits."""
@@ -657,10 +714,7 @@ class Delivery:
     async def _attempt(self, sender: Sender, row: Row) -> float:
         now = self.clock()
         if now - row.created_at > self.policy.max_age:
-            reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
-            if row.last_error:
-                reason += f" (last error: {row.last_error})"
-            await self._dead(row, reason, now)
+            await self._dead(row, self._expired(row.last_error), now)
             return 0.0
         if self.chats is not None and row.action == "send" and row.destination.startswith("@"):
             decision = await self.chats.decide(row.destination, now)
@@ -684,6 +738,10 @@ class Delivery:
             return await self._digest(sender, row, now)
         return await self._deliver(sender, row)
 
+    def _expired(self, last_error: str | None) -> str:
+        reason = f"expired: not delivered within {self.policy.max_age / 3600:g} h"
+        return f"{reason} (last error: {last_error})" if last_error else reason
+
     async def _deliver(self, sender: Sender, row: Row) -> float:
         """Send, edit or delete one row and record what the chat API said."""
         message_id: str | None = None
@@ -698,6 +756,17 @@ class Delivery:
                     at=self.clock() + self.edit_wait,
                     error="waiting for the original to be sent",
                     refund=True,
+                )
+                return 0.0
+            if ref.message_id.startswith(DIGESTED):
+                await self.outbox.drop(row.key)
+                event(
+                    _log,
+                    "alert.edit_skipped",
+                    dest=row.destination,
+                    key=row.key,
+                    action=row.action,
+                    reason="the alert went out in a digest",
                 )
                 return 0.0
             message_id = ref.message_id
@@ -799,7 +868,8 @@ class Delivery:
                 await self.outbox.reschedule(other.key, at=now, error="digest failed", refund=True)
             return await self._failed(sender, row, sender.classify(exc))
         now = self.clock()
-        await self._recorded(row.destination, [(r.key, message_id) for r in rows], now)
+        recorded = None if message_id is None else DIGESTED + message_id
+        await self._recorded(row.destination, [(r.key, recorded) for r in rows], now)
         self.sent_count += len(rows)
         label = destination_label(row.destination)
         self.metrics.sent.labels(destination=label).inc(len(rows))

@@ -207,6 +207,18 @@ class Store(Protocol):
 
     async def next_due(self, destination: str) -> float | None: ...
 
+    async def waiting_destinations(self) -> dict[str, int]:
+        """Every destination with pending or leased rows, and how many it has."""
+        ...
+
+    async def dead_letter(
+        self, destination: str, *, reason: str, now: float, created_before: float
+    ) -> int:
+        """Rows of `destination` created before `created_before`, pending or with a lease
+        that ran out (none in flight), go to the dead letter with `reason`; returns how
+        many."""
+        ...
+
     async def counts(self) -> dict[str, int]:
         """Rows per state, all states (a full count: for operators, not for metrics)."""
         ...

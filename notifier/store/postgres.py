@@ -602,6 +602,27 @@ class PostgresStore:
         )
         return None if at is None else float(at)
 
+    async def waiting_destinations(self) -> dict[str, int]:
+        async with self._tx() as cur:
+            await cur.execute(
+                "SELECT destination, COUNT(*) FROM alerts WHERE state = ANY(%s)"
+                " GROUP BY destination",
+                ([PENDING, SENDING],),
+            )
+            return {str(destination): int(n) for destination, n in await cur.fetchall()}
+
+    async def dead_letter(
+        self, destination: str, *, reason: str, now: float, created_before: float
+    ) -> int:
+        async with self._tx() as cur:
+            await cur.execute(
+                "UPDATE alerts SET state = %s, lease_until = NULL, lease_owner = NULL,"
+                " last_error = %s, next_attempt_at = %s WHERE destination = %s"
+                " AND created_at < %s AND (state = %s OR (state = %s AND lease_until <= %s))",
+                (DEAD, reason[:500], now, destination, created_before, PENDING, SENDING, now),
+            )
+            return cur.rowcount
+
     async def counts(self) -> dict[str, int]:
         async with self._tx() as cur:
             await cur.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state")

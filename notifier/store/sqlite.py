@@ -377,6 +377,24 @@ class _Core:
         )
         return None if at is None else float(at)
 
+    def waiting_destinations(self) -> dict[str, int]:
+        found = self._db.execute(
+            "SELECT destination, COUNT(*) FROM alerts WHERE state IN (?, ?) GROUP BY destination",
+            (PENDING, SENDING),
+        ).fetchall()
+        return {str(destination): int(n) for destination, n in found}
+
+    def dead_letter(
+        self, destination: str, *, reason: str, now: float, created_before: float
+    ) -> int:
+        cursor = self._db.execute(
+            "UPDATE alerts SET state = ?, lease_until = NULL, lease_owner = NULL,"
+            " last_error = ?, next_attempt_at = ? WHERE destination = ? AND created_at < ?"
+            " AND (state = ? OR (state = ? AND lease_until <= ?))",
+            (DEAD, reason[:500], now, destination, created_before, PENDING, SENDING, now),
+        )
+        return cursor.rowcount
+
     def counts(self) -> dict[str, int]:
         found = self._db.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state").fetchall()
         return {state: int(n) for state, n in found}
@@ -794,6 +812,7 @@ _SYNC: Final = {
     "mark_sent_many": _Sync.COMMIT,
     "reschedule": _Sync.COMMIT,
     "mark_dead": _Sync.COMMIT,
+    "dead_letter": _Sync.COMMIT,
     "release_leases": _Sync.LEASE,
     "record_decisions": _Sync.LEASE,  # for /why only: a power cut may lose the latest
     "prune_sent": _Sync.LEASE,
@@ -806,6 +825,7 @@ _SYNC: Final = {
         "rows",
         "by_identity",
         "next_due",
+        "waiting_destinations",
         "counts",
         "depth",
         "oldest_pending_at",
@@ -1413,6 +1433,20 @@ class SqliteStore:
 
     async def next_due(self, destination: str) -> float | None:
         return await self._call(self.core.next_due, destination)
+
+    async def waiting_destinations(self) -> dict[str, int]:
+        return await self._call(self.core.waiting_destinations)
+
+    async def dead_letter(
+        self, destination: str, *, reason: str, now: float, created_before: float
+    ) -> int:
+        return await self._call(
+            self.core.dead_letter,
+            destination,
+            reason=reason,
+            now=now,
+            created_before=created_before,
+        )
 
     async def counts(self) -> dict[str, int]:
         return await self._call(self.core.counts)

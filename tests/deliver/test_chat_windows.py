@@ -323,3 +323,29 @@ async def test_two_lanes_of_one_chat_never_both_take_its_last_slot() -> None:
     # The first lane's message went a whole window after the second's answer, not at once.
     ended = second[1].ended
     assert ended is not None and slots[1].started >= ended + 0.2
+
+
+async def test_every_chat_with_rows_left_from_before_gets_its_lane_at_start(
+    tmp_path: Path,
+) -> None:
+    # More rows waiting than any one read takes (a go-live fanned out while Telegram was
+    # down): those of the chat written last are found too, not only the first 10,000.
+    def senders(name: str) -> ConsoleSender | None:
+        return None if name.startswith("@dc:") else console(name)  # "@dc:": no token
+
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    now = time.time()
+    backlog = [new_alert("@dc:9", key=f"b{n}") for n in range(10_000)]
+    await store.enqueue(backlog, now=now, fence=None)
+    last = new_alert("@tg:1")
+    await store.enqueue([last], now=now + 1, fence=None)
+    delivery = Delivery(store, {"t": console("t")}, chat_sender=senders)
+    running = asyncio.create_task(delivery.run())
+    try:
+        await sent(delivery, 1)
+        found = await store.get(last.key)
+        assert found is not None and found.state == SENT
+    finally:
+        delivery.stop()
+        await running
+        await store.close()

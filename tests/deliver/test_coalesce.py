@@ -6,8 +6,10 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
+
 from notifier.store import NewAlert
-from notifier.store.types import SENT
+from notifier.store.types import DROPPED, SENT
 from tests.deliver.harness import harness, live_view, new_alert
 from tests.fakes.telegram import FakeTelegram, parse_html
 
@@ -78,3 +80,25 @@ async def test_a_digest_shows_every_alert_and_what_does_not_fit_goes_in_the_next
     shown = " ".join(texts)
     assert all(f"S{n}-mark" in shown for n in range(30))
     assert len({r.message_id for r in rows}) == len(texts)
+
+
+@pytest.mark.parametrize("action", ["edit", "delete"])
+async def test_a_stream_end_leaves_a_digest_as_it_is(
+    tmp_path: Path, fake_telegram: FakeTelegram, action: str
+) -> None:
+    # The digest shows three alerts: one stream's end must neither replace it with that
+    # alert nor delete the other two.
+    alerts = late(*(f"Stream {n}" for n in range(3)))
+    async with harness(tmp_path, GROUP, telegram=fake_telegram) as h:
+        await h.enqueue(*alerts)
+        for a in alerts:
+            await h.wait_state(a.key, SENT)
+        ends = [
+            new_alert("group", key=f"{a.key}:end", action=action, ref_key=a.key) for a in alerts
+        ]
+        await h.enqueue(*ends)
+        for end in ends:
+            await h.wait_state(end.key, DROPPED)
+    assert len(fake_telegram.sent("sendMessage")) == 1
+    changes = ("editMessageText", "editMessageCaption", "deleteMessage")
+    assert [r for r in fake_telegram.requests if r["method"] in changes] == []

@@ -132,7 +132,7 @@ async def test_the_delivery_starts_while_the_store_does_not_answer(
     monkeypatch.setattr("notifier.store.outage.RETRY_BASE", 0.01)
     calls = 0
     answered = asyncio.Event()
-    rows = store.rows
+    waiting = store.waiting_destinations
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
@@ -140,9 +140,9 @@ async def test_the_delivery_starts_while_the_store_does_not_answer(
         if calls <= 2:
             raise StoreUnavailable(REFUSED)
         answered.set()
-        return await rows(*args, **kwargs)
+        return await waiting(*args, **kwargs)
 
-    monkeypatch.setattr(store, "rows", flaky)
+    monkeypatch.setattr(store, "waiting_destinations", flaky)
     delivery = Delivery(store, {}, chat_sender=lambda name: None)
     running = asyncio.create_task(delivery.run())
     async with asyncio.timeout(20):

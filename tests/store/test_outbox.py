@@ -234,3 +234,30 @@ async def test_watch_outbox_names_destinations_with_new_rows(store: Store) -> No
         assert await asyncio.wait_for(anext(watch), 10) == "tg"
         await store.enqueue([alert("c", "dc")], now=1.0, fence=None)
         assert await asyncio.wait_for(anext(watch), 10) == "dc"
+
+
+async def test_waiting_destinations_counts_pending_and_leased_rows_of_each(store: Store) -> None:
+    await store.enqueue(
+        [alert("a"), alert("b"), alert("c", "other"), alert("d", "done")], now=1.0, fence=None
+    )
+    await store.claim("me", now=2.0, lease=30.0)
+    (row,) = await store.claim("done", now=2.0, lease=30.0)
+    await store.mark_sent(row.key, message_id="1", now=3.0)
+    assert await store.waiting_destinations() == {"me": 2, "other": 1}
+
+
+async def test_dead_letter_takes_rows_created_before_and_none_in_flight(
+    open_instance: OpenStore,
+) -> None:
+    first = await open_instance("a")
+    await first.enqueue([alert("old"), alert("leased")], now=1.0, fence=None)
+    await first.enqueue([alert("new"), alert("elsewhere", "other")], now=50.0, fence=None)
+    (leased,) = await first.claim("me", now=2.0, lease=100.0)  # the oldest: "old"
+    second = await open_instance("b")
+    dead = await second.dead_letter("me", reason="gone", now=60.0, created_before=10.0)
+    assert dead == 1  # "leased"; "old" is in flight (leased), "new" too recent
+    row = await first.get("leased")
+    assert row is not None and (row.state, row.last_error) == (DEAD, "gone")
+    assert (await first.get(leased.key)).state == SENDING  # type: ignore[union-attr]
+    assert await first.retry("leased", now=70.0)  # `notifier outbox retry` revives it
+    assert await second.dead_letter("me", reason="gone", now=200.0, created_before=60.0) == 2
