@@ -30,6 +30,10 @@ CLAIM_BATCH = 16
 # With several instances (PostgreSQL) one of them sends to a destination at a time, so its
 # sends keep their order and its rate limits; the lease is renewed while the lane works.
 DESTINATION_TTL = 30.0
+# A send may take its whole timeout: the row's lease, and the destination's, must outlast
+# it by this much when it starts (else they are extended first), or another instance could
+# take the row over mid-send and send it too.
+SEND_MARGIN = 5.0
 STANDBY_POLL = 5.0  # how often a lane that does not hold its destination asks again
 # Chat lanes open at once: a go-live to 20,000 followers opens them in turn, so memory
 # stays flat; even at Telegram's paid 1,000 messages a second a few hundred keep up.
@@ -777,6 +781,8 @@ class Delivery:
         try:
             try:
                 await self._turn(row.destination)
+                if not await self._lease_covers_send(row):
+                    return 0.0
                 async with asyncio.timeout(self.send_timeout):
                     if row.action == "edit":
                         assert message_id is not None
@@ -811,6 +817,34 @@ class Delivery:
             attempts=row.attempts,
         )
         return 0.0
+
+    async def _lease_covers_send(self, row: Row) -> bool:
+        """The row's lease (and with several instances the destination's) lasts until the
+        send's timeout and SEND_MARGIN after it; extended when shorter (a row that waited
+        long in its lane's batch or behind a rate limit). A row no longer this instance's
+        is not sent: another instance may have it."""
+        now = self.clock()
+        need = self.send_timeout + SEND_MARGIN
+        name = row.destination
+        if self.exclusive and self._destination_until.get(name, 0.0) - now < need:
+            ttl = max(DESTINATION_TTL, 2 * need)  # not renewed again at the next send
+            if not await self.outbox.renew_destination(name, now=now, ttl=ttl):
+                self._destination_until.pop(name, None)
+                await self.outbox.reschedule(row.key, at=now, error="standby", refund=True)
+                return False
+            self._destination_until[name] = now + ttl
+        short = row.lease_until is not None and row.lease_until - now < need
+        if short and not await self.outbox.extend_lease(row.key, now=now, until=now + self.lease):
+            event(
+                _log,
+                "alert.lease_lost",
+                logging.WARNING,
+                dest=name,
+                key=row.key,
+                note="its lease ran out before its send: not sent here",
+            )
+            return False
+        return True
 
     async def _turn(self, destination: str) -> None:
         """Wait for the request's turn (`TURNS`), ranked by the lane's burst so far."""

@@ -240,6 +240,11 @@ class Store(Protocol):
         its sends keep their order and rate limits; False while another holds it."""
         ...
 
+    async def extend_lease(self, key: str, *, now: float, until: float) -> bool:
+        """Move a row's lease end to `until` while it is still this instance's (leased
+        here and not run out at `now`); False when it is not: another may have it."""
+        ...
+
     async def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
         """Extend a destination lease this instance holds; False when it lost it."""
         ...

@@ -671,6 +671,15 @@ class PostgresStore:
         )
         return found is not None
 
+    async def extend_lease(self, key: str, *, now: float, until: float) -> bool:
+        async with self._tx() as cur:
+            await cur.execute(
+                "UPDATE alerts SET lease_until = %s WHERE key = %s AND state = %s"
+                " AND lease_owner = %s AND lease_until > %s",
+                (until, key, SENDING, self.instance, now),
+            )
+            return cur.rowcount == 1
+
     async def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
         async with self._tx() as cur:
             await cur.execute(

@@ -440,6 +440,15 @@ class _Core:
             ).fetchone()
         return found is not None
 
+    def extend_lease(self, key: str, *, now: float, until: float) -> bool:
+        with self._tx():
+            cursor = self._db.execute(
+                "UPDATE alerts SET lease_until = ? WHERE key = ? AND state = ?"
+                " AND lease_owner = ? AND lease_until > ?",
+                (until, key, SENDING, self.instance, now),
+            )
+        return cursor.rowcount == 1
+
     def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
         with self._tx():
             cursor = self._db.execute(
@@ -817,6 +826,7 @@ _SYNC: Final = {
     "record_decisions": _Sync.LEASE,  # for /why only: a power cut may lose the latest
     "prune_sent": _Sync.LEASE,
     "try_lease_destination": _Sync.LEASE,
+    "extend_lease": _Sync.LEASE,
     "renew_destination": _Sync.LEASE,
     "release_destination": _Sync.LEASE,
 } | dict.fromkeys(
@@ -1462,6 +1472,9 @@ class SqliteStore:
 
     async def try_lease_destination(self, destination: str, *, now: float, ttl: float) -> bool:
         return await self._call(self.core.try_lease_destination, destination, now=now, ttl=ttl)
+
+    async def extend_lease(self, key: str, *, now: float, until: float) -> bool:
+        return await self._call(self.core.extend_lease, key, now=now, until=until)
 
     async def renew_destination(self, destination: str, *, now: float, ttl: float) -> bool:
         return await self._call(self.core.renew_destination, destination, now=now, ttl=ttl)

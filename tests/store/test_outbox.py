@@ -69,6 +69,22 @@ async def test_mark_sent_is_refused_for_a_row_leased_elsewhere(open_instance: Op
     assert await second.mark_sent("a", message_id="t:1", now=12.0)
 
 
+async def test_a_lease_is_extended_only_while_it_is_still_held_here(
+    open_instance: OpenStore,
+) -> None:
+    first = await open_instance("a")
+    await first.enqueue([alert("a")], now=1.0, fence=None)
+    await first.claim("me", now=1.0, lease=5.0)
+    assert await first.extend_lease("a", now=4.0, until=40.0)
+    second = await open_instance("b")
+    assert await second.claim("me", now=39.0, lease=5.0) == [], "held till 40 now"
+    assert not await second.extend_lease("a", now=39.0, until=99.0), "not b's lease"
+    assert not await first.extend_lease("a", now=40.0, until=99.0), "ran out at 40"
+    (row,) = await second.claim("me", now=41.0, lease=5.0)
+    assert row.lease_owner == "b"
+    assert not await first.extend_lease("a", now=41.0, until=99.0), "b's now"
+
+
 async def test_sent_rows_record_the_message_id_and_are_never_claimed(store: Store) -> None:
     await store.enqueue([alert("a")], now=1.0, fence=None)
     await store.claim("me", now=1.0, lease=5.0)
