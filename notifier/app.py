@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from notifier import systemd
 from notifier.deliver.chats import Chats
 from notifier.deliver.factory import Senders, build_senders
-from notifier.deliver.lanes import Delivery
+from notifier.deliver.lanes import Delivery, LeaseTrust
 from notifier.deliver.limits import WindowBank
 from notifier.enrich.profiles import Profiles
 from notifier.log import (
@@ -142,6 +142,9 @@ class App:
             on_reject=lambda reason: self.metrics.rejected.labels(reason=reason).inc(),
         )
         self.window_bank = WindowBank()  # each bot's rate windows, kept across reloads
+        # Whether our leases are surely ours (PostgreSQL: while our instance lock is held);
+        # every delivery, a reload's too, checks each send's lease in the database when not.
+        self.lease_trust = LeaseTrust()
         self.senders = self._build_senders(compiled, settings)  # MissingSecret: reported
         self.ready = asyncio.Event()
         self.connected_once = asyncio.Event()
@@ -204,6 +207,7 @@ class App:
             self.store,
             senders.by_name,
             clock=self.store.clock,
+            trust=self.lease_trust,
             metrics=self.metrics,
             lease=self.options.lease,
             on_reachability=self._reachability,
@@ -320,10 +324,25 @@ class App:
         )
         await self._record_unrecorded(store)  # before their rows' leases are released
         instance_lock = await self._instance_lock(store)
+        try:
+            await self._serve(store, holder, instance_lock)
+        finally:
+            if instance_lock is not None:  # the serving's stop released it, or it never ran
+                await instance_lock.release()
+        event(_log, "app.stopped")
+        return 0
+
+    async def _serve(
+        self, store: Store, holder: DeliveryHolder, instance_lock: RoleLock | None
+    ) -> None:
+        """Every stage, from the release of our last run's leases until the stop."""
+        assert self.watch is not None and self.reloader is not None
         if instance_lock is None or instance_lock.generation is not None:
             released = await store.release_leases()
             if released:
                 event(_log, "outbox.recovered", in_flight_at_last_stop=released)
+        else:
+            self.lease_trust.lost()
         # Ready once the store and the HTTP address are ours: Parti or a chat API being down
         # is the daemon's work to ride out, not a failed start for systemd to retry.
         systemd.notify("READY=1\nSTATUS=started; connecting to Parti")
@@ -364,8 +383,6 @@ class App:
             watch.cancel()
             clock.cancel()
             alive.cancel()  # the last: another instance may release our leases from now on
-        event(_log, "app.stopped")
-        return 0
 
     async def _instance_lock(self, store: Store) -> RoleLock | None:
         """PostgreSQL: this instance's own lock, taken for the daemon's life (None on
@@ -385,22 +402,37 @@ class App:
             fenced=False,
         )
         deadline = time.monotonic() + INSTANCE_LOCK_WAIT
+        failed: StoreError | None = None
         while True:
-            with contextlib.suppress(StoreError):  # the database is waited out later
+            try:
                 if await lock.try_acquire() is not None:
                     return lock
+                failed = None
+            except StoreError as exc:  # the database is waited out later
+                failed = exc
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.25)
-        event(
-            _log,
-            "instance.name_in_use",
-            logging.WARNING,
-            instance=self.instance,
-            note="another process running against this database holds this instance's "
-            "lock; give each instance its own NOTIFIER_INSTANCE. Leases it holds are left "
-            "to run out",
-        )
+        if failed is not None:
+            event(
+                _log,
+                "instance.lock_failed",
+                logging.WARNING,
+                instance=self.instance,
+                error=short_error(failed),
+                note="taken again once the database answers; our last run's leases are "
+                "left to run out",
+            )
+        else:
+            event(
+                _log,
+                "instance.name_in_use",
+                logging.WARNING,
+                instance=self.instance,
+                note="another process running against this database holds this "
+                "instance's lock; give each instance its own NOTIFIER_INSTANCE. Leases it "
+                "holds are left to run out",
+            )
         return lock
 
     async def _keep_clock(self, store: Store) -> None:
@@ -442,15 +474,17 @@ class App:
                         await asyncio.sleep(ROLE_RETRY)
                         continue
                     event(_log, "instance.lock_taken", instance=self.instance)
+                self.lease_trust.held()
                 reason = await lock.hold()
+                self.lease_trust.lost()
                 event(
                     _log,
                     "instance.lock_lost",
                     logging.WARNING,
                     instance=self.instance,
                     reason=reason.value,
-                    note="another instance taking the ingest role may now send our leased "
-                    "alerts again",
+                    note="another instance may release our leases meanwhile: each send "
+                    "checks its lease in the database until it is taken again",
                 )
         finally:
             await lock.release()

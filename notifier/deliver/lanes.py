@@ -55,6 +55,33 @@ DOWN_AFTER_FAILURES = 3
 REMOVED = "destination removed from the rules"
 
 
+class LeaseTrust:
+    """Whether this instance's leases are surely still its own (PostgreSQL). Another
+    instance releases them once this one's instance lock is free: while the lock is not
+    held, and for a lease's length after it is taken again (rows leased before may have
+    been released meanwhile), every send checks its lease in the database first. One per
+    daemon; its deliveries (a reload makes a new one) share it."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: float | None = float("-inf")  # held since before any lease
+
+    def lost(self) -> None:
+        self._since = None
+
+    def held(self) -> None:
+        if self._since is None:
+            self._since = self._clock()
+
+    def doubt(self) -> None:
+        """A lease turned out not to be ours: what is leased now may have been released."""
+        if self._since is not None:
+            self._since = self._clock()
+
+    def sure(self, lease: float) -> bool:
+        return self._since is not None and self._clock() - self._since >= lease
+
+
 class Delivery:
     def __init__(
         self,
@@ -74,8 +101,10 @@ class Delivery:
         chats: Chats | None = None,
         on_lost_chat: Callable[[str, Sender, str], Awaitable[bool]] | None = None,
         coalesce_after: float = 120.0,
+        trust: LeaseTrust | None = None,
     ) -> None:
         self.outbox = outbox
+        self.trust = trust or LeaseTrust()
         self.senders = dict(senders)
         self._configured = frozenset(senders)  # the rules' destinations (chats come and go)
         self.metrics = metrics or Metrics()
@@ -422,9 +451,11 @@ class Delivery:
             try:
                 if len(sent) == 1:
                     key, message_id = sent[0]
-                    await self.outbox.mark_sent(key, message_id=message_id, now=now)
+                    done = await self.outbox.mark_sent(key, message_id=message_id, now=now)
+                    refused = [] if done else [key]
                 else:
-                    await self.outbox.mark_sent_many(sent, now=now)
+                    recorded = set(await self.outbox.mark_sent_many(sent, now=now))
+                    refused = [key for key, _ in sent if key not in recorded]
             except asyncio.CancelledError:  # a stop's deadline passed while recording
                 self._left_unrecorded(sent)
                 raise
@@ -435,6 +466,18 @@ class Delivery:
                 await self._pause_for_store(self._store_failed(name, exc))
                 continue
             self._store_answered(name)
+            if refused:
+                # Its lease was no longer ours (released by another instance, or run out):
+                # the rows we hold may not be ours either, until checked.
+                self.trust.doubt()
+                event(
+                    _log,
+                    "alert.record_refused",
+                    logging.WARNING,
+                    dest=name,
+                    keys=refused,
+                    note="sent, but leased elsewhere by then: another instance may send it too",
+                )
             return
 
     def _left_unrecorded(self, sent: list[tuple[str, str | None]]) -> None:
@@ -821,30 +864,54 @@ class Delivery:
     async def _lease_covers_send(self, row: Row) -> bool:
         """The row's lease (and with several instances the destination's) lasts until the
         send's timeout and SEND_MARGIN after it; extended when shorter (a row that waited
-        long in its lane's batch or behind a rate limit). A row no longer this instance's
-        is not sent: another instance may have it."""
-        now = self.clock()
-        need = self.send_timeout + SEND_MARGIN
-        name = row.destination
-        if self.exclusive and self._destination_until.get(name, 0.0) - now < need:
-            ttl = max(DESTINATION_TTL, 2 * need)  # not renewed again at the next send
-            if not await self.outbox.renew_destination(name, now=now, ttl=ttl):
-                self._destination_until.pop(name, None)
-                await self.outbox.reschedule(row.key, at=now, error="standby", refund=True)
-                return False
-            self._destination_until[name] = now + ttl
-        short = row.lease_until is not None and row.lease_until - now < need
-        if short and not await self.outbox.extend_lease(row.key, now=now, until=now + self.lease):
+        long in its lane's batch or behind a rate limit), and checked in the database
+        whenever this instance's leases may have been released (`LeaseTrust`). A row no
+        longer this instance's is not sent: another instance may have it."""
+        if not await self._destination_covers_send(row.destination):
+            await self.outbox.reschedule(row.key, at=self.clock(), error="standby", refund=True)
             event(
                 _log,
                 "alert.lease_lost",
                 logging.WARNING,
-                dest=name,
+                dest=row.destination,
                 key=row.key,
-                note="its lease ran out before its send: not sent here",
+                note="another instance sends to this destination now: left to it",
             )
             return False
+        return await self._row_covers_send(row)
+
+    async def _destination_covers_send(self, name: str) -> bool:
+        if not self.exclusive:
+            return True
+        now = self.clock()
+        need = self.send_timeout + SEND_MARGIN
+        if self._destination_until.get(name, 0.0) - now >= need and self.trust.sure(self.lease):
+            return True
+        ttl = max(DESTINATION_TTL, 2 * need)  # not renewed again at the next send
+        if not await self.outbox.renew_destination(name, now=now, ttl=ttl):
+            self._destination_until.pop(name, None)
+            return False
+        self._destination_until[name] = now + ttl
         return True
+
+    async def _row_covers_send(self, row: Row) -> bool:
+        now = self.clock()
+        short = (
+            row.lease_until is not None and row.lease_until - now < self.send_timeout + SEND_MARGIN
+        )
+        if not short and (not self.exclusive or self.trust.sure(self.lease)):
+            return True
+        if await self.outbox.extend_lease(row.key, now=now, until=now + self.lease):
+            return True
+        event(
+            _log,
+            "alert.lease_lost",
+            logging.WARNING,
+            dest=row.destination,
+            key=row.key,
+            note="its lease ran out or was released before its send: not sent here",
+        )
+        return False
 
     async def _turn(self, destination: str) -> None:
         """Wait for the request's turn (`TURNS`), ranked by the lane's burst so far."""
@@ -891,6 +958,19 @@ class Delivery:
         try:
             try:
                 await self._turn(row.destination)
+                if not await self._destination_covers_send(row.destination):
+                    for other in rows:
+                        await self.outbox.reschedule(
+                            other.key, at=self.clock(), error="standby", refund=True
+                        )
+                    return 0.0
+                kept = [r for r in rows if await self._row_covers_send(r)]
+                if not kept:
+                    return 0.0
+                if len(kept) < len(rows):
+                    rows = kept
+                    payload, _ = digest_payload(rows)  # fewer rows: they fit
+                    row = rows[0]
                 async with asyncio.timeout(self.send_timeout):
                     message_id = await sender.send(payload)
             finally:

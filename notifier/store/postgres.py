@@ -706,6 +706,9 @@ class PostgresStore:
         except (psycopg.Error, OSError) as exc:
             await conn.close()
             raise translate(exc, self.url) from None
+        except BaseException:  # cancelled meanwhile (a stop as delivery starts)
+            await conn.close()
+            raise
         task: asyncio.Task[None]
 
         async def close() -> None:

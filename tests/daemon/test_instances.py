@@ -331,3 +331,41 @@ async def test_a_second_process_with_a_running_instance_name_leaves_its_leases_a
         assert len(sends_tried(fake_telegram)) == 1
     finally:
         await twin.stop()
+
+
+async def test_a_holder_cut_off_from_both_its_locks_sends_nothing_it_no_longer_holds(
+    pair: tuple[Instance, Instance], sim: Simulator, fake_telegram: FakeTelegram, pg_url: str
+) -> None:
+    """A database blip cuts both of a's sessions (its ingest lock's and its instance
+    lock's) while a is frozen: b takes over, finds a gone and frees a's leases, and sends
+    a's two alerts. a wakes up with the first still in flight (the one send the promise
+    allows twice) and the second waiting in its lane: that one it must not send."""
+    a, b = pair
+    fake_telegram.fail(200, "slow", delay=SLOW_SEND / 2, methods=("sendMessage", "sendPhoto"))
+    await sim.go_live(700013, user_name="First", event_title="in flight at the cut")
+    await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
+    await sim.go_live(700014, user_name="Second", event_title="waiting at the cut")
+    await until_db(
+        pg_url,
+        "SELECT lease_owner FROM alerts WHERE payload::text LIKE '%waiting at the cut%'",
+        lambda rows: rows == [("a",)],
+    )
+    a.send(signal.SIGSTOP)
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            for role in ("ingest", "instance:a"):
+                await admin.execute(
+                    "SELECT pg_terminate_backend(%s)", (await role_backend(pg_url, role),)
+                )
+        await b.wait_log("role.released_dead", holder="a", timeout=TAKEOVER)
+        await fake_telegram.wait_for(
+            lambda: len(sends_with(fake_telegram, "waiting at the cut")) == 1,
+            timeout=SURVIVOR_SENDS,
+        )
+    finally:
+        a.send(signal.SIGCONT)
+    await a.wait_log("instance.lock_lost", timeout=TAKEOVER)
+    await until_db(pg_url, OUTBOX, lambda rows: rows == [("anyone-live", "sent")] * 2, timeout=30)
+    await a.wait_log("alert.record_refused", timeout=TAKEOVER)  # the one in flight
+    await a.wait_log("alert.lease_lost", timeout=TAKEOVER)  # the waiting one: not sent
+    assert len(sends_with(fake_telegram, "waiting at the cut")) == 1
