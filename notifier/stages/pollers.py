@@ -55,6 +55,9 @@ class LivePoller:
         self.fence = fence
         self.on_written = on_written
         self._polls = 0  # polls whose findings are written
+        # When the last list was fetched (at first: now): a stream stored as started
+        # since may be missing from a list that does not show it yet, and is not ended.
+        self._listed_at = time.time()
         self._catch_up_owed = False
         self._poll_failed = False  # the store failed the last poll
 
@@ -88,11 +91,15 @@ class LivePoller:
         # Read before the poll: a stream that drops during it leaves the flag for the next.
         gap = after_connect and self.ingest.gap_possible
         stream_up = self.stream_up()
+        # What was live, read before the list: a go-live written while the list is
+        # fetched is not taken for a stream that ended.
+        live_set = await self.store.live_set()
+        settled_before, listing = self._listed_at, time.time()
         channels: dict[int, LiveChannel] = {}
         async for channel in self.client.iter_live():
             channels[channel.user_id] = channel
-        live_set = await self.store.live_set()
-        plan = plan_live_poll(channels, live_set)
+        self._listed_at = listing
+        plan = plan_live_poll(channels, live_set, settled_before=settled_before)
         first_poll = self._polls == 0
         mode = found_mode(
             first_poll=first_poll,
@@ -142,8 +149,13 @@ class LivePoller:
             )
         if plan.peaks:
             await self.store.update_peaks(plan.peaks, fence=self.fence())
-        for user_id in plan.ended:
-            await self._stream_ended(user_id)
+        for record in plan.ended:
+            ended = await self.store.end_live(
+                record.user_id, identity=record.identity, ended_at=time.time(), fence=self.fence()
+            )
+            if ended is not None:
+                self.ingest.stream_ended(record.user_id)
+        await self._edit_ended()
 
     async def _as_live_event(self, channel: LiveChannel) -> ChannelLive | None:
         data = channel.model_dump()
@@ -162,29 +174,37 @@ class LivePoller:
             return None
         return self.ingest.with_seq(live)
 
-    async def _stream_ended(self, user_id: int) -> None:
-        ended = await self.store.end_live(user_id, fence=self.fence())
-        if ended is None:
-            return
-        self.ingest.stream_ended(user_id)
-        now = time.time()
+    async def _edit_ended(self) -> None:
+        """The "ended" edits of every stream that ended (by this poll, by one the store
+        failed after it, or replaced by the channel's next stream): queued, then the
+        ended stream forgotten, so a fault between the two loses no edit (the keys dedup
+        the ones queued twice)."""
         delivery = self.delivery()
-        edits = ended_edits(
-            await self.store.by_identity(ended.identity),
-            on_end_of=self.core.on_end_of,
-            # A chat destination's lane opens on demand; a file destination must still exist.
-            known=lambda name: name.startswith("@") or name in delivery.senders,
-            ended_at=now,
-            peak_viewers=ended.peak_viewers,
-        )
-        event(_log, "stream.ended", user_id=user_id, edits=len(edits))
-        if not edits:
-            return
-        added = await self.store.enqueue(edits, now=self.store.clock(), fence=None)
-        for edit in edits:
-            self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
-        if self.on_written is not None:
-            self.on_written([e for e in edits if e.key in added])
+
+        def known(name: str) -> bool:
+            # A chat destination's lane opens on demand; a file destination must exist.
+            return name.startswith("@") or name in delivery.senders
+
+        for ended in await self.store.ended_streams():
+            live = ended.live
+            edits = ended_edits(
+                await self.store.by_identity(live.identity),
+                on_end_of=self.core.on_end_of,
+                known=known,
+                ended_at=ended.ended_at,
+                peak_viewers=live.peak_viewers,
+            )
+            added: list[str] = []
+            if edits:
+                added = await self.store.enqueue(edits, now=self.store.clock(), fence=None)
+            await self.store.forget_ended([live.identity], fence=self.fence())
+            event(_log, "stream.ended", user_id=live.user_id, edits=len(edits))
+            if not edits:
+                continue
+            for edit in edits:
+                self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
+            if self.on_written is not None:
+                self.on_written([e for e in edits if e.key in added])
 
 
 class CalendarPoller:
