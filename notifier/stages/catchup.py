@@ -37,20 +37,35 @@ def plan_live_poll(
     it, so it is never taken for a stream that ended. A stream that started after
     `settled_before` (when the previous poll began fetching its list) is not ended by
     this poll either: a list fetched seconds after a go-live may not show it yet; the
-    next poll ends it if it is still missing."""
+    next poll ends it if it is still missing.
+
+    A listed stream that is not the one the live set holds for its channel (both known
+    by event id) is the channel's next stream: the stored one has ended."""
     plan = LivePlan()
     for user_id, channel in channels.items():
         record = live_set.get(user_id)
         if record is None:
             plan.new.append(channel)
-        else:
+        elif not _another_stream(channel, record):
             plan.peaks[user_id] = channel.viewers_count or 0
+        elif record.started_at <= settled_before:
+            plan.ended.append(record)
+            plan.new.append(channel)
     plan.ended.extend(
         record
         for user_id, record in live_set.items()
         if user_id not in channels and record.started_at <= settled_before
     )
     return plan
+
+
+def _another_stream(channel: LiveChannel, record: LiveRecord) -> bool:
+    """Whether the listed stream is known to differ from the stored one: both carry an
+    event id (`live_identity`), and not the same."""
+    prefix = f"live:{channel.user_id}:event:"
+    if channel.event_id is None or not record.identity.startswith(prefix):
+        return False
+    return record.identity != f"{prefix}{channel.event_id}"
 
 
 def found_mode(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
@@ -20,7 +20,7 @@ from notifier.stages.context import Core
 from notifier.stages.ingest import Ingest
 from notifier.store.base import Store
 from notifier.store.errors import StoreError
-from notifier.store.types import LiveEntry, NewAlert
+from notifier.store.types import LiveEntry, LiveRecord, NewAlert
 
 _log = get_logger("poll")
 # Written with the first poll's record of what was live (one transaction): a store that
@@ -99,6 +99,8 @@ class LivePoller:
         async for channel in self.client.iter_live():
             channels[channel.user_id] = channel
         self._listed_at = listing
+        if gap:
+            await self._add_event_ids(channels, live_set)
         plan = plan_live_poll(channels, live_set, settled_before=settled_before)
         first_poll = self._polls == 0
         mode = found_mode(
@@ -156,6 +158,26 @@ class LivePoller:
             if ended is not None:
                 self.ingest.stream_ended(record.user_id)
         await self._edit_ended()
+
+    async def _add_event_ids(
+        self, channels: dict[int, LiveChannel], live_set: Mapping[int, LiveRecord]
+    ) -> None:
+        """After a gap: the event id of a listed stream without one whose channel's stored
+        stream has one, so a stream that ended and started again meanwhile is told apart."""
+        for user_id, channel in channels.items():
+            record = live_set.get(user_id)
+            if channel.event_id is not None or record is None:
+                continue
+            if not record.identity.startswith(f"live:{user_id}:event:"):
+                continue
+            try:
+                info = (await self.client.channel(user_id)).channel_info.channel
+            except PartiError:
+                continue
+            if info.current_event_id is not None:
+                channels[user_id] = channel.model_copy(
+                    update={"event_id": info.current_event_id, "livestream_id": info.livestream_id}
+                )
 
     async def _as_live_event(self, channel: LiveChannel) -> ChannelLive | None:
         data = channel.model_dump()

@@ -37,6 +37,23 @@ def test_a_stream_stored_after_the_previous_list_was_fetched_is_not_ended() -> N
     assert [r.user_id for r in plan.ended] == [3]
 
 
+def test_a_listed_stream_of_another_event_ends_the_stored_one() -> None:
+    """A stream that ended and started again while events were missed: the stored one
+    has ended, the listed one is news."""
+    listed = LiveChannel(user_id=3, user_name="u3", event_id=31)
+    old = record(3, "live:3:event:30")
+    plan = plan_live_poll({3: listed}, {3: old}, settled_before=10.0)
+    assert (plan.ended, plan.new, plan.peaks) == ([old], [listed], {})
+    # the same event, or no event id to tell them apart: the same stream
+    for same in (record(3, "live:3:event:31"), record(3, "live:3:livestream:7")):
+        plan = plan_live_poll({3: listed}, {3: same}, settled_before=10.0)
+        assert (plan.ended, plan.new, plan.peaks) == ([], [], {3: 0})
+    # a stored stream of seconds ago and a list that may be behind: neither, this time
+    young = record(3, "live:3:event:30", started_at=11.0)
+    plan = plan_live_poll({3: listed}, {3: young}, settled_before=10.0)
+    assert (plan.ended, plan.new, plan.peaks) == ([], [], {})
+
+
 MODES = [
     # (first_poll, ran_before, first_start, gap, stream_up) -> mode
     ("fresh install, skip", True, False, "skip", False, True, Found.RECORD_ONLY),

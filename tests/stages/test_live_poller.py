@@ -166,3 +166,35 @@ async def test_a_channel_that_restarts_between_two_polls_has_its_first_stream_ed
     await sim.go_offline(SNEAKO)
     await world.poller.poll(after_connect=False)
     assert (await world.keys())[-1] == (key(second["event_id"]) + ":end", "edit")
+
+
+@pytest.mark.parametrize("listed_with_id", [True, False], ids=["listed", "channel route"])
+async def test_a_stream_that_ends_and_restarts_during_a_gap_is_alerted(
+    world: World, sim: Simulator, monkeypatch: pytest.MonkeyPatch, listed_with_id: bool
+) -> None:
+    first = await sim.go_live(SNEAKO, user_name="SNEAKO")
+    await world.websocket(first, 1.0)
+    await world.write()
+    # disconnected: the stream ends and a new one (a new event id) starts meanwhile
+    await sim.go_offline(SNEAKO)
+    second = await sim.go_live(SNEAKO, user_name="SNEAKO")
+    if not listed_with_id:  # the live list without ids: the channel route has them
+        listing = world.client.iter_live
+
+        async def iter_live(**kw: Any) -> AsyncIterator[LiveChannel]:
+            async for channel in listing(**kw):
+                yield channel.model_copy(update={"event_id": None, "livestream_id": None})
+
+        monkeypatch.setattr(world.client, "iter_live", iter_live)
+    world.poller.ingest.gap_possible = True
+    await world.poller.poll(after_connect=True)  # the reconnect's catch-up
+    await world.write()
+    key = '["a", "t", "live:463000:event:{}"]'.format
+    assert sorted(await world.keys()) == sorted(
+        [
+            (key(first["event_id"]), "send"),
+            (key(first["event_id"]) + ":end", "edit"),
+            (key(second["event_id"]), "send"),
+        ]
+    )
+    assert world.poller.ingest.stream_seqs == {SNEAKO: 1}
