@@ -91,14 +91,18 @@ class LivePoller:
         # Read before the poll: a stream that drops during it leaves the flag for the next.
         gap = after_connect and self.ingest.gap_possible
         stream_up = self.stream_up()
-        # What was live, read before the list: a go-live written while the list is
-        # fetched is not taken for a stream that ended.
+        # What was live and what a cooldown held back, read before the list: a go-live
+        # written while the list is fetched is not taken for a stream that ended.
         live_set = await self.store.live_set()
+        held_back = dict(self.core.held_back)
         settled_before, listing = self._listed_at, time.time()
         channels: dict[int, LiveChannel] = {}
         async for channel in self.client.iter_live():
             channels[channel.user_id] = channel
         self._listed_at = listing
+        for user_id, identity in held_back.items():
+            if user_id not in channels and self.core.held_back.get(user_id) == identity:
+                del self.core.held_back[user_id]  # that stream has ended
         if gap:
             await self._add_event_ids(channels, live_set)
         plan = plan_live_poll(channels, live_set, settled_before=settled_before)
@@ -116,6 +120,8 @@ class LivePoller:
             live = await self._as_live_event(channel)
             if live is None or not self.core.rules.engine.follows(live):
                 continue
+            if self.core.held_back.get(live.user_id) == live_identity(live):
+                continue  # not alerted later, when the cooldown is over, as news
             if mode is Found.RECORD_ONLY:
                 skipped.append(
                     LiveEntry(

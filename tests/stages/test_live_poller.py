@@ -20,6 +20,7 @@ from notifier.parti.client import PartiClient
 from notifier.parti.models import ChannelLive, LiveChannel
 from notifier.parti.simulator import Simulator
 from notifier.rules.compile import compile_rules
+from notifier.stages import pollers
 from notifier.stages.context import Core, Health, Rules
 from notifier.stages.ingest import Ingest
 from notifier.stages.pollers import LivePoller
@@ -198,3 +199,61 @@ async def test_a_stream_that_ends_and_restarts_during_a_gap_is_alerted(
         ]
     )
     assert world.poller.ingest.stream_seqs == {SNEAKO: 1}
+
+
+async def test_a_go_live_a_cooldown_held_back_is_not_alerted_by_later_polls(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stream B starts within the cooldown of stream A's alert: not alerted then, nor by
+    a poll once the cooldown is over (late, as if it had just gone live)."""
+    clock = [time.time()]
+    monkeypatch.setattr(pollers.time, "time", lambda: clock[0])
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        world = World(sneako_core(tmp_path, cooldown="10m"), store, client)
+        t0 = clock[0]
+        first = await sim.go_live(SNEAKO, user_name="SNEAKO")
+        await world.websocket(first, t0)
+        await world.write()
+        await sim.go_offline(SNEAKO)
+        clock[0] = t0 + 120
+        await world.poller.poll(after_connect=False)  # A ended
+        clock[0] = t0 + 180
+        second = await sim.go_live(SNEAKO, user_name="SNEAKO")
+        assert await world.websocket(second, clock[0]) == 0  # the cooldown holds it back
+        for minute in range(4, 12):
+            clock[0] = t0 + minute * 60
+            await world.poller.poll(after_connect=False)
+            await world.write()
+        sends = [k for k, action in await world.keys() if action == "send"]
+        assert sends == [f'["a", "t", "live:463000:event:{first["event_id"]}"]']
+        # B ends: forgotten; the channel's next stream after the cooldown is alerted
+        await sim.go_offline(SNEAKO)
+        await world.poller.poll(after_connect=False)
+        assert world.core.held_back == {}
+        third = await sim.go_live(SNEAKO, user_name="SNEAKO")
+        assert await world.websocket(third, clock[0]) == 1
+    await store.close()
+
+
+async def test_a_go_live_below_min_viewers_is_alerted_by_the_poll_that_sees_enough(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: a, when: live, users: [SNEAKO], notify: [t], min_viewers: 20}]\n"
+    )
+    compiled = compile_rules(rules)
+    core = Core(Rules(compiled.rules_file, compiled.engine, compiled.meta), Metrics(), Health())
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        world = World(core, store, client)
+        live = await sim.go_live(SNEAKO, user_name="SNEAKO", viewers_count=3)
+        assert await world.websocket(live, time.time()) == 0
+        assert core.held_back == {}, "a filter, not a cooldown"
+        sim.live_channels[SNEAKO]["viewers_count"] = 25
+        await world.poller.poll(after_connect=False)
+        await world.write()
+        assert [action for _, action in await world.keys()] == ["send"]
+    await store.close()
