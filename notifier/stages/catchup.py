@@ -3,14 +3,13 @@ stream's end makes (no I/O: the pollers do it)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from notifier.parti.models import LiveChannel
 from notifier.render.fields import AlertView, ended_fields
-from notifier.store.types import NewAlert, Row
+from notifier.store.types import LiveRecord, NewAlert, Row
 
 
 class Found(Enum):
@@ -24,22 +23,49 @@ class Found(Enum):
 @dataclass(frozen=True)
 class LivePlan:
     new: list[LiveChannel] = field(default_factory=list)  # live, not yet in the live set
-    ended: list[int] = field(default_factory=list)  # in the live set, gone from the list
+    ended: list[LiveRecord] = field(default_factory=list)  # in the live set, not on the list
     peaks: dict[int, int] = field(default_factory=dict)  # viewers of streams still live
 
 
 def plan_live_poll(
-    channels: Mapping[int, LiveChannel], live_set: Container[int] | Mapping[int, Any]
+    channels: Mapping[int, LiveChannel],
+    live_set: Mapping[int, LiveRecord],
+    *,
+    settled_before: float,
 ) -> LivePlan:
+    """`live_set` is read before the list is fetched: a go-live written meanwhile is not in
+    it, so it is never taken for a stream that ended. A stream that started after
+    `settled_before` (when the previous poll began fetching its list) is not ended by
+    this poll either: a list fetched seconds after a go-live may not show it yet; the
+    next poll ends it if it is still missing.
+
+    A listed stream that is not the one the live set holds for its channel (both known
+    by event id) is the channel's next stream: the stored one has ended."""
     plan = LivePlan()
     for user_id, channel in channels.items():
-        if user_id in live_set:
-            plan.peaks[user_id] = channel.viewers_count or 0
-        else:
+        record = live_set.get(user_id)
+        if record is None:
             plan.new.append(channel)
-    if isinstance(live_set, Mapping):
-        plan.ended.extend(u for u in live_set if u not in channels)
+        elif not _another_stream(channel, record):
+            plan.peaks[user_id] = channel.viewers_count or 0
+        elif record.started_at <= settled_before:
+            plan.ended.append(record)
+            plan.new.append(channel)
+    plan.ended.extend(
+        record
+        for user_id, record in live_set.items()
+        if user_id not in channels and record.started_at <= settled_before
+    )
     return plan
+
+
+def _another_stream(channel: LiveChannel, record: LiveRecord) -> bool:
+    """Whether the listed stream is known to differ from the stored one: both carry an
+    event id (`live_identity`), and not the same."""
+    prefix = f"live:{channel.user_id}:event:"
+    if channel.event_id is None or not record.identity.startswith(prefix):
+        return False
+    return record.identity != f"{prefix}{channel.event_id}"
 
 
 def found_mode(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from notifier.metrics import Metrics
 from notifier.parti.models import ChannelLive, PriceUpdate
-from notifier.rules.engine import Engine, Match, SubDecision
+from notifier.rules.engine import Engine, Match, SubDecision, live_identity
 from notifier.rules.schema import RulesFile
 from notifier.rules.stream import DEFAULT_META, RuleMeta
 from notifier.rules.subscriptions import Subscription, subscription_id
@@ -79,6 +79,10 @@ class Core:
         self.subscriptions: dict[int, Subscription] = {}
         # Told each live event's decisions for chat subscriptions (for /why).
         self.on_decisions: Callable[[list[SubDecision]], None] | None = None
+        # user id -> the live stream a cooldown held back (it passed a rule's filters and
+        # nothing fired): the live poller does not alert it later, when the cooldown is
+        # over, as if it had just gone live. The poller drops the streams that ended.
+        self.held_back: dict[int, str] = {}
 
     async def evaluate(self, ev: ChannelLive | PriceUpdate, at: float, *, caught_up: bool) -> int:
         """Run one event through the engine; its matches join the queue (back-pressure, never
@@ -90,6 +94,12 @@ class Core:
         # round, so a successor starts from a recent price.
         if result.matches or isinstance(ev, PriceUpdate):
             self.state_dirty = True
+        if (
+            isinstance(ev, ChannelLive)
+            and not result.matches
+            and self.rules.engine.follows(ev)  # passed a filter: a cooldown held it back
+        ):
+            self.held_back[ev.user_id] = live_identity(ev)
         for match in result.matches:
             await self.queue.put(Pending(match, caught_up))
         return len(result.matches)

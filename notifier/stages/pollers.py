@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
@@ -20,7 +20,7 @@ from notifier.stages.context import Core
 from notifier.stages.ingest import Ingest
 from notifier.store.base import Store
 from notifier.store.errors import StoreError
-from notifier.store.types import LiveEntry, NewAlert
+from notifier.store.types import LiveEntry, LiveRecord, NewAlert
 
 _log = get_logger("poll")
 # Written with the first poll's record of what was live (one transaction): a store that
@@ -55,6 +55,9 @@ class LivePoller:
         self.fence = fence
         self.on_written = on_written
         self._polls = 0  # polls whose findings are written
+        # When the last list was fetched (at first: now): a stream stored as started
+        # since may be missing from a list that does not show it yet, and is not ended.
+        self._listed_at = time.time()
         self._catch_up_owed = False
         self._poll_failed = False  # the store failed the last poll
 
@@ -88,11 +91,21 @@ class LivePoller:
         # Read before the poll: a stream that drops during it leaves the flag for the next.
         gap = after_connect and self.ingest.gap_possible
         stream_up = self.stream_up()
+        # What was live and what a cooldown held back, read before the list: a go-live
+        # written while the list is fetched is not taken for a stream that ended.
+        live_set = await self.store.live_set()
+        held_back = dict(self.core.held_back)
+        settled_before, listing = self._listed_at, time.time()
         channels: dict[int, LiveChannel] = {}
         async for channel in self.client.iter_live():
             channels[channel.user_id] = channel
-        live_set = await self.store.live_set()
-        plan = plan_live_poll(channels, live_set)
+        self._listed_at = listing
+        for user_id, identity in held_back.items():
+            if user_id not in channels and self.core.held_back.get(user_id) == identity:
+                del self.core.held_back[user_id]  # that stream has ended
+        if gap:
+            await self._add_event_ids(channels, live_set)
+        plan = plan_live_poll(channels, live_set, settled_before=settled_before)
         first_poll = self._polls == 0
         mode = found_mode(
             first_poll=first_poll,
@@ -107,6 +120,8 @@ class LivePoller:
             live = await self._as_live_event(channel)
             if live is None or not self.core.rules.engine.follows(live):
                 continue
+            if self.core.held_back.get(live.user_id) == live_identity(live):
+                continue  # not alerted later, when the cooldown is over, as news
             if mode is Found.RECORD_ONLY:
                 skipped.append(
                     LiveEntry(
@@ -142,8 +157,33 @@ class LivePoller:
             )
         if plan.peaks:
             await self.store.update_peaks(plan.peaks, fence=self.fence())
-        for user_id in plan.ended:
-            await self._stream_ended(user_id)
+        for record in plan.ended:
+            ended = await self.store.end_live(
+                record.user_id, identity=record.identity, ended_at=time.time(), fence=self.fence()
+            )
+            if ended is not None:
+                self.ingest.stream_ended(record.user_id)
+        await self._edit_ended()
+
+    async def _add_event_ids(
+        self, channels: dict[int, LiveChannel], live_set: Mapping[int, LiveRecord]
+    ) -> None:
+        """After a gap: the event id of a listed stream without one whose channel's stored
+        stream has one, so a stream that ended and started again meanwhile is told apart."""
+        for user_id, channel in channels.items():
+            record = live_set.get(user_id)
+            if channel.event_id is not None or record is None:
+                continue
+            if not record.identity.startswith(f"live:{user_id}:event:"):
+                continue
+            try:
+                info = (await self.client.channel(user_id)).channel_info.channel
+            except PartiError:
+                continue
+            if info.current_event_id is not None:
+                channels[user_id] = channel.model_copy(
+                    update={"event_id": info.current_event_id, "livestream_id": info.livestream_id}
+                )
 
     async def _as_live_event(self, channel: LiveChannel) -> ChannelLive | None:
         data = channel.model_dump()
@@ -162,29 +202,37 @@ class LivePoller:
             return None
         return self.ingest.with_seq(live)
 
-    async def _stream_ended(self, user_id: int) -> None:
-        ended = await self.store.end_live(user_id, fence=self.fence())
-        if ended is None:
-            return
-        self.ingest.stream_ended(user_id)
-        now = time.time()
+    async def _edit_ended(self) -> None:
+        """The "ended" edits of every stream that ended (by this poll, by one the store
+        failed after it, or replaced by the channel's next stream): queued, then the
+        ended stream forgotten, so a fault between the two loses no edit (the keys dedup
+        the ones queued twice)."""
         delivery = self.delivery()
-        edits = ended_edits(
-            await self.store.by_identity(ended.identity),
-            on_end_of=self.core.on_end_of,
-            # A chat destination's lane opens on demand; a file destination must still exist.
-            known=lambda name: name.startswith("@") or name in delivery.senders,
-            ended_at=now,
-            peak_viewers=ended.peak_viewers,
-        )
-        event(_log, "stream.ended", user_id=user_id, edits=len(edits))
-        if not edits:
-            return
-        added = await self.store.enqueue(edits, now=self.store.clock(), fence=None)
-        for edit in edits:
-            self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
-        if self.on_written is not None:
-            self.on_written([e for e in edits if e.key in added])
+
+        def known(name: str) -> bool:
+            # A chat destination's lane opens on demand; a file destination must exist.
+            return name.startswith("@") or name in delivery.senders
+
+        for ended in await self.store.ended_streams():
+            live = ended.live
+            edits = ended_edits(
+                await self.store.by_identity(live.identity),
+                on_end_of=self.core.on_end_of,
+                known=known,
+                ended_at=ended.ended_at,
+                peak_viewers=live.peak_viewers,
+            )
+            added: list[str] = []
+            if edits:
+                added = await self.store.enqueue(edits, now=self.store.clock(), fence=None)
+            await self.store.forget_ended([live.identity], fence=self.fence())
+            event(_log, "stream.ended", user_id=live.user_id, edits=len(edits))
+            if not edits:
+                continue
+            for edit in edits:
+                self.delivery().wake(edit.destination)  # a reload meanwhile: the new lanes
+            if self.on_written is not None:
+                self.on_written([e for e in edits if e.key in added])
 
 
 class CalendarPoller:

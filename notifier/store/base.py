@@ -13,6 +13,7 @@ from notifier.store.types import (
     Chat,
     Decision,
     DecisionEntry,
+    EndedStream,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -280,9 +281,21 @@ class Store(Protocol):
         """Raise the peak viewers of live channels seen in a poll."""
         ...
 
-    async def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
-        """Remove a channel from the live set and count its stream as ended
-        (`stream_seqs`); None when it was not live."""
+    async def end_live(
+        self, user_id: int, *, identity: str, ended_at: float, fence: int | None
+    ) -> LiveRecord | None:
+        """Remove a channel's stream `identity` from the live set, count it as ended
+        (`stream_seqs`) and keep it among the `ended_streams` (one transaction); None
+        when that stream is not the channel's live one (not live, or replaced meanwhile).
+        A live entry that replaces another identity of its channel ends that one too."""
+        ...
+
+    async def ended_streams(self) -> list[EndedStream]:
+        """The streams ended whose "ended" edits are not yet in the outbox."""
+        ...
+
+    async def forget_ended(self, identities: Sequence[str], *, fence: int | None) -> None:
+        """Drop ended streams whose edits are now in the outbox."""
         ...
 
     async def stream_seqs(self) -> dict[int, int]:

@@ -222,6 +222,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    Migration(
+        4,
+        "streams ended whose edits are owed",
+        # Moved here from `live` in the transaction that ends the stream (the poll that
+        # missed it, or the channel's next stream replacing it); dropped once its edits
+        # are in the outbox, so a fault between the two loses no edit.
+        """
+        CREATE TABLE live_ended (
+            identity TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            peak_viewers INTEGER,
+            data TEXT NOT NULL,
+            ended_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE live_ended (
+            identity TEXT PRIMARY KEY,
+            user_id BIGINT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            peak_viewers INTEGER,
+            data JSON NOT NULL,
+            ended_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

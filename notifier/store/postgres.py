@@ -42,6 +42,7 @@ from notifier.store.types import (
     Chat,
     Decision,
     DecisionEntry,
+    EndedStream,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -103,6 +104,15 @@ def _subscription(values: Sequence[Any]) -> Subscription:
 def _live(values: Sequence[Any]) -> LiveRecord:
     user_id, identity, started_at, peak, data = values
     return LiveRecord(int(user_id), identity, float(started_at), peak, _obj(data))
+
+
+async def _keep_ended(cur: Cursor, user_id: int, *, ended_at: float) -> None:
+    await cur.execute(
+        "INSERT INTO live_ended (identity, user_id, started_at, peak_viewers, data, ended_at)"
+        " SELECT identity, user_id, started_at, peak_viewers, data, %s FROM live"
+        " WHERE user_id = %s ON CONFLICT (identity) DO NOTHING",
+        (ended_at, user_id),
+    )
 
 
 def translate(exc: BaseException, url: str) -> StoreError:
@@ -787,6 +797,8 @@ class PostgresStore:
                 "UPDATE live SET peak_viewers = %s WHERE user_id = %s", (peak, live.user_id)
             )
             return False
+        if found is not None:  # the channel's next stream: the one it replaces has ended
+            await _keep_ended(cur, live.user_id, ended_at=live.started_at)
         await cur.execute(
             "INSERT INTO live (user_id, identity, started_at, peak_viewers, data)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE"
@@ -807,23 +819,47 @@ class PostgresStore:
                     (list(viewers), list(viewers.values())),
                 )
 
-    async def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
+    async def end_live(
+        self, user_id: int, *, identity: str, ended_at: float, fence: int | None
+    ) -> LiveRecord | None:
         async with self._tx() as cur:
             await check_fence(cur, fence)
             await cur.execute(
-                "DELETE FROM live WHERE user_id = %s"
+                "DELETE FROM live WHERE user_id = %s AND identity = %s"
                 " RETURNING user_id, identity, started_at, peak_viewers, data",
-                (user_id,),
+                (user_id, identity),
             )
             found = await cur.fetchone()
             if found is None:
                 return None
+            await cur.execute(
+                "INSERT INTO live_ended"
+                " (identity, user_id, started_at, peak_viewers, data, ended_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (identity) DO NOTHING",
+                (found[1], found[0], found[2], found[3], Json(_obj(found[4])), ended_at),
+            )
             await cur.execute(
                 "INSERT INTO stream_seqs (user_id, seq) VALUES (%s, 1)"
                 " ON CONFLICT (user_id) DO UPDATE SET seq = stream_seqs.seq + 1",
                 (user_id,),
             )
         return _live(found)
+
+    async def ended_streams(self) -> list[EndedStream]:
+        async with self._tx() as cur:
+            await cur.execute(
+                "SELECT user_id, identity, started_at, peak_viewers, data, ended_at"
+                " FROM live_ended ORDER BY ended_at, identity"
+            )
+            found = await cur.fetchall()
+        return [EndedStream(_live(row[:5]), float(row[5])) for row in found]
+
+    async def forget_ended(self, identities: Sequence[str], *, fence: int | None) -> None:
+        async with self._tx() as cur:
+            await check_fence(cur, fence)
+            await cur.execute(
+                "DELETE FROM live_ended WHERE identity = ANY(%s)", (list(identities),)
+            )
 
     async def stream_seqs(self) -> dict[int, int]:
         async with self._tx() as cur:

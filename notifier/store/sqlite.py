@@ -56,6 +56,7 @@ from notifier.store.types import (
     Chat,
     Decision,
     DecisionEntry,
+    EndedStream,
     JsonObject,
     LiveEntry,
     LiveRecord,
@@ -503,6 +504,8 @@ class _Core:
                 "UPDATE live SET peak_viewers = ? WHERE user_id = ?", (peak, live.user_id)
             )
             return False
+        if found is not None:  # the channel's next stream: the one it replaces has ended
+            self._keep_ended(live.user_id, ended_at=live.started_at)
         self._db.execute(
             "INSERT OR REPLACE INTO live (user_id, identity, started_at, peak_viewers, data)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -520,16 +523,28 @@ class _Core:
                     (count, user_id),
                 )
 
-    def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
+    def _keep_ended(self, user_id: int, *, ended_at: float) -> None:
+        self._db.execute(
+            "INSERT INTO live_ended"
+            " (identity, user_id, started_at, peak_viewers, data, ended_at)"
+            " SELECT identity, user_id, started_at, peak_viewers, data, ? FROM live"
+            " WHERE user_id = ? ON CONFLICT (identity) DO NOTHING",
+            (ended_at, user_id),
+        )
+
+    def end_live(
+        self, user_id: int, *, identity: str, ended_at: float, fence: int | None
+    ) -> LiveRecord | None:
         with self._tx():
             self._check_fence(fence)
             found = self._db.execute(
                 "SELECT user_id, identity, started_at, peak_viewers, data FROM live"
-                " WHERE user_id = ?",
-                (user_id,),
+                " WHERE user_id = ? AND identity = ?",
+                (user_id, identity),
             ).fetchone()
             if found is None:
                 return None
+            self._keep_ended(user_id, ended_at=ended_at)
             self._db.execute("DELETE FROM live WHERE user_id = ?", (user_id,))
             self._db.execute(
                 "INSERT INTO stream_seqs (user_id, seq) VALUES (?, 1)"
@@ -537,6 +552,20 @@ class _Core:
                 (user_id,),
             )
         return _live(found)
+
+    def ended_streams(self) -> list[EndedStream]:
+        found = self._db.execute(
+            "SELECT user_id, identity, started_at, peak_viewers, data, ended_at"
+            " FROM live_ended ORDER BY ended_at, identity"
+        ).fetchall()
+        return [EndedStream(_live(row[:5]), float(row[5])) for row in found]
+
+    def forget_ended(self, identities: Sequence[str], *, fence: int | None) -> None:
+        with self._tx():
+            self._check_fence(fence)
+            self._db.executemany(
+                "DELETE FROM live_ended WHERE identity = ?", [(i,) for i in identities]
+            )
 
     def stream_seqs(self) -> dict[int, int]:
         found = self._db.execute("SELECT user_id, seq FROM stream_seqs").fetchall()
@@ -841,6 +870,7 @@ _SYNC: Final = {
         "oldest_pending_at",
         "get_state",
         "live_set",
+        "ended_streams",
         "stream_seqs",
         "roles",
         "get_chat",
@@ -1521,8 +1551,18 @@ class SqliteStore:
     async def update_peaks(self, viewers: Mapping[int, int], *, fence: int | None) -> None:
         await self._call(self.core.update_peaks, viewers, fence=fence)
 
-    async def end_live(self, user_id: int, *, fence: int | None) -> LiveRecord | None:
-        return await self._call(self.core.end_live, user_id, fence=fence)
+    async def end_live(
+        self, user_id: int, *, identity: str, ended_at: float, fence: int | None
+    ) -> LiveRecord | None:
+        return await self._call(
+            self.core.end_live, user_id, identity=identity, ended_at=ended_at, fence=fence
+        )
+
+    async def ended_streams(self) -> list[EndedStream]:
+        return await self._call(self.core.ended_streams)
+
+    async def forget_ended(self, identities: Sequence[str], *, fence: int | None) -> None:
+        await self._call(self.core.forget_ended, identities, fence=fence)
 
     async def stream_seqs(self) -> dict[int, int]:
         return await self._call(self.core.stream_seqs)

@@ -85,6 +85,14 @@ class LiveRecord:
 
 
 @dataclass(frozen=True)
+class EndedStream:
+    """A stream gone from the live set whose "ended" edits are not yet in the outbox."""
+
+    live: LiveRecord
+    ended_at: float
+
+
+@dataclass(frozen=True)
 class RoleHolder:
     """Who last took a role, and the fencing generation that take-over was given."""
 

@@ -6,18 +6,52 @@ import pytest
 
 from notifier.parti.models import LiveChannel
 from notifier.stages.catchup import Found, found_mode, plan_live_poll
+from notifier.store import LiveRecord
 
 
 def channel(user_id: int, viewers: int = 5) -> LiveChannel:
     return LiveChannel(user_id=user_id, user_name=f"u{user_id}", viewers_count=viewers)
 
 
+def record(user_id: int, identity: str, started_at: float = 1.0) -> LiveRecord:
+    return LiveRecord(user_id, identity, started_at, None, {})
+
+
 def test_plan_splits_new_still_live_and_ended_streams() -> None:
     channels = {1: channel(1, 7), 2: channel(2, 9)}
-    plan = plan_live_poll(channels, {2: object(), 3: object()})
+    gone = record(3, "live:3:event:30")
+    plan = plan_live_poll(
+        channels, {2: record(2, "live:2:livestream:2"), 3: gone}, settled_before=10.0
+    )
     assert [c.user_id for c in plan.new] == [1]
     assert plan.peaks == {2: 9}
-    assert plan.ended == [3]
+    assert plan.ended == [gone]
+
+
+def test_a_stream_stored_after_the_previous_list_was_fetched_is_not_ended() -> None:
+    """A list fetched seconds after a go-live may not show it yet: the next poll ends it
+    if it is still missing then."""
+    live_set = {3: record(3, "live:3:event:30", started_at=11.0)}
+    assert plan_live_poll({}, live_set, settled_before=10.0).ended == []
+    plan = plan_live_poll({}, live_set, settled_before=12.0)
+    assert [r.user_id for r in plan.ended] == [3]
+
+
+def test_a_listed_stream_of_another_event_ends_the_stored_one() -> None:
+    """A stream that ended and started again while events were missed: the stored one
+    has ended, the listed one is news."""
+    listed = LiveChannel(user_id=3, user_name="u3", event_id=31)
+    old = record(3, "live:3:event:30")
+    plan = plan_live_poll({3: listed}, {3: old}, settled_before=10.0)
+    assert (plan.ended, plan.new, plan.peaks) == ([old], [listed], {})
+    # the same event, or no event id to tell them apart: the same stream
+    for same in (record(3, "live:3:event:31"), record(3, "live:3:livestream:7")):
+        plan = plan_live_poll({3: listed}, {3: same}, settled_before=10.0)
+        assert (plan.ended, plan.new, plan.peaks) == ([], [], {3: 0})
+    # a stored stream of seconds ago and a list that may be behind: neither, this time
+    young = record(3, "live:3:event:30", started_at=11.0)
+    plan = plan_live_poll({3: listed}, {3: young}, settled_before=10.0)
+    assert (plan.ended, plan.new, plan.peaks) == ([], [], {})
 
 
 MODES = [
