@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -22,6 +24,8 @@ from notifier.parti.models import (
     RecentStream,
     UserProfile,
 )
+from notifier.parti.sanitize import clean_line
+from notifier.redact import short_error
 
 PREFIX = "/parti_v2/profile"
 BROWSER_HEADERS = {
@@ -36,6 +40,9 @@ BROWSER_HEADERS = {
 # Bounds `Retry-After` so that a hostile or broken answer cannot park us for hours.
 MAX_RETRY_AFTER = 60.0
 MAX_PAGES = 1_000
+# An answer's body (decompressed) larger than this is refused unread: Parti's largest
+# page is some kilobytes, and a hostile or broken one must not fill the memory.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -212,50 +219,93 @@ class PartiClient:
     async def _get(
         self, route: str, params: Mapping[str, Any] | None, adapter: TypeAdapter[T]
     ) -> T:
-        response = await self._request(route, params)
+        answer = await self._request(route, params)
+        media = answer.content_type.split(";", 1)[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            # an HTML page of a proxy or a login wall, say (no Content-Type: read as JSON)
+            raise BadAnswer(route, answer.status, f"not JSON ({clean_line(media[:60])})")
         try:
-            return adapter.validate_json(response.content)
+            return adapter.validate_json(answer.body)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "body"
-            raise BadAnswer(route, response.status_code, f"{where}: {error['msg']}") from None
+            raise BadAnswer(route, answer.status, f"{where}: {error['msg']}") from None
 
-    async def _request(self, route: str, params: Mapping[str, Any] | None) -> httpx.Response:
+    async def _request(self, route: str, params: Mapping[str, Any] | None) -> _Answer:
+        """A 2xx answer read whole; any other outcome is one of the client's errors: a
+        transport fault or a 5xx/429 retried, then Unavailable; anything else httpx
+        refuses (a body that does not decompress, a redirect loop, an oversized body)
+        and other 4xx: BadAnswer at once."""
         path = PREFIX + route
         attempt = 0
         while True:
             delay: float
             try:
-                response = await self._http.get(path, params=params)
+                answer = await self._fetch(route, path, params)
             except httpx.TransportError as exc:
                 if attempt >= self._retries:
-                    raise Unavailable(route, None, f"{type(exc).__name__}: {exc}") from None
+                    raise Unavailable(route, None, short_error(exc, 200)) from None
                 delay = self._backoff(attempt)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise BadAnswer(route, None, short_error(exc, 200)) from None
             else:
-                status = response.status_code
+                status = answer.status
                 if status < 300:
-                    return response
+                    return answer
                 if status == 404:
-                    raise NotFound(route, status, _body_excerpt(response))
+                    raise NotFound(route, status, answer.excerpt())
                 if status != 429 and status < 500:
-                    raise BadAnswer(route, status, _body_excerpt(response))
+                    raise BadAnswer(route, status, answer.excerpt())
                 if attempt >= self._retries:
-                    raise Unavailable(route, status, _body_excerpt(response))
+                    raise Unavailable(route, status, answer.excerpt())
                 delay = self._backoff(attempt)
                 if status == 429:
-                    delay = _retry_after(response, default=delay)
+                    delay = _retry_after(answer.retry_after, default=delay)
             await self._sleep(delay)
             attempt += 1
+
+    async def _fetch(self, route: str, path: str, params: Mapping[str, Any] | None) -> _Answer:
+        async with self._http.stream("GET", path, params=params) as response:
+            status = response.status_code
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise BadAnswer(route, status, f"body of {declared} bytes is too large")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadAnswer(route, status, f"body over {MAX_BODY_BYTES} bytes")
+            return _Answer(
+                status=status,
+                body=bytes(body),
+                content_type=response.headers.get("Content-Type", ""),
+                retry_after=response.headers.get("Retry-After", ""),
+            )
 
     def _backoff(self, attempt: int) -> float:
         return full_jitter(attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand)
 
 
-def _retry_after(response: httpx.Response, *, default: float) -> float:
-    header = response.headers.get("Retry-After", "")
+@dataclass(frozen=True)
+class _Answer:
+    """What `_request` keeps of a response: read whole, within `MAX_BODY_BYTES`."""
+
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: str
+
+    def excerpt(self) -> str:
+        text = self.body[:120].decode("utf-8", "replace").replace("\n", " ")
+        return clean_line(text) or httpx.codes.get_reason_phrase(self.status) or "no body"
+
+
+def _retry_after(header: str, *, default: float) -> float:
     try:
         seconds = float(header)
     except ValueError:
+        return default
+    if not math.isfinite(seconds):
         return default
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -266,8 +316,3 @@ def _flag(value: bool) -> str:
 
 def _segment(text: str) -> str:
     return quote(text, safe="")
-
-
-def _body_excerpt(response: httpx.Response) -> str:
-    text = response.text[:120].replace("\n", " ")
-    return text or response.reason_phrase or "no body"

@@ -6,9 +6,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from aiohttp import web
 
+from notifier.parti import client as client_module
 from notifier.parti.client import BadAnswer, NotFound, PartiClient, Unavailable
 from notifier.parti.simulator import Simulator
+from tests.fakes.common import served
 
 
 class SleepRecorder:
@@ -219,3 +222,78 @@ async def test_client_reports_a_wrong_shape_as_bad_answer(sim: Simulator) -> Non
     async with client_for(sim) as client:
         with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: 0.user_id"):
             await client.featured()
+
+
+# ---- a Parti that answers what httpx or the JSON parser refuses -------------------------
+
+
+def hostile(kind: str) -> web.Application:
+    """Every route answers the way `kind` names: each must be one of the client's errors."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if kind == "redirect loop":
+            raise web.HTTPFound(request.path)
+        if kind == "not gzip":
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=b"not gzip at all", headers=headers)
+        if kind == "html page":
+            return web.Response(text="<html>[1, 2]</html>", content_type="text/html")
+        if kind == "invalid json":
+            return web.Response(text="[{]", content_type="application/json")
+        if kind == "oversized":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for _ in range(20):
+                await response.write(b" " * 1000)
+            await response.write_eof()
+            return response
+        assert kind == "oversized, declared"
+        return web.json_response([{"category_id": 1, "name": "x" * 5000}])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return app
+
+
+EVERY_ROUTE = {
+    "categories": lambda c: c.categories(),
+    "live": lambda c: c.live(),
+    "calendar": lambda c: c.calendar(),
+    "featured": lambda c: c.featured(),
+    "recent": lambda c: c.recent(),
+    "recent_event": lambda c: c.recent_event(1),
+    "prices": lambda c: c.prices(),
+    "profile": lambda c: c.profile(1),
+    "user_by_social_media": lambda c: c.user_by_social_media("x", "y"),
+    "user_id_from_name": lambda c: c.user_id_from_name("y"),
+    "channel": lambda c: c.channel(1),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("redirect loop", "TooManyRedirects"),
+        ("not gzip", "DecodingError"),
+        ("html page", "not JSON (text/html)"),
+        ("invalid json", "body: Invalid JSON"),
+        ("oversized", "body over 4000 bytes"),
+        ("oversized, declared", "bytes is too large"),
+    ],
+)
+async def test_every_route_reports_an_answer_httpx_refuses_as_a_bad_answer(
+    kind: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4000)
+    sleep = SleepRecorder()
+    async with served(hostile(kind)) as port:
+        client = PartiClient(f"http://127.0.0.1:{port}", sleep=sleep)
+        async with client:
+            for name, call in EVERY_ROUTE.items():
+                with pytest.raises(BadAnswer) as caught:
+                    await call(client)
+                message = str(caught.value)
+                assert says in message, name
+                assert "\n" not in message and len(message) < 300, name
+    assert sleep.delays == [], "a refused answer is not asked again"
