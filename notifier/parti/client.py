@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +17,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from notifier.backoff import full_jitter
+from notifier.log import event, get_logger
 from notifier.parti.models import (
     AssetPrice,
     CalendarEvent,
@@ -27,6 +31,7 @@ from notifier.parti.models import (
 from notifier.parti.sanitize import clean_line
 from notifier.redact import short_error
 
+_log = get_logger("parti")
 PREFIX = "/parti_v2/profile"
 BROWSER_HEADERS = {
     "Accept": "application/json, text/plain, */*",
@@ -43,6 +48,8 @@ MAX_PAGES = 1_000
 # An answer's body (decompressed) larger than this is refused unread: Parti's largest
 # page is some kilobytes, and a hostile or broken one must not fill the memory.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# A warning about skipped entries of a route's answers at most this often (seconds).
+SKIP_LOG_INTERVAL = 60.0
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -98,6 +105,10 @@ class PartiClient:
         self._backoff_cap = backoff_cap
         self._rand = rand
         self._sleep = sleep
+        # Malformed entries of list answers skipped, by route (and their warnings' pace).
+        self.skipped: Counter[str] = Counter()
+        self._skip_logged: dict[str, float] = {}
+        self._skip_suppressed: Counter[str] = Counter()
 
     async def __aenter__(self) -> PartiClient:
         return self
@@ -202,16 +213,50 @@ class PartiClient:
             page = await fetch(page_size, offset)
             for item in page:
                 yield item
-            if len(page) < page_size:
+            # counted as Parti sent it: a page with a skipped entry is not the last
+            received = page.received if isinstance(page, Page) else len(page)
+            if received < page_size:
                 return
-            offset += len(page)
+            offset += received
 
     # ---- transport ----------------------------------------------------------
 
     async def _list(
         self, route: str, model: type[M], params: Mapping[str, Any] | None = None
-    ) -> list[M]:
-        return await self._get(route, params, TypeAdapter(list[model]))  # type: ignore[valid-type]
+    ) -> Page[M]:
+        """The entries of a list route, each validated on its own: a malformed one is
+        skipped (counted in `skipped`, a warning at most once a minute a route), never the
+        whole answer."""
+        entries = await self._get(route, params, _ENTRIES)
+        page: Page[M] = Page()
+        page.received = len(entries)
+        for index, entry in enumerate(entries):
+            try:
+                page.append(model.model_validate(entry))
+            except ValidationError as exc:
+                error = exc.errors(include_url=False, include_input=False)[0]
+                where = ".".join(str(p) for p in error["loc"]) or "entry"
+                self._skip(route, index, f"{where}: {error['msg']}")
+            except Exception as exc:  # a validator's bug: contained to its entry
+                self._skip(route, index, short_error(exc))
+        return page
+
+    def _skip(self, route: str, index: int, detail: str) -> None:
+        self.skipped[route] += 1
+        now = time.monotonic()
+        if now - self._skip_logged.get(route, -math.inf) < SKIP_LOG_INTERVAL:
+            self._skip_suppressed[route] += 1
+            return
+        self._skip_logged[route] = now
+        event(
+            _log,
+            "parti.entry_skipped",
+            logging.WARNING,
+            route=route,
+            index=index,
+            detail=clean_line(detail)[:200],
+            suppressed=self._skip_suppressed.pop(route, 0),
+        )
 
     async def _one(self, route: str, model: type[M]) -> M:
         return await self._get(route, None, TypeAdapter(model))
@@ -284,6 +329,15 @@ class PartiClient:
 
     def _backoff(self, attempt: int) -> float:
         return full_jitter(attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand)
+
+
+class Page(list[M]):
+    """A page of a list route: its valid entries, and how many entries Parti sent."""
+
+    received: int = 0
+
+
+_ENTRIES: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
 
 
 @dataclass(frozen=True)

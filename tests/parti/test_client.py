@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import httpx
@@ -218,10 +219,10 @@ async def test_client_retries_refused_connections_then_reports_unavailable() -> 
 
 
 async def test_client_reports_a_wrong_shape_as_bad_answer(sim: Simulator) -> None:
-    sim.featured = [{"user_name": "no id"}]
+    sim.profiles[5] = {"user_name": "no id"}
     async with client_for(sim) as client:
-        with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: 0.user_id"):
-            await client.featured()
+        with pytest.raises(BadAnswer, match=r"/user_profile/5 -> 200: user_id"):
+            await client.profile(5)
 
 
 # ---- a Parti that answers what httpx or the JSON parser refuses -------------------------
@@ -297,3 +298,48 @@ async def test_every_route_reports_an_answer_httpx_refuses_as_a_bad_answer(
                 assert says in message, name
                 assert "\n" not in message and len(message) < 300, name
     assert sleep.delays == [], "a refused answer is not asked again"
+
+
+# ---- list answers: each entry on its own ------------------------------------------------
+
+
+async def test_a_malformed_live_entry_costs_its_odd_fields_or_itself_never_the_list(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    odd = {
+        2001: {"user_id": 2001, "user_name": None, "viewers_count": 1},
+        2002: {"user_id": 2002, "user_name": "b", "viewers_count": 1.5, "event_title": 123},
+        2003: {"user_id": 2003, "user_name": 42, "event_id": "", "category_name": []},
+        2004: {"user_id": "no id", "user_name": "d", "viewers_count": 2},
+    }
+    sim.live_channels.update(odd)
+    async with client_for(sim) as client:
+        live = {c.user_id: c for c in await client.live()}
+        assert client.skipped == {"/get_livestream_channel_info/live": 1}
+        await client.live()  # skipped again, counted, not logged again so soon
+        assert client.skipped == {"/get_livestream_channel_info/live": 2}
+    assert {567503, 2001, 2002, 2003} <= set(live), "still live, whatever else they carry"
+    assert live[2001].user_name is None and live[2002].viewers_count is None
+    assert live[2002].event_title is None and live[2003].user_name == "42"
+    assert live[2003].event_id is None and live[2003].category_name is None
+    warned = [r for r in caplog.records if r.getMessage() == "parti.entry_skipped"]
+    assert len(warned) == 1 and warned[0].exc_info is None
+
+
+async def test_a_malformed_price_or_calendar_entry_is_skipped_alone(sim: Simulator) -> None:
+    sim.prices["ZERO"] = {"display_symbol": "ZERO", "price": "0"}
+    sim.calendar.append({"event_id": 1, "user_id": "x", "event_start_ts": 1747603500})
+    async with client_for(sim) as client:
+        prices = {p.display_symbol for p in await client.prices()}
+        calendar = [e.event_id async for e in client.iter_calendar(page_size=2)]
+        assert client.skipped == {"/assets_prices/info": 1, "/livestream_calendar/events": 1}
+    assert "BTC" in prices and "ZERO" not in prices
+    assert calendar == [80292, 63403, 15207], "a page with a skipped entry is not the last"
+
+
+async def test_an_answer_that_is_not_a_list_is_still_a_bad_answer(sim: Simulator) -> None:
+    sim.featured = {"user_id": 1}  # type: ignore[assignment]
+    async with client_for(sim) as client:
+        with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: body: "):
+            await client.featured()
