@@ -1029,7 +1029,7 @@ class DiscordCommands:
         except PartiError:
             live = []
         for channel in live:
-            if wanted in channel.user_name.casefold():
+            if channel.user_name and wanted in channel.user_name.casefold():
                 viewers = f", {channel.viewers_count:,} watching" if channel.viewers_count else ""
                 choices.setdefault(channel.user_id, f"{channel.user_name} (live{viewers})")
         if (

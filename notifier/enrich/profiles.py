@@ -7,13 +7,17 @@ look-up keeps running in the background and fills the cache for the next alert.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from notifier.parti.client import NotFound, PartiClient, PartiError
+from notifier.log import event, get_logger, short_error
+from notifier.parti.client import NotFound, PartiClient
 from notifier.parti.models import UserProfile
+
+_log = get_logger("profiles")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Profiles:
         self._cache: OrderedDict[int, tuple[float, UserProfile | None]] = OrderedDict()
         self._inflight: dict[int, asyncio.Task[UserProfile | None]] = {}
         self.stats = ProfileStats()
+        self._failing = False  # the last look-up failed (logged once until one answers)
 
     def cached(self, user_id: int) -> tuple[bool, UserProfile | None]:
         """(True, the profile or None for unknown) when the cache has a fresh answer (a
@@ -81,9 +86,13 @@ class Profiles:
             expires = self._clock() + self._ttl
         except NotFound:
             profile, expires = None, self._clock() + self._negative_ttl
-        except PartiError:
+        except Exception as exc:  # any failure is "no profile": never the alert's fault
             self.stats.errors += 1
+            if not self._failing:
+                self._failing = True
+                event(_log, "profile.unavailable", logging.WARNING, error=short_error(exc))
             return None  # not cached: the next alert asks again
+        self._failing = False
         self._cache[user_id] = (expires, profile)
         self._cache.move_to_end(user_id)
         while len(self._cache) > self._max:

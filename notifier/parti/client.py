@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -12,6 +17,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from notifier.backoff import full_jitter
+from notifier.log import event, get_logger
 from notifier.parti.models import (
     AssetPrice,
     CalendarEvent,
@@ -22,7 +28,10 @@ from notifier.parti.models import (
     RecentStream,
     UserProfile,
 )
+from notifier.parti.sanitize import clean_line
+from notifier.redact import short_error
 
+_log = get_logger("parti")
 PREFIX = "/parti_v2/profile"
 BROWSER_HEADERS = {
     "Accept": "application/json, text/plain, */*",
@@ -36,6 +45,11 @@ BROWSER_HEADERS = {
 # Bounds `Retry-After` so that a hostile or broken answer cannot park us for hours.
 MAX_RETRY_AFTER = 60.0
 MAX_PAGES = 1_000
+# An answer's body (decompressed) larger than this is refused unread: Parti's largest
+# page is some kilobytes, and a hostile or broken one must not fill the memory.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# A warning about skipped entries of a route's answers at most this often (seconds).
+SKIP_LOG_INTERVAL = 60.0
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +105,10 @@ class PartiClient:
         self._backoff_cap = backoff_cap
         self._rand = rand
         self._sleep = sleep
+        # Malformed entries of list answers skipped, by route (and their warnings' pace).
+        self.skipped: Counter[str] = Counter()
+        self._skip_logged: dict[str, float] = {}
+        self._skip_suppressed: Counter[str] = Counter()
 
     async def __aenter__(self) -> PartiClient:
         return self
@@ -195,16 +213,50 @@ class PartiClient:
             page = await fetch(page_size, offset)
             for item in page:
                 yield item
-            if len(page) < page_size:
+            # counted as Parti sent it: a page with a skipped entry is not the last
+            received = page.received if isinstance(page, Page) else len(page)
+            if received < page_size:
                 return
-            offset += len(page)
+            offset += received
 
     # ---- transport ----------------------------------------------------------
 
     async def _list(
         self, route: str, model: type[M], params: Mapping[str, Any] | None = None
-    ) -> list[M]:
-        return await self._get(route, params, TypeAdapter(list[model]))  # type: ignore[valid-type]
+    ) -> Page[M]:
+        """The entries of a list route, each validated on its own: a malformed one is
+        skipped (counted in `skipped`, a warning at most once a minute a route), never the
+        whole answer."""
+        entries = await self._get(route, params, _ENTRIES)
+        page: Page[M] = Page()
+        page.received = len(entries)
+        for index, entry in enumerate(entries):
+            try:
+                page.append(model.model_validate(entry))
+            except ValidationError as exc:
+                error = exc.errors(include_url=False, include_input=False)[0]
+                where = ".".join(str(p) for p in error["loc"]) or "entry"
+                self._skip(route, index, f"{where}: {error['msg']}")
+            except Exception as exc:  # a validator's bug: contained to its entry
+                self._skip(route, index, short_error(exc))
+        return page
+
+    def _skip(self, route: str, index: int, detail: str) -> None:
+        self.skipped[route] += 1
+        now = time.monotonic()
+        if now - self._skip_logged.get(route, -math.inf) < SKIP_LOG_INTERVAL:
+            self._skip_suppressed[route] += 1
+            return
+        self._skip_logged[route] = now
+        event(
+            _log,
+            "parti.entry_skipped",
+            logging.WARNING,
+            route=route,
+            index=index,
+            detail=clean_line(detail)[:200],
+            suppressed=self._skip_suppressed.pop(route, 0),
+        )
 
     async def _one(self, route: str, model: type[M]) -> M:
         return await self._get(route, None, TypeAdapter(model))
@@ -212,50 +264,102 @@ class PartiClient:
     async def _get(
         self, route: str, params: Mapping[str, Any] | None, adapter: TypeAdapter[T]
     ) -> T:
-        response = await self._request(route, params)
+        answer = await self._request(route, params)
+        media = answer.content_type.split(";", 1)[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            # an HTML page of a proxy or a login wall, say (no Content-Type: read as JSON)
+            raise BadAnswer(route, answer.status, f"not JSON ({clean_line(media[:60])})")
         try:
-            return adapter.validate_json(response.content)
+            return adapter.validate_json(answer.body)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(p) for p in error["loc"]) or "body"
-            raise BadAnswer(route, response.status_code, f"{where}: {error['msg']}") from None
+            raise BadAnswer(route, answer.status, f"{where}: {error['msg']}") from None
 
-    async def _request(self, route: str, params: Mapping[str, Any] | None) -> httpx.Response:
+    async def _request(self, route: str, params: Mapping[str, Any] | None) -> _Answer:
+        """A 2xx answer read whole; any other outcome is one of the client's errors: a
+        transport fault or a 5xx/429 retried, then Unavailable; anything else httpx
+        refuses (a body that does not decompress, a redirect loop, an oversized body)
+        and other 4xx: BadAnswer at once."""
         path = PREFIX + route
         attempt = 0
         while True:
             delay: float
             try:
-                response = await self._http.get(path, params=params)
+                answer = await self._fetch(route, path, params)
             except httpx.TransportError as exc:
                 if attempt >= self._retries:
-                    raise Unavailable(route, None, f"{type(exc).__name__}: {exc}") from None
+                    raise Unavailable(route, None, short_error(exc, 200)) from None
                 delay = self._backoff(attempt)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise BadAnswer(route, None, short_error(exc, 200)) from None
             else:
-                status = response.status_code
+                status = answer.status
                 if status < 300:
-                    return response
+                    return answer
                 if status == 404:
-                    raise NotFound(route, status, _body_excerpt(response))
+                    raise NotFound(route, status, answer.excerpt())
                 if status != 429 and status < 500:
-                    raise BadAnswer(route, status, _body_excerpt(response))
+                    raise BadAnswer(route, status, answer.excerpt())
                 if attempt >= self._retries:
-                    raise Unavailable(route, status, _body_excerpt(response))
+                    raise Unavailable(route, status, answer.excerpt())
                 delay = self._backoff(attempt)
                 if status == 429:
-                    delay = _retry_after(response, default=delay)
+                    delay = _retry_after(answer.retry_after, default=delay)
             await self._sleep(delay)
             attempt += 1
+
+    async def _fetch(self, route: str, path: str, params: Mapping[str, Any] | None) -> _Answer:
+        async with self._http.stream("GET", path, params=params) as response:
+            status = response.status_code
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise BadAnswer(route, status, f"body of {declared} bytes is too large")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadAnswer(route, status, f"body over {MAX_BODY_BYTES} bytes")
+            return _Answer(
+                status=status,
+                body=bytes(body),
+                content_type=response.headers.get("Content-Type", ""),
+                retry_after=response.headers.get("Retry-After", ""),
+            )
 
     def _backoff(self, attempt: int) -> float:
         return full_jitter(attempt, base=self._backoff_base, cap=self._backoff_cap, rand=self._rand)
 
 
-def _retry_after(response: httpx.Response, *, default: float) -> float:
-    header = response.headers.get("Retry-After", "")
+class Page(list[M]):
+    """A page of a list route: its valid entries, and how many entries Parti sent."""
+
+    received: int = 0
+
+
+_ENTRIES: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What `_request` keeps of a response: read whole, within `MAX_BODY_BYTES`."""
+
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: str
+
+    def excerpt(self) -> str:
+        text = self.body[:120].decode("utf-8", "replace").replace("\n", " ")
+        return clean_line(text) or httpx.codes.get_reason_phrase(self.status) or "no body"
+
+
+def _retry_after(header: str, *, default: float) -> float:
     try:
         seconds = float(header)
     except ValueError:
+        return default
+    if not math.isfinite(seconds):
         return default
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
@@ -266,8 +370,3 @@ def _flag(value: bool) -> str:
 
 def _segment(text: str) -> str:
     return quote(text, safe="")
-
-
-def _body_excerpt(response: httpx.Response) -> str:
-    text = response.text[:120].replace("\n", " ")
-    return text or response.reason_phrase or "no body"

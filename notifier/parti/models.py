@@ -47,6 +47,13 @@ def _symbol(value: object) -> str:
     return symbol
 
 
+def _info_name(value: object) -> str | None:
+    try:
+        return _name(value)
+    except ValueError:
+        return None
+
+
 def _info_line(value: object) -> str | None:
     return clean_line(value) if isinstance(value, str) else None
 
@@ -64,6 +71,7 @@ Count = Annotated[int | None, BeforeValidator(parse_count)]
 Name = Annotated[str, BeforeValidator(_name)]
 Symbol = Annotated[str, BeforeValidator(_symbol)]
 InfoLine = Annotated[str | None, BeforeValidator(_info_line)]
+InfoName = Annotated[str | None, BeforeValidator(_info_name)]
 # Prices are decimals, never floats: positive, finite, at most 10**15.
 Price = Annotated[Decimal, BeforeValidator(parse_price)]
 Change = Annotated[Decimal | None, BeforeValidator(parse_change)]
@@ -101,19 +109,21 @@ class Category(_Model):
 
 
 class LiveChannel(_Model):
-    """One entry of the live route."""
+    """One entry of the live route. Only the user id is needed: an entry whose other fields
+    do not parse (None) still says the channel is live, so its stream is not taken to have
+    ended; an entry without a user id is skipped by the client."""
 
-    user_id: int
-    user_name: Line
-    viewers_count: int | None = None
-    category_name: Line | None = None
-    event_title: Line | None = None
-    event_id: int | None = None
-    livestream_id: int | None = None
-    avatar_link: Line | None = None
-    event_file: Line | None = None
-    social_media: Line | None = None
-    social_username: Line | None = None
+    user_id: Id
+    user_name: InfoName = None
+    viewers_count: Count = None
+    category_name: InfoLine = None
+    event_title: InfoLine = None
+    event_id: InfoId = None
+    livestream_id: InfoId = None
+    avatar_link: InfoLine = None
+    event_file: InfoLine = None
+    social_media: InfoLine = None
+    social_username: InfoLine = None
 
 
 class CalendarEvent(_Model):

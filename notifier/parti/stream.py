@@ -152,7 +152,13 @@ class PartiStream:
                     )
                     self._on_connected(gap)
                     yield Connected(connected_at, gap)
-                    async for frame in ws:
+                    while True:
+                        try:
+                            # bytes, text frames too: invalid UTF-8 costs the characters
+                            # it spoils (`decode`), not the connection (a 1007 close)
+                            frame = await ws.recv(decode=False)
+                        except websockets.exceptions.ConnectionClosedOK:
+                            break
                         for item in self._decode(frame):
                             yield item
                         if attempt and self._clock() - connected_at >= self._healthy_after:

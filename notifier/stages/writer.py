@@ -1,7 +1,8 @@
 """The writer: enriches queued matches and writes them to the outbox in batches.
 
 A batch is written whole or retried until it is: a database that fails for a while
-holds the queue (and so the reader) back, it never drops a match, and the engine state
+holds the queue (and so the reader) back, it never drops a match (but one whose alert
+cannot be prepared, a bug: logged, its batch written without it), and the engine state
 is not saved while a batch is unwritten.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from notifier.backoff import full_jitter
 from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
-from notifier.log import get_logger
+from notifier.log import event, get_logger, short_error
 from notifier.metrics import destination_label
 from notifier.parti.models import ChannelLive, UserProfile
 from notifier.render.fields import view_of
@@ -94,8 +95,10 @@ class Writer:
             self.writing += 1
             try:
                 await self._write_until_done(batch)
-            except asyncio.CancelledError:
-                core.unwritten[:0] = batch  # stopped mid-write (the role lost): the next's first
+            except BaseException:
+                # Stopped mid-write (the role lost) or failed before it (restarted by the
+                # supervisor): the batch is the next writer's first, never dropped.
+                core.unwritten[:0] = batch
                 raise
             finally:
                 self.writing -= 1
@@ -113,6 +116,8 @@ class Writer:
 
     async def _write_until_done(self, batch: list[Pending]) -> None:
         alerts, lives = await self._prepare(batch)
+        if not alerts:  # none could be prepared (each logged)
+            return
         attempt = 0
         while True:
             try:
@@ -138,15 +143,31 @@ class Writer:
             else:
                 missing.append(uid)
         if missing:
-            found = await asyncio.gather(*(self.profiles.get(uid) for uid in missing))
-            profiles.update(zip(missing, found, strict=True))
+            found = await asyncio.gather(
+                *(self.profiles.get(uid) for uid in missing), return_exceptions=True
+            )
+            for uid, got in zip(missing, found, strict=True):  # a failure is no profile
+                profiles[uid] = None if isinstance(got, BaseException) else got
         alerts: list[NewAlert] = []
         lives: list[LiveEntry] = []
         for pending in batch:
             match = pending.match
             ev = match.event
             profile = profiles.get(ev.user_id) if isinstance(ev, ChannelLive) else None
-            view = view_of(match, profile, caught_up=pending.caught_up)
+            try:
+                view = view_of(match, profile, caught_up=pending.caught_up)
+                payload = self._payload(match.rule, view.to_json())
+            except Exception as exc:  # a bug with this one alert: it must not hold the rest
+                event(
+                    _log,
+                    "alert.unprepared",
+                    logging.ERROR,
+                    rule=match.rule,
+                    destination=match.destination,
+                    key=match.key,
+                    error=short_error(exc),
+                )
+                continue
             alerts.append(
                 NewAlert(
                     key=match.key,
@@ -155,7 +176,7 @@ class Writer:
                     kind=match.kind,
                     subject=match.subject,
                     identity=match.identity,
-                    payload=self._payload(match.rule, view.to_json()),
+                    payload=payload,
                     event_at=match.at,
                 )
             )

@@ -239,6 +239,53 @@ async def test_the_start_asks_parti_for_categories_and_prices_at_once(
     assert application._categories  # the rules know the categories' names
 
 
+@pytest.mark.parametrize("kind", ["redirect loop", "not gzip"])
+async def test_a_start_whose_reference_data_httpx_refuses_still_runs(
+    tmp_path: Path, sim: Simulator, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Categories and prices answered with a redirect loop or a body that does not
+    decompress: a warning each, and the daemon reads the stream all the same."""
+    caplog.set_level(logging.INFO)
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        if kind == "redirect loop":
+            raise web.HTTPFound(request.path)
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=b"not gzip at all", headers=headers)
+
+    parti = web.Application()
+    parti.router.add_get("/{tail:.*}", broken)
+    async with served(parti) as port:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            "destinations: {t: {console: {}}}\n"
+            "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
+        )
+        settings = Settings(
+            _env_file=None,
+            parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
+            parti_ws_url=sim.ws_url,
+            state_path=str(tmp_path / "s.db"),
+            http_addr="",
+        )
+        application = App(
+            settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
+        )
+        task = asyncio.create_task(application.run())
+        connected = asyncio.create_task(application.connected_once.wait())
+        try:
+            await asyncio.wait([task, connected], timeout=20, return_when=asyncio.FIRST_COMPLETED)
+            assert not task.done(), f"the daemon stopped: {task.exception()!r}"
+            assert connected.done()
+        finally:
+            connected.cancel()
+            application.request_stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    warned = {r.getMessage() for r in caplog.records if r.levelno == logging.WARNING}
+    assert {"parti.categories_unavailable", "parti.prices_unavailable"} <= warned
+
+
 class Console(io.StringIO):
     """The console destination's stream: `written` is set by the first alert."""
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import httpx
 import pytest
+from aiohttp import web
 
+from notifier.parti import client as client_module
 from notifier.parti.client import BadAnswer, NotFound, PartiClient, Unavailable
 from notifier.parti.simulator import Simulator
+from tests.fakes.common import served
 
 
 class SleepRecorder:
@@ -215,7 +219,127 @@ async def test_client_retries_refused_connections_then_reports_unavailable() -> 
 
 
 async def test_client_reports_a_wrong_shape_as_bad_answer(sim: Simulator) -> None:
-    sim.featured = [{"user_name": "no id"}]
+    sim.profiles[5] = {"user_name": "no id"}
     async with client_for(sim) as client:
-        with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: 0.user_id"):
+        with pytest.raises(BadAnswer, match=r"/user_profile/5 -> 200: user_id"):
+            await client.profile(5)
+
+
+# ---- a Parti that answers what httpx or the JSON parser refuses -------------------------
+
+
+def hostile(kind: str) -> web.Application:
+    """Every route answers the way `kind` names: each must be one of the client's errors."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if kind == "redirect loop":
+            raise web.HTTPFound(request.path)
+        if kind == "not gzip":
+            headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+            return web.Response(body=b"not gzip at all", headers=headers)
+        if kind == "html page":
+            return web.Response(text="<html>[1, 2]</html>", content_type="text/html")
+        if kind == "invalid json":
+            return web.Response(text="[{]", content_type="application/json")
+        if kind == "oversized":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for _ in range(20):
+                await response.write(b" " * 1000)
+            await response.write_eof()
+            return response
+        assert kind == "oversized, declared"
+        return web.json_response([{"category_id": 1, "name": "x" * 5000}])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    return app
+
+
+EVERY_ROUTE = {
+    "categories": lambda c: c.categories(),
+    "live": lambda c: c.live(),
+    "calendar": lambda c: c.calendar(),
+    "featured": lambda c: c.featured(),
+    "recent": lambda c: c.recent(),
+    "recent_event": lambda c: c.recent_event(1),
+    "prices": lambda c: c.prices(),
+    "profile": lambda c: c.profile(1),
+    "user_by_social_media": lambda c: c.user_by_social_media("x", "y"),
+    "user_id_from_name": lambda c: c.user_id_from_name("y"),
+    "channel": lambda c: c.channel(1),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("redirect loop", "TooManyRedirects"),
+        ("not gzip", "DecodingError"),
+        ("html page", "not JSON (text/html)"),
+        ("invalid json", "body: Invalid JSON"),
+        ("oversized", "body over 4000 bytes"),
+        ("oversized, declared", "bytes is too large"),
+    ],
+)
+async def test_every_route_reports_an_answer_httpx_refuses_as_a_bad_answer(
+    kind: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4000)
+    sleep = SleepRecorder()
+    async with served(hostile(kind)) as port:
+        client = PartiClient(f"http://127.0.0.1:{port}", sleep=sleep)
+        async with client:
+            for name, call in EVERY_ROUTE.items():
+                with pytest.raises(BadAnswer) as caught:
+                    await call(client)
+                message = str(caught.value)
+                assert says in message, name
+                assert "\n" not in message and len(message) < 300, name
+    assert sleep.delays == [], "a refused answer is not asked again"
+
+
+# ---- list answers: each entry on its own ------------------------------------------------
+
+
+async def test_a_malformed_live_entry_costs_its_odd_fields_or_itself_never_the_list(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    odd = {
+        2001: {"user_id": 2001, "user_name": None, "viewers_count": 1},
+        2002: {"user_id": 2002, "user_name": "b", "viewers_count": 1.5, "event_title": 123},
+        2003: {"user_id": 2003, "user_name": 42, "event_id": "", "category_name": []},
+        2004: {"user_id": "no id", "user_name": "d", "viewers_count": 2},
+    }
+    sim.live_channels.update(odd)
+    async with client_for(sim) as client:
+        live = {c.user_id: c for c in await client.live()}
+        assert client.skipped == {"/get_livestream_channel_info/live": 1}
+        await client.live()  # skipped again, counted, not logged again so soon
+        assert client.skipped == {"/get_livestream_channel_info/live": 2}
+    assert {567503, 2001, 2002, 2003} <= set(live), "still live, whatever else they carry"
+    assert live[2001].user_name is None and live[2002].viewers_count is None
+    assert live[2002].event_title is None and live[2003].user_name == "42"
+    assert live[2003].event_id is None and live[2003].category_name is None
+    warned = [r for r in caplog.records if r.getMessage() == "parti.entry_skipped"]
+    assert len(warned) == 1 and warned[0].exc_info is None
+
+
+async def test_a_malformed_price_or_calendar_entry_is_skipped_alone(sim: Simulator) -> None:
+    sim.prices["ZERO"] = {"display_symbol": "ZERO", "price": "0"}
+    sim.calendar.append({"event_id": 1, "user_id": "x", "event_start_ts": 1747603500})
+    async with client_for(sim) as client:
+        prices = {p.display_symbol for p in await client.prices()}
+        calendar = [e.event_id async for e in client.iter_calendar(page_size=2)]
+        assert client.skipped == {"/assets_prices/info": 1, "/livestream_calendar/events": 1}
+    assert "BTC" in prices and "ZERO" not in prices
+    assert calendar == [80292, 63403, 15207], "a page with a skipped entry is not the last"
+
+
+async def test_an_answer_that_is_not_a_list_is_still_a_bad_answer(sim: Simulator) -> None:
+    sim.featured = {"user_id": 1}  # type: ignore[assignment]
+    async with client_for(sim) as client:
+        with pytest.raises(BadAnswer, match=r"/featured_channels -> 200: body: "):
             await client.featured()

@@ -348,3 +348,33 @@ async def test_the_simulator_going_away_is_followed_by_an_immediate_reconnect(
         assert sim.connections_total == 2
     finally:
         await r.close()
+
+
+async def test_a_text_frame_with_invalid_utf8_loses_characters_not_the_connection() -> None:
+    """realtime-notes.md: a frame's bad bytes cost the characters they spoil. Decoded
+    strictly, the text frame would close the connection (1007) and open a gap."""
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        await ws.recv()  # the subscription
+        await ws.send(b'{"user_id": 1, "livestream_id": 2, "user_name": "a\xffb"}', text=True)
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        sleeps = Sleeps()
+        r = Reader(_stream(f"ws://127.0.0.1:{port}/", sleeps))
+        try:
+            await r.next_of(Connected)
+            got, dropped = (asyncio.create_task(r.next()), asyncio.create_task(sleeps.delays.get()))
+            await asyncio.wait([got, dropped], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            dropped.cancel()
+            assert got.done() and not dropped.done(), "the connection was dropped"
+            item = got.result()
+            assert isinstance(item, Received) and isinstance(item.event, ChannelLive)
+            assert item.event.user_name == "a\ufffdb"
+            assert connections == 1 and r.stream.stats.reconnects == 0
+        finally:
+            await r.close()

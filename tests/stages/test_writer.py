@@ -20,11 +20,13 @@ from notifier.parti.client import PartiClient
 from notifier.parti.models import ChannelLive
 from notifier.parti.simulator import Simulator
 from notifier.rules.compile import compile_rules
+from notifier.stages import writer as writer_module
 from notifier.stages.context import Core, Health, Rules
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.writer import Writer
 from notifier.store import Store, StoreUnavailable, open_store
 from notifier.store.types import LiveEntry, NewAlert, Row
+from tests.test_enrich import FailingClient
 
 
 class FlakyStore:
@@ -268,23 +270,85 @@ async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next
     assert [r.subject for r in rows] == ["463000"]
 
 
-async def test_a_batch_that_cannot_be_prepared_is_not_retried_for_ever(
+async def test_a_batch_that_cannot_be_prepared_is_kept_for_the_next_writer(
     tmp_path: Path, sim: Simulator
 ) -> None:
-    """Only a writer stopped mid-write leaves its batch to the next: a batch that fails
-    for any other reason (a bug) must not hold every later alert back."""
+    """A writer that fails before its write (restarted by the supervisor) leaves its batch
+    to the next, like one stopped mid-write: up to a whole batch of matches is not lost."""
     core = every_go_live(tmp_path)
     real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
     async with PartiClient(sim.api_url) as client:
-        writer = Writer(core, real, Profiles(client), lambda: Delivery(real, {}), lease=60.0)
+        delivery = Delivery(real, {})
+        first = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
 
         async def broken(batch: Any) -> Any:
             raise RuntimeError("a bug")
 
-        writer._prepare = broken  # type: ignore[method-assign]
+        first._prepare = broken  # type: ignore[method-assign]
         live = ChannelLive(user_id=463000, user_name="SNEAKO", event_id=1, livestream_id=1)
         assert await core.evaluate(live, 1.0, caught_up=False) == 1
         with pytest.raises(RuntimeError):
-            await writer.run()
+            await first.run()
+        assert core.queue.empty() and len(core.unwritten) == 1
+        second = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
+        task = asyncio.create_task(second.run())
+        await second.flush(20.0)
+        assert second.idle
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    rows = await real.rows()
     await real.close()
-    assert core.unwritten == [] and writer.idle
+    assert [r.subject for r in rows] == ["463000"]
+
+
+async def test_an_alert_that_cannot_be_prepared_does_not_hold_its_batch_back(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug with one alert (its view) costs that alert, one line in the log: the rest of
+    its batch is written, and no batch is retried for ever."""
+    caplog.set_level(logging.INFO)
+    real_view_of = writer_module.view_of
+
+    def view_of(match: Any, *args: Any, **kwargs: Any) -> Any:
+        if match.event.user_id == 1:
+            raise RuntimeError("a bug")
+        return real_view_of(match, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "view_of", view_of)
+    core = every_go_live(tmp_path)
+    real = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with PartiClient(sim.api_url) as client:
+        writer = Writer(core, real, Profiles(client), lambda: Delivery(real, {}), lease=60.0)
+        for user_id, name in ((1, "odd"), (463000, "SNEAKO")):  # one batch
+            live = ChannelLive(user_id=user_id, user_name=name, event_id=user_id, livestream_id=1)
+            assert await core.evaluate(live, 1.0, caught_up=False) == 1
+        task = asyncio.create_task(writer.run())
+        await writer.flush(20.0)
+        assert writer.idle and not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    rows = await real.rows()
+    await real.close()
+    assert [r.subject for r in rows] == ["463000"]
+    failed = [r for r in caplog.records if r.getMessage() == "alert.unprepared"]
+    assert len(failed) == 1 and failed[0].exc_info is None
+
+
+async def test_a_profile_look_up_that_fails_unexpectedly_costs_the_alert_only_its_profile(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    core = every_go_live(tmp_path)
+    store = await open_store(str(tmp_path / "s.db"), instance="t", durable=False)
+    async with FailingClient(sim.api_url) as client:
+        client.release.set()
+        writer, task = await writing_a_go_live(core, store, client, Delivery(store, {}))
+        await writer.flush(20.0)
+        assert writer.idle and not task.done(), "the writer is still running"
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    rows = await store.rows()
+    await store.close()
+    assert [r.subject for r in rows] == ["463000"] and client.asked == 1
