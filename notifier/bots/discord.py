@@ -60,7 +60,7 @@ from notifier.deliver.discord_chat import (
     PAUSED_NO_PERMISSION,
     pause_channel,
 )
-from notifier.log import event, get_logger, register_secret, short_error
+from notifier.log import event, get_logger, redact, register_secret, short_error
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import AssetPrice, Category, ChannelLive, LiveChannel, UserProfile
 from notifier.render import discord as render
@@ -785,7 +785,7 @@ class DiscordCommands:
         except discord.Forbidden as exc:
             raise Refusal(
                 f"Discord refused my post in {channel.mention}: "
-                f"{echo(exc.text or 'forbidden', 80)}."
+                f"{echo(redact(exc.text or 'forbidden'), 80)}."
             ) from None
         return Answer(
             f"Posted a preview of **{echo(found.user_name)}**'s alert in {channel.mention}."

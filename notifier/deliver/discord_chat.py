@@ -21,7 +21,7 @@ from notifier.deliver.discord import (
     rendering_key,
 )
 from notifier.deliver.limits import SlidingWindow
-from notifier.log import event, get_logger, short_error
+from notifier.log import event, get_logger, redact_cut, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
 from notifier.rules.subscriptions import discord_id
@@ -196,7 +196,7 @@ def _lost_reason(reason: str) -> str | None:
 def pause_notice(channel_id: int, reason: str) -> str:
     """What the server is told when alerts to a channel are paused."""
     reason = _lost_reason(reason) or reason
-    why = _WHY.get(reason) or f"Discord refused my messages there ({reason[:200]})"
+    why = _WHY.get(reason) or f"Discord refused my messages there ({redact_cut(reason, 200)})"
     if reason == PAUSED_DELETED:
         fix = "Use `/parti unfollow` to remove its alerts, or `/parti follow` in another channel."
     else:
