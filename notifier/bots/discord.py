@@ -694,14 +694,25 @@ class DiscordCommands:
         guild = self._managed_guild(interaction)
         chat_key = str(channel.id)
         if direction == "off":
-            # By the stored symbol, without a look-up: an asset Parti no longer lists, or
-            # Parti down, must not keep an alert in place.
+            # By the stored symbol first, without a look-up: an asset Parti no longer
+            # lists, or Parti down, must not keep an alert in place. Only when none matches,
+            # the asset Parti knows by that name (its ticker: `bitcoin` for BTC), if it answers.
             symbol = _argument(asset).upper()
+            alerts = [
+                sub
+                for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key)
+                if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE)
+            ]
+            if alerts and not any(sub.target.casefold() == symbol.casefold() for sub in alerts):
+                try:
+                    found_off = asset_named(await self._prices(), symbol)
+                except PartiError:
+                    found_off = None
+                if found_off is not None:
+                    symbol = found_off.display_symbol.upper()
             removed = 0
-            for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key):
-                if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE) and (
-                    sub.target.casefold() == symbol.casefold()
-                ):
+            for sub in alerts:
+                if sub.target.casefold() == symbol.casefold():
                     removed += await self._store.remove_subscription_id(sub.id)
             if not removed:
                 return Answer(f"{channel.mention} has no {echo(symbol)} alerts.")

@@ -741,6 +741,41 @@ async def test_price_off_removes_alerts_of_an_asset_parti_no_longer_lists(
     assert await store.list_subscriptions(platform="discord") == []
 
 
+async def test_price_off_takes_the_asset_s_ticker_too(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    """Before: off matched only the stored symbol (BTC), no longer the ticker (bitcoin)
+    that naming the asset takes everywhere else."""
+    await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": "200000"},
+    )
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "Bitcoin", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"Removed 1 alert on BTC in <#{ALERTS}>."
+    assert await store.list_subscriptions(platform="discord") == []
+
+
+async def test_price_off_by_a_name_no_alert_has_answers_with_parti_down(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store, sim: Simulator
+) -> None:
+    await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": "200000"},
+    )
+    sim.fail_next(503, count=10)
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "bitcoin", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"<#{ALERTS}> has no BITCOIN alerts."
+    assert len(await store.list_subscriptions(platform="discord")) == 1
+
+
 async def test_a_price_value_that_is_not_a_number_is_refused(
     bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
 ) -> None:
