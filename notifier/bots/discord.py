@@ -325,7 +325,7 @@ class DiscordCommands:
         store: Store,
         client: PartiClient,
         limits: DiscordLimits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         guild_ready_timeout: float = 2.0,
     ) -> None:
         register_secret(token)
@@ -335,7 +335,9 @@ class DiscordCommands:
         self._store = store
         self._client = client
         self._limits = limits or DiscordLimits()
-        self._clock = clock
+        # Mutes, pauses and the other times the chats table keeps count in the store's
+        # clock (the database server's on PostgreSQL), the one delivery compares them with.
+        self._clock = clock or store.clock
         self._guild_ready_timeout = guild_ready_timeout
         self._flood = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
         # Autocomplete's Parti look-ups, per user as commands (a gate of their own: typing

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -215,7 +214,7 @@ async def pause_channel(
     """Pause alerts to a channel the bot lost (paused_reason on its chat) and say so in the
     server's system channel, or by DM to whoever configured its alerts. Once: False (and
     nothing said) when the channel was paused already."""
-    at = time.time() if now is None else now
+    at = store.clock() if now is None else now
     key = str(int(channel_id))
     chat = await store.get_chat(PLATFORM, key)
     if chat is not None and chat.paused_reason is not None:
