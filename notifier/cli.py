@@ -692,8 +692,6 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _subs(args: argparse.Namespace, settings: Settings) -> int:
-    import time
-
     from notifier.bots.watchlists import dump_watchlists, load_watchlists
 
     async def work(store: Any) -> int:
@@ -723,7 +721,7 @@ def _subs(args: argparse.Namespace, settings: Settings) -> int:
                     target=entry.target,
                     params=entry.params,
                     created_by="import",
-                    now=time.time(),
+                    now=store.clock(),
                 )
                 added += new_id is not None
             kept = len(entries) - added

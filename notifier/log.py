@@ -18,6 +18,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from notifier.redact import (
     redact,
+    redact_cut,
     redact_value,
     register_secret,
     register_settings_secrets,
@@ -31,6 +32,7 @@ __all__ = [
     "get_logger",
     "install_asyncio_handler",
     "redact",
+    "redact_cut",
     "register_secret",
     "register_settings_secrets",
     "report_crash",

@@ -202,9 +202,14 @@ def redact_value(value: Any) -> Any:
     return _default.redact_value(value)
 
 
+def redact_cut(text: str, limit: int) -> str:
+    """`text` redacted, then cut to `limit` characters ("..." marks a cut): in this order,
+    since a secret split by the cut could no longer be recognised."""
+    text = redact(text)
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
 def short_error(exc: BaseException, limit: int = 300) -> str:
     """One line for a terminal: `Type: message`, redacted before it is cut (a cut secret
     could no longer be recognised), newlines folded."""
-    text = redact(f"{type(exc).__name__}: {exc}")
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+    return redact_cut(" ".join(f"{type(exc).__name__}: {exc}".split()), limit)

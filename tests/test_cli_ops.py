@@ -12,6 +12,7 @@ import pytest
 
 from notifier.store import DEAD, DROPPED, PENDING, open_store
 from tests.deliver.harness import new_alert
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.silent import SilentServer
 from tests.fakes.telegram import FakeTelegram, parse_html
 
@@ -58,6 +59,23 @@ async def test_send_test_reports_what_telegram_answered(
     assert fake_telegram.token not in err
     code, _, err = await notifier("send-test", "nobody", "--rules", str(rules), env=env)
     assert code == 1 and "no destination 'nobody'" in err and "known: gone, me" in err
+
+
+async def test_send_test_redacts_a_webhook_token_before_it_cuts_the_reason(
+    tmp_path: Path, fake_discord: FakeDiscord
+) -> None:
+    """Before: Discord's error text was cut to 200 characters before the webhook's token
+    was replaced, so the 10 characters of it left before the cut were printed."""
+    token = "SENTINEL-HOOK-" + "m2Xc7Bv4Nl9Jh0Gd" * 3
+    rules = tmp_path / "rules.yaml"
+    url = fake_discord.add_webhook(7, token)
+    rules.write_text(f"destinations: {{hook: {{discord: {{webhook_url: '{url}'}}}}}}\n")
+    fake_discord.fail(403, "x" * 190 + token, code=50013)
+    env = {"NOTIFIER_DISCORD_API_URL": fake_discord.api_url, "NOTIFIER_LOG_FORMAT": "json"}
+    code, out, err = await notifier("send-test", "hook", "--rules", str(rules), env=env)
+    assert code == 1 and "hook: permanent: rejected 403 50013: xxx" in err, err
+    pieces = {token[i : i + 8] for i in range(len(token) - 7)}
+    assert not [piece for piece in pieces if piece in out + err], err
 
 
 async def test_send_test_without_a_token_names_the_variable(tmp_path: Path) -> None:

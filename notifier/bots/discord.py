@@ -60,7 +60,7 @@ from notifier.deliver.discord_chat import (
     PAUSED_NO_PERMISSION,
     pause_channel,
 )
-from notifier.log import event, get_logger, register_secret, short_error
+from notifier.log import event, get_logger, redact, register_secret, short_error
 from notifier.parti.client import PartiClient, PartiError
 from notifier.parti.models import AssetPrice, Category, ChannelLive, LiveChannel, UserProfile
 from notifier.render import discord as render
@@ -325,7 +325,7 @@ class DiscordCommands:
         store: Store,
         client: PartiClient,
         limits: DiscordLimits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         guild_ready_timeout: float = 2.0,
     ) -> None:
         register_secret(token)
@@ -335,7 +335,9 @@ class DiscordCommands:
         self._store = store
         self._client = client
         self._limits = limits or DiscordLimits()
-        self._clock = clock
+        # Mutes, pauses and the other times the chats table keeps count in the store's
+        # clock (the database server's on PostgreSQL), the one delivery compares them with.
+        self._clock = clock or store.clock
         self._guild_ready_timeout = guild_ready_timeout
         self._flood = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
         # Autocomplete's Parti look-ups, per user as commands (a gate of their own: typing
@@ -694,14 +696,25 @@ class DiscordCommands:
         guild = self._managed_guild(interaction)
         chat_key = str(channel.id)
         if direction == "off":
-            # By the stored symbol, without a look-up: an asset Parti no longer lists, or
-            # Parti down, must not keep an alert in place.
+            # By the stored symbol first, without a look-up: an asset Parti no longer
+            # lists, or Parti down, must not keep an alert in place. Only when none matches,
+            # the asset Parti knows by that name (its ticker: `bitcoin` for BTC), if it answers.
             symbol = _argument(asset).upper()
+            alerts = [
+                sub
+                for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key)
+                if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE)
+            ]
+            if alerts and not any(sub.target.casefold() == symbol.casefold() for sub in alerts):
+                try:
+                    found_off = asset_named(await self._prices(), symbol)
+                except PartiError:
+                    found_off = None
+                if found_off is not None:
+                    symbol = found_off.display_symbol.upper()
             removed = 0
-            for sub in await self._store.list_subscriptions(platform=PLATFORM, chat_id=chat_key):
-                if sub.kind in (SubscriptionKind.PRICE, SubscriptionKind.MOVE) and (
-                    sub.target.casefold() == symbol.casefold()
-                ):
+            for sub in alerts:
+                if sub.target.casefold() == symbol.casefold():
                     removed += await self._store.remove_subscription_id(sub.id)
             if not removed:
                 return Answer(f"{channel.mention} has no {echo(symbol)} alerts.")
@@ -785,7 +798,7 @@ class DiscordCommands:
         except discord.Forbidden as exc:
             raise Refusal(
                 f"Discord refused my post in {channel.mention}: "
-                f"{echo(exc.text or 'forbidden', 80)}."
+                f"{echo(redact(exc.text or 'forbidden'), 80)}."
             ) from None
         return Answer(
             f"Posted a preview of **{echo(found.user_name)}**'s alert in {channel.mention}."

@@ -8,7 +8,6 @@ import datetime as dt
 import html
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -222,7 +221,7 @@ class TelegramCommands:
         store: Store,
         client: PartiClient,
         limits: CommandLimits | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         poll_timeout: float = 30.0,
         limiter: BaseRateLimiter[Any] | None = None,
     ) -> None:
@@ -239,7 +238,9 @@ class TelegramCommands:
         # A chat's limit is counted and a subscription added under its lock.
         self._additions = KeyedLocks()
         self._limits = limits or CommandLimits()
-        self._clock = clock
+        # Mutes, pauses and the other times the chats table keeps count in the store's
+        # clock (the database server's on PostgreSQL), the one delivery compares them with.
+        self._clock = clock or store.clock
         self._poll_timeout = poll_timeout
         self._flood = FloodGate(limit=self._limits.commands_per_minute, window=60.0)
         self._resolver = Resolver(client)

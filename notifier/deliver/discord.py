@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import re
 import time
@@ -29,7 +30,7 @@ from notifier.deliver.limits import (
     WindowBank,
     bot_windows,
 )
-from notifier.log import short_error
+from notifier.log import redact, redact_cut, register_secret, short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import discord as render
 from notifier.render.fields import AlertView
@@ -139,6 +140,8 @@ class DiscordHub:
     ) -> None:
         self.api_url = api_url
         self.bot_token = bot_token
+        if bot_token:
+            register_secret(bot_token)  # redacted from every failure's text (send-test too)
         self.limits_scale = limits_scale
         self.session: aiohttp.ClientSession | None = None
         self.http: HTTPClient | None = None
@@ -247,6 +250,8 @@ class DiscordSender:
         self.ready: Ready[dict[str, Any]] = Ready()
         if target.webhook_url is not None:
             self._webhook_id, self._secret = parse_webhook(target.webhook_url)
+            # Redacted from every failure's text before it is cut (`classify`).
+            register_secret(self._secret)
             self._hold = webhook_hold(self._webhook_id)
         # A webhook's bucket is counted by Discord and announced in its answers: its
         # requests go one at a time (discord.py's lock), and the answer that empties the
@@ -343,19 +348,17 @@ class DiscordSender:
         await self._hub.http.delete_message(self.target.channel_id, int(message_id))
 
     def classify(self, error: BaseException) -> Failure:
-        failure = classify(error)
-        if self._secret and self._secret in failure.reason:
-            failure = Failure(
-                failure.outcome,
-                failure.reason.replace(self._secret, "***"),
-                failure.retry_after,
-                failure.new_chat_id,
-            )
-        return failure
+        return classify(error)  # the webhook's token is registered: redacted there
 
 
 def classify(error: BaseException) -> Failure:
-    """The one place a Discord failure becomes retry-after, backoff, or permanent."""
+    """The one place a Discord failure becomes retry-after, backoff, or permanent; its
+    reason redacted (registered secrets, secret-shaped text) before anything is cut."""
+    failure = _classify(error)
+    return dataclasses.replace(failure, reason=redact(failure.reason))
+
+
+def _classify(error: BaseException) -> Failure:
     if isinstance(error, discord.RateLimited):
         return Failure(
             Outcome.RETRY_AFTER,
@@ -369,7 +372,9 @@ def classify(error: BaseException) -> Failure:
         status, code = error.status, error.code
         if status == 401 and code != 50027:  # 50027: this webhook's own token is invalid
             return Failure(Outcome.UNREACHABLE, "the bot token was rejected")
-        text = f"{status} {code}: {error.text[:200]}" if error.text else f"{status} {code}"
+        text = f"{status} {code}"
+        if error.text:  # redacted before it is cut: a secret split by the cut stays hidden
+            text += f": {redact_cut(error.text, 200)}"
         if status == 429:
             retry = _retry_after(error)
             return Failure(Outcome.RETRY_AFTER, f"rate limited: {text}", retry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -21,7 +20,7 @@ from notifier.deliver.discord import (
     rendering_key,
 )
 from notifier.deliver.limits import SlidingWindow
-from notifier.log import event, get_logger, short_error
+from notifier.log import event, get_logger, redact_cut, short_error
 from notifier.outbox.policy import Failure
 from notifier.render import discord as render
 from notifier.rules.subscriptions import discord_id
@@ -196,7 +195,7 @@ def _lost_reason(reason: str) -> str | None:
 def pause_notice(channel_id: int, reason: str) -> str:
     """What the server is told when alerts to a channel are paused."""
     reason = _lost_reason(reason) or reason
-    why = _WHY.get(reason) or f"Discord refused my messages there ({reason[:200]})"
+    why = _WHY.get(reason) or f"Discord refused my messages there ({redact_cut(reason, 200)})"
     if reason == PAUSED_DELETED:
         fix = "Use `/parti unfollow` to remove its alerts, or `/parti follow` in another channel."
     else:
@@ -215,7 +214,7 @@ async def pause_channel(
     """Pause alerts to a channel the bot lost (paused_reason on its chat) and say so in the
     server's system channel, or by DM to whoever configured its alerts. Once: False (and
     nothing said) when the channel was paused already."""
-    at = time.time() if now is None else now
+    at = store.clock() if now is None else now
     key = str(int(channel_id))
     chat = await store.get_chat(PLATFORM, key)
     if chat is not None and chat.paused_reason is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -34,7 +35,7 @@ from notifier.deliver.limits import (
     bot_windows,
 )
 from notifier.deliver.tg_request import AiohttpRequest
-from notifier.log import short_error
+from notifier.log import redact, register_secret, short_error
 from notifier.outbox.policy import Failure, Outcome
 from notifier.render import telegram as render
 from notifier.render.fields import AlertView
@@ -68,6 +69,7 @@ class TelegramBot:
         # Paid broadcasts lift the bot-wide limit from 30 to 1,000 messages a second (the
         # per-chat limits stay): one go-live to 20,000 followers takes 20 s, not 11 min.
         self.paid_broadcast = paid_broadcast
+        register_secret(token)  # redacted from every failure's text (send-test too)
         bot_limit = PAID_BROADCAST_LIMIT if paid_broadcast else BOT_LIMIT
         # A connection for every message a second allows, so none waits for the pool.
         request = AiohttpRequest(
@@ -269,15 +271,7 @@ class TelegramSender:
         await self._bot.bot.delete_message(chat_id=self.chat_id, message_id=int(number))
 
     def classify(self, error: BaseException) -> Failure:
-        failure = classify(error)
-        token = self._bot.bot.token
-        if token and token in failure.reason:  # never let the token reach a log or the outbox
-            failure = Failure(
-                failure.outcome,
-                failure.reason.replace(token, "***"),
-                failure.retry_after,
-                failure.new_chat_id,
-            )
+        failure = classify(error)  # the bot's token is registered: redacted there
         if failure.outcome is Outcome.MIGRATED and failure.new_chat_id is not None:
             self.chat_id = failure.new_chat_id
             self._window_key = str(failure.new_chat_id)
@@ -327,7 +321,13 @@ def _photo_problem(error: BadRequest) -> bool:
 
 
 def classify(error: BaseException) -> Failure:
-    """The one place a Telegram failure becomes retry-after, backoff, or permanent."""
+    """The one place a Telegram failure becomes retry-after, backoff, or permanent; its
+    reason redacted (registered secrets, secret-shaped text) before anything cuts it."""
+    failure = _classify(error)
+    return dataclasses.replace(failure, reason=redact(failure.reason))
+
+
+def _classify(error: BaseException) -> Failure:
     if isinstance(error, RetryAfter):
         wait = error.retry_after
         seconds = wait.total_seconds() if isinstance(wait, dt.timedelta) else float(wait)

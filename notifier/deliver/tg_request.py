@@ -13,6 +13,8 @@ from telegram.error import NetworkError, TelegramError, TimedOut
 from telegram.request import BaseRequest, RequestData
 from yarl import URL
 
+from notifier.redact import redact_cut
+
 _JSON: Final = {"Content-Type": "application/json"}
 _MAX_URLS: Final = 256  # parsed URLs kept (one per API method in practice)
 
@@ -209,7 +211,7 @@ def _describe(error: BaseException, url: str) -> str:
     for secret in (url, *_token_parts(url)):
         if secret:
             text = text.replace(secret, "***")
-    return text[:300]
+    return redact_cut(text, 300)  # redacted before it is cut
 
 
 def _token_parts(url: str) -> list[str]:

@@ -27,9 +27,12 @@ TITLE_CAP = 120
 
 def render(view: AlertView, template: str | None = None) -> str:
     view = view.cleaned()
+    made = None
     if template is not None:
+        made = render_template(template, view.fields, escape=str, rule=view.rule)
+    if made is not None:  # None: the template failed, the default line is shown
         # No escaping on a terminal; `clean` removes control characters and overrides.
-        return shorten(clean(render_template(template, view.fields, escape=str)), TEMPLATE_LIMIT)
+        return shorten(clean(made), TEMPLATE_LIMIT)
     return clean(fit(_parts(view), LINE_LIMIT, PLAIN))
 
 

@@ -86,11 +86,15 @@ def render(
     view = view.cleaned()
     mention = f"<@&{int(mention_role)}> " if mention_role else ""
     content: str | None = None
+    # A link field that is a plain URL (see `templates.is_link`) goes in as it is:
+    # escaped, `https\://...` is no longer a link. Every other field is escaped.
+    made = None
     if template is not None:
-        body = _PING.sub(
-            lambda m: m.group(0) + "\u200b",
-            render_template(template, view.fields, escape=discord_escape),
+        made = render_template(
+            template, view.fields, escape=discord_escape, link=str, rule=view.rule
         )
+    if made is not None:  # None: the template failed, the default embed alone is sent
+        body = _PING.sub(lambda m: m.group(0) + "\u200b", made)
         content = _cut_markdown(body, CONTENT_LIMIT - len(mention))
     embed = _embed(view).build()
     if mention:

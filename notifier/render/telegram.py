@@ -57,8 +57,15 @@ def render(view: AlertView, template: str | None = None) -> TelegramMessage:
     view = view.cleaned()
     photo = _link(view.fields["image"]) if is_live(view) else None
     limit = CAPTION_LIMIT if photo else TEXT_LIMIT
+    made = None
     if template is not None:
-        body = _fit_markup(render_template(template, view.fields, escape=tg_escape), limit)
+        # A link field whole (escaped, as an href needs, and still a link): a cut one leads
+        # nowhere. None: the template failed, the default message below is sent.
+        made = render_template(
+            template, view.fields, escape=tg_escape, link=tg_escape, rule=view.rule
+        )
+    if made is not None:
+        body = _fit_markup(made, limit)
         if tg_plain(body).strip():  # Telegram refuses an empty text: else the default below
             return TelegramMessage(body, photo)
     return TelegramMessage(fit(_parts(view), limit, TELEGRAM), photo)

@@ -152,7 +152,8 @@ class OpsHttp:
         store_answered()  # parts waiting out an outage try again now
         self.metrics.outbox_depth.set(depth.get("pending", 0) + depth.get("sending", 0))
         self.metrics.outbox_dead.set(depth.get("dead", 0))
-        self.metrics.outbox_oldest.set(0 if oldest is None else max(0.0, time.time() - oldest))
+        age = 0.0 if oldest is None else max(0.0, self.store.clock() - oldest)  # its clock
+        self.metrics.outbox_oldest.set(age)
         return depth
 
     async def _healthz(self, request: web.Request) -> web.Response:

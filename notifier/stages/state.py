@@ -123,7 +123,7 @@ class Pruner:
             await asyncio.sleep(self.every)
 
     async def prune(self) -> int:
-        before = time.time() - self.retention
+        before = self.store.clock() - self.retention  # the clock the rows were stamped in
         total = 0
         while (deleted := await self.store.prune_sent(before, limit=5_000)) > 0:
             total += deleted

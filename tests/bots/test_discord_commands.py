@@ -20,6 +20,7 @@ from notifier.bots.discord import (
 )
 from notifier.deliver.discord import DiscordHub
 from notifier.deliver.discord_chat import DiscordChannelSender
+from notifier.log import register_secret
 from notifier.parti.client import PartiClient
 from notifier.parti.simulator import Simulator
 from notifier.render.fields import AlertView
@@ -740,6 +741,41 @@ async def test_price_off_removes_alerts_of_an_asset_parti_no_longer_lists(
     assert await store.list_subscriptions(platform="discord") == []
 
 
+async def test_price_off_takes_the_asset_s_ticker_too(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
+) -> None:
+    """Before: off matched only the stored symbol (BTC), no longer the ticker (bitcoin)
+    that naming the asset takes everywhere else."""
+    await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": "200000"},
+    )
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "Bitcoin", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"Removed 1 alert on BTC in <#{ALERTS}>."
+    assert await store.list_subscriptions(platform="discord") == []
+
+
+async def test_price_off_by_a_name_no_alert_has_answers_with_parti_down(
+    bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store, sim: Simulator
+) -> None:
+    await command(
+        gateway,
+        OWNER,
+        "price",
+        {"asset": "BTC", "direction": "above", "channel": ALERTS, "value": "200000"},
+    )
+    sim.fail_next(503, count=10)
+    answer = await command(
+        gateway, OWNER, "price", {"asset": "bitcoin", "direction": "off", "channel": ALERTS}
+    )
+    assert answer["content"] == f"<#{ALERTS}> has no BITCOIN alerts."
+    assert len(await store.list_subscriptions(platform="discord")) == 1
+
+
 async def test_a_price_value_that_is_not_a_number_is_refused(
     bot: DiscordCommands, gateway: FakeDiscordGateway, store: Store
 ) -> None:
@@ -791,6 +827,21 @@ async def test_test_posts_a_preview_to_the_channel(
     assert posted["pinged"] == {"everyone": False, "roles": [], "users": []}
     button = message["components"][0]["components"][0]
     assert button["custom_id"] == f"parti:notify:{DBR}"
+
+
+async def test_a_refused_preview_redacts_discord_s_text_before_it_cuts_it(
+    bot: DiscordCommands, rest: FakeDiscord, gateway: FakeDiscordGateway
+) -> None:
+    """Before: the reply cut Discord's text to 80 characters, unredacted: the 10
+    characters of a secret left before the cut were shown in the server."""
+    secret = "SENTINEL-BOTREPLY-" + "h3Kd8Wq1Zx6Rm4Tn" * 3
+    register_secret(secret)  # as the settings' tokens are
+    await command(gateway, OWNER, "follow", {"streamer": "DBR", "channel": ALERTS})
+    rest.fail(403, "x" * 70 + secret, code=50013)
+    answer = await command(gateway, OWNER, "test", {"streamer": "DBR", "channel": ALERTS})
+    assert answer["content"].startswith(f"Discord refused my post in <#{ALERTS}>: xxx")
+    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    assert not [piece for piece in pieces if piece in answer["content"]], answer["content"]
 
 
 async def test_why_tells_the_last_decision_for_the_channel(

@@ -8,6 +8,7 @@ import json
 import traceback
 from typing import Any
 
+import psycopg
 import pytest
 from telegram import Bot, InlineKeyboardMarkup
 
@@ -19,6 +20,7 @@ from notifier.bots.telegram import (
     TelegramCommands,
     alert_keyboard,
 )
+from notifier.deliver.chats import Chats, Verdict
 from notifier.parti.client import PartiClient
 from notifier.parti.simulator import Simulator
 from notifier.store import Store, StoreUnavailable
@@ -877,3 +879,39 @@ async def test_run_stops_cleanly_when_cancelled_and_another_bot_takes_over(
     await make_bot()
     reply = await say(fake_telegram, USER, USER, "/help")
     assert "/follow NAME" in reply.text
+
+
+async def test_a_mute_lasts_its_duration_as_the_database_counts_it(
+    fake_telegram: FakeTelegram, client: PartiClient, pg_url: str
+) -> None:
+    """The database server's clock runs 150 s behind this host's (no NTP on one of them).
+    Delivery compares a chat's mute with the store's clock (the database's); before, the
+    bot stamped the mute with this host's, and a 1h mute held alerts 150 s longer."""
+    from notifier.store.postgres import PostgresStore
+
+    # The server's clock_timestamp(), which the store measures its offset by, 150 s slow.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql"
+            " AS $$ SELECT pg_catalog.clock_timestamp() - interval '150 seconds' $$"
+        )
+    slow = pg_url + ("&" if "?" in pg_url else "?") + "options=-csearch_path%3Dpublic,pg_catalog"
+    store = await PostgresStore.open(slow, instance="test")
+    assert abs(store.clock_offset + 150) < 1
+    # As the daemon makes it: no clock given.
+    bot = TelegramCommands(
+        token=fake_telegram.token, api_url=fake_telegram.api_url, store=store, client=client
+    )
+    await bot.start()
+    try:
+        await fake_telegram.wait_polling(5)
+        before = store.clock()
+        reply = await say(fake_telegram, USER, USER, "/mute 1h")
+        after = store.clock()
+        assert reply.text.startswith("Muted for 1h")
+        held = await Chats(store).decide(f"@tg:{USER}", after)  # as a lane decides
+        assert held.verdict is Verdict.HOLD and held.until is not None
+        assert before + 3600 <= held.until <= after + 3600
+    finally:
+        await bot.stop()
+        await store.close()

@@ -21,8 +21,11 @@ from telegram.error import (
 )
 
 from notifier.deliver import discord as discord_sender
+from notifier.deliver import discord_chat, tg_request
 from notifier.deliver import telegram as telegram_sender
+from notifier.log import register_secret
 from notifier.outbox.policy import Outcome
+from notifier.rules.schema import DiscordTarget
 
 TELEGRAM = [
     ("429 retry_after", RetryAfter(dt.timedelta(seconds=7)), Outcome.RETRY_AFTER, 7.0),
@@ -138,3 +141,50 @@ def test_webhook_urls_are_parsed_without_discord_hosts_only() -> None:
     with pytest.raises(discord_sender.BadWebhookUrl) as caught:
         discord_sender.parse_webhook("https://discord.com/api/hooks/1/secret-token")
     assert "secret-token" not in str(caught.value)
+
+
+# A secret placed where a reason is cut (200 characters of an error's text, 300 of a
+# transport error, 200 of a pause notice): redacted before the cut, no piece of it shows.
+CUT_SECRET = "SENTINEL-CUT-" + "q8Zr3Vn6Wp1Ks5Yt" * 3
+CUT_WEBHOOK = "SENTINEL-HOOK-" + "m2Xc7Bv4Nl9Jh0Gd" * 3
+CUT_TG_SHAPE = "8888888:" + "AAHq7Zr3Vn6Wp1Ks5Yt8Lm4Xc2Bv9Nj0Gd"  # never registered: its shape
+
+
+def shown(text: str, secret: str) -> list[str]:
+    """Every 8-character slice of `secret` (its part after a colon) found in `text`."""
+    part = secret.partition(":")[2] or secret
+    return [part[i : i + 8] for i in range(len(part) - 7) if part[i : i + 8] in text]
+
+
+def cut_paths(secret: str, hub: discord_sender.DiscordHub) -> dict[str, str]:
+    """Each describe of a chat API failure, given a text with `secret` 10 characters
+    before its cut."""
+    webhook = discord_sender.DiscordSender(
+        "hook",
+        DiscordTarget(webhook_url=f"https://discord.com/api/webhooks/1/{CUT_WEBHOOK}"),
+        hub,
+    )
+    chat = discord_chat.DiscordChannelSender("chat", 2, hub)
+    text = "x" * 190 + secret
+    error = http_error(403, 50013, text)
+    url = "https://api.telegram.org/bot1:TOKEN/sendMessage"
+    return {
+        "discord classify": discord_sender.classify(error).reason,
+        "discord webhook sender": webhook.classify(error).reason,
+        "discord chat sender": chat.classify(error).reason,
+        "telegram classify": telegram_sender.classify(BadRequest(text)).reason,
+        "telegram transport": tg_request._describe(OSError("x" * 282 + secret), url),
+        "discord pause notice": discord_chat.pause_notice(2, text),
+    }
+
+
+@pytest.mark.parametrize("secret", [CUT_SECRET, CUT_WEBHOOK, CUT_TG_SHAPE])
+def test_a_secret_at_the_cut_of_a_failure_is_redacted_before_it(secret: str) -> None:
+    """Before: the Discord reason was cut to 200 characters and then redacted, so the 10
+    characters of a token left before the cut were no longer recognised (nor replaced by the
+    sender, which looked for the whole token), and showed in logs, the outbox, send-test
+    and a server's pause notice."""
+    register_secret(CUT_SECRET)  # as the settings' tokens are
+    hub = discord_sender.DiscordHub("http://127.0.0.1:9/api/v10", None)
+    for path, reason in cut_paths(secret, hub).items():
+        assert not shown(reason, secret), f"{path}: {reason}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import pytest
@@ -289,3 +290,59 @@ def test_console_strips_controls_and_lone_surrogates() -> None:
     )
     assert "a[31m\ufffdb" in line
     line.encode("utf-8")
+
+
+# --- a template that fails at run time; links a template inserts ---------------------------
+
+
+def test_a_template_that_fails_at_run_time_sends_the_default_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: the whole alert was `(template error: ZeroDivisionError)`, and nothing said
+    which rule. 12 viewers, a value no sample had, divides by zero."""
+    view = view_of(live_match("Morning"))
+    failing = "{{ 100 // (viewers - 12) }} watching {{ user_name }}"
+    with caplog.at_level(logging.WARNING, logger="notifier"):
+        html = telegram.render(view, failing).html
+        message = discord.render(view, failing, mention_role=1234)
+        line = console.render(view, failing)
+        telegram.render(view, failing)
+    assert html == telegram.render(view).html
+    assert parse_html(html).startswith("🔴 SNEAKO is live")
+    assert message.content == "<@&1234> " and message.embed == discord.render(view).embed
+    assert line == console.render(view)
+    failed = [r for r in caplog.records if r.getMessage() == "template.failed"]
+    assert len(failed) == 1
+    assert failed[0].notifier_fields["rule"] == "friends"  # type: ignore[attr-defined]
+    assert "ZeroDivisionError" in failed[0].notifier_fields["error"]  # type: ignore[attr-defined]
+
+
+def test_discord_template_links_stay_links_while_text_is_escaped() -> None:
+    """Before: `{{ url }}` came out as `https\\://parti.com/...`, which Discord shows as
+    text, not a link."""
+    view = view_of(live_match("**loud**", name="a_b"))
+    message = discord.render(view, "{{ user_name }} {{ title }}: {{ url }} [watch]({{ url }})")
+    url = "https://parti.com/creator/parti/a_b"
+    assert message.content == f"a\\_b \\*\\*loud\\*\\*: {url} [watch]({url})"
+
+
+@pytest.mark.parametrize("target", ["discord", "telegram"])
+def test_a_link_field_that_is_no_plain_url_stays_escaped_text(target: str) -> None:
+    view = view_of(live_match("t"))
+    hostile = "https://parti.com/x) [y](https://evil.example) <b>@everyone"
+    view.fields["url"] = hostile
+    if target == "discord":
+        content = discord.render(view, "{{ url }}").content or ""
+        assert content.startswith("https\\://parti.com/x\\)") and "@\u200beveryone" in content
+    else:
+        html = telegram.render(view, '<a href="{{ url }}">x</a>').html
+        assert parse_html(html) == "x" and "&lt;b&gt;" in html
+
+
+def test_telegram_template_links_are_not_cut() -> None:
+    """A link longer than a field's cap (1000) was cut with `…`: a link to nowhere."""
+    view = view_of(live_match("t"))
+    long_url = "https://parti.com/creator/parti/" + "a" * 1500
+    view.fields["url"], view.fields["image"] = long_url, ""  # no photo: 4096, not 1024
+    html = telegram.render(view, '<a href="{{ url }}">watch</a> {{ url }}').html
+    assert html == f'<a href="{long_url}">watch</a> {long_url}'
