@@ -200,8 +200,16 @@ class _Filter:
         ):
             return Reason.CATEGORY_NOT_IN_RULE
         if event.user_id in self.excluded_ids or (
-            # folding the name costs more than the rest: only for rules that exclude names
-            self.excluded_names and _fold(event.user_name) in self.excluded_names
+            # folding the name costs more than the rest: only for rules that exclude names;
+            # either name the user goes by, as `users` matches them
+            self.excluded_names
+            and (
+                _fold(event.user_name) in self.excluded_names
+                or (
+                    event.social_username is not None
+                    and _fold(event.social_username) in self.excluded_names
+                )
+            )
         ):
             return Reason.EXCLUDED_USER
         if self.title is not None and not self.title.search(event.event_title or ""):

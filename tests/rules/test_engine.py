@@ -105,6 +105,12 @@ LIVE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], Reason | None]] = [
     ),
     ("excluded by name", {"exclude_users": ["sneako"]}, {}, Reason.EXCLUDED_USER),
     (
+        "excluded by social username, as users matches it",
+        {"categories": ["IRL"], "exclude_users": ["sneak"]},
+        {"social_username": "Sneak"},
+        Reason.EXCLUDED_USER,
+    ),
+    (
         "excluded by id",
         {"categories": ["IRL"], "exclude_users": [463000]},
         {},
