@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import sys
+import unicodedata
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -147,7 +148,13 @@ class Evaluation:
 
 
 def _fold(text: str) -> str:
-    return text.casefold().strip()
+    """A name as rules and events are compared: any case, canonically and compatibly equal
+    text alike (é composed or not, full-width letters), runs of spaces as one."""
+    if not text.isascii():  # ASCII is its own NFKC form: most names skip the tables
+        text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    else:
+        text = text.casefold()
+    return " ".join(text.split())
 
 
 def _key(*parts: Any) -> str:

@@ -71,6 +71,24 @@ LIVE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], Reason | None]] = [
     ),
     ("other category", {"categories": ["Music"]}, {"category_name": "Gaming"}, None),
     (
+        "category composed in the rule, decomposed on the event",
+        {"categories": ["Pok\u00e9mon"]},
+        {"category_name": "Poke\u0301mon"},
+        Reason.FIRED,
+    ),
+    (
+        "category with doubled and odd spaces",
+        {"categories": ["Just  Chatting"]},
+        {"category_name": "just\u00a0chatting "},
+        Reason.FIRED,
+    ),
+    (
+        "user named in full-width letters",
+        {"users": ["\uff33\uff2e\uff25\uff21\uff2b\uff2f"]},
+        {},
+        Reason.FIRED,
+    ),
+    (
         "users and categories must both match",
         {"users": ["SNEAKO"], "categories": ["Music"]},
         {"category_name": "IRL"},
