@@ -370,6 +370,24 @@ def _tighten(table: dict[Any, _Slot]) -> None:
 
 
 # ---- price -----------------------------------------------------------------------
+#
+# A crossing's identity ends in a stamp: when the line was armed for it (a move: when its
+# window started), in microseconds of the clock the events were evaluated with. A crossing
+# evaluated again from the state saved before it (a successor after a crash, a catch-up)
+# meets the same stamp, so the outbox key dedups it; any later crossing of the line was
+# armed later, so its key is new, whatever state was lost or restored in between (a rule
+# removed and put back, a line edited away and back, a reload, an unreadable state). A
+# count restored from saved state could go back and reuse a key the outbox already holds.
+
+
+def _stamp(now: float) -> int:
+    return round(now * 1_000_000)
+
+
+def _after(stamp: int | None, now: float) -> int:
+    """The stamp of `now`, but past `stamp`: a line's stamps only go forward."""
+    at = _stamp(now)
+    return at if stamp is None or at > stamp else stamp + 1
 
 
 @dataclass(slots=True, eq=False)
@@ -385,7 +403,9 @@ class _Line:
     rearm_level: Decimal  # the line less (above) or plus (below) the rearm band
     fire_on_start: bool = False
     armed: bool = False
-    seq: int = 0
+    # Armed: when it was armed (None: not known; its crossing takes the crossing's time).
+    # Not armed: the stamp its last crossing was identified by (None: none yet).
+    stamp: int | None = None
 
     def state_key(self) -> str:
         return _key(self.name, self.asset.upper(), self.direction, self.line)
@@ -399,7 +419,7 @@ class _Move:
     cooldown: float
     percent: Decimal
     within: float
-    seq: int = 0
+    stamp: int | None = None  # when the window started: its move's identity
     highs: deque[tuple[float, Decimal]] = field(default_factory=deque)
     lows: deque[tuple[float, Decimal]] = field(default_factory=deque)
 
@@ -408,6 +428,8 @@ class _Move:
 
     def observe(self, at: float, price: Decimal) -> tuple[str, Decimal, Decimal] | None:
         """Add an observation; (direction, change %, reference) when the move is reached."""
+        if self.stamp is None:
+            self.stamp = _stamp(at)
         horizon = at - self.within
         for window in (self.highs, self.lows):
             while window and window[0][0] < horizon:
@@ -428,6 +450,7 @@ class _Move:
     def restart(self, at: float, price: Decimal) -> None:
         self.highs = deque([(at, price)])
         self.lows = deque([(at, price)])
+        self.stamp = _after(self.stamp, at)
 
 
 @dataclass
@@ -447,6 +470,9 @@ class _Book:
     below_rearm_levels: list[Decimal] = field(default_factory=list)
     # A file's rules are appended and sorted once (`seal`); later lines are bisected in.
     is_sorted: bool = True
+    # Lines took saved state: the price may have gone back past their re-arm level since
+    # (the state is older than the last crossings), checked at the next price (`_rearmed`).
+    restored: bool = False
 
     def append(self, entry: _Line) -> None:
         (self.above if entry.direction == "above" else self.below).append(entry)
@@ -513,11 +539,26 @@ def _past(entry: _Line, price: Decimal) -> bool:
     return price >= entry.line if entry.direction == "above" else price <= entry.line
 
 
+def _rearmed(book: _Book, price: Decimal, now: float) -> None:
+    """The first price after lines took saved state: a line armed before the save whose
+    level the price is back past was armed again since (the state may be older than a
+    crossing it saw), so it takes a new stamp; its next crossing is a new one. A price
+    past the line keeps the saved stamp: that crossing may be the one alerted before."""
+    book.restored = False
+    for entry in book.above:
+        if entry.armed and entry.stamp is not None and price < entry.rearm_level:
+            entry.stamp = _after(entry.stamp, now)
+    for entry in book.below:
+        if entry.armed and entry.stamp is not None and price > entry.rearm_level:
+            entry.stamp = _after(entry.stamp, now)
+
+
 def _apply_line(entry: _Line, saved: Mapping[str, Any] | None, last: Decimal | None) -> None:
-    """Saved state onto a line; without a saved `armed`, the baseline from `last`."""
-    if saved is not None and "seq" in saved:
-        entry.seq = int(saved["seq"])
+    """Saved state onto a line; without a saved `armed`, the baseline from `last`. (The
+    crossing count an older release saved, `seq`, is no stamp: left out.)"""
     if saved is not None and "armed" in saved:
+        stamp = saved.get("stamp")
+        entry.stamp = None if stamp is None else int(stamp)
         entry.armed = bool(saved["armed"])
     elif last is not None:
         entry.armed = not _past(entry, last)
@@ -526,7 +567,8 @@ def _apply_line(entry: _Line, saved: Mapping[str, Any] | None, last: Decimal | N
 def _apply_move(move: _Move, saved: Mapping[str, Any] | None) -> None:
     if saved is None:
         return
-    move.seq = int(saved.get("seq", 0))
+    stamp = saved.get("stamp")
+    move.stamp = None if stamp is None else int(stamp)
     if "highs" in saved:
         move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
         move.lows = deque((float(t), Decimal(p)) for t, p in saved.get("lows", ()))
@@ -836,8 +878,6 @@ class Engine:
         result = self._insert(sub, rule, now, carried)
         new = self._subs[sub.id]
         new.last = old.last
-        for left in carried.values():  # a line that changed: its crossing count is kept
-            self._park(old.name, left)
         kept = set(self._cooldown_keys(new))
         for key in cooldowns:
             if key not in kept:
@@ -847,9 +887,9 @@ class Engine:
     def remove_subscription(self, sub_id: int) -> bool:
         """Take a subscription out; False when it was not in the engine.
 
-        Nothing of it stays in the indexes or cooldowns. Only a line's or move's crossing
-        count is kept aside (bounded), so that if the same subscription comes back (a
-        paused chat resumed) its next alert gets a new identity, not an old outbox key.
+        Nothing of it stays in the indexes, cooldowns or state: if the same subscription
+        comes back (a paused chat resumed), it takes a fresh baseline, and its next alert a
+        new identity (a crossing's is stamped with its time), never an old outbox key.
         """
         record = self._subs.pop(sub_id, None)
         if record is None:
@@ -857,10 +897,6 @@ class Engine:
         for key in self._cooldown_keys(record):
             self._cooldown_until.pop(key, None)
         self._unindex(record)
-        for entry in record.lines:
-            self._park(record.name, entry)
-        if record.move is not None:
-            self._park(record.name, record.move)
         return True
 
     def subscription_ids(self) -> frozenset[int]:
@@ -903,15 +939,17 @@ class Engine:
                 key = entry.state_key()
                 before = carried.pop(key, None)
                 if isinstance(before, _Line):
-                    entry.armed, entry.seq = before.armed, before.seq
+                    entry.armed, entry.stamp = before.armed, before.stamp
                 else:
-                    _apply_line(entry, _saved(pending.pop(key, None)), last)
+                    saved = _saved(pending.pop(key, None))
+                    _apply_line(entry, saved, last)
+                    book.restored |= saved is not None
                 book.insert(entry)
             if move is not None:
                 key = move.state_key()
                 before = carried.pop(key, None)
                 if isinstance(before, _Move):
-                    move.seq, move.highs, move.lows = before.seq, before.highs, before.lows
+                    move.stamp, move.highs, move.lows = before.stamp, before.highs, before.lows
                 else:
                     saved = _saved(pending.pop(key, None))
                     _apply_move(move, saved)
@@ -919,8 +957,6 @@ class Engine:
                         move.restart(now, last)  # the window starts at the known price
                 book.moves.append(move)
             record.lines, record.move = tuple(lines), move
-            for key, (kind, saved_state) in pending.items():  # for a line it may come back to
-                self._park_state(rule.name, key, kind, saved_state)
             past = last is not None and any(_past(entry, last) for entry in lines)
             result = AddResult(already_past=past, last_price=last)
         self._subs[sub.id] = record
@@ -949,11 +985,6 @@ class Engine:
         if known is not None:
             subjects.add(known[1])
         return [(record.name, subject, record.destination) for subject in subjects]
-
-    def _park(self, name: str, item: _Line | _Move) -> None:
-        if item.seq:  # the count is all that is kept: a comeback takes a fresh baseline
-            kind = "line" if isinstance(item, _Line) else "move"
-            self._park_state(name, item.state_key(), kind, {"seq": item.seq})
 
     def _park_state(self, name: str, key: str, kind: str, saved: Mapping[str, Any]) -> None:
         bucket = self._pending.pop(name, None) or {}
@@ -1232,6 +1263,8 @@ class Engine:
             book.seal()
         price, last = event.price, book.last
         book.last = price
+        if book.restored:
+            _rearmed(book, price, now)
         touched: set[int] = set()
         if last is None:
             for entry in book.lines():
@@ -1247,7 +1280,7 @@ class Engine:
             hi = bisect.bisect_left(book.below_rearm_levels, price)
             for entry in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
                 if not entry.armed and price > entry.rearm_level:
-                    entry.armed = True
+                    entry.armed, entry.stamp = True, _after(entry.stamp, now)
                     touched.add(id(entry))
                     if explain:
                         result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
@@ -1261,7 +1294,7 @@ class Engine:
             hi = bisect.bisect_right(book.above_rearm_levels, last)
             for entry in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
                 if not entry.armed and price < entry.rearm_level:
-                    entry.armed = True
+                    entry.armed, entry.stamp = True, _after(entry.stamp, now)
                     touched.add(id(entry))
                     if explain:
                         result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
@@ -1277,7 +1310,7 @@ class Engine:
                     result.decisions.append(Decision(move.name, subject, Reason.MOVE_TOO_SMALL))
                 continue
             direction, change, reference = hit
-            move.seq += 1
+            identity = f"price:{subject}:move:{direction}:{move.stamp}"
             move.restart(now, price)
             details = {
                 "kind": "move",
@@ -1294,7 +1327,7 @@ class Engine:
                 move.cooldown,
                 "price",
                 subject,
-                f"price:{subject}:move:{move.seq}",
+                identity,
                 now,
                 event,
                 details,
@@ -1313,8 +1346,13 @@ class Engine:
     ) -> None:
         past = price >= entry.line if entry.direction == "above" else price <= entry.line
         entry.armed = not past
-        if past and entry.fire_on_start:
-            self._cross_fired(entry, price, subject, now, event, result, explain)
+        if not past:
+            # Armed now; a line that never crossed stays unstamped (a save leaves it out).
+            if entry.stamp is not None:
+                entry.stamp = _after(entry.stamp, now)
+        elif entry.fire_on_start:
+            mark = _after(entry.stamp, now)
+            self._cross_fired(entry, mark, price, subject, now, event, result, explain)
         elif explain:
             reason = Reason.ALREADY_PAST if past else Reason.BASELINE
             result.decisions.append(Decision(entry.name, subject, reason))
@@ -1333,12 +1371,14 @@ class Engine:
             if explain:
                 result.decisions.append(Decision(entry.name, subject, Reason.NOT_ARMED))
             return
-        entry.armed = False
-        self._cross_fired(entry, price, subject, now, event, result, explain)
+        # Armed at a time not known (no saved state said): the crossing's own time.
+        mark = _stamp(now) if entry.stamp is None else entry.stamp
+        self._cross_fired(entry, mark, price, subject, now, event, result, explain)
 
     def _cross_fired(
         self,
         entry: _Line,
+        mark: int,
         price: Decimal,
         subject: str,
         now: float,
@@ -1346,8 +1386,7 @@ class Engine:
         result: Evaluation,
         explain: bool,
     ) -> None:
-        entry.armed = False
-        entry.seq += 1
+        entry.armed, entry.stamp = False, mark
         change = (price - entry.line) * 100 / entry.line if entry.line else Decimal(0)
         details = {
             "kind": entry.direction,
@@ -1356,7 +1395,7 @@ class Engine:
             "price": price,
             "change": change,
         }
-        identity = f"price:{subject}:{entry.direction}:{entry.line}:{entry.seq}"
+        identity = f"price:{subject}:{entry.direction}:{entry.line}:{mark}"
         self._fire(
             result,
             entry.name,
@@ -1481,9 +1520,9 @@ class Engine:
         moves: dict[str, Any] = {}
         prices = {name: str(price) for name, (price, _) in self._prices.items()}
         # A line is saved only when it differs from what a restore would give it without
-        # (its baseline from the saved price, no crossings), and the (armed, seq) records
-        # are shared: a save of 10,000 lines is a few of them, not 10,000 small dicts.
-        records: dict[tuple[bool, int], dict[str, Any]] = {}
+        # (its baseline from the saved price, no stamp), and the (armed, stamp) records
+        # are shared: lines armed by one price share one, not 10,000 small dicts.
+        records: dict[tuple[bool, int | None], dict[str, Any]] = {}
         for asset, book in self._books.items():
             last = book.last
             if last is not None:
@@ -1492,16 +1531,16 @@ class Engine:
                 known = self._prices.get(asset)
                 last = None if known is None else known[0]
             for entry in book.lines():
-                armed, seq = entry.armed, entry.seq
-                if seq == 0 and armed == (last is not None and not _past(entry, last)):
+                armed, stamp = entry.armed, entry.stamp
+                if stamp is None and armed == (last is not None and not _past(entry, last)):
                     continue
-                record = records.get((armed, seq))
+                record = records.get((armed, stamp))
                 if record is None:
-                    record = records[(armed, seq)] = {"armed": armed, "seq": seq}
+                    record = records[(armed, stamp)] = {"armed": armed, "stamp": stamp}
                 lines[entry.state_key()] = record
             for move in book.moves:
                 moves[move.state_key()] = {
-                    "seq": move.seq,
+                    "stamp": move.stamp,
                     "highs": [[t, str(p)] for t, p in move.highs],
                     "lows": [[t, str(p)] for t, p in move.lows],
                 }
@@ -1541,6 +1580,7 @@ class Engine:
             text = prices.get(asset)
             if text is not None:
                 book.last = Decimal(text)
+            book.restored = True
             for entry in book.lines():
                 # without saved state (a new rule): the baseline from the known price
                 _apply_line(entry, lines.get(entry.state_key()), book.last)
