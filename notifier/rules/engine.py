@@ -18,7 +18,6 @@ its book) and leave no trace when removed.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import json
 import math
 import sys
@@ -553,25 +552,69 @@ def _rearmed(book: _Book, price: Decimal, now: float) -> None:
             entry.stamp = _after(entry.stamp, now)
 
 
+# What a damaged saved entry raises when it is read (`_line_state`, `_move_state`, ...).
+_DAMAGE = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+
+
+def _finite(value: Any) -> Decimal:
+    """A saved price (text, or a whole number); raises for anything else, NaN included."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"not a price: {type(value).__name__}")
+    found = Decimal(value)
+    if not found.is_finite():
+        raise ValueError("not a finite price")
+    return found
+
+
+def _saved_stamp(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"not a stamp: {type(value).__name__}")
+    return value
+
+
+def _line_state(saved: Any) -> dict[str, Any]:
+    """A line's saved state, checked (raises when damaged): `armed` and `stamp`, or nothing.
+    (The crossing count an older release saved, `seq`, is no stamp: left out.)"""
+    if not isinstance(saved, Mapping):
+        raise TypeError("not an object")
+    if "armed" not in saved:
+        return {}
+    return {"armed": bool(saved["armed"]), "stamp": _saved_stamp(saved.get("stamp"))}
+
+
+def _move_state(saved: Any) -> dict[str, Any]:
+    """A move's saved state, checked (raises when damaged), in the form it is saved in."""
+    if not isinstance(saved, Mapping):
+        raise TypeError("not an object")
+    checked: dict[str, Any] = {"stamp": _saved_stamp(saved.get("stamp"))}
+    if "highs" in saved:
+        for side in ("highs", "lows"):
+            window = []
+            for at, value in saved.get(side, ()):
+                if not math.isfinite(at := float(at)):
+                    raise ValueError("not a finite time")
+                window.append([at, str(_finite(value))])
+            checked[side] = window
+    return checked
+
+
 def _apply_line(entry: _Line, saved: Mapping[str, Any] | None, last: Decimal | None) -> None:
-    """Saved state onto a line; without a saved `armed`, the baseline from `last`. (The
-    crossing count an older release saved, `seq`, is no stamp: left out.)"""
+    """Saved state (checked by `_line_state`) onto a line; without a saved `armed`, the
+    baseline from `last`."""
     if saved is not None and "armed" in saved:
-        stamp = saved.get("stamp")
-        entry.stamp = None if stamp is None else int(stamp)
-        entry.armed = bool(saved["armed"])
+        entry.armed, entry.stamp = saved["armed"], saved["stamp"]
     elif last is not None:
         entry.armed = not _past(entry, last)
 
 
 def _apply_move(move: _Move, saved: Mapping[str, Any] | None) -> None:
+    """Saved state (checked by `_move_state`) onto a move."""
     if saved is None:
         return
-    stamp = saved.get("stamp")
-    move.stamp = None if stamp is None else int(stamp)
+    move.stamp = saved["stamp"]
     if "highs" in saved:
-        move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
-        move.lows = deque((float(t), Decimal(p)) for t, p in saved.get("lows", ()))
+        move.highs = deque((t, Decimal(p)) for t, p in saved["highs"])
+        move.lows = deque((t, Decimal(p)) for t, p in saved["lows"])
 
 
 def _saved(pending: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
@@ -1566,47 +1609,87 @@ class Engine:
             "reminded": reminded,
         }
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
+    def restore_state(self, state: Mapping[str, Any]) -> int:
         """Take back exported state. Entries of file rules that no longer exist are dropped;
-        those of subscriptions not in the engine yet wait (bounded) until they are added."""
+        those of subscriptions not in the engine yet wait (bounded) until they are added.
+
+        A damaged entry (a state edited by hand, a NaN saved as null) is skipped, not a
+        failed start: it costs what it held (a line takes its baseline from the known
+        price, a cooldown or reminder is forgotten). Returns how many were skipped."""
         if state.get("version") != 1:
-            return
-        lines = state.get("lines", {})
-        moves = state.get("moves", {})
-        prices = state.get("prices", {})
-        for name, text in prices.items():
-            self._prices[name] = (Decimal(text), name.upper())
+            return 0
+        damaged = 0
+        sections: dict[str, Mapping[str, Any]] = {}
+        for section in ("prices", "lines", "moves", "cooldowns", "reminded"):
+            found = state.get(section, {})
+            if not isinstance(found, Mapping):
+                damaged, found = damaged + 1, {}
+            sections[section] = found
+        lines, moves = sections["lines"], sections["moves"]
+        prices: dict[str, Decimal] = {}
+        for name, text in sections["prices"].items():
+            try:
+                prices[name] = _finite(text)
+            except _DAMAGE:
+                damaged += 1
+        for name, value in prices.items():
+            self._prices[name] = (value, name.upper())
         for asset, book in self._books.items():
-            text = prices.get(asset)
-            if text is not None:
-                book.last = Decimal(text)
+            last = prices.get(asset)
+            if last is not None:
+                book.last = last
             book.restored = True
             for entry in book.lines():
+                saved = lines.get(entry.state_key())
+                checked = None
+                if saved is not None:
+                    try:
+                        checked = _line_state(saved)
+                    except _DAMAGE:
+                        damaged += 1
                 # without saved state (a new rule): the baseline from the known price
-                _apply_line(entry, lines.get(entry.state_key()), book.last)
+                _apply_line(entry, checked, book.last)
             for move in book.moves:
-                _apply_move(move, moves.get(move.state_key()))
+                saved = moves.get(move.state_key())
+                try:
+                    _apply_move(move, None if saved is None else _move_state(saved))
+                except _DAMAGE:
+                    damaged += 1
         prefix = json.dumps([SUB_PREFIX])[:-2]  # '["sub:'
         for kind, saved_states in (("line", lines), ("move", moves)):
+            check = _line_state if kind == "line" else _move_state
             for key, saved in saved_states.items():
-                if key.startswith(prefix):
-                    name = json.loads(key)[0]
-                    sub_id = subscription_id(name)
-                    if sub_id is not None and sub_id not in self._subs:
-                        self._park_state(name, key, kind, saved)
-        # A damaged entry (a state edited by hand, a NaN saved as null) is forgotten, not
-        # a failed start: the cooldown or reminder it held is lost, nothing else.
-        for text, value in state.get("cooldowns", {}).items():
-            with contextlib.suppress(TypeError, ValueError):
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    name, checked = str(json.loads(key)[0]), check(saved)
+                except _DAMAGE:
+                    damaged += 1
+                    continue
+                sub_id = subscription_id(name)
+                if sub_id is not None and sub_id not in self._subs:
+                    self._park_state(name, key, kind, checked)
+        for text, value in sections["cooldowns"].items():
+            try:
                 rule, subject, destination = json.loads(text)
                 until, identity = value
-                if math.isfinite(until := float(until)):
-                    key = (str(rule), str(subject), str(destination))
-                    self._cooldown_until[key] = (until, str(identity))
-        for text, start in state.get("reminded", {}).items():
-            with contextlib.suppress(TypeError, ValueError):
+                until = float(until)
+                if not math.isfinite(until):
+                    raise ValueError("not a finite time")
+            except _DAMAGE:
+                damaged += 1
+                continue
+            self._cooldown_until[(str(rule), str(subject), str(destination))] = (
+                until,
+                str(identity),
+            )
+        for text, start in sections["reminded"].items():
+            try:
                 rule, event_id = json.loads(text)
                 self._reminded[(str(rule), int(event_id))] = int(start)
+            except _DAMAGE:
+                damaged += 1
+        return damaged
 
     # ---- introspection -------------------------------------------------------------------
 
