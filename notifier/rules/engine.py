@@ -709,6 +709,11 @@ PENDING_LIMIT = 100_000
 # with an older clock, still finds the cooldown it would have met).
 COOLDOWN_GRACE = 3600.0
 _COOLDOWN_SWEEP = 4096
+# Reminders of events that started this long ago are dropped (their rules no longer fire
+# for an event that started: `ALREADY_STARTED`).
+REMINDED_KEEP = 86400.0
+# Prices of assets nothing watches are forgotten once there are more names than this.
+_PRICES_SWEEP = 4096
 _PENDING_PER_RULE = 8
 
 
@@ -747,9 +752,13 @@ class Engine:
         self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._cooldown_sweep = _COOLDOWN_SWEEP  # the size at which ended ones are dropped
         self._reminded: dict[tuple[str, int], int] = {}
-        # Every asset name seen (symbols and tickers, folded) -> (latest price, subject):
-        # a new price subscription takes its baseline from it, even on a new book.
+        # Asset names seen (symbols and tickers, folded) -> (latest price, subject): a new
+        # price subscription takes its baseline from it, even on a new book. Those no rule
+        # or subscription watches are swept out when the table outgrows `_prices_sweep`
+        # (Parti names a few hundred assets; a broken or hostile stream, any number).
         self._prices: dict[str, tuple[Decimal, str]] = {}
+        self._prices_sweep = _PRICES_SWEEP
+        self._reminded_sweep = _COOLDOWN_SWEEP
         self._subs: dict[int, _SubRecord] = {}
         self._subs_by_user: dict[int, dict[int, _SubRecord]] = {}
         # rule name -> {state key: ("line" | "move", saved state)}, oldest first
@@ -1282,8 +1291,11 @@ class Engine:
             names.add(_fold(event.ticker))
         subject = event.display_symbol.upper()
         known = (event.price, subject)
+        prices = self._prices
         for name in names:
-            self._prices[name] = known
+            prices[name] = known
+        if len(prices) > self._prices_sweep:
+            self._sweep_prices()
         books = [self._books[n] for n in names if n in self._books]
         if not books:
             if explain:
@@ -1478,6 +1490,8 @@ class Engine:
                         result.decisions.append(Decision(name, subject, reason))
                     continue
                 self._reminded[(name, event.event_id)] = event.event_start_ts
+                if len(self._reminded) > self._reminded_sweep:
+                    self._sweep_reminded(now)
                 details = {"starts_at": event.event_start_ts}
                 self._fire(
                     result,
@@ -1555,12 +1569,29 @@ class Engine:
         self._cooldown_until = kept
         self._cooldown_sweep = max(2 * len(kept), _COOLDOWN_SWEEP)
 
+    def _sweep_prices(self) -> None:
+        """Forget the prices no rule or subscription watches (swept each time the table
+        has doubled since the last sweep, so the work stays in proportion to the names)."""
+        books = self._books
+        kept = {name: known for name, known in self._prices.items() if name in books}
+        self._prices = kept
+        self._prices_sweep = max(2 * len(kept), _PRICES_SWEEP)
+
+    def _sweep_reminded(self, now: float) -> None:
+        """Forget reminders of events that started long ago (as `_sweep_cooldowns`)."""
+        horizon = now - REMINDED_KEEP
+        kept = {k: start for k, start in self._reminded.items() if start > horizon}
+        self._reminded = kept
+        self._reminded_sweep = max(2 * len(kept), _COOLDOWN_SWEEP)
+
     # ---- state ----------------------------------------------------------------------
 
     def export_state(self, now: float | None = None) -> dict[str, Any]:
         """JSON-serialisable state; expired cooldowns are left out when `now` is given."""
         lines: dict[str, Any] = {}
         moves: dict[str, Any] = {}
+        # Every known price (a subscription added after a restart takes its baseline from
+        # it): as many as `_sweep_prices` leaves, not every name a stream ever sent.
         prices = {name: str(price) for name, (price, _) in self._prices.items()}
         # A line is saved only when it differs from what a restore would give it without
         # (its baseline from the saved price, no stamp), and the (armed, stamp) records
@@ -1598,7 +1629,7 @@ class Engine:
         reminded = {
             _table_key(k): start
             for k, start in self._reminded.items()
-            if now is None or start > now - 86400
+            if now is None or start > now - REMINDED_KEEP
         }
         return {
             "version": 1,
@@ -1722,6 +1753,8 @@ class Engine:
             "moves": sum(len(b.moves) for b in books),
             "cooldowns": len(self._cooldown_until),
             "pending": len(self._pending),
+            "prices": len(self._prices),
+            "reminded": len(self._reminded),
         }
 
 

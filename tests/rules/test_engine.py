@@ -426,6 +426,32 @@ def test_state_is_json_serialisable() -> None:
     assert len(restored.on_price(price("106", "ETH", "ethereum"), now=10.0).matches) == 1
 
 
+def test_prices_and_reminders_no_longer_needed_do_not_pile_up() -> None:
+    """Every symbol a stream ever named kept its price (and went into every save, on the
+    loop); every reminder stayed in memory for good (only the save left old ones out)."""
+    e = engine(
+        {"name": "b", "when": "price", "asset": "BTC", "above": 100},
+        {"name": "s", "when": "scheduled", "before": "15m"},
+    )
+    e.on_price(price("90"), now=0.0)
+    for n in range(20_000):
+        e.on_price(price("1", symbol=f"S{n}", ticker=f"t{n}"), now=1.0)
+        start = 10_000 + 100 * n  # one event every 100 s, each reminded 15 min before
+        e.on_calendar([CalendarEvent(event_id=n, user_id=1, event_start_ts=start)], start - 900.0)
+    sizes = e.index_sizes()
+    assert sizes["prices"] < 10_000 and sizes["reminded"] < 10_000
+    assert e.last_price("BTC") == Decimal(90), "a watched asset's price stays"
+    assert e.last_price("S19999") == Decimal(1), "so does a recent one (for a new subscription)"
+    assert len(e.export_state()["prices"]) == sizes["prices"]
+    assert (
+        e.on_calendar(
+            [CalendarEvent(event_id=19_999, user_id=1, event_start_ts=10_000 + 1_999_900)],
+            10_000 + 1_999_900 - 60.0,
+        ).matches
+        == []
+    ), "a recent reminder is kept"
+
+
 def test_scheduled_reminds_once_before_the_start() -> None:
     e = engine({"name": "s", "when": "scheduled", "users": [398350], "before": "15m"})
     event = CalendarEvent(
