@@ -1586,6 +1586,62 @@ class Engine:
 
     # ---- state ----------------------------------------------------------------------
 
+    def take_over(self, old: Engine) -> None:
+        """At a reload's swap, after the compile restored an export taken seconds before:
+        what the live engine did since (prices, crossings, re-arms, windows, cooldowns,
+        reminders), straight from its tables, so nothing it did is undone (a line crossed
+        meanwhile would fire again, one armed again would reuse a key). Cheap enough for
+        the event loop: no text is made or read, only the crossed lines of subscriptions
+        get a state key (they wait in `_pending` until the subscriptions are added)."""
+        self._prices.update(old._prices)
+        self._cooldown_until.update(old._cooldown_until)
+        self._reminded.update(old._reminded)
+        lines: dict[tuple[str, str, str, Decimal], _Line] = {}
+        moves: dict[tuple[str, str], _Move] = {}
+        for book in old._books.values():
+            for entry in book.lines():
+                lines[(entry.name, entry.asset.upper(), entry.direction, entry.line)] = entry
+            for move in book.moves:
+                moves[(move.name, move.asset.upper())] = move
+        for asset, book in self._books.items():
+            before = old._books.get(asset)
+            if before is not None and before.last is not None:
+                book.last = before.last
+            elif (known := old._prices.get(asset)) is not None:
+                book.last = known[0]
+            book.restored = True
+            last = book.last
+            for entry in book.lines():
+                key = (entry.name, entry.asset.upper(), entry.direction, entry.line)
+                found = lines.get(key)
+                if found is not None:
+                    entry.armed, entry.stamp = found.armed, found.stamp
+                elif entry.stamp is None and last is not None:  # a new rule: the baseline
+                    entry.armed = not _past(entry, last)
+            for move in book.moves:
+                was = moves.get((move.name, move.asset.upper()))
+                if was is not None:
+                    move.stamp, move.highs, move.lows = was.stamp, deque(was.highs), deque(was.lows)
+        for record in old._subs.values():  # added to the new engine by the next sync
+            last = None
+            if record.book and (book_of := old._books.get(record.book)) is not None:
+                last = book_of.last
+            for entry in record.lines:
+                if entry.stamp is None and entry.armed == (
+                    last is not None and not _past(entry, last)
+                ):
+                    continue  # what the baseline gives it
+                line_state = {"armed": entry.armed, "stamp": entry.stamp}
+                self._park_state(record.name, entry.state_key(), "line", line_state)
+            if record.move is not None:
+                window = record.move
+                move_state = {
+                    "stamp": window.stamp,
+                    "highs": [[t, str(p)] for t, p in window.highs],
+                    "lows": [[t, str(p)] for t, p in window.lows],
+                }
+                self._park_state(record.name, window.state_key(), "move", move_state)
+
     def export_state(self, now: float | None = None) -> dict[str, Any]:
         """JSON-serialisable state; expired cooldowns are left out when `now` is given."""
         lines: dict[str, Any] = {}

@@ -66,7 +66,7 @@ class Reloader:
         # The live engine went on while the new one compiled: its state now (crossings,
         # re-arms, windows, cooldowns of those seconds) goes over too, on the loop with the
         # swap, so nothing it did is undone (a line crossed meanwhile would fire again).
-        compiled.engine.restore_state(self.core.rules.engine.export_state())
+        compiled.engine.take_over(self.core.rules.engine)
         self.core.rules = Rules(compiled.rules_file, compiled.engine, compiled.meta)
         self.core.state_dirty = True
         if self.adopt_settings is not None:

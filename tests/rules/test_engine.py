@@ -821,6 +821,24 @@ def test_state_restored_after_the_subscriptions_were_added_applies_to_them() -> 
     assert again.identity == "price:BTC:above:100:4000000"
 
 
+def test_a_reload_takes_over_what_the_live_engine_did_while_it_compiled() -> None:
+    rule = {"name": "f", "when": "price", "asset": "BTC", "above": 100, "rearm": 5}
+    old = engine(rule, {"name": "l", "when": "live", "users": ["SNEAKO"]})
+    old.on_price(price("90"), now=0.0)
+    old.add_subscription(alert(1, "above", 100, rearm=5), now=0.0)
+    old.add_subscription(move(2, "50%", "1h", asset="BTC"), now=0.0)
+    new = engine(rule, {"name": "l", "when": "live", "users": ["SNEAKO"]}, state=old.export_state())
+    # While the new rules compile: both lines cross, a go-live alerts, the window moves.
+    assert len(old.on_price(price("101"), now=1.0).matches) == 2
+    assert len(old.on_live(live(), now=2.0).matches) == 1
+    new.take_over(old)
+    new.add_subscription(alert(1, "above", 100, rearm=5), now=3.0)
+    new.add_subscription(move(2, "50%", "1h", asset="BTC"), now=3.0)
+    assert new.export_state(now=3.0) == old.export_state(now=3.0)
+    assert new.on_price(price("102"), now=4.0).matches == [], "crossed before the swap"
+    assert new.on_live(live(event_id=2), now=5.0).matches == [], "cooling down"
+
+
 def test_pending_restored_state_is_bounded() -> None:
     first = engine(cooldown="0s")
     first.on_price(price("90"), now=0.0)
