@@ -371,7 +371,7 @@ async def run_config(name: str, *, database: str | None, instances: int, args: A
             end = time.time()
             outbox = await _outbox_counts(target)
             if args.show_keys:
-                print(f"{name}: price alerts in the outbox (seq, price):", flush=True)
+                print(f"{name}: price alerts in the outbox (stamp, price):", flush=True)
                 print(await _price_rows(target), flush=True)
             if outbox.get("dead"):
                 notes.append(f"dead letters: {outbox['dead']}")

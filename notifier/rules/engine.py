@@ -18,10 +18,10 @@ its book) and leave no trace when removed.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import json
 import math
 import sys
+import unicodedata
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -147,7 +147,13 @@ class Evaluation:
 
 
 def _fold(text: str) -> str:
-    return text.casefold().strip()
+    """A name as rules and events are compared: any case, canonically and compatibly equal
+    text alike (é composed or not, full-width letters), runs of spaces as one."""
+    if not text.isascii():  # ASCII is its own NFKC form: most names skip the tables
+        text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    else:
+        text = text.casefold()
+    return " ".join(text.split())
 
 
 def _key(*parts: Any) -> str:
@@ -200,8 +206,16 @@ class _Filter:
         ):
             return Reason.CATEGORY_NOT_IN_RULE
         if event.user_id in self.excluded_ids or (
-            # folding the name costs more than the rest: only for rules that exclude names
-            self.excluded_names and _fold(event.user_name) in self.excluded_names
+            # folding the name costs more than the rest: only for rules that exclude names;
+            # either name the user goes by, as `users` matches them
+            self.excluded_names
+            and (
+                _fold(event.user_name) in self.excluded_names
+                or (
+                    event.social_username is not None
+                    and _fold(event.social_username) in self.excluded_names
+                )
+            )
         ):
             return Reason.EXCLUDED_USER
         if self.title is not None and not self.title.search(event.event_title or ""):
@@ -355,6 +369,24 @@ def _tighten(table: dict[Any, _Slot]) -> None:
 
 
 # ---- price -----------------------------------------------------------------------
+#
+# A crossing's identity ends in a stamp: when the line was armed for it (a move: when its
+# window started), in microseconds of the clock the events were evaluated with. A crossing
+# evaluated again from the state saved before it (a successor after a crash, a catch-up)
+# meets the same stamp, so the outbox key dedups it; any later crossing of the line was
+# armed later, so its key is new, whatever state was lost or restored in between (a rule
+# removed and put back, a line edited away and back, a reload, an unreadable state). A
+# count restored from saved state could go back and reuse a key the outbox already holds.
+
+
+def _stamp(now: float) -> int:
+    return round(now * 1_000_000)
+
+
+def _after(stamp: int | None, now: float) -> int:
+    """The stamp of `now`, but past `stamp`: a line's stamps only go forward."""
+    at = _stamp(now)
+    return at if stamp is None or at > stamp else stamp + 1
 
 
 @dataclass(slots=True, eq=False)
@@ -370,7 +402,9 @@ class _Line:
     rearm_level: Decimal  # the line less (above) or plus (below) the rearm band
     fire_on_start: bool = False
     armed: bool = False
-    seq: int = 0
+    # Armed: when it was armed (None: not known; its crossing takes the crossing's time).
+    # Not armed: the stamp its last crossing was identified by (None: none yet).
+    stamp: int | None = None
 
     def state_key(self) -> str:
         return _key(self.name, self.asset.upper(), self.direction, self.line)
@@ -384,7 +418,7 @@ class _Move:
     cooldown: float
     percent: Decimal
     within: float
-    seq: int = 0
+    stamp: int | None = None  # when the window started: its move's identity
     highs: deque[tuple[float, Decimal]] = field(default_factory=deque)
     lows: deque[tuple[float, Decimal]] = field(default_factory=deque)
 
@@ -393,6 +427,8 @@ class _Move:
 
     def observe(self, at: float, price: Decimal) -> tuple[str, Decimal, Decimal] | None:
         """Add an observation; (direction, change %, reference) when the move is reached."""
+        if self.stamp is None:
+            self.stamp = _stamp(at)
         horizon = at - self.within
         for window in (self.highs, self.lows):
             while window and window[0][0] < horizon:
@@ -413,6 +449,7 @@ class _Move:
     def restart(self, at: float, price: Decimal) -> None:
         self.highs = deque([(at, price)])
         self.lows = deque([(at, price)])
+        self.stamp = _after(self.stamp, at)
 
 
 @dataclass
@@ -432,6 +469,9 @@ class _Book:
     below_rearm_levels: list[Decimal] = field(default_factory=list)
     # A file's rules are appended and sorted once (`seal`); later lines are bisected in.
     is_sorted: bool = True
+    # Lines took saved state: the price may have gone back past their re-arm level since
+    # (the state is older than the last crossings), checked at the next price (`_rearmed`).
+    restored: bool = False
 
     def append(self, entry: _Line) -> None:
         (self.above if entry.direction == "above" else self.below).append(entry)
@@ -498,23 +538,83 @@ def _past(entry: _Line, price: Decimal) -> bool:
     return price >= entry.line if entry.direction == "above" else price <= entry.line
 
 
+def _rearmed(book: _Book, price: Decimal, now: float) -> None:
+    """The first price after lines took saved state: a line armed before the save whose
+    level the price is back past was armed again since (the state may be older than a
+    crossing it saw), so it takes a new stamp; its next crossing is a new one. A price
+    past the line keeps the saved stamp: that crossing may be the one alerted before."""
+    book.restored = False
+    for entry in book.above:
+        if entry.armed and entry.stamp is not None and price < entry.rearm_level:
+            entry.stamp = _after(entry.stamp, now)
+    for entry in book.below:
+        if entry.armed and entry.stamp is not None and price > entry.rearm_level:
+            entry.stamp = _after(entry.stamp, now)
+
+
+# What a damaged saved entry raises when it is read (`_line_state`, `_move_state`, ...).
+_DAMAGE = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError)
+
+
+def _finite(value: Any) -> Decimal:
+    """A saved price (text, or a whole number); raises for anything else, NaN included."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(f"not a price: {type(value).__name__}")
+    found = Decimal(value)
+    if not found.is_finite():
+        raise ValueError("not a finite price")
+    return found
+
+
+def _saved_stamp(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"not a stamp: {type(value).__name__}")
+    return value
+
+
+def _line_state(saved: Any) -> dict[str, Any]:
+    """A line's saved state, checked (raises when damaged): `armed` and `stamp`, or nothing.
+    (The crossing count an older release saved, `seq`, is no stamp: left out.)"""
+    if not isinstance(saved, Mapping):
+        raise TypeError("not an object")
+    if "armed" not in saved:
+        return {}
+    return {"armed": bool(saved["armed"]), "stamp": _saved_stamp(saved.get("stamp"))}
+
+
+def _move_state(saved: Any) -> dict[str, Any]:
+    """A move's saved state, checked (raises when damaged), in the form it is saved in."""
+    if not isinstance(saved, Mapping):
+        raise TypeError("not an object")
+    checked: dict[str, Any] = {"stamp": _saved_stamp(saved.get("stamp"))}
+    if "highs" in saved:
+        for side in ("highs", "lows"):
+            window = []
+            for at, value in saved.get(side, ()):
+                if not math.isfinite(at := float(at)):
+                    raise ValueError("not a finite time")
+                window.append([at, str(_finite(value))])
+            checked[side] = window
+    return checked
+
+
 def _apply_line(entry: _Line, saved: Mapping[str, Any] | None, last: Decimal | None) -> None:
-    """Saved state onto a line; without a saved `armed`, the baseline from `last`."""
-    if saved is not None and "seq" in saved:
-        entry.seq = int(saved["seq"])
+    """Saved state (checked by `_line_state`) onto a line; without a saved `armed`, the
+    baseline from `last`."""
     if saved is not None and "armed" in saved:
-        entry.armed = bool(saved["armed"])
+        entry.armed, entry.stamp = saved["armed"], saved["stamp"]
     elif last is not None:
         entry.armed = not _past(entry, last)
 
 
 def _apply_move(move: _Move, saved: Mapping[str, Any] | None) -> None:
+    """Saved state (checked by `_move_state`) onto a move."""
     if saved is None:
         return
-    move.seq = int(saved.get("seq", 0))
+    move.stamp = saved["stamp"]
     if "highs" in saved:
-        move.highs = deque((float(t), Decimal(p)) for t, p in saved["highs"])
-        move.lows = deque((float(t), Decimal(p)) for t, p in saved.get("lows", ()))
+        move.highs = deque((t, Decimal(p)) for t, p in saved["highs"])
+        move.lows = deque((t, Decimal(p)) for t, p in saved["lows"])
 
 
 def _saved(pending: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
@@ -609,6 +709,11 @@ PENDING_LIMIT = 100_000
 # with an older clock, still finds the cooldown it would have met).
 COOLDOWN_GRACE = 3600.0
 _COOLDOWN_SWEEP = 4096
+# Reminders of events that started this long ago are dropped (their rules no longer fire
+# for an event that started: `ALREADY_STARTED`).
+REMINDED_KEEP = 86400.0
+# Prices of assets nothing watches are forgotten once there are more names than this.
+_PRICES_SWEEP = 4096
 _PENDING_PER_RULE = 8
 
 
@@ -647,9 +752,13 @@ class Engine:
         self._cooldown_until: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._cooldown_sweep = _COOLDOWN_SWEEP  # the size at which ended ones are dropped
         self._reminded: dict[tuple[str, int], int] = {}
-        # Every asset name seen (symbols and tickers, folded) -> (latest price, subject):
-        # a new price subscription takes its baseline from it, even on a new book.
+        # Asset names seen (symbols and tickers, folded) -> (latest price, subject): a new
+        # price subscription takes its baseline from it, even on a new book. Those no rule
+        # or subscription watches are swept out when the table outgrows `_prices_sweep`
+        # (Parti names a few hundred assets; a broken or hostile stream, any number).
         self._prices: dict[str, tuple[Decimal, str]] = {}
+        self._prices_sweep = _PRICES_SWEEP
+        self._reminded_sweep = _COOLDOWN_SWEEP
         self._subs: dict[int, _SubRecord] = {}
         self._subs_by_user: dict[int, dict[int, _SubRecord]] = {}
         # rule name -> {state key: ("line" | "move", saved state)}, oldest first
@@ -821,8 +930,6 @@ class Engine:
         result = self._insert(sub, rule, now, carried)
         new = self._subs[sub.id]
         new.last = old.last
-        for left in carried.values():  # a line that changed: its crossing count is kept
-            self._park(old.name, left)
         kept = set(self._cooldown_keys(new))
         for key in cooldowns:
             if key not in kept:
@@ -832,9 +939,9 @@ class Engine:
     def remove_subscription(self, sub_id: int) -> bool:
         """Take a subscription out; False when it was not in the engine.
 
-        Nothing of it stays in the indexes or cooldowns. Only a line's or move's crossing
-        count is kept aside (bounded), so that if the same subscription comes back (a
-        paused chat resumed) its next alert gets a new identity, not an old outbox key.
+        Nothing of it stays in the indexes, cooldowns or state: if the same subscription
+        comes back (a paused chat resumed), it takes a fresh baseline, and its next alert a
+        new identity (a crossing's is stamped with its time), never an old outbox key.
         """
         record = self._subs.pop(sub_id, None)
         if record is None:
@@ -842,10 +949,6 @@ class Engine:
         for key in self._cooldown_keys(record):
             self._cooldown_until.pop(key, None)
         self._unindex(record)
-        for entry in record.lines:
-            self._park(record.name, entry)
-        if record.move is not None:
-            self._park(record.name, record.move)
         return True
 
     def subscription_ids(self) -> frozenset[int]:
@@ -888,15 +991,17 @@ class Engine:
                 key = entry.state_key()
                 before = carried.pop(key, None)
                 if isinstance(before, _Line):
-                    entry.armed, entry.seq = before.armed, before.seq
+                    entry.armed, entry.stamp = before.armed, before.stamp
                 else:
-                    _apply_line(entry, _saved(pending.pop(key, None)), last)
+                    saved = _saved(pending.pop(key, None))
+                    _apply_line(entry, saved, last)
+                    book.restored |= saved is not None
                 book.insert(entry)
             if move is not None:
                 key = move.state_key()
                 before = carried.pop(key, None)
                 if isinstance(before, _Move):
-                    move.seq, move.highs, move.lows = before.seq, before.highs, before.lows
+                    move.stamp, move.highs, move.lows = before.stamp, before.highs, before.lows
                 else:
                     saved = _saved(pending.pop(key, None))
                     _apply_move(move, saved)
@@ -904,8 +1009,6 @@ class Engine:
                         move.restart(now, last)  # the window starts at the known price
                 book.moves.append(move)
             record.lines, record.move = tuple(lines), move
-            for key, (kind, saved_state) in pending.items():  # for a line it may come back to
-                self._park_state(rule.name, key, kind, saved_state)
             past = last is not None and any(_past(entry, last) for entry in lines)
             result = AddResult(already_past=past, last_price=last)
         self._subs[sub.id] = record
@@ -934,11 +1037,6 @@ class Engine:
         if known is not None:
             subjects.add(known[1])
         return [(record.name, subject, record.destination) for subject in subjects]
-
-    def _park(self, name: str, item: _Line | _Move) -> None:
-        if item.seq:  # the count is all that is kept: a comeback takes a fresh baseline
-            kind = "line" if isinstance(item, _Line) else "move"
-            self._park_state(name, item.state_key(), kind, {"seq": item.seq})
 
     def _park_state(self, name: str, key: str, kind: str, saved: Mapping[str, Any]) -> None:
         bucket = self._pending.pop(name, None) or {}
@@ -1193,8 +1291,11 @@ class Engine:
             names.add(_fold(event.ticker))
         subject = event.display_symbol.upper()
         known = (event.price, subject)
+        prices = self._prices
         for name in names:
-            self._prices[name] = known
+            prices[name] = known
+        if len(prices) > self._prices_sweep:
+            self._sweep_prices()
         books = [self._books[n] for n in names if n in self._books]
         if not books:
             if explain:
@@ -1217,6 +1318,8 @@ class Engine:
             book.seal()
         price, last = event.price, book.last
         book.last = price
+        if book.restored:
+            _rearmed(book, price, now)
         touched: set[int] = set()
         if last is None:
             for entry in book.lines():
@@ -1232,7 +1335,7 @@ class Engine:
             hi = bisect.bisect_left(book.below_rearm_levels, price)
             for entry in book.below_rearm[lo:hi]:  # rearm levels in [last, price)
                 if not entry.armed and price > entry.rearm_level:
-                    entry.armed = True
+                    entry.armed, entry.stamp = True, _after(entry.stamp, now)
                     touched.add(id(entry))
                     if explain:
                         result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
@@ -1246,7 +1349,7 @@ class Engine:
             hi = bisect.bisect_right(book.above_rearm_levels, last)
             for entry in book.above_rearm[lo:hi]:  # rearm levels in (price, last]
                 if not entry.armed and price < entry.rearm_level:
-                    entry.armed = True
+                    entry.armed, entry.stamp = True, _after(entry.stamp, now)
                     touched.add(id(entry))
                     if explain:
                         result.decisions.append(Decision(entry.name, subject, Reason.REARMED))
@@ -1262,7 +1365,7 @@ class Engine:
                     result.decisions.append(Decision(move.name, subject, Reason.MOVE_TOO_SMALL))
                 continue
             direction, change, reference = hit
-            move.seq += 1
+            identity = f"price:{subject}:move:{direction}:{move.stamp}"
             move.restart(now, price)
             details = {
                 "kind": "move",
@@ -1279,7 +1382,7 @@ class Engine:
                 move.cooldown,
                 "price",
                 subject,
-                f"price:{subject}:move:{move.seq}",
+                identity,
                 now,
                 event,
                 details,
@@ -1298,8 +1401,13 @@ class Engine:
     ) -> None:
         past = price >= entry.line if entry.direction == "above" else price <= entry.line
         entry.armed = not past
-        if past and entry.fire_on_start:
-            self._cross_fired(entry, price, subject, now, event, result, explain)
+        if not past:
+            # Armed now; a line that never crossed stays unstamped (a save leaves it out).
+            if entry.stamp is not None:
+                entry.stamp = _after(entry.stamp, now)
+        elif entry.fire_on_start:
+            mark = _after(entry.stamp, now)
+            self._cross_fired(entry, mark, price, subject, now, event, result, explain)
         elif explain:
             reason = Reason.ALREADY_PAST if past else Reason.BASELINE
             result.decisions.append(Decision(entry.name, subject, reason))
@@ -1318,12 +1426,14 @@ class Engine:
             if explain:
                 result.decisions.append(Decision(entry.name, subject, Reason.NOT_ARMED))
             return
-        entry.armed = False
-        self._cross_fired(entry, price, subject, now, event, result, explain)
+        # Armed at a time not known (no saved state said): the crossing's own time.
+        mark = _stamp(now) if entry.stamp is None else entry.stamp
+        self._cross_fired(entry, mark, price, subject, now, event, result, explain)
 
     def _cross_fired(
         self,
         entry: _Line,
+        mark: int,
         price: Decimal,
         subject: str,
         now: float,
@@ -1331,8 +1441,7 @@ class Engine:
         result: Evaluation,
         explain: bool,
     ) -> None:
-        entry.armed = False
-        entry.seq += 1
+        entry.armed, entry.stamp = False, mark
         change = (price - entry.line) * 100 / entry.line if entry.line else Decimal(0)
         details = {
             "kind": entry.direction,
@@ -1341,7 +1450,7 @@ class Engine:
             "price": price,
             "change": change,
         }
-        identity = f"price:{subject}:{entry.direction}:{entry.line}:{entry.seq}"
+        identity = f"price:{subject}:{entry.direction}:{entry.line}:{mark}"
         self._fire(
             result,
             entry.name,
@@ -1381,6 +1490,8 @@ class Engine:
                         result.decisions.append(Decision(name, subject, reason))
                     continue
                 self._reminded[(name, event.event_id)] = event.event_start_ts
+                if len(self._reminded) > self._reminded_sweep:
+                    self._sweep_reminded(now)
                 details = {"starts_at": event.event_start_ts}
                 self._fire(
                     result,
@@ -1458,17 +1569,90 @@ class Engine:
         self._cooldown_until = kept
         self._cooldown_sweep = max(2 * len(kept), _COOLDOWN_SWEEP)
 
+    def _sweep_prices(self) -> None:
+        """Forget the prices no rule or subscription watches (swept each time the table
+        has doubled since the last sweep, so the work stays in proportion to the names)."""
+        books = self._books
+        kept = {name: known for name, known in self._prices.items() if name in books}
+        self._prices = kept
+        self._prices_sweep = max(2 * len(kept), _PRICES_SWEEP)
+
+    def _sweep_reminded(self, now: float) -> None:
+        """Forget reminders of events that started long ago (as `_sweep_cooldowns`)."""
+        horizon = now - REMINDED_KEEP
+        kept = {k: start for k, start in self._reminded.items() if start > horizon}
+        self._reminded = kept
+        self._reminded_sweep = max(2 * len(kept), _COOLDOWN_SWEEP)
+
     # ---- state ----------------------------------------------------------------------
+
+    def take_over(self, old: Engine) -> None:
+        """At a reload's swap, after the compile restored an export taken seconds before:
+        what the live engine did since (prices, crossings, re-arms, windows, cooldowns,
+        reminders), straight from its tables, so nothing it did is undone (a line crossed
+        meanwhile would fire again, one armed again would reuse a key). Cheap enough for
+        the event loop: no text is made or read, only the crossed lines of subscriptions
+        get a state key (they wait in `_pending` until the subscriptions are added)."""
+        self._prices.update(old._prices)
+        self._cooldown_until.update(old._cooldown_until)
+        self._reminded.update(old._reminded)
+        lines: dict[tuple[str, str, str, Decimal], _Line] = {}
+        moves: dict[tuple[str, str], _Move] = {}
+        for book in old._books.values():
+            for entry in book.lines():
+                lines[(entry.name, entry.asset.upper(), entry.direction, entry.line)] = entry
+            for move in book.moves:
+                moves[(move.name, move.asset.upper())] = move
+        for asset, book in self._books.items():
+            before = old._books.get(asset)
+            if before is not None and before.last is not None:
+                book.last = before.last
+            elif (known := old._prices.get(asset)) is not None:
+                book.last = known[0]
+            book.restored = True
+            last = book.last
+            for entry in book.lines():
+                key = (entry.name, entry.asset.upper(), entry.direction, entry.line)
+                found = lines.get(key)
+                if found is not None:
+                    entry.armed, entry.stamp = found.armed, found.stamp
+                elif entry.stamp is None and last is not None:  # a new rule: the baseline
+                    entry.armed = not _past(entry, last)
+            for move in book.moves:
+                was = moves.get((move.name, move.asset.upper()))
+                if was is not None:
+                    move.stamp, move.highs, move.lows = was.stamp, deque(was.highs), deque(was.lows)
+        for record in old._subs.values():  # added to the new engine by the next sync
+            last = None
+            if record.book and (book_of := old._books.get(record.book)) is not None:
+                last = book_of.last
+            for entry in record.lines:
+                if entry.stamp is None and entry.armed == (
+                    last is not None and not _past(entry, last)
+                ):
+                    continue  # what the baseline gives it
+                line_state = {"armed": entry.armed, "stamp": entry.stamp}
+                self._park_state(record.name, entry.state_key(), "line", line_state)
+            if record.move is not None:
+                window = record.move
+                move_state = {
+                    "stamp": window.stamp,
+                    "highs": [[t, str(p)] for t, p in window.highs],
+                    "lows": [[t, str(p)] for t, p in window.lows],
+                }
+                self._park_state(record.name, window.state_key(), "move", move_state)
 
     def export_state(self, now: float | None = None) -> dict[str, Any]:
         """JSON-serialisable state; expired cooldowns are left out when `now` is given."""
         lines: dict[str, Any] = {}
         moves: dict[str, Any] = {}
+        # Every known price (a subscription added after a restart takes its baseline from
+        # it): as many as `_sweep_prices` leaves, not every name a stream ever sent.
         prices = {name: str(price) for name, (price, _) in self._prices.items()}
         # A line is saved only when it differs from what a restore would give it without
-        # (its baseline from the saved price, no crossings), and the (armed, seq) records
-        # are shared: a save of 10,000 lines is a few of them, not 10,000 small dicts.
-        records: dict[tuple[bool, int], dict[str, Any]] = {}
+        # (its baseline from the saved price, no stamp), and the (armed, stamp) records
+        # are shared: lines armed by one price share one, not 10,000 small dicts.
+        records: dict[tuple[bool, int | None], dict[str, Any]] = {}
         for asset, book in self._books.items():
             last = book.last
             if last is not None:
@@ -1477,16 +1661,16 @@ class Engine:
                 known = self._prices.get(asset)
                 last = None if known is None else known[0]
             for entry in book.lines():
-                armed, seq = entry.armed, entry.seq
-                if seq == 0 and armed == (last is not None and not _past(entry, last)):
+                armed, stamp = entry.armed, entry.stamp
+                if stamp is None and armed == (last is not None and not _past(entry, last)):
                     continue
-                record = records.get((armed, seq))
+                record = records.get((armed, stamp))
                 if record is None:
-                    record = records[(armed, seq)] = {"armed": armed, "seq": seq}
+                    record = records[(armed, stamp)] = {"armed": armed, "stamp": stamp}
                 lines[entry.state_key()] = record
             for move in book.moves:
                 moves[move.state_key()] = {
-                    "seq": move.seq,
+                    "stamp": move.stamp,
                     "highs": [[t, str(p)] for t, p in move.highs],
                     "lows": [[t, str(p)] for t, p in move.lows],
                 }
@@ -1501,7 +1685,7 @@ class Engine:
         reminded = {
             _table_key(k): start
             for k, start in self._reminded.items()
-            if now is None or start > now - 86400
+            if now is None or start > now - REMINDED_KEEP
         }
         return {
             "version": 1,
@@ -1512,46 +1696,87 @@ class Engine:
             "reminded": reminded,
         }
 
-    def restore_state(self, state: Mapping[str, Any]) -> None:
+    def restore_state(self, state: Mapping[str, Any]) -> int:
         """Take back exported state. Entries of file rules that no longer exist are dropped;
-        those of subscriptions not in the engine yet wait (bounded) until they are added."""
+        those of subscriptions not in the engine yet wait (bounded) until they are added.
+
+        A damaged entry (a state edited by hand, a NaN saved as null) is skipped, not a
+        failed start: it costs what it held (a line takes its baseline from the known
+        price, a cooldown or reminder is forgotten). Returns how many were skipped."""
         if state.get("version") != 1:
-            return
-        lines = state.get("lines", {})
-        moves = state.get("moves", {})
-        prices = state.get("prices", {})
-        for name, text in prices.items():
-            self._prices[name] = (Decimal(text), name.upper())
+            return 0
+        damaged = 0
+        sections: dict[str, Mapping[str, Any]] = {}
+        for section in ("prices", "lines", "moves", "cooldowns", "reminded"):
+            found = state.get(section, {})
+            if not isinstance(found, Mapping):
+                damaged, found = damaged + 1, {}
+            sections[section] = found
+        lines, moves = sections["lines"], sections["moves"]
+        prices: dict[str, Decimal] = {}
+        for name, text in sections["prices"].items():
+            try:
+                prices[name] = _finite(text)
+            except _DAMAGE:
+                damaged += 1
+        for name, value in prices.items():
+            self._prices[name] = (value, name.upper())
         for asset, book in self._books.items():
-            text = prices.get(asset)
-            if text is not None:
-                book.last = Decimal(text)
+            last = prices.get(asset)
+            if last is not None:
+                book.last = last
+            book.restored = True
             for entry in book.lines():
+                saved = lines.get(entry.state_key())
+                checked = None
+                if saved is not None:
+                    try:
+                        checked = _line_state(saved)
+                    except _DAMAGE:
+                        damaged += 1
                 # without saved state (a new rule): the baseline from the known price
-                _apply_line(entry, lines.get(entry.state_key()), book.last)
+                _apply_line(entry, checked, book.last)
             for move in book.moves:
-                _apply_move(move, moves.get(move.state_key()))
+                saved = moves.get(move.state_key())
+                try:
+                    _apply_move(move, None if saved is None else _move_state(saved))
+                except _DAMAGE:
+                    damaged += 1
         prefix = json.dumps([SUB_PREFIX])[:-2]  # '["sub:'
         for kind, saved_states in (("line", lines), ("move", moves)):
+            check = _line_state if kind == "line" else _move_state
             for key, saved in saved_states.items():
-                if key.startswith(prefix):
-                    name = json.loads(key)[0]
-                    sub_id = subscription_id(name)
-                    if sub_id is not None and sub_id not in self._subs:
-                        self._park_state(name, key, kind, saved)
-        # A damaged entry (a state edited by hand, a NaN saved as null) is forgotten, not
-        # a failed start: the cooldown or reminder it held is lost, nothing else.
-        for text, value in state.get("cooldowns", {}).items():
-            with contextlib.suppress(TypeError, ValueError):
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    name, checked = str(json.loads(key)[0]), check(saved)
+                except _DAMAGE:
+                    damaged += 1
+                    continue
+                sub_id = subscription_id(name)
+                if sub_id is not None and sub_id not in self._subs:
+                    self._park_state(name, key, kind, checked)
+        for text, value in sections["cooldowns"].items():
+            try:
                 rule, subject, destination = json.loads(text)
                 until, identity = value
-                if math.isfinite(until := float(until)):
-                    key = (str(rule), str(subject), str(destination))
-                    self._cooldown_until[key] = (until, str(identity))
-        for text, start in state.get("reminded", {}).items():
-            with contextlib.suppress(TypeError, ValueError):
+                until = float(until)
+                if not math.isfinite(until):
+                    raise ValueError("not a finite time")
+            except _DAMAGE:
+                damaged += 1
+                continue
+            self._cooldown_until[(str(rule), str(subject), str(destination))] = (
+                until,
+                str(identity),
+            )
+        for text, start in sections["reminded"].items():
+            try:
                 rule, event_id = json.loads(text)
                 self._reminded[(str(rule), int(event_id))] = int(start)
+            except _DAMAGE:
+                damaged += 1
+        return damaged
 
     # ---- introspection -------------------------------------------------------------------
 
@@ -1584,6 +1809,8 @@ class Engine:
             "moves": sum(len(b.moves) for b in books),
             "cooldowns": len(self._cooldown_until),
             "pending": len(self._pending),
+            "prices": len(self._prices),
+            "reminded": len(self._reminded),
         }
 
 

@@ -63,8 +63,10 @@ class Reloader:
             return self._failed(errors=len(exc.problems))
         except Exception as exc:
             return self._failed(error=short_error(exc))
-        # Matches evaluated between the export in compile_rules and this swap keep their
-        # alerts; the engine state they changed is re-derived (outbox keys dedup a re-fire).
+        # The live engine went on while the new one compiled: its state now (crossings,
+        # re-arms, windows, cooldowns of those seconds) goes over too, on the loop with the
+        # swap, so nothing it did is undone (a line crossed meanwhile would fire again).
+        compiled.engine.take_over(self.core.rules.engine)
         self.core.rules = Rules(compiled.rules_file, compiled.engine, compiled.meta)
         self.core.state_dirty = True
         if self.adopt_settings is not None:

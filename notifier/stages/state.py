@@ -91,18 +91,27 @@ class StateSaver:
         text = await self.store.get_state(ENGINE_STATE)
         if not text:
             return
+        # A damaged state (edited by hand, a disk's fault) costs what it held, not the
+        # start: price lines take their baseline from the known price, and the outbox's
+        # keys keep a re-evaluated event from alerting twice.
         try:
-            self.core.rules.engine.restore_state(json.loads(text))
+            damaged = self.core.rules.engine.restore_state(json.loads(text))
         except Exception as exc:  # any damage, whatever it raises
-            # A damaged state (edited by hand, a disk's fault) costs what it held, not the
-            # start: price lines take their baseline from the known price, and the outbox's
-            # keys keep a re-evaluated event from alerting twice.
             event(
                 _log,
                 "state.unreadable",
                 logging.WARNING,
                 error=short_error(exc),
                 note="the engine starts without the saved state (or with part of it)",
+            )
+            return
+        if damaged:  # entries the engine could not read: skipped, the rest restored
+            event(
+                _log,
+                "state.unreadable",
+                logging.WARNING,
+                damaged_entries=damaged,
+                note="the engine starts without those entries, with the rest of the state",
             )
 
 

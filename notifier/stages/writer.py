@@ -193,9 +193,10 @@ class Writer:
 
     def _state_with(self, alerts: list[NewAlert]) -> dict[str, str] | None:
         """The engine state to commit with a batch of price crossings, so a successor never
-        restores a crossing count older than the alerts it made (its next crossing would
-        reuse a written key and be lost as a duplicate). Only when every evaluated match is
-        in this batch (the queue is empty): the state must not run ahead of the outbox."""
+        restores a line as armed for a crossing already alerted (a line's first crossing
+        has no saved stamp: seen again, it would alert again). Only when every evaluated
+        match is in this batch (the queue is empty): the state must not run ahead of the
+        outbox."""
         if (
             not any(a.kind == "price" for a in alerts)
             or not self.core.queue.empty()

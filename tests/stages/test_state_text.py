@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from notifier.parti.models import ChannelLive
+from notifier.parti.models import ChannelLive, PriceUpdate
 from notifier.rules.compile import compile_rules
 from notifier.rules.engine import _table_key
 from notifier.stages.state import _SLICE, state_text
@@ -126,3 +127,40 @@ def test_a_damaged_entry_in_a_saved_state_is_forgotten_not_a_failed_start(
     restored = again.export_state(now=now)
     assert restored["cooldowns"] == good
     assert list(restored["reminded"]) == [_table_key(("a", 5))]
+
+
+def test_damaged_price_line_and_move_entries_are_skipped_and_the_rest_restored(
+    tmp_path: Path,
+) -> None:
+    """A price that is no number (or NaN: compared later, it would raise on every price),
+    a line's or move's state of the wrong type: each is skipped and counted; the lines
+    take their baseline from the known price, and the intact entries are restored."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules:\n"
+        "- {name: a, when: price, asset: BTC, above: 100, cooldown: 0s, notify: [t]}\n"
+        "- {name: b, when: price, asset: ETH, above: 10, cooldown: 0s, notify: [t]}\n"
+        "- {name: m, when: price, asset: ETH, move: 5%, within: 1h, cooldown: 0s, notify: [t]}\n"
+        "- {name: c, when: live, notify: [t], cooldown: 10m}\n"
+    )
+    first = compile_rules(rules).engine
+    first.evaluate(ChannelLive(user_id=1, user_name="u1", event_id=1), 1.0)
+    saved = json.loads(json.dumps(first.export_state(now=1.0)))
+    engine = compile_rules(rules).engine
+    line, move = engine._books["btc"].above[0], engine._books["eth"].moves[0]
+    damaged = {
+        "version": 1,
+        "prices": {"btc": "90", "eth": "NaN", "sol": "abc", "doge": [1]},
+        "lines": {line.state_key(): {"armed": True, "stamp": "x"}, '["sub:1"': {}},
+        "moves": {move.state_key(): {"stamp": 1, "highs": [[0, "Infinity"]]}},
+        "cooldowns": saved["cooldowns"],
+        "reminded": [],
+    }
+    assert engine.restore_state(damaged) == 7
+    assert engine.last_price("BTC") == Decimal(90) and engine.last_price("ETH") is None
+    assert line.armed and line.stamp is None, "its baseline from the restored price"
+    assert json.loads(json.dumps(engine.export_state(now=1.0)))["cooldowns"] == saved["cooldowns"]
+    assert engine.evaluate(PriceUpdate(display_symbol="ETH", price=Decimal(9)), 2.0).matches == []
+    assert len(engine.evaluate(PriceUpdate(display_symbol="ETH", price=Decimal(11)), 3.0).matches)
+    assert len(engine.evaluate(PriceUpdate(display_symbol="BTC", price=Decimal(101)), 4.0).matches)
