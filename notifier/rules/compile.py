@@ -505,8 +505,8 @@ class _Reader:
         for var in missing:
             self.problem(mark, f"environment variable {var} is not set")
             self.compiler.unset.add(_line_col(mark))
-        if value != text and value.strip().lstrip("-").isdigit() and len(value) < 100:
-            return int(value)  # a number from the environment is a number
+        # Text, whatever it looks like: a name of digits stays a name. The fields that
+        # want a number read a number's text (an id, a count, a price, seconds).
         return value
 
     def _alias(self, event: Any) -> None:

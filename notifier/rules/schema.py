@@ -42,7 +42,12 @@ INT64 = 2**63
 UINT64 = 2**64
 
 
+_INT_TEXT = re.compile(r"\s*[0-9]{1,50}\s*")  # ASCII digits: int() takes other digits too
+
+
 def _duration(value: Any) -> float:
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        value = int(value)  # seconds, as a plain integer reads (a ${VAR} is text)
     if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
         try:
             seconds = parse_duration(float(value) if isinstance(value, Decimal) else value)
@@ -61,6 +66,12 @@ def _number(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, not a boolean ({str(value).lower()})")
     return value
+
+
+def _integer(value: Any) -> Any:
+    """`_number`, and an integer's text (a quoted one, a ${VAR}) read as the integer."""
+    _number(value)
+    return int(value) if isinstance(value, str) and _INT_TEXT.fullmatch(value) else value
 
 
 class _Range:
@@ -442,7 +453,7 @@ class Bots(_Strict):
 
 
 class RulesFile(_Strict):
-    version: Annotated[Literal[1], BeforeValidator(_number)] = 1
+    version: Annotated[Literal[1], BeforeValidator(_integer)] = 1
     destinations: dict[str, Destination] = Field(min_length=1)
     defaults: Defaults = Defaults()
     bots: Bots = Field(default=Bots(), description="chat commands (DESIGN.md, Two-way bots)")
