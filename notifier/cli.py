@@ -323,6 +323,7 @@ def _plain(value: Any) -> Any:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.rules.compile import read_rules
     from notifier.rules.schema import RulesFile
     from notifier.rules.stream import RulesError, compile_rules
 
@@ -330,19 +331,23 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(RulesFile.model_json_schema(), indent=2))
         return 0
     path = args.path or settings.rules
+    data = None
     try:
+        data = read_rules(path)  # once: a pipe (`check <(...)`) cannot be read twice
         # The very compile `run` does: what passes here starts there.
         compiled = compile_rules(
             path,
             env_file=args.env_file,
             discord_api_url=settings.discord_api_url,
             keep_rules=args.online,
+            data=data,
         )
     except RulesError as exc:
         from notifier.preflight import missing_secrets_in_file
 
         _problems(exc)
-        tokens = missing_secrets_in_file(path, settings)  # also named while the file is broken
+        # also named while the file is broken
+        tokens = missing_secrets_in_file(path, settings, data=data)
         for problem in tokens:
             print(f"{path}: {problem}", file=sys.stderr)
         count = len(exc.problems) + len(tokens)
@@ -414,6 +419,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from notifier.app import App, compile_for
     from notifier.preflight import environment_problems, missing_secrets, missing_secrets_in_file
+    from notifier.rules.compile import read_rules
     from notifier.rules.loader import RulesError
     from notifier.stages.ops_http import AddressInUse
     from notifier.store import StoreError
@@ -422,11 +428,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     problems = environment_problems(settings)
     compiled = None
     path = args.rules or settings.rules
+    data = None
     try:
-        compiled = compile_for(settings, path, env_file=args.env_file)
+        data = read_rules(path)  # once: a pipe cannot be read twice
+        compiled = compile_for(settings, path, env_file=args.env_file, data=data)
     except RulesError as exc:
         problems += [str(p) for p in exc.problems]
-        problems += missing_secrets_in_file(path, settings)
+        problems += missing_secrets_in_file(path, settings, data=data)
+    del data
     if compiled is not None:
         problems += missing_secrets(compiled.rules_file, settings)
     if problems:

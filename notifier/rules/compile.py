@@ -143,6 +143,7 @@ def compile_rules(
     state: Mapping[str, Any] | None = None,
     keep_rules: bool = False,
     fast: bool = True,
+    data: bytes | None = None,
 ) -> Compiled:
     """The engine for a rules file; RulesError listing every problem with its position.
 
@@ -151,26 +152,22 @@ def compile_rules(
     checked against (default Discord's own); `categories`, `state`: for the engine;
     `keep_rules`: also keep every rule model in `rules_file.rules` (for `check --online`);
     `fast`: False reads every file on the full YAML path (the quick path gives the same
-    engine for the files it takes; tests compare the two).
+    engine for the files it takes; tests compare the two); `data`: the file's bytes, when
+    the caller has read them (`read_rules`) for another use too.
     """
     name = str(path)
     variables = rules_variables(env, env_file)
-    if fast and not keep_rules:
-        try:
-            with open(path, encoding="utf-8") as stream:
-                if os.fstat(stream.fileno()).st_size <= MAX_BYTES:
-                    context = {"discord_api_url": discord_api_url}
-                    quick = _Quick(name, variables, context, categories).run(stream)
-                    if quick is not None:
-                        return _finish(quick, state)
-        except (OSError, UnicodeDecodeError):
-            pass  # said, with its position, by the full path
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise RulesError([Problem(name, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
+    raw = read_rules(path) if data is None else data
     if len(raw) > MAX_BYTES:
         raise RulesError([Problem(name, 1, 1, f"file larger than {MAX_BYTES} bytes")])
+    if fast and not keep_rules:
+        # Line by line from the bytes: the text is decoded whole only for the full path.
+        # (Not UTF-8: the quick path gives up, and the full path says so.)
+        lines = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=None)
+        context = {"discord_api_url": discord_api_url}
+        quick = _Quick(name, variables, context, categories).run(lines)
+        if quick is not None:
+            return _finish(quick, state)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -186,6 +183,30 @@ def compile_rules(
         keep_rules=keep_rules,
         fast=False,  # the quick path has had its chance
     )
+
+
+def read_rules(path: str | Path) -> bytes:
+    """A rules file's bytes, read once (a pipe such as `<(cat rules.yaml)` cannot be read
+    twice), at most MAX_BYTES + 1 of them: RulesError when it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            # A regular file's size first: one buffer of that size, not of the bound.
+            first = min(os.fstat(stream.fileno()).st_size, MAX_BYTES) + 1
+            data = stream.read(first)
+            if len(data) < first:
+                return data
+            chunks, size = [data], len(data)  # a pipe, or a file that grew
+            while size <= MAX_BYTES:
+                chunk = stream.read(min(1 << 16, MAX_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+    except OSError as exc:
+        raise RulesError(
+            [Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")]
+        ) from None
 
 
 def compile_text(
@@ -647,7 +668,7 @@ def _short(text: str) -> str:
 # A big rules file is nearly always a header and then one rule a line, in flow style:
 #   - {name: u1, when: live, users: [1], notify: [tg]}
 # Such lines are read here with a few regular expressions and validated without a model
-# per rule, ten times faster than YAML events; the file is read line by line, never whole.
+# per rule, ten times faster than YAML events; the text is decoded line by line, never whole.
 # Anything outside that narrow form (a quote with an escape, an anchor, a `${VAR}`, a
 # block-style rule, a rule that does not validate, any problem at all) gives the file
 # back to the full path, which reads it from the start and says every problem with its

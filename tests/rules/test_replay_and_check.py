@@ -173,3 +173,58 @@ def test_replay_with_a_broken_rules_file_fails_with_positions(tmp_path: Path) ->
     done = notifier("replay", "examples/events.jsonl", "--rules", str(bad))
     assert done.returncode == 1
     assert f"{bad}:2:" in done.stderr
+
+
+def piped(
+    text: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`notifier ARGS` with `text` on its standard input (a pipe, read as /dev/stdin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+PIPED = "destinations: {me: {console: {}}}\nrules:\n"
+
+
+def test_check_reads_a_rules_file_through_a_pipe() -> None:
+    # One rule a line (the quick path), and a block-style rule (the full path).
+    quick = PIPED + "  - {name: a, when: live, users: [1], notify: [me]}\n"
+    done = piped(quick, "check", "/dev/stdin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/stdin: ok: rules 1 live, 0 price, 0 scheduled;")
+    full = PIPED + "  - name: a\n    when: price\n    asset: BTC\n    above: 5\n    notify: [me]\n"
+    done = piped(full, "check", "/dev/stdin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/stdin: ok: rules 0 live, 1 price, 0 scheduled;")
+
+
+def test_check_of_a_broken_file_through_a_pipe_names_its_problems_and_tokens() -> None:
+    env = {k: v for k, v in ENV.items() if k != "NOTIFIER_TELEGRAM_TOKEN"}
+    text = "destinations: {me: {telegram: {chat_id: 1}}}\nrules:\n  - {name: a, notify: [me]}\n"
+    done = piped(text, "check", "/dev/stdin", env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "/dev/stdin:3:5: rules[0]: missing required key 'when' (live, price or scheduled)",
+        "/dev/stdin: destination 'me' needs NOTIFIER_TELEGRAM_TOKEN",
+        "/dev/stdin: 2 errors",
+    ]
+
+
+def test_a_rules_file_through_a_pipe_is_held_to_the_size_bound() -> None:
+    from notifier.rules.compile import MAX_BYTES
+
+    padding = ("# " + "x" * 97 + "\n") * (MAX_BYTES // 100 + 1)
+    done = piped(PIPED + padding, "check", "/dev/stdin")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"/dev/stdin:1:1: file larger than {MAX_BYTES} bytes",
+        "/dev/stdin: 1 error",
+    ]
