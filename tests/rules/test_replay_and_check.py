@@ -228,3 +228,26 @@ def test_a_rules_file_through_a_pipe_is_held_to_the_size_bound() -> None:
         f"/dev/stdin:1:1: file larger than {MAX_BYTES} bytes",
         "/dev/stdin: 1 error",
     ]
+
+
+def test_replay_refuses_an_envelope_time_that_is_not_a_finite_number(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(PIPED + "  - {name: a, when: live, notify: [me], cooldown: 1h}\n")
+    live = {"livestream_id": 1, "user_id": 2, "user_name": "x", "event_id": 3}
+    times = ["1" + "0" * 400, "NaN", "Infinity", "-Infinity", "1e400"]
+    events = tmp_path / "e.jsonl"
+    events.write_text(
+        "".join(
+            f'{{"at": {at}, "frame": {json.dumps(live | {"event_id": 10 + n})}}}\n'
+            for n, at in enumerate(["1000", *times, "1001"])
+        )
+    )
+    done = notifier("replay", str(events), "--rules", str(rules))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # The first go-live alerts; the refused lines are not evaluated (a NaN clock would let
+    # the last one through its cooldown).
+    assert done.stdout.splitlines()[-1] == "7 frames, 2 events, 5 rejected, 1 alerts (nothing sent)"
+    explained = notifier("replay", str(events), "--rules", str(rules), "--explain").stdout
+    refused = [line for line in explained.splitlines() if "bad_time" in line]
+    assert [line.split()[0] for line in refused] == ["2", "3", "4", "5", "6"]
