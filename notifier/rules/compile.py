@@ -41,6 +41,7 @@ from notifier.rules.schema import (
     ScheduledRule,
     TelegramBot,
     TelegramTarget,
+    rearm_band,
 )
 
 if TYPE_CHECKING:
@@ -993,8 +994,8 @@ class _Quick:
         rearm = raw.get("rearm")
         if rearm is not None:
             rearm = self._validated("rearm", rearm)
-            if rearm is None:
-                return False
+            if rearm is None or (above is not None and rearm_band(rearm, above) >= above):
+                return False  # the model says why
         cooldown = raw.get("cooldown")
         if cooldown is not None:
             cooldown = self._cooldown(cooldown)
@@ -1034,7 +1035,8 @@ class _Quick:
             return None  # a list, say: the model says what is wrong with it
         key = (field, type(value), value)  # the type: True and 1 are one key otherwise
         if key not in self.validated:
-            data = {"name": "x", "when": "price", "asset": "x", "above": 1, "notify": ["x"]}
+            # A below line: the rearm band is checked against an above line by the caller.
+            data = {"name": "x", "when": "price", "asset": "x", "below": 1, "notify": ["x"]}
             try:
                 rule = _RULE.validate_python({**data, field: value})
             except ValidationError:
@@ -1105,7 +1107,7 @@ def _price_line(value: Any) -> tuple[bool, Decimal | None]:
         line = value
     else:
         return False, None
-    if abs(line) >= MAX_PRICE or (line != 0 and line.adjusted() < -18):
+    if line <= 0 or line >= MAX_PRICE or line.adjusted() < -18:
         return False, None
     return True, line
 

@@ -233,6 +233,44 @@ FAULTS = [
         "rules[0].move: move 99999% is too large: at most 1000%",
     ),
     (
+        "move within no time",
+        rule("when: price, asset: ETH, move: 5%, within: 0s"),
+        "0s",
+        "rules[0].within: must be above 0 seconds (0 would never fire)",
+    ),
+    (
+        "reminder at the start",
+        rule("when: scheduled, before: 0"),
+        "0}",
+        "rules[0].before: must be above 0 seconds (0 would never fire)",
+    ),
+    (
+        "price line at 0",
+        rule("when: price, asset: BTC, above: 0"),
+        "0}",
+        "rules[0].above: the line must be above 0, not 0",
+    ),
+    (
+        "price line below 0",
+        rule("when: price, asset: BTC, below: -5"),
+        "-5",
+        "rules[0].below: the line must be above 0, not -5",
+    ),
+    (
+        "rearm the whole line",
+        rule("when: price, asset: BTC, above: 100, rearm: 100%"),
+        "100%",
+        "rules[0].rearm: rearm 100% would re-arm the line 100 only at a price of 0 or below, "
+        "so never: the band must be smaller than the line",
+    ),
+    (
+        "rearm past the line",
+        rule("when: price, asset: BTC, above: 100.5, rearm: 101"),
+        "101}",
+        "rules[0].rearm: rearm 101 would re-arm the line 100.5 only at a price of 0 or below, "
+        "so never: the band must be smaller than the line",
+    ),
+    (
         "title_matches with a backreference",
         rule(r"when: live, title_matches: '(a)\1'"),
         "'(a)",
@@ -402,6 +440,18 @@ def test_check_replay_and_run_report_the_same_problems(fault_files: dict[str, Pa
 
 
 ACCEPTED = [
+    (
+        "rearm of a below line past the line",
+        destinations() + "rules:\n  - {name: r, notify: [me], when: price, asset: BTC, "
+        "below: 100, rearm: 100%}\n  - {name: s, notify: [me], when: price, asset: BTC, "
+        "below: 100, rearm: 500}\n",
+    ),
+    (
+        "rearm just under an above line",
+        destinations() + "rules:\n  - {name: r, notify: [me], when: price, asset: BTC, "
+        "above: 100, rearm: 99.99%}\n  - {name: s, notify: [me], when: price, asset: BTC, "
+        "above: 100, rearm: 99}\n",
+    ),
     ("quoted numeric chat id", "destinations: {me: {telegram: {chat_id: '-100123'}}}\n"),
     ("channel name chat id", "destinations: {me: {telegram: {chat_id: '@parti_alerts'}}}\n"),
     (
@@ -557,16 +607,16 @@ def test_a_variable_in_a_text_field_stays_text(value: str) -> None:
         "destinations: {d: {discord: {channel_id: '${ID}', username: '${X}'}}}\n"
         "rules:\n  - {name: '${X}', when: live, title_matches: '${X}', users: ['${X}'],"
         " min_viewers: '${N}', cooldown: '${N}', notify: [d]}\n"
-        "  - {name: p, when: price, asset: '${X}', above: '${N}', rearm: '${N}', notify: [d]}\n"
+        "  - {name: p, when: price, asset: '${X}', above: '${N}', rearm: '${R}', notify: [d]}\n"
     )
-    variables = {"X": value, "ID": "123456789012345678", "N": "10"}
+    variables = {"X": value, "ID": "123456789012345678", "N": "10", "R": "5"}
     compiled = compile_text(text, "r.yaml", variables=variables, keep_rules=True)
     live, price = compiled.rules_file.rules
     assert isinstance(live, LiveRule) and isinstance(price, PriceRule)
     assert live.name == live.title_matches == price.asset == value
     assert live.users == [value]
     assert live.min_viewers == 10 and live.cooldown == 10.0
-    assert price.above == Decimal(10) and price.rearm == Decimal(10)
+    assert price.above == Decimal(10) and price.rearm == Decimal(5)
     assert compiled.engine.summary() == {"live": 1, "price": 1, "scheduled": 0}
 
 
