@@ -251,3 +251,29 @@ def test_replay_refuses_an_envelope_time_that_is_not_a_finite_number(tmp_path: P
     explained = notifier("replay", str(events), "--rules", str(rules), "--explain").stdout
     refused = [line for line in explained.splitlines() if "bad_time" in line]
     assert [line.split()[0] for line in refused] == ["2", "3", "4", "5", "6"]
+
+
+async def test_check_online_reads_users_and_categories_as_the_engine_does(sim: Simulator) -> None:
+    from notifier.rules.loader import load_text
+    from notifier.rules.online import check_online
+
+    # Quoted digits are ids, names match stripped and case-folded: no false warning.
+    rules_file = load_text(
+        PIPED + "  - {name: a, when: live, users: ['123456', ' SNEAKO ', ' 999 ', NoSuchUser], "
+        "categories: [' gaming ', '10', ' MUSIC', '77'], notify: [me]}\n",
+        env={},
+    )
+    warnings = await check_online(rules_file, sim.api_url)
+    assert warnings == [
+        "category '77' is not a Parti category",
+        "user ' 999 ' is not known to Parti",
+        "user 'NoSuchUser' is not known to Parti",
+    ]
+    # The categories cannot be listed: the users are checked all the same.
+    sim.fail_next(400)
+    warnings = await check_online(rules_file, sim.api_url)
+    assert len(warnings) == 3 and warnings[0].startswith("cannot check categories: ")
+    assert warnings[1:] == [
+        "user ' 999 ' is not known to Parti",
+        "user 'NoSuchUser' is not known to Parti",
+    ]
