@@ -331,6 +331,11 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(RulesFile.model_json_schema(), indent=2))
         return 0
     path = args.path or settings.rules
+    from notifier.preflight import environment_problems
+
+    # What `run` needs of this machine besides the file (not whether the ops port is free:
+    # the running daemon holds it while its next rules are checked).
+    machine = environment_problems(settings, port=False)
     data = None
     try:
         data = read_rules(path)  # once: a pipe (`check <(...)`) cannot be read twice
@@ -348,16 +353,16 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         _problems(exc)
         # also named while the file is broken
         tokens = missing_secrets_in_file(path, settings, data=data)
-        for problem in tokens:
+        for problem in [*tokens, *machine]:
             print(f"{path}: {problem}", file=sys.stderr)
-        count = len(exc.problems) + len(tokens)
+        count = len(exc.problems) + len(tokens) + len(machine)
         print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
         return 1
     rules_file = compiled.rules_file
     from notifier.preflight import missing_secrets
 
     # A token `run` would need and cannot find fails the check too (check OK = run starts).
-    secrets = missing_secrets(rules_file, settings)
+    secrets = missing_secrets(rules_file, settings) + machine
     for problem in secrets:
         print(f"{path}: {problem}", file=sys.stderr)
     if secrets:

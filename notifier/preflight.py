@@ -173,17 +173,23 @@ def state_path_problem(settings: Settings) -> str | None:
     return None
 
 
-def http_addr_problem(settings: Settings) -> str | None:
-    """The ops address must be free to listen on (checked by binding it for a moment)."""
+def http_addr_problem(settings: Settings, *, port: bool = True) -> str | None:
+    """The ops address must be free to listen on (checked by binding it for a moment).
+    `port=False`: only the host (bound on a port of the system's choosing), for `check`,
+    which runs beside the daemon that holds the port."""
     if not settings.http_addr:
         return None
-    host, _, port = settings.http_addr.rpartition(":")
+    host, _, port_text = settings.http_addr.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except UnicodeError:  # the IDNA codec: a label over 63 characters, an empty one
+        return f"NOTIFIER_HTTP_ADDR {settings.http_addr}: {host} is not a valid host name"
     except OSError as exc:
         return f"NOTIFIER_HTTP_ADDR {settings.http_addr}: cannot resolve {host}: {exc.strerror}"
     family, kind, proto, _, address = infos[0]
+    if not port:
+        address = (address[0], 0, *address[2:])
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -193,5 +199,8 @@ def http_addr_problem(settings: Settings) -> str | None:
     return None
 
 
-def environment_problems(settings: Settings) -> list[str]:
-    return [p for p in (state_path_problem(settings), http_addr_problem(settings)) if p]
+def environment_problems(settings: Settings, *, port: bool = True) -> list[str]:
+    """What `run` needs of the machine: the state path, the ops address (`port=False`: not
+    whether its port is free, see http_addr_problem)."""
+    found = (state_path_problem(settings), http_addr_problem(settings, port=port))
+    return [p for p in found if p]
