@@ -354,9 +354,9 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         # also named while the file is broken
         tokens = missing_secrets_in_file(path, settings, data=data)
         for problem in [*tokens, *machine]:
-            print(f"{path}: {problem}", file=sys.stderr)
+            _error(f"{path}: {problem}")
         count = len(exc.problems) + len(tokens) + len(machine)
-        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
+        _error(f"{path}: {_count(count, 'error')}")
         return 1
     rules_file = compiled.rules_file
     from notifier.preflight import missing_secrets
@@ -364,10 +364,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     # A token `run` would need and cannot find fails the check too (check OK = run starts).
     secrets = missing_secrets(rules_file, settings) + machine
     for problem in secrets:
-        print(f"{path}: {problem}", file=sys.stderr)
+        _error(f"{path}: {problem}")
     if secrets:
         count = len(secrets)
-        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
+        _error(f"{path}: {_count(count, 'error')}")
         return 1
     kinds = compiled.engine.summary()
     dests: dict[str, int] = {}
@@ -375,15 +375,14 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         dests[destination.kind] = dests.get(destination.kind, 0) + 1
     rules_text = ", ".join(f"{n} {k}" for k, n in kinds.items())
     dest_text = ", ".join(f"{n} {k}" for k, n in sorted(dests.items()))
-    print(
-        f"{path}: ok: rules {rules_text}; destinations {len(rules_file.destinations)} ({dest_text})"
-    )
+    summary = f"rules {rules_text}; destinations {len(rules_file.destinations)} ({dest_text})"
+    print(logsetup.redact(f"{path}: ok: {summary}"))
     if args.online:
         from notifier.rules.online import check_online
 
         warnings = asyncio.run(check_online(rules_file, settings.parti_api_url))
         for warning in warnings:
-            print(f"{path}: warning: {warning}", file=sys.stderr)
+            _error(f"{path}: warning: {warning}")
     return 0
 
 
@@ -804,5 +803,11 @@ def _telegram_chats(settings: Settings) -> int:
 def _problems(error: Exception) -> int:
     """Print a rules file's problems (`file:line:col: message`) to stderr; exit code 1."""
     for problem in getattr(error, "problems", [error]):
-        print(problem, file=sys.stderr)
+        _error(str(problem))
     return 1
+
+
+def _error(line: str) -> None:
+    """A line for stderr, redacted as the logs are: a problem may echo a value, and a value
+    may be a secret put in the wrong place (`within: ${WEBHOOK_URL}`)."""
+    print(logsetup.redact(line), file=sys.stderr)

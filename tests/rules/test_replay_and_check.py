@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from notifier.parti.simulator import Simulator
 
@@ -277,3 +281,73 @@ async def test_check_online_reads_users_and_categories_as_the_engine_does(sim: S
         "user ' 999 ' is not known to Parti",
         "user 'NoSuchUser' is not known to Parti",
     ]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound here, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# Secrets as check could meet them in a wrong place: a registered token (the settings'),
+# a webhook URL and a database URL (secret-shaped: redacted without being registered).
+CHECK_TOKEN = "7777777:CHECK-SENTINEL-abcdefghijklmnopqrstuvwxyz0123"
+CHECK_BOT_TOKEN = "BOT-SENTINEL.check-token_0123456789abcdef"
+CHECK_HOOK_TOKEN = "CHECK-SENTINEL-hook_0123456789abcdefghijklmnopqrstuvwxyz"
+CHECK_HOOK = f"https://discord.com/api/webhooks/123456789012345678/{CHECK_HOOK_TOKEN}"
+CHECK_DB_PASSWORD = "CHECK-SENTINEL-pw-0987"
+CHECK_SECRETS = (
+    "CHECK-SENTINEL",
+    "BOT-SENTINEL",
+    "check-token",
+    CHECK_HOOK_TOKEN,
+    CHECK_DB_PASSWORD,
+)
+
+
+def test_check_never_prints_a_secret_its_problems_echo(tmp_path: Path, closed_port: int) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        "destinations:\n  me: {console: {}}\n  '${BOT}': {telegram: {chat_id: '${TG}'}}\n"
+        "  d: {discord: {webhook_url: '${HOOK}x/y', username: '${BOT}'}}\n"
+        "rules:\n"
+        "  - {name: a, when: price, asset: ETH, move: 5%, within: '${HOOK}', notify: [me]}\n"
+        "  - {name: b, when: live, cooldown: '${TG}', notify: ['${BOT}', '${HOOK}']}\n"
+        "  - {name: '${BOT}', when: live, min_viewers: '${DB}', notify: [me]}\n"
+        "  - {name: '${BOT}', when: live, title_matches: '(?<=${TG})', notify: [me]}\n"
+        "  - {name: d, when: price, asset: BTC, above: 5, rearm: '${DB}%', notify: [me]}\n"
+        "  - {name: e, when: live, template: '{{ ${BOT} }}', notify: [me]}\n"
+        f"  - {{name: f, when: live, users: [!!int {CHECK_TOKEN}], notify: [me]}}\n"
+    )
+    env = {
+        **ENV,
+        "NOTIFIER_TELEGRAM_TOKEN": CHECK_TOKEN,
+        "NOTIFIER_DISCORD_BOT_TOKEN": CHECK_BOT_TOKEN,
+        "NOTIFIER_STATE_PATH": str(tmp_path / "nope" / "state.db"),
+        "NOTIFIER_PARTI_API_URL": f"http://u:{CHECK_DB_PASSWORD}@127.0.0.1:{closed_port}",
+        "TG": CHECK_TOKEN,
+        "BOT": CHECK_BOT_TOKEN,
+        "HOOK": CHECK_HOOK,
+        "DB": f"postgresql://notifier:{CHECK_DB_PASSWORD}@db.internal/notifier",
+    }
+    done = notifier("check", str(rules), env=env)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 14, lines  # every problem said, each as one line
+    # Those that echo a value: within, cooldown, notify twice, the name, rearm, the !!int
+    assert sum("[REDACTED]" in line for line in lines) == 7, lines
+    for secret in CHECK_SECRETS:
+        assert secret not in done.stdout + done.stderr
+    # The warnings of --online too (Parti's URL may carry a password).
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        PIPED + "  - {name: a, when: live, users: [x], categories: [y], notify: [me]}\n"
+    )
+    env["NOTIFIER_STATE_PATH"] = str(tmp_path / "state.db")
+    done = notifier("check", "--online", str(good), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "warning: cannot check" in done.stderr
+    for secret in CHECK_SECRETS:
+        assert secret not in done.stdout + done.stderr
