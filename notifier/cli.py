@@ -323,6 +323,7 @@ def _plain(value: Any) -> Any:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.rules.compile import read_rules
     from notifier.rules.schema import RulesFile
     from notifier.rules.stream import RulesError, compile_rules
 
@@ -330,34 +331,43 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(RulesFile.model_json_schema(), indent=2))
         return 0
     path = args.path or settings.rules
+    from notifier.preflight import environment_problems
+
+    # What `run` needs of this machine besides the file (not whether the ops port is free:
+    # the running daemon holds it while its next rules are checked).
+    machine = environment_problems(settings, port=False)
+    data = None
     try:
+        data = read_rules(path)  # once: a pipe (`check <(...)`) cannot be read twice
         # The very compile `run` does: what passes here starts there.
         compiled = compile_rules(
             path,
             env_file=args.env_file,
             discord_api_url=settings.discord_api_url,
             keep_rules=args.online,
+            data=data,
         )
     except RulesError as exc:
         from notifier.preflight import missing_secrets_in_file
 
         _problems(exc)
-        tokens = missing_secrets_in_file(path, settings)  # also named while the file is broken
-        for problem in tokens:
-            print(f"{path}: {problem}", file=sys.stderr)
-        count = len(exc.problems) + len(tokens)
-        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
+        # also named while the file is broken
+        tokens = missing_secrets_in_file(path, settings, data=data)
+        for problem in [*tokens, *machine]:
+            _error(f"{path}: {problem}")
+        count = len(exc.problems) + len(tokens) + len(machine)
+        _error(f"{path}: {_count(count, 'error')}")
         return 1
     rules_file = compiled.rules_file
     from notifier.preflight import missing_secrets
 
     # A token `run` would need and cannot find fails the check too (check OK = run starts).
-    secrets = missing_secrets(rules_file, settings)
+    secrets = missing_secrets(rules_file, settings) + machine
     for problem in secrets:
-        print(f"{path}: {problem}", file=sys.stderr)
+        _error(f"{path}: {problem}")
     if secrets:
         count = len(secrets)
-        print(f"{path}: {_count(count, 'error')}", file=sys.stderr)
+        _error(f"{path}: {_count(count, 'error')}")
         return 1
     kinds = compiled.engine.summary()
     dests: dict[str, int] = {}
@@ -365,15 +375,14 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         dests[destination.kind] = dests.get(destination.kind, 0) + 1
     rules_text = ", ".join(f"{n} {k}" for k, n in kinds.items())
     dest_text = ", ".join(f"{n} {k}" for k, n in sorted(dests.items()))
-    print(
-        f"{path}: ok: rules {rules_text}; destinations {len(rules_file.destinations)} ({dest_text})"
-    )
+    summary = f"rules {rules_text}; destinations {len(rules_file.destinations)} ({dest_text})"
+    print(logsetup.redact(f"{path}: ok: {summary}"))
     if args.online:
         from notifier.rules.online import check_online
 
         warnings = asyncio.run(check_online(rules_file, settings.parti_api_url))
         for warning in warnings:
-            print(f"{path}: warning: {warning}", file=sys.stderr)
+            _error(f"{path}: warning: {warning}")
     return 0
 
 
@@ -414,6 +423,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from notifier.app import App, compile_for
     from notifier.preflight import environment_problems, missing_secrets, missing_secrets_in_file
+    from notifier.rules.compile import read_rules
     from notifier.rules.loader import RulesError
     from notifier.stages.ops_http import AddressInUse
     from notifier.store import StoreError
@@ -422,11 +432,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     problems = environment_problems(settings)
     compiled = None
     path = args.rules or settings.rules
+    data = None
     try:
-        compiled = compile_for(settings, path, env_file=args.env_file)
+        data = read_rules(path)  # once: a pipe cannot be read twice
+        compiled = compile_for(settings, path, env_file=args.env_file, data=data)
     except RulesError as exc:
         problems += [str(p) for p in exc.problems]
-        problems += missing_secrets_in_file(path, settings)
+        problems += missing_secrets_in_file(path, settings, data=data)
+    del data
     if compiled is not None:
         problems += missing_secrets(compiled.rules_file, settings)
     if problems:
@@ -788,5 +801,11 @@ def _telegram_chats(settings: Settings) -> int:
 def _problems(error: Exception) -> int:
     """Print a rules file's problems (`file:line:col: message`) to stderr; exit code 1."""
     for problem in getattr(error, "problems", [error]):
-        print(problem, file=sys.stderr)
+        _error(str(problem))
     return 1
+
+
+def _error(line: str) -> None:
+    """A line for stderr, redacted as the logs are: a problem may echo a value, and a value
+    may be a secret put in the wrong place (`within: ${WEBHOOK_URL}`)."""
+    print(logsetup.redact(line), file=sys.stderr)

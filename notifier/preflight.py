@@ -3,6 +3,7 @@ before anything starts (rules, secrets, the state path, the HTTP address)."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from notifier.rules.compile import MAX_BYTES
+from notifier.rules.compile import MAX_BYTES, RulesError, read_rules
 from notifier.rules.schema import RulesFile
 from notifier.settings import Settings
 
@@ -32,21 +33,25 @@ def missing_destination_secrets(rules_file: RulesFile, settings: Settings) -> li
     return _token_lines((destinations, (False, False)), settings)
 
 
-def missing_secrets_in_file(path: str | Path, settings: Settings) -> list[str]:
+def missing_secrets_in_file(
+    path: str | Path, settings: Settings, *, data: bytes | None = None
+) -> list[str]:
     """The same lines for a rules file that does not compile, so that a check of a broken
     file names the missing tokens too. Read as a stream of YAML events, its ${VAR}s left as
     they are, keeping only the shape of `destinations` and `bots`: the memory of a few
     destinations, whatever the size of the file. At most what the compiled file would
     name, never more: a destination or setting written through an alias, a merge key or a
     ${VAR} is left out. Nothing for a file YAML cannot read (its problems say why) or one
-    larger than the compiler takes."""
+    larger than the compiler takes. `data`: the file's bytes as the compile read them (a
+    pipe cannot be read twice)."""
     try:
-        with open(path, "rb") as stream:
-            if os.fstat(stream.fileno()).st_size > MAX_BYTES:
-                return []
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            root = _shape(iter(yaml.parse(stream, Loader=loader)), depth=4)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, StopIteration):
+        if data is None:
+            data = read_rules(path)
+        if len(data) > MAX_BYTES:
+            return []
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        root = _shape(iter(yaml.parse(io.BytesIO(data), Loader=loader)), depth=4)
+    except (RulesError, UnicodeDecodeError, yaml.YAMLError, RecursionError, StopIteration):
         return []
     destinations: list[tuple[str, bool, bool]] = []
     for name, destination in _mapping(_get(root, "destinations")).items():
@@ -168,17 +173,23 @@ def state_path_problem(settings: Settings) -> str | None:
     return None
 
 
-def http_addr_problem(settings: Settings) -> str | None:
-    """The ops address must be free to listen on (checked by binding it for a moment)."""
+def http_addr_problem(settings: Settings, *, port: bool = True) -> str | None:
+    """The ops address must be free to listen on (checked by binding it for a moment).
+    `port=False`: only the host (bound on a port of the system's choosing), for `check`,
+    which runs beside the daemon that holds the port."""
     if not settings.http_addr:
         return None
-    host, _, port = settings.http_addr.rpartition(":")
+    host, _, port_text = settings.http_addr.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:
-        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except UnicodeError:  # the IDNA codec: a label over 63 characters, an empty one
+        return f"NOTIFIER_HTTP_ADDR {settings.http_addr}: {host} is not a valid host name"
     except OSError as exc:
         return f"NOTIFIER_HTTP_ADDR {settings.http_addr}: cannot resolve {host}: {exc.strerror}"
     family, kind, proto, _, address = infos[0]
+    if not port:
+        address = (address[0], 0, *address[2:])
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -188,5 +199,8 @@ def http_addr_problem(settings: Settings) -> str | None:
     return None
 
 
-def environment_problems(settings: Settings) -> list[str]:
-    return [p for p in (state_path_problem(settings), http_addr_problem(settings)) if p]
+def environment_problems(settings: Settings, *, port: bool = True) -> list[str]:
+    """What `run` needs of the machine: the state path, the ops address (`port=False`: not
+    whether its port is free, see http_addr_problem)."""
+    found = (state_path_problem(settings), http_addr_problem(settings, port=port))
+    return [p for p in found if p]

@@ -155,7 +155,11 @@ class Redactor:
         return self.redact(str(value))
 
 
-def _cut_known(text: str, forms: Iterable[str]) -> str:
+def _cut_known(text: str, forms: tuple[str, ...]) -> str:
+    # Whole secrets first: two secrets may share a beginning, and the longer one's cut
+    # form would take only that beginning of the shorter one.
+    for form in forms:
+        text = text.replace(form, REDACTED)
     for form in forms:
         head = form[:PREFIX_MATCH]
         start = text.find(head)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -10,6 +11,14 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from notifier.units import UnitError, parse_duration
+
+# Durations' bounds, in seconds, with the unit they are said in. A poll runs under a timeout
+# of its interval: below a second it could never finish.
+_DURATIONS = {
+    "live_poll": (1.0, 86400.0, "1s", "1d"),
+    "retention": (3600.0, 3650 * 86400.0, "1h", "3650d"),
+}
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: int() takes other digits too
 
 
 def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
@@ -53,7 +62,7 @@ class Settings(BaseSettings):
 
     @field_validator("live_poll", "retention", mode="before")
     @classmethod
-    def _duration(cls, value: object) -> float:
+    def _duration(cls, value: object, info: ValidationInfo) -> float:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             try:
                 seconds = parse_duration(value)
@@ -63,15 +72,13 @@ class Settings(BaseSettings):
                 raise ValueError("too long a duration (use e.g. 30s, 10m, 1h, 7d)")
             if seconds <= 0:
                 raise ValueError("must be longer than 0s")
+            low, high, low_text, high_text = _DURATIONS[str(info.field_name)]
+            if seconds < low:
+                raise ValueError(f"too short: at least {low_text}")
+            if seconds > high:
+                raise ValueError(f"too long a duration: at most {high_text}")
             return seconds
         raise ValueError("expected a duration such as 60s")
-
-    @field_validator("rules", "state_path")
-    @classmethod
-    def _file(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must name a file")
-        return value
 
     @field_validator("telegram_token", "discord_bot_token")
     @classmethod
@@ -113,8 +120,25 @@ class Settings(BaseSettings):
         if not value:
             return value  # disabled
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
             raise ValueError("expected HOST:PORT such as 127.0.0.1:9464 (empty disables)")
-        if host.startswith("[") != host.endswith("]"):
+        bracketed = host.startswith("[") and host.endswith("]")
+        if host.startswith("[") != host.endswith("]") or (":" in host and not bracketed):
             raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9464")
+        if any(ch.isspace() for ch in host):
+            raise ValueError("expected HOST:PORT such as 127.0.0.1:9464: the host has a space")
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank(cls, value: object, info: ValidationInfo) -> object:
+        """`NOTIFIER_X=` (empty or blank) means the default, for every setting, as an unset
+        variable does; but an empty NOTIFIER_HTTP_ADDR disables the ops server. (Defined
+        last: pydantic runs `before` validators last-defined first.)"""
+        if isinstance(value, str):
+            if not value.strip():
+                name = str(info.field_name)
+                return "" if name == "http_addr" else cls.model_fields[name].default
+            if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+                raise ValueError("must not contain control characters (a tab, a line break ...)")
         return value

@@ -143,6 +143,14 @@ def test_a_registered_secret_cut_anywhere_leaves_no_recognisable_part(
     assert leaked(out) == []
 
 
+def test_two_secrets_sharing_a_beginning_are_each_redacted_whole() -> None:
+    redactor = Redactor()
+    redactor.register("7777777:SHARED-BEGINNING-" + "a" * 30)
+    redactor.register("SHARED-BEGINNING-" + "b" * 24)  # shorter, the same first characters
+    out = redactor.redact(f"x SHARED-BEGINNING-{'b' * 24} y SHARED-BEGINNING-{'a' * 30}")
+    assert out == "x [REDACTED] y [REDACTED]"
+
+
 @pytest.mark.parametrize("limit", [20, 40, 80, 300])
 def test_short_error_redacts_before_it_cuts(limit: int) -> None:
     text = short_error(RuntimeError(f"token {SENTINEL} rejected by the API"), limit=limit)

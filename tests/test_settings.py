@@ -71,23 +71,33 @@ WRONG = [
     ("NOTIFIER_PARTI_WS_URL", "ws://h:port/", "not a URL"),
     ("NOTIFIER_PARTI_API_URL", "ftp://x", "must start with http:// or https://"),
     ("NOTIFIER_PARTI_API_URL", "https://", "name a host"),
-    ("NOTIFIER_TELEGRAM_API_URL", "", "(e.g. https://api.telegram.org)"),
+    ("NOTIFIER_TELEGRAM_API_URL", "api.telegram.org", "(e.g. https://api.telegram.org)"),
     ("NOTIFIER_DISCORD_API_URL", "nope", "(e.g. https://discord.com/api/v10)"),
     ("NOTIFIER_DISCORD_GATEWAY_URL", "https://x", "(e.g. wss://gateway.discord.gg/)"),
     ("NOTIFIER_HTTP_ADDR", "banana", "expected HOST:PORT such as 127.0.0.1:9464"),
     ("NOTIFIER_HTTP_ADDR", "127.0.0.1:99999", "expected HOST:PORT"),
     ("NOTIFIER_HTTP_ADDR", ":abc", "expected HOST:PORT"),
     ("NOTIFIER_HTTP_ADDR", "[::1:9464", "an IPv6 host goes in brackets"),
+    ("NOTIFIER_HTTP_ADDR", "::1:9464", "an IPv6 host goes in brackets"),
+    ("NOTIFIER_HTTP_ADDR", "127.0.0.1:\u00b2", "expected HOST:PORT"),  # isdigit(), not int()
+    ("NOTIFIER_HTTP_ADDR", "127.0.0.1:\u0661\u0662", "expected HOST:PORT"),
+    ("NOTIFIER_HTTP_ADDR", "my host:9464", "the host has a space"),
     ("NOTIFIER_LIVE_POLL", "banana", "invalid duration 'banana'"),
     ("NOTIFIER_LIVE_POLL", "0s", "must be longer than 0s"),
     ("NOTIFIER_LIVE_POLL", "-5s", "invalid duration '-5s'"),
     ("NOTIFIER_LIVE_POLL", "inf", "invalid duration 'inf'"),
+    ("NOTIFIER_LIVE_POLL", "1ms", "too short: at least 1s"),  # a poll runs under this timeout
+    ("NOTIFIER_LIVE_POLL", "2d", "too long a duration: at most 1d"),
+    ("NOTIFIER_RETENTION", "1ms", "too short: at least 1h"),
+    ("NOTIFIER_RETENTION", "59m", "too short: at least 1h"),
+    ("NOTIFIER_TELEGRAM_PAID_BROADCAST", "maybe", "valid boolean"),
     ("NOTIFIER_RETENTION", "nope", "invalid duration 'nope'"),
     ("NOTIFIER_RETENTION", "9" * 400 + "d", "too long a duration"),
     ("NOTIFIER_LOG_FORMAT", "xml", "'auto', 'console' or 'json'"),
     ("NOTIFIER_DATABASE_URL", f"mysql://u:{PASSWORD}@h/db", "must be a postgresql:// URL"),
-    ("NOTIFIER_RULES", "", "must name a file"),
-    ("NOTIFIER_STATE_PATH", " ", "must name a file"),
+    ("NOTIFIER_RULES", "rules\n.yaml", "must not contain control characters"),
+    ("NOTIFIER_STATE_PATH", "a\tb.db", "must not contain control characters"),
+    ("NOTIFIER_INSTANCE", "a\x7f", "must not contain control characters"),
 ]
 WRONG_IDS = [f"{name}={value[:20]!r}" for name, value, _ in WRONG]
 
@@ -307,12 +317,39 @@ def test_a_postgresql_database_url_is_kept_secret(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("30s", 30.0), ("1m", 60.0), ("1h", 3600.0), ("7d", 604800.0), ("1.5m", 90.0), (45, 45.0)],
+    ("field", "text", "seconds"),
+    [
+        ("live_poll", "1s", 1.0),
+        ("live_poll", "30s", 30.0),
+        ("live_poll", "1.5m", 90.0),
+        ("live_poll", 45, 45.0),
+        ("live_poll", "1d", 86400.0),
+        ("retention", "1h", 3600.0),
+        ("retention", "7d", 604800.0),
+        ("retention", 7200, 7200.0),
+        ("retention", "3650d", 3650 * 86400.0),
+    ],
 )
-def test_durations_read_as_seconds(text: str | int, seconds: float) -> None:
-    made = make(live_poll=text, retention=text)
-    assert made.live_poll == made.retention == seconds
+def test_durations_read_as_seconds(field: str, text: str | int, seconds: float) -> None:
+    assert getattr(make(**{field: text}), field) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("field", list(Settings.model_fields))
+def test_an_empty_setting_is_its_default(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    # As an unset variable; only NOTIFIER_HTTP_ADDR has a meaning for empty: no ops server.
+    monkeypatch.setenv(f"NOTIFIER_{field.upper()}", value)
+    made = getattr(make(), field)
+    assert made == ("" if field == "http_addr" else Settings.model_fields[field].default)
+
+
+def test_the_command_takes_an_empty_setting_as_its_default(tmp_path: Path, rules: Path) -> None:
+    empty = {f"NOTIFIER_{field.upper()}": "" for field in Settings.model_fields}
+    done = notifier(tmp_path, "check", str(rules), **empty)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{rules}: ok:")
 
 
 @pytest.mark.parametrize("value", ["", "  "])
@@ -361,5 +398,8 @@ def test_any_url_text_is_a_url_or_a_value_error(text: str) -> None:
         made = make(parti_ws_url=text, parti_api_url=text)
     except ValidationError as exc:
         assert {e["loc"] for e in exc.errors()} <= {("parti_ws_url",), ("parti_api_url",)}
+        return
+    if not text.strip():  # empty: each its own default
+        assert made == make()
         return
     raise AssertionError(f"{text!r} was taken as both a ws:// and an http:// URL: {made}")

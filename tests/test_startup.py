@@ -111,6 +111,18 @@ FAULTS = [
         lines=("NOTIFIER_HTTP_ADDR 127.0.0.1:{busy}: cannot listen: Address already in use",),
     ),
     Fault(
+        "http-host-not-on-this-machine",
+        env={"NOTIFIER_HTTP_ADDR": "192.0.2.1:9464"},  # TEST-NET-1: never a local address
+        lines=(
+            "NOTIFIER_HTTP_ADDR 192.0.2.1:9464: cannot listen: Cannot assign requested address",
+        ),
+    ),
+    Fault(
+        "http-host-not-a-name",
+        env={"NOTIFIER_HTTP_ADDR": "a" * 64 + ":9464"},
+        lines=(f"NOTIFIER_HTTP_ADDR {'a' * 64}:9464: {'a' * 64} is not a valid host name",),
+    ),
+    Fault(
         "state-folder-missing",
         env={"NOTIFIER_STATE_PATH": "{tmp}/nope/state.db"},
         lines=("NOTIFIER_STATE_PATH {tmp}/nope/state.db: the folder {tmp}/nope does not exist",),
@@ -172,6 +184,34 @@ def test_a_configuration_fault_is_one_line_exit_2_and_nothing_starts(
         for line in fault.lines
     ]
     assert done.stdout == ""
+    assert not (tmp_path / "state.db").exists()
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_check_refuses_what_run_refuses_with_the_same_lines(
+    tmp_path: Path, busy_port: int, closed_port: int, fault: Fault
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(fault.rules)
+    if fault.setup == "file":
+        (tmp_path / "afile").write_text("not a folder\n")
+    env = offline_env(tmp_path, closed_port) | {
+        k: fill(v, tmp_path, rules, busy_port, closed_port) for k, v in fault.env.items()
+    }
+    done = refused(tmp_path, "check", str(rules), env=env)
+    if fault.id == "http-address-in-use":
+        # Not a fault for check: the daemon it checks the next rules of holds the port.
+        assert done.returncode == 0, done.stderr
+        return
+    assert done.returncode == 1
+    count = len(fault.lines)
+    assert done.stderr.splitlines() == [
+        *(
+            f"{rules}: " + fill(line, tmp_path, rules, busy_port, closed_port)
+            for line in fault.lines
+        ),
+        f"{rules}: {count} error{'s' if count > 1 else ''}",
+    ]
     assert not (tmp_path / "state.db").exists()
 
 

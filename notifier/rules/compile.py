@@ -41,6 +41,7 @@ from notifier.rules.schema import (
     ScheduledRule,
     TelegramBot,
     TelegramTarget,
+    rearm_band,
 )
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ def compile_rules(
     state: Mapping[str, Any] | None = None,
     keep_rules: bool = False,
     fast: bool = True,
+    data: bytes | None = None,
 ) -> Compiled:
     """The engine for a rules file; RulesError listing every problem with its position.
 
@@ -151,26 +153,22 @@ def compile_rules(
     checked against (default Discord's own); `categories`, `state`: for the engine;
     `keep_rules`: also keep every rule model in `rules_file.rules` (for `check --online`);
     `fast`: False reads every file on the full YAML path (the quick path gives the same
-    engine for the files it takes; tests compare the two).
+    engine for the files it takes; tests compare the two); `data`: the file's bytes, when
+    the caller has read them (`read_rules`) for another use too.
     """
     name = str(path)
     variables = rules_variables(env, env_file)
-    if fast and not keep_rules:
-        try:
-            with open(path, encoding="utf-8") as stream:
-                if os.fstat(stream.fileno()).st_size <= MAX_BYTES:
-                    context = {"discord_api_url": discord_api_url}
-                    quick = _Quick(name, variables, context, categories).run(stream)
-                    if quick is not None:
-                        return _finish(quick, state)
-        except (OSError, UnicodeDecodeError):
-            pass  # said, with its position, by the full path
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise RulesError([Problem(name, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
+    raw = read_rules(path) if data is None else data
     if len(raw) > MAX_BYTES:
         raise RulesError([Problem(name, 1, 1, f"file larger than {MAX_BYTES} bytes")])
+    if fast and not keep_rules:
+        # Line by line from the bytes: the text is decoded whole only for the full path.
+        # (Not UTF-8: the quick path gives up, and the full path says so.)
+        lines = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=None)
+        context = {"discord_api_url": discord_api_url}
+        quick = _Quick(name, variables, context, categories).run(lines)
+        if quick is not None:
+            return _finish(quick, state)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -186,6 +184,30 @@ def compile_rules(
         keep_rules=keep_rules,
         fast=False,  # the quick path has had its chance
     )
+
+
+def read_rules(path: str | Path) -> bytes:
+    """A rules file's bytes, read once (a pipe such as `<(cat rules.yaml)` cannot be read
+    twice), at most MAX_BYTES + 1 of them: RulesError when it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            # A regular file's size first: one buffer of that size, not of the bound.
+            first = min(os.fstat(stream.fileno()).st_size, MAX_BYTES) + 1
+            data = stream.read(first)
+            if len(data) < first:
+                return data
+            chunks, size = [data], len(data)  # a pipe, or a file that grew
+            while size <= MAX_BYTES:
+                chunk = stream.read(min(1 << 16, MAX_BYTES + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+    except OSError as exc:
+        raise RulesError(
+            [Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}")]
+        ) from None
 
 
 def compile_text(
@@ -505,8 +527,8 @@ class _Reader:
         for var in missing:
             self.problem(mark, f"environment variable {var} is not set")
             self.compiler.unset.add(_line_col(mark))
-        if value != text and value.strip().lstrip("-").isdigit() and len(value) < 100:
-            return int(value)  # a number from the environment is a number
+        # Text, whatever it looks like: a name of digits stays a name. The fields that
+        # want a number read a number's text (an id, a count, a price, seconds).
         return value
 
     def _alias(self, event: Any) -> None:
@@ -647,7 +669,7 @@ def _short(text: str) -> str:
 # A big rules file is nearly always a header and then one rule a line, in flow style:
 #   - {name: u1, when: live, users: [1], notify: [tg]}
 # Such lines are read here with a few regular expressions and validated without a model
-# per rule, ten times faster than YAML events; the file is read line by line, never whole.
+# per rule, ten times faster than YAML events; the text is decoded line by line, never whole.
 # Anything outside that narrow form (a quote with an escape, an anchor, a `${VAR}`, a
 # block-style rule, a rule that does not validate, any problem at all) gives the file
 # back to the full path, which reads it from the start and says every problem with its
@@ -972,8 +994,8 @@ class _Quick:
         rearm = raw.get("rearm")
         if rearm is not None:
             rearm = self._validated("rearm", rearm)
-            if rearm is None:
-                return False
+            if rearm is None or (above is not None and rearm_band(rearm, above) >= above):
+                return False  # the model says why
         cooldown = raw.get("cooldown")
         if cooldown is not None:
             cooldown = self._cooldown(cooldown)
@@ -1013,7 +1035,8 @@ class _Quick:
             return None  # a list, say: the model says what is wrong with it
         key = (field, type(value), value)  # the type: True and 1 are one key otherwise
         if key not in self.validated:
-            data = {"name": "x", "when": "price", "asset": "x", "above": 1, "notify": ["x"]}
+            # A below line: the rearm band is checked against an above line by the caller.
+            data = {"name": "x", "when": "price", "asset": "x", "below": 1, "notify": ["x"]}
             try:
                 rule = _RULE.validate_python({**data, field: value})
             except ValidationError:
@@ -1084,7 +1107,7 @@ def _price_line(value: Any) -> tuple[bool, Decimal | None]:
         line = value
     else:
         return False, None
-    if abs(line) >= MAX_PRICE or (line != 0 and line.adjusted() < -18):
+    if line <= 0 or line >= MAX_PRICE or line.adjusted() < -18:
         return False, None
     return True, line
 

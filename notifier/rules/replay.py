@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,17 +31,20 @@ class ReplayResult:
     alerts: int = 0
 
 
-def read_frames(lines: Iterable[str]) -> Iterator[tuple[int, float | None, str]]:
-    """(line number, time or None, frame text) for each non-blank line.
+def read_frames(lines: Iterable[str]) -> Iterator[tuple[int, float | None, str, str | None]]:
+    """(line number, time or None, frame text, why the line is refused or None) for each
+    non-blank line.
 
     A line is a raw WebSocket frame, or an envelope `{"at": <unix seconds>, "frame": ...}`
-    (the frame as a string or as JSON), which carries the frame's own time.
+    (the frame as a string or as JSON), which carries the frame's own time: a finite number
+    (a time too large for a float, NaN or Infinity refuses the line).
     """
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
             continue
         at: float | None = None
+        refused: str | None = None
         if text.startswith("{") and '"frame"' in text:
             try:
                 envelope = json.loads(text)
@@ -48,10 +52,21 @@ def read_frames(lines: Iterable[str]) -> Iterator[tuple[int, float | None, str]]
                 envelope = None
             if isinstance(envelope, dict) and "frame" in envelope:
                 stamp = envelope.get("at", envelope.get("ts"))
-                at = float(stamp) if isinstance(stamp, int | float) else None
+                if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+                    at = _seconds(stamp)
+                    if at is None:
+                        refused = "bad_time: the envelope's time is not a finite number"
                 frame = envelope["frame"]
                 text = frame if isinstance(frame, str) else json.dumps(frame)
-        yield number, at, text
+        yield number, at, text, refused
+
+
+def _seconds(stamp: float) -> float | None:
+    try:
+        seconds = float(stamp)
+    except OverflowError:  # an integer beyond a float
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def replay(
@@ -60,8 +75,13 @@ def replay(
     """Feed each frame through the engine with the frames' own times (else the previous one)."""
     result = ReplayResult(rows=[])
     clock = start
-    for number, at, text in read_frames(lines):
+    for number, at, text, refused in read_frames(lines):
         result.frames += 1
+        if refused is not None:
+            result.rejected += 1
+            if explain:
+                result.rows.append(Row(number, clock, "-", "-", "-", "-", f"rejected: {refused}"))
+            continue
         if at is not None:
             clock = at
         try:

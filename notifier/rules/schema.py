@@ -42,7 +42,12 @@ INT64 = 2**63
 UINT64 = 2**64
 
 
+_INT_TEXT = re.compile(r"\s*[0-9]{1,50}\s*")  # ASCII digits: int() takes other digits too
+
+
 def _duration(value: Any) -> float:
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
+        value = int(value)  # seconds, as a plain integer reads (a ${VAR} is text)
     if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
         try:
             seconds = parse_duration(float(value) if isinstance(value, Decimal) else value)
@@ -56,11 +61,25 @@ def _duration(value: Any) -> float:
     raise ValueError("invalid duration: expected e.g. 30s, 10m, 1h, 1d")
 
 
+def _positive_duration(value: Any) -> float:
+    """A window or a lead time: 0 would never fire (chat subscriptions refuse it too)."""
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError("must be above 0 seconds (0 would never fire)")
+    return seconds
+
+
 def _number(value: Any) -> Any:
     """A number where a number is expected: YAML's `true`/`yes` is not one."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, not a boolean ({str(value).lower()})")
     return value
+
+
+def _integer(value: Any) -> Any:
+    """`_number`, and an integer's text (a quoted one, a ${VAR}) read as the integer."""
+    _number(value)
+    return int(value) if isinstance(value, str) and _INT_TEXT.fullmatch(value) else value
 
 
 class _Range:
@@ -322,7 +341,7 @@ class PriceRule(_RuleBase):
     fire_on_start: bool = False
 
     _within = field_validator("within", mode="before")(
-        classmethod(lambda cls, v: None if v is None else _duration(v))
+        classmethod(lambda cls, v: None if v is None else _positive_duration(v))
     )
 
     @field_validator("above", "below", mode="before")
@@ -337,6 +356,8 @@ class PriceRule(_RuleBase):
     def _price_range(cls, value: Decimal | None) -> Decimal | None:
         if value is not None:
             _price(value)
+            if value <= 0:  # a price is never at or below 0: the line would never cross
+                raise ValueError(f"the line must be above 0, not {value}")
         return value
 
     @field_validator("rearm", mode="before")
@@ -359,6 +380,18 @@ class PriceRule(_RuleBase):
             if not number.is_finite() or number < 0:
                 raise ValueError("invalid rearm: must be a positive number")
             return _price(number)
+        return value
+
+    @field_validator("rearm")
+    @classmethod
+    def _rearm_band(cls, value: str | Decimal | None, info: ValidationInfo) -> Any:
+        above = info.data.get("above")
+        # An above line re-arms once the price falls below line - band: never, then.
+        if value is not None and isinstance(above, Decimal) and rearm_band(value, above) >= above:
+            raise ValueError(
+                f"rearm {value} would re-arm the line {above} only at a price of 0 or "
+                "below, so never: the band must be smaller than the line"
+            )
         return value
 
     @field_validator("move")
@@ -387,11 +420,17 @@ class PriceRule(_RuleBase):
 
     def rearm_band(self, line: Decimal) -> Decimal:
         """The hysteresis band for `line`, as an absolute price."""
-        if self.rearm is None:
-            return Decimal(0)
-        if isinstance(self.rearm, str):
-            return line * parse_percent(self.rearm) / 100
-        return self.rearm
+        return rearm_band(self.rearm, line)
+
+
+def rearm_band(rearm: str | Decimal | None, line: Decimal) -> Decimal:
+    """The hysteresis band of a line, as an absolute price: `rearm` a percentage of the
+    line (`0.5%`) or a price."""
+    if rearm is None:
+        return Decimal(0)
+    if isinstance(rearm, str):
+        return line * parse_percent(rearm) / 100
+    return rearm
 
 
 class ScheduledRule(_RuleBase):
@@ -400,7 +439,9 @@ class ScheduledRule(_RuleBase):
     categories: list[NameOrId] = Field(default_factory=list)
     before: Duration = Field(default=900.0, description="remind this long before the start")
 
-    _before = field_validator("before", mode="before")(classmethod(lambda cls, v: _duration(v)))
+    _before = field_validator("before", mode="before")(
+        classmethod(lambda cls, v: _positive_duration(v))
+    )
 
 
 Rule = Annotated[LiveRule | PriceRule | ScheduledRule, Field(discriminator="when")]
@@ -442,7 +483,7 @@ class Bots(_Strict):
 
 
 class RulesFile(_Strict):
-    version: Annotated[Literal[1], BeforeValidator(_number)] = 1
+    version: Annotated[Literal[1], BeforeValidator(_integer)] = 1
     destinations: dict[str, Destination] = Field(min_length=1)
     defaults: Defaults = Defaults()
     bots: Bots = Field(default=Bots(), description="chat commands (DESIGN.md, Two-way bots)")

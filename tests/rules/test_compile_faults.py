@@ -8,11 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from notifier.parti.models import ChannelLive
+from notifier.rules.compile import compile_text
+from notifier.rules.schema import LiveRule, PriceRule
 from notifier.rules.stream import RulesError, compile_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +233,44 @@ FAULTS = [
         "rules[0].move: move 99999% is too large: at most 1000%",
     ),
     (
+        "move within no time",
+        rule("when: price, asset: ETH, move: 5%, within: 0s"),
+        "0s",
+        "rules[0].within: must be above 0 seconds (0 would never fire)",
+    ),
+    (
+        "reminder at the start",
+        rule("when: scheduled, before: 0"),
+        "0}",
+        "rules[0].before: must be above 0 seconds (0 would never fire)",
+    ),
+    (
+        "price line at 0",
+        rule("when: price, asset: BTC, above: 0"),
+        "0}",
+        "rules[0].above: the line must be above 0, not 0",
+    ),
+    (
+        "price line below 0",
+        rule("when: price, asset: BTC, below: -5"),
+        "-5",
+        "rules[0].below: the line must be above 0, not -5",
+    ),
+    (
+        "rearm the whole line",
+        rule("when: price, asset: BTC, above: 100, rearm: 100%"),
+        "100%",
+        "rules[0].rearm: rearm 100% would re-arm the line 100 only at a price of 0 or below, "
+        "so never: the band must be smaller than the line",
+    ),
+    (
+        "rearm past the line",
+        rule("when: price, asset: BTC, above: 100.5, rearm: 101"),
+        "101}",
+        "rules[0].rearm: rearm 101 would re-arm the line 100.5 only at a price of 0 or below, "
+        "so never: the band must be smaller than the line",
+    ),
+    (
         "title_matches with a backreference",
         rule(r"when: live, title_matches: '(a)\1'"),
         "'(a)",
@@ -399,6 +440,18 @@ def test_check_replay_and_run_report_the_same_problems(fault_files: dict[str, Pa
 
 
 ACCEPTED = [
+    (
+        "rearm of a below line past the line",
+        destinations() + "rules:\n  - {name: r, notify: [me], when: price, asset: BTC, "
+        "below: 100, rearm: 100%}\n  - {name: s, notify: [me], when: price, asset: BTC, "
+        "below: 100, rearm: 500}\n",
+    ),
+    (
+        "rearm just under an above line",
+        destinations() + "rules:\n  - {name: r, notify: [me], when: price, asset: BTC, "
+        "above: 100, rearm: 99.99%}\n  - {name: s, notify: [me], when: price, asset: BTC, "
+        "above: 100, rearm: 99}\n",
+    ),
     ("quoted numeric chat id", "destinations: {me: {telegram: {chat_id: '-100123'}}}\n"),
     ("channel name chat id", "destinations: {me: {telegram: {chat_id: '@parti_alerts'}}}\n"),
     (
@@ -543,6 +596,80 @@ def test_check_with_env_file_reads_the_services_variables(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "ok: rules 0 live" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
+
+
+VAR_TEXTS = ["--5", "\u00b2", "\u0661\u0662", "123", " 7 ", "-0"]  # digits int() also takes
+
+
+@pytest.mark.parametrize("value", VAR_TEXTS)
+def test_a_variable_in_a_text_field_stays_text(value: str) -> None:
+    text = (
+        "destinations: {d: {discord: {channel_id: '${ID}', username: '${X}'}}}\n"
+        "rules:\n  - {name: '${X}', when: live, title_matches: '${X}', users: ['${X}'],"
+        " min_viewers: '${N}', cooldown: '${N}', notify: [d]}\n"
+        "  - {name: p, when: price, asset: '${X}', above: '${N}', rearm: '${R}', notify: [d]}\n"
+    )
+    variables = {"X": value, "ID": "123456789012345678", "N": "10", "R": "5"}
+    compiled = compile_text(text, "r.yaml", variables=variables, keep_rules=True)
+    live, price = compiled.rules_file.rules
+    assert isinstance(live, LiveRule) and isinstance(price, PriceRule)
+    assert live.name == live.title_matches == price.asset == value
+    assert live.users == [value]
+    assert live.min_viewers == 10 and live.cooldown == 10.0
+    assert price.above == Decimal(10) and price.rearm == Decimal(5)
+    assert compiled.engine.summary() == {"live": 1, "price": 1, "scheduled": 0}
+
+
+@pytest.mark.parametrize("value", ["--5", "\u00b2", "5x", ""])
+@pytest.mark.parametrize(
+    "field",
+    ["min_viewers", "cooldown", "above", "version", "chat_id", "thread_id", "max_follows"],
+)
+def test_a_variable_that_is_not_a_number_where_one_is_wanted_is_one_problem(
+    field: str, value: str, tmp_path: Path
+) -> None:
+    fields = {
+        "version": "version: '${X}'\n",
+        "chat_id": "destinations: {t: {telegram: {chat_id: '${X}'}}}\n",
+        "thread_id": "destinations: {t: {telegram: {chat_id: 1, thread_id: '${X}'}}}\n",
+        "max_follows": "bots: {discord: {max_follows: '${X}'}}\n",
+    }
+    text = fields.get(field, "") + "destinations: {me: {console: {}}}\nrules:\n"
+    if field not in fields:
+        kind = "price, asset: BTC" if field == "above" else "live"
+        text += f"  - {{name: r, when: {kind}, {field}: '${{X}}', notify: [me]}}\n"
+    if field in ("chat_id", "thread_id"):
+        text = text.replace("destinations: {me: {console: {}}}\n", "")
+    with pytest.raises(RulesError) as caught:
+        compile_text(text, "r.yaml", variables={"X": value}, fast=False)
+    [problem] = caught.value.problems
+    assert str(problem).startswith(f"r.yaml:{position(text, chr(39) + '${X}')}: "), problem
+    assert field in problem.message
+
+
+def test_check_with_a_variable_int_cannot_read_is_one_line_not_a_crash(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        "destinations: {me: {console: {}}}\n"
+        "rules:\n  - {name: '${X}', when: live, min_viewers: '${X}', notify: [me]}\n"
+    )
+    env = {**os.environ, "X": "--5"}
+    done = subprocess.run(
+        [sys.executable, "-m", "notifier", "check", str(rules)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"{rules}:3:45: rules[0].min_viewers: Input should be a valid integer, unable to parse "
+        "string as an integer",
+        f"{rules}: 1 error",
+    ]
 
 
 def test_the_example_rules_check_with_the_example_env_file() -> None:

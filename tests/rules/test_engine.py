@@ -953,6 +953,11 @@ def test_a_price_subscription_crosses_exactly_like_the_equivalent_file_rule(
         assert [d.reason for d in got.decisions] == [d.reason for d in want.decisions]
 
 
+def band(n: int, level: int) -> int:
+    """A rearm band of 0 to 2, below the line (a band reaching 0 is refused)."""
+    return min(n % 3, level - 1)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     lines=st.lists(
@@ -970,7 +975,7 @@ def test_a_book_changed_line_by_line_behaves_like_one_built_at_once(
         {"name": "f", "when": "price", "asset": "BTC", "above": 15, "rearm": 2}, cooldown="0s"
     )
     for n, (direction, level) in enumerate(lines):
-        incremental.add_subscription(alert(n, direction, level, rearm=n % 3), now=0.0)
+        incremental.add_subscription(alert(n, direction, level, rearm=band(n, level)), now=0.0)
     for n in removed:
         incremental.remove_subscription(n)
     at_once = engine(
@@ -978,7 +983,7 @@ def test_a_book_changed_line_by_line_behaves_like_one_built_at_once(
     )
     for n, (direction, level) in enumerate(lines):
         if n not in removed:
-            at_once.add_subscription(alert(n, direction, level, rearm=n % 3), now=0.0)
+            at_once.add_subscription(alert(n, direction, level, rearm=band(n, level)), now=0.0)
     for i, value in enumerate(path):
         got = incremental.on_price(price(str(value)), now=float(i)).matches
         want = at_once.on_price(price(str(value)), now=float(i)).matches

@@ -129,6 +129,14 @@ GIVEN_BACK = {
     "bad-template": HEADER + "rules:\n  - {name: a, when: live, template: '{{ nope }}', "
     "notify: [me]}\n",
     "bad-price": HEADER + "rules:\n  - {name: p, when: price, asset: BTC, notify: [me]}\n",
+    "line-at-0": HEADER + "rules:\n  - {name: p, when: price, asset: BTC, above: 0, "
+    "notify: [me]}\n",
+    "negative-line": HEADER + "rules:\n  - {name: p, when: price, asset: BTC, below: -5, "
+    "notify: [me]}\n",
+    "rearm-to-0": HEADER + "rules:\n  - {name: p, when: price, asset: BTC, above: 100, "
+    "rearm: 100%, notify: [me]}\n",
+    "rearm-past-the-line": HEADER + "rules:\n  - {name: p, when: price, asset: BTC, above: 100, "
+    "rearm: 150, notify: [me]}\n",
     "bad-header": "version: 2\n" + HEADER.split("\n", 1)[1] + "rules:\n"
     "  - {name: a, when: live, notify: [me]}\n",
     "no-rules-line": HEADER + "rules: [{name: a, when: live, notify: [me]}]\n",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from notifier.parti.simulator import Simulator
 
@@ -173,3 +177,177 @@ def test_replay_with_a_broken_rules_file_fails_with_positions(tmp_path: Path) ->
     done = notifier("replay", "examples/events.jsonl", "--rules", str(bad))
     assert done.returncode == 1
     assert f"{bad}:2:" in done.stderr
+
+
+def piped(
+    text: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`notifier ARGS` with `text` on its standard input (a pipe, read as /dev/stdin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+PIPED = "destinations: {me: {console: {}}}\nrules:\n"
+
+
+def test_check_reads_a_rules_file_through_a_pipe() -> None:
+    # One rule a line (the quick path), and a block-style rule (the full path).
+    quick = PIPED + "  - {name: a, when: live, users: [1], notify: [me]}\n"
+    done = piped(quick, "check", "/dev/stdin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/stdin: ok: rules 1 live, 0 price, 0 scheduled;")
+    full = PIPED + "  - name: a\n    when: price\n    asset: BTC\n    above: 5\n    notify: [me]\n"
+    done = piped(full, "check", "/dev/stdin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("/dev/stdin: ok: rules 0 live, 1 price, 0 scheduled;")
+
+
+def test_check_of_a_broken_file_through_a_pipe_names_its_problems_and_tokens() -> None:
+    env = {k: v for k, v in ENV.items() if k != "NOTIFIER_TELEGRAM_TOKEN"}
+    text = "destinations: {me: {telegram: {chat_id: 1}}}\nrules:\n  - {name: a, notify: [me]}\n"
+    done = piped(text, "check", "/dev/stdin", env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "/dev/stdin:3:5: rules[0]: missing required key 'when' (live, price or scheduled)",
+        "/dev/stdin: destination 'me' needs NOTIFIER_TELEGRAM_TOKEN",
+        "/dev/stdin: 2 errors",
+    ]
+
+
+def test_a_rules_file_through_a_pipe_is_held_to_the_size_bound() -> None:
+    from notifier.rules.compile import MAX_BYTES
+
+    padding = ("# " + "x" * 97 + "\n") * (MAX_BYTES // 100 + 1)
+    done = piped(PIPED + padding, "check", "/dev/stdin")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"/dev/stdin:1:1: file larger than {MAX_BYTES} bytes",
+        "/dev/stdin: 1 error",
+    ]
+
+
+def test_replay_refuses_an_envelope_time_that_is_not_a_finite_number(tmp_path: Path) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(PIPED + "  - {name: a, when: live, notify: [me], cooldown: 1h}\n")
+    live = {"livestream_id": 1, "user_id": 2, "user_name": "x", "event_id": 3}
+    times = ["1" + "0" * 400, "NaN", "Infinity", "-Infinity", "1e400"]
+    events = tmp_path / "e.jsonl"
+    events.write_text(
+        "".join(
+            f'{{"at": {at}, "frame": {json.dumps(live | {"event_id": 10 + n})}}}\n'
+            for n, at in enumerate(["1000", *times, "1001"])
+        )
+    )
+    done = notifier("replay", str(events), "--rules", str(rules))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    # The first go-live alerts; the refused lines are not evaluated (a NaN clock would let
+    # the last one through its cooldown).
+    assert done.stdout.splitlines()[-1] == "7 frames, 2 events, 5 rejected, 1 alerts (nothing sent)"
+    explained = notifier("replay", str(events), "--rules", str(rules), "--explain").stdout
+    refused = [line for line in explained.splitlines() if "bad_time" in line]
+    assert [line.split()[0] for line in refused] == ["2", "3", "4", "5", "6"]
+
+
+async def test_check_online_reads_users_and_categories_as_the_engine_does(sim: Simulator) -> None:
+    from notifier.rules.loader import load_text
+    from notifier.rules.online import check_online
+
+    # Quoted digits are ids, names match stripped and case-folded: no false warning.
+    rules_file = load_text(
+        PIPED + "  - {name: a, when: live, users: ['123456', ' SNEAKO ', ' 999 ', NoSuchUser], "
+        "categories: [' gaming ', '10', ' MUSIC', '77'], notify: [me]}\n",
+        env={},
+    )
+    warnings = await check_online(rules_file, sim.api_url)
+    assert warnings == [
+        "category '77' is not a Parti category",
+        "user ' 999 ' is not known to Parti",
+        "user 'NoSuchUser' is not known to Parti",
+    ]
+    # The categories cannot be listed: the users are checked all the same.
+    sim.fail_next(400)
+    warnings = await check_online(rules_file, sim.api_url)
+    assert len(warnings) == 3 and warnings[0].startswith("cannot check categories: ")
+    assert warnings[1:] == [
+        "user ' 999 ' is not known to Parti",
+        "user 'NoSuchUser' is not known to Parti",
+    ]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound here, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# Secrets as check could meet them in a wrong place: a registered token (the settings'),
+# a webhook URL and a database URL (secret-shaped: redacted without being registered).
+CHECK_TOKEN = "7777777:CHECK-SENTINEL-abcdefghijklmnopqrstuvwxyz0123"
+CHECK_BOT_TOKEN = "BOT-SENTINEL.check-token_0123456789abcdef"
+CHECK_HOOK_TOKEN = "CHECK-SENTINEL-hook_0123456789abcdefghijklmnopqrstuvwxyz"
+CHECK_HOOK = f"https://discord.com/api/webhooks/123456789012345678/{CHECK_HOOK_TOKEN}"
+CHECK_DB_PASSWORD = "CHECK-SENTINEL-pw-0987"
+CHECK_SECRETS = (
+    "CHECK-SENTINEL",
+    "BOT-SENTINEL",
+    "check-token",
+    CHECK_HOOK_TOKEN,
+    CHECK_DB_PASSWORD,
+)
+
+
+def test_check_never_prints_a_secret_its_problems_echo(tmp_path: Path, closed_port: int) -> None:
+    rules = tmp_path / "r.yaml"
+    rules.write_text(
+        "destinations:\n  me: {console: {}}\n  '${BOT}': {telegram: {chat_id: '${TG}'}}\n"
+        "  d: {discord: {webhook_url: '${HOOK}x/y', username: '${BOT}'}}\n"
+        "rules:\n"
+        "  - {name: a, when: price, asset: ETH, move: 5%, within: '${HOOK}', notify: [me]}\n"
+        "  - {name: b, when: live, cooldown: '${TG}', notify: ['${BOT}', '${HOOK}']}\n"
+        "  - {name: '${BOT}', when: live, min_viewers: '${DB}', notify: [me]}\n"
+        "  - {name: '${BOT}', when: live, title_matches: '(?<=${TG})', notify: [me]}\n"
+        "  - {name: d, when: price, asset: BTC, above: 5, rearm: '${DB}%', notify: [me]}\n"
+        "  - {name: e, when: live, template: '{{ ${BOT} }}', notify: [me]}\n"
+        f"  - {{name: f, when: live, users: [!!int {CHECK_TOKEN}], notify: [me]}}\n"
+    )
+    env = {
+        **ENV,
+        "NOTIFIER_TELEGRAM_TOKEN": CHECK_TOKEN,
+        "NOTIFIER_DISCORD_BOT_TOKEN": CHECK_BOT_TOKEN,
+        "NOTIFIER_STATE_PATH": str(tmp_path / "nope" / "state.db"),
+        "NOTIFIER_PARTI_API_URL": f"http://u:{CHECK_DB_PASSWORD}@127.0.0.1:{closed_port}",
+        "TG": CHECK_TOKEN,
+        "BOT": CHECK_BOT_TOKEN,
+        "HOOK": CHECK_HOOK,
+        "DB": f"postgresql://notifier:{CHECK_DB_PASSWORD}@db.internal/notifier",
+    }
+    done = notifier("check", str(rules), env=env)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 14, lines  # every problem said, each as one line
+    # Those that echo a value: within, cooldown, notify twice, the name, rearm, the !!int
+    assert sum("[REDACTED]" in line for line in lines) == 7, lines
+    for secret in CHECK_SECRETS:
+        assert secret not in done.stdout + done.stderr
+    # The warnings of --online too (Parti's URL may carry a password).
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        PIPED + "  - {name: a, when: live, users: [x], categories: [y], notify: [me]}\n"
+    )
+    env["NOTIFIER_STATE_PATH"] = str(tmp_path / "state.db")
+    done = notifier("check", "--online", str(good), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "warning: cannot check" in done.stderr
+    for secret in CHECK_SECRETS:
+        assert secret not in done.stdout + done.stderr

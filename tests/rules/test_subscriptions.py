@@ -166,6 +166,22 @@ INVALID: list[tuple[str, Subscription, str]] = [
         sub("move", "BTC", params={"percent": 5, "window": "soon"}),
         "invalid duration",
     ),
+    # As a rules file refuses them: a window or rearm band under which nothing ever fires.
+    (
+        "move window zero as text",
+        sub("move", "BTC", params={"percent": 5, "window": "0s"}),
+        "within: must be above 0 seconds",
+    ),
+    (
+        "rearm the whole line",
+        sub("price", "BTC", params={"direction": "above", "line": "50", "rearm": "100%"}),
+        "rearm: rearm 100% would re-arm the line 50 only at a price of 0 or below",
+    ),
+    (
+        "rearm past the line",
+        sub("price", "BTC", params={"direction": "above", "line": "50", "rearm": 60}),
+        "the band must be smaller than the line",
+    ),
 ]
 
 
