@@ -226,17 +226,12 @@ class RoleLock:
             pass
 
     async def release(self) -> None:
-        """Give the role back (unlock, then close the session); a running `hold` returns
-        RELEASED first."""
+        """Give the role back: the session is closed, which ends its lock (an unlock query
+        would first wait for the watch's idle wait on the connection, up to `check_every`);
+        a running `hold` returns RELEASED first."""
         self._released.set()
         await self._hold_exited.wait()
         self.generation = None
-        conn = self._conn
-        if conn is not None and not conn.closed:
-            import psycopg
-
-            with contextlib.suppress(psycopg.Error, OSError):
-                await conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
         await self._drop_connection()
 
     async def _drop_connection(self) -> None:

@@ -275,7 +275,7 @@ async def test_a_holder_cut_off_from_its_role_keeps_its_send_and_nothing_goes_tw
     that race every time): a is alive and still sending what it leased, so b must not
     release a's leases (it would send them again)."""
     a, b = pair
-    fake_telegram.fail(200, "slow", delay=SLOW_SEND, methods=("sendMessage", "sendPhoto"))
+    fake_telegram.fail(200, "slow", delay=SLOW_SEND / 2, methods=("sendMessage", "sendPhoto"))
     await sim.go_live(700010, user_name="Cut", event_title="cut off but alive")
     await fake_telegram.wait_for(lambda: len(sends_tried(fake_telegram)) == 1)
     a.send(signal.SIGSTOP)
