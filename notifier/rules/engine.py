@@ -144,6 +144,8 @@ class Evaluation:
     # Always filled for live events (not only with explain): one per subscription of the
     # event's user, so it costs O(subscriptions of that user).
     sub_decisions: list[SubDecision] = field(default_factory=list)
+    # A match a cooldown held back (its filters passed, the subject fired lately).
+    held_back: bool = False
 
 
 def _fold(text: str) -> str:
@@ -1549,6 +1551,7 @@ class Engine:
         # A cooldown holds back other events of the subject, never the same event
         # evaluated again (a catch-up after a crash): the outbox key dedups that one.
         if cooling is not None and now < cooling[0] and cooling[1] != identity:
+            result.held_back = True
             return cooling[0]
         if cooldown > 0:
             table = self._cooldown_until

@@ -94,11 +94,7 @@ class Core:
         # round, so a successor starts from a recent price.
         if result.matches or isinstance(ev, PriceUpdate):
             self.state_dirty = True
-        if (
-            isinstance(ev, ChannelLive)
-            and not result.matches
-            and self.rules.engine.follows(ev)  # passed a filter: a cooldown held it back
-        ):
+        if isinstance(ev, ChannelLive) and not result.matches and result.held_back:
             self.held_back[ev.user_id] = live_identity(ev)
         for match in result.matches:
             await self.queue.put(Pending(match, caught_up))
