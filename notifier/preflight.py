@@ -167,7 +167,15 @@ def state_path_problem(settings: Settings) -> str | None:
     if folder.exists() and not folder.is_dir():
         return f"NOTIFIER_STATE_PATH {path}: {folder} is a file, not a folder"
     if not folder.is_dir():
-        return f"NOTIFIER_STATE_PATH {path}: the folder {folder} does not exist"
+        parent = folder.parent
+        if not parent.is_dir():
+            return f"NOTIFIER_STATE_PATH {path}: the folder {folder} does not exist"
+        if not os.access(parent, os.W_OK | os.X_OK):  # else it is made at the start
+            return (
+                f"NOTIFIER_STATE_PATH {path}: the folder {folder} does not exist and "
+                f"{parent} is not writable by this user"
+            )
+        return None
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"NOTIFIER_STATE_PATH {path}: the folder {folder} is not writable by this user"
     return None

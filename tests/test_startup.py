@@ -124,8 +124,11 @@ FAULTS = [
     ),
     Fault(
         "state-folder-missing",
-        env={"NOTIFIER_STATE_PATH": "{tmp}/nope/state.db"},
-        lines=("NOTIFIER_STATE_PATH {tmp}/nope/state.db: the folder {tmp}/nope does not exist",),
+        env={"NOTIFIER_STATE_PATH": "{tmp}/nope/deeper/state.db"},
+        lines=(
+            "NOTIFIER_STATE_PATH {tmp}/nope/deeper/state.db: the folder {tmp}/nope/deeper"
+            " does not exist",
+        ),
     ),
     Fault(
         "state-path-is-a-folder",
@@ -245,13 +248,13 @@ def test_several_faults_at_once_are_all_reported(
         tmp_path,
         closed_port,
         NOTIFIER_HTTP_ADDR=f"127.0.0.1:{busy_port}",
-        NOTIFIER_STATE_PATH=str(tmp_path / "nope" / "state.db"),
+        NOTIFIER_STATE_PATH=str(tmp_path / "nope" / "deeper" / "state.db"),
     )
     done = refused(tmp_path, "run", "--rules", str(rules), env=env)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        f"notifier run: NOTIFIER_STATE_PATH {tmp_path}/nope/state.db: "
-        f"the folder {tmp_path}/nope does not exist",
+        f"notifier run: NOTIFIER_STATE_PATH {tmp_path}/nope/deeper/state.db: "
+        f"the folder {tmp_path}/nope/deeper does not exist",
         f"notifier run: NOTIFIER_HTTP_ADDR 127.0.0.1:{busy_port}: cannot listen: "
         "Address already in use",
         "notifier run: destination 'tg' needs NOTIFIER_TELEGRAM_TOKEN",

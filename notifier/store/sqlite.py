@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 from notifier.store.base import INGEST, OutboxWatch
@@ -1314,6 +1315,11 @@ class SqliteStore:
         cls, path: str, *, durable: bool = True, instance: str, migrate: bool = True
     ) -> SqliteStore:
         store = cls(path, durable=durable, instance=instance)
+        folder = Path(path).parent
+        if migrate and not folder.exists() and folder.parent.is_dir():
+            # The one missing folder of a new store (as systemd's StateDirectory would be).
+            with contextlib.suppress(OSError):  # then SQLite says what is wrong
+                folder.mkdir()
         try:
             store._core = await store._run(
                 functools.partial(store._runner.open, instance), _Sync.LEASE, solo=True

@@ -38,4 +38,13 @@ async def test_health_queries_read_the_state_index_not_the_sent_rows(
 
 async def test_a_state_file_in_a_missing_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unable to open"):
-        await open_store(str(tmp_path / "missing" / "s.db"), instance="a")
+        await open_store(str(tmp_path / "missing" / "deeper" / "s.db"), instance="a")
+
+
+async def test_a_new_store_makes_its_one_missing_folder(tmp_path: Path) -> None:
+    """As systemd's StateDirectory would: `check` accepts such a path, so `run` starts."""
+    store = await open_store(str(tmp_path / "new" / "s.db"), instance="a")
+    await store.close()
+    assert (tmp_path / "new" / "s.db").is_file()
+    with pytest.raises(StoreError, match="unable to open"):  # reading never makes one
+        await open_store(str(tmp_path / "other" / "s.db"), instance="a", migrate=False)
