@@ -21,6 +21,7 @@ import bisect
 import json
 import math
 import sys
+import time
 import unicodedata
 from array import array
 from collections import deque
@@ -761,6 +762,10 @@ class Engine:
         self._prices: dict[str, tuple[Decimal, str]] = {}
         self._prices_sweep = _PRICES_SWEEP
         self._reminded_sweep = _COOLDOWN_SWEEP
+        # When the state was last saved (a stamp): the mark of a crossing whose line has no
+        # saved stamp (armed by the first price since a start), so a successor that
+        # restores that save and sees the same crossing again makes the same key.
+        self._epoch: int | None = None
         self._subs: dict[int, _SubRecord] = {}
         self._subs_by_user: dict[int, dict[int, _SubRecord]] = {}
         # rule name -> {state key: ("line" | "move", saved state)}, oldest first
@@ -1428,8 +1433,11 @@ class Engine:
             if explain:
                 result.decisions.append(Decision(entry.name, subject, Reason.NOT_ARMED))
             return
-        # Armed at a time not known (no saved state said): the crossing's own time.
-        mark = _stamp(now) if entry.stamp is None else entry.stamp
+        # Armed at a time not known (no saved state said): the last save's stamp, which a
+        # successor restoring that save takes too (the crossing's own time before any).
+        mark = entry.stamp
+        if mark is None:
+            mark = self._epoch if self._epoch is not None else _stamp(now)
         self._cross_fired(entry, mark, price, subject, now, event, result, explain)
 
     def _cross_fired(
@@ -1598,6 +1606,8 @@ class Engine:
         get a state key (they wait in `_pending` until the subscriptions are added)."""
         self._prices.update(old._prices)
         self._cooldown_until.update(old._cooldown_until)
+        if old._epoch is not None:  # saved while the new rules compiled, perhaps
+            self._epoch = max(old._epoch, self._epoch or old._epoch)
         self._reminded.update(old._reminded)
         lines: dict[tuple[str, str, str, Decimal], _Line] = {}
         moves: dict[tuple[str, str], _Move] = {}
@@ -1645,8 +1655,12 @@ class Engine:
                 }
                 self._park_state(record.name, window.state_key(), "move", move_state)
 
-    def export_state(self, now: float | None = None) -> dict[str, Any]:
-        """JSON-serialisable state; expired cooldowns are left out when `now` is given."""
+    def export_state(self, now: float | None = None, *, saving: bool = False) -> dict[str, Any]:
+        """JSON-serialisable state; expired cooldowns are left out when `now` is given.
+        `saving`: this export is to be saved, a new epoch (the mark of crossings whose
+        lines have no saved stamp, see `_cross`)."""
+        if saving:
+            self._epoch = _after(self._epoch, time.time() if now is None else now)
         lines: dict[str, Any] = {}
         moves: dict[str, Any] = {}
         # Every known price (a subscription added after a restart takes its baseline from
@@ -1692,6 +1706,7 @@ class Engine:
         }
         return {
             "version": 1,
+            "epoch": self._epoch,
             "prices": prices,
             "lines": lines,
             "moves": moves,
@@ -1709,6 +1724,11 @@ class Engine:
         if state.get("version") != 1:
             return 0
         damaged = 0
+        epoch = state.get("epoch")
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            self._epoch = epoch
+        elif epoch is not None:
+            damaged += 1
         sections: dict[str, Mapping[str, Any]] = {}
         for section in ("prices", "lines", "moves", "cooldowns", "reminded"):
             found = state.get(section, {})

@@ -80,7 +80,7 @@ class StateSaver:
         if not self.core.state_dirty or not self.idle():
             return
         self.core.state_dirty = False
-        state = state_text(self.core.rules.engine.export_state(now=time.time()))
+        state = state_text(self.core.rules.engine.export_state(now=time.time(), saving=True))
         try:
             await self.store.set_state(ENGINE_STATE, state, fence=self.fence())
         except Exception:

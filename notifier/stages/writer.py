@@ -203,7 +203,7 @@ class Writer:
             or self.core.unwritten
         ):
             return None
-        state = self.core.rules.engine.export_state(now=time.time())
+        state = self.core.rules.engine.export_state(now=time.time(), saving=True)
         self.core.state_dirty = False  # an event evaluated from here on sets it again
         return {ENGINE_STATE: state_text(state)}
 

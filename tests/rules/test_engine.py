@@ -403,6 +403,21 @@ def test_a_crossing_after_a_crash_has_its_own_key_or_the_one_already_written() -
     assert new != alerted
 
 
+def test_a_lines_first_crossing_after_a_crash_has_the_key_already_written() -> None:
+    """A line armed by the first price since a start has no saved stamp; its first
+    crossing is alerted, then the crash comes before the next save: the successor restores
+    that save and sees the crossing again. Both mark it with the save's epoch: one key."""
+    old = engine(BTC_100, cooldown="0s")
+    keys_of(old, [(0, "97")])
+    saved = old.export_state(now=1.0, saving=True)  # the last save before the crash
+    (alerted,) = keys_of(old, [(2, "101")])
+    successor = engine(BTC_100, cooldown="0s", state=saved)
+    assert keys_of(successor, [(10, "102")]) == [alerted], "the same crossing, deduped"
+    later = engine(BTC_100, cooldown="0s", state=old.export_state(now=3.0, saving=True))
+    (new,) = keys_of(later, [(4, "97"), (5, "101")])  # armed again, crossed again
+    assert new != alerted
+
+
 def test_a_new_rule_takes_its_baseline_from_the_restored_price() -> None:
     old = engine({"name": "a", "when": "price", "asset": "BTC", "above": 100})
     old.on_price(price("150"), now=0.0)

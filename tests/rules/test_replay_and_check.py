@@ -325,7 +325,7 @@ def test_check_never_prints_a_secret_its_problems_echo(tmp_path: Path, closed_po
         **ENV,
         "NOTIFIER_TELEGRAM_TOKEN": CHECK_TOKEN,
         "NOTIFIER_DISCORD_BOT_TOKEN": CHECK_BOT_TOKEN,
-        "NOTIFIER_STATE_PATH": str(tmp_path / "nope" / "state.db"),
+        "NOTIFIER_STATE_PATH": str(tmp_path / "nope" / "deeper" / "state.db"),
         "NOTIFIER_PARTI_API_URL": f"http://u:{CHECK_DB_PASSWORD}@127.0.0.1:{closed_port}",
         "TG": CHECK_TOKEN,
         "BOT": CHECK_BOT_TOKEN,
