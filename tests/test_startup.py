@@ -169,10 +169,10 @@ def fill(text: str, tmp_path: Path, rules: Path, busy: int, closed: int) -> str:
     return text.format(tmp=tmp_path, rules=rules, busy=busy, closed=closed)
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
-def test_a_configuration_fault_is_one_line_exit_2_and_nothing_starts(
+def faulted(
     tmp_path: Path, busy_port: int, closed_port: int, fault: Fault
-) -> None:
+) -> tuple[Path, dict[str, str]]:
+    """The fault's rules file (and the file it needs), and its environment."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(fault.rules)
     if fault.setup == "file":
@@ -180,6 +180,14 @@ def test_a_configuration_fault_is_one_line_exit_2_and_nothing_starts(
     env = offline_env(tmp_path, closed_port) | {
         k: fill(v, tmp_path, rules, busy_port, closed_port) for k, v in fault.env.items()
     }
+    return rules, env
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_a_configuration_fault_is_one_line_exit_2_and_nothing_starts(
+    tmp_path: Path, busy_port: int, closed_port: int, fault: Fault
+) -> None:
+    rules, env = faulted(tmp_path, busy_port, closed_port, fault)
     done = refused(tmp_path, "run", "--rules", str(rules), env=env)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
@@ -194,13 +202,7 @@ def test_a_configuration_fault_is_one_line_exit_2_and_nothing_starts(
 def test_check_refuses_what_run_refuses_with_the_same_lines(
     tmp_path: Path, busy_port: int, closed_port: int, fault: Fault
 ) -> None:
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(fault.rules)
-    if fault.setup == "file":
-        (tmp_path / "afile").write_text("not a folder\n")
-    env = offline_env(tmp_path, closed_port) | {
-        k: fill(v, tmp_path, rules, busy_port, closed_port) for k, v in fault.env.items()
-    }
+    rules, env = faulted(tmp_path, busy_port, closed_port, fault)
     done = refused(tmp_path, "check", str(rules), env=env)
     if fault.id == "http-address-in-use":
         # Not a fault for check: the daemon it checks the next rules of holds the port.

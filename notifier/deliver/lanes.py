@@ -869,16 +869,15 @@ class Delivery:
         longer this instance's is not sent: another instance may have it."""
         if not await self._destination_covers_send(row.destination):
             await self.outbox.reschedule(row.key, at=self.clock(), error="standby", refund=True)
-            event(
-                _log,
-                "alert.lease_lost",
-                logging.WARNING,
-                dest=row.destination,
-                key=row.key,
-                note="another instance sends to this destination now: left to it",
-            )
+            self._lease_lost(row, "another instance sends to this destination now: left to it")
             return False
         return await self._row_covers_send(row)
+
+    @staticmethod
+    def _lease_lost(row: Row, note: str) -> None:
+        event(
+            _log, "alert.lease_lost", logging.WARNING, dest=row.destination, key=row.key, note=note
+        )
 
     async def _destination_covers_send(self, name: str) -> bool:
         if not self.exclusive:
@@ -903,14 +902,7 @@ class Delivery:
             return True
         if await self.outbox.extend_lease(row.key, now=now, until=now + self.lease):
             return True
-        event(
-            _log,
-            "alert.lease_lost",
-            logging.WARNING,
-            dest=row.destination,
-            key=row.key,
-            note="its lease ran out or was released before its send: not sent here",
-        )
+        self._lease_lost(row, "its lease ran out or was released before its send: not sent here")
         return False
 
     async def _turn(self, destination: str) -> None:

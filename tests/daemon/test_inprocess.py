@@ -49,6 +49,24 @@ async def app(tmp_path: Path, sim: Simulator) -> AsyncIterator[App]:
         await task
 
 
+def console_app(tmp_path: Path, sim: Simulator, port: int, match: str) -> App:
+    """A daemon with one live rule (`match`, its filter) to the console, its Parti API on
+    127.0.0.1:`port` and its WebSocket the simulator's."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        f"rules: [{{name: a, when: live, {match}, notify: [t]}}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        http_addr="",
+    )
+    return App(settings, rules_path=str(rules), options=Options(console_stream=io.StringIO()))
+
+
 async def test_healthz_turns_503_with_a_reason_when_the_stream_stays_down(
     app: App, sim: Simulator
 ) -> None:
@@ -212,21 +230,7 @@ async def test_the_start_asks_parti_for_categories_and_prices_at_once(
     parti.router.add_get(f"{PREFIX}/livestream_calendar/events/categories", reference)
     parti.router.add_get(f"{PREFIX}/assets_prices/info", reference)
     async with served(parti) as port:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
-            "destinations: {t: {console: {}}}\n"
-            "rules: [{name: a, when: live, categories: [Gaming], notify: [t]}]\n"
-        )
-        settings = Settings(
-            _env_file=None,
-            parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
-            parti_ws_url=sim.ws_url,
-            state_path=str(tmp_path / "s.db"),
-            http_addr="",
-        )
-        application = App(
-            settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
-        )
+        application = console_app(tmp_path, sim, port, "categories: [Gaming]")
         task = asyncio.create_task(application.run())
         try:
             async with asyncio.timeout(20):
@@ -256,21 +260,7 @@ async def test_a_start_whose_reference_data_httpx_refuses_still_runs(
     parti = web.Application()
     parti.router.add_get("/{tail:.*}", broken)
     async with served(parti) as port:
-        rules = tmp_path / "rules.yaml"
-        rules.write_text(
-            "destinations: {t: {console: {}}}\n"
-            "rules: [{name: a, when: live, users: [SNEAKO], notify: [t]}]\n"
-        )
-        settings = Settings(
-            _env_file=None,
-            parti_api_url=f"http://127.0.0.1:{port}",  # type: ignore[call-arg]
-            parti_ws_url=sim.ws_url,
-            state_path=str(tmp_path / "s.db"),
-            http_addr="",
-        )
-        application = App(
-            settings, rules_path=str(rules), options=Options(console_stream=io.StringIO())
-        )
+        application = console_app(tmp_path, sim, port, "users: [SNEAKO]")
         task = asyncio.create_task(application.run())
         connected = asyncio.create_task(application.connected_once.wait())
         try:
