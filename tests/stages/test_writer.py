@@ -242,6 +242,16 @@ async def test_alerts_written_while_a_reload_swaps_the_delivery_are_sent_at_once
     assert "SNEAKO" in shown.getvalue()  # by the new delivery, not after the lease
 
 
+async def written_by_another(core: Any, real: Any, client: Any, delivery: Delivery) -> None:
+    """A second writer (the supervisor's restart) writes what the first left."""
+    second = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
+    task = asyncio.create_task(second.run())
+    await second.flush(20.0)
+    assert second.idle
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -259,12 +269,7 @@ async def test_a_batch_whose_writer_was_stopped_mid_write_is_written_by_the_next
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert core.queue.empty() and not first.idle
-        second = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
-        task = asyncio.create_task(second.run())
-        await second.flush(20.0)
-        assert second.idle
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await written_by_another(core, real, client, delivery)
     rows = await real.rows()
     await real.close()
     assert [r.subject for r in rows] == ["463000"]
@@ -290,12 +295,7 @@ async def test_a_batch_that_cannot_be_prepared_is_kept_for_the_next_writer(
         with pytest.raises(RuntimeError):
             await first.run()
         assert core.queue.empty() and len(core.unwritten) == 1
-        second = Writer(core, real, Profiles(client), lambda: delivery, lease=60.0)
-        task = asyncio.create_task(second.run())
-        await second.flush(20.0)
-        assert second.idle
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await written_by_another(core, real, client, delivery)
     rows = await real.rows()
     await real.close()
     assert [r.subject for r in rows] == ["463000"]
