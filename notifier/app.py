@@ -51,7 +51,14 @@ from notifier.stages.decisions import DecisionRecorder
 from notifier.stages.delivery import DeliveryHolder
 from notifier.stages.ingest import Ingest
 from notifier.stages.ops_http import OpsHttp, Watch
-from notifier.stages.pollers import CALENDAR_EVERY, FIRST_STARTED, CalendarPoller, LivePoller
+from notifier.stages.pollers import (
+    CALENDAR_EVERY,
+    FIRST_STARTED,
+    PRICE_SILENCE,
+    CalendarPoller,
+    LivePoller,
+    PricePoller,
+)
 from notifier.stages.reload import Reloader
 from notifier.stages.state import ENGINE_STATE, Pruner, StateSaver
 from notifier.stages.subscriptions import SubscriptionSync
@@ -94,6 +101,7 @@ class Options:
     lease: float = 120.0
     durable: bool = True
     role_check_every: float = 2.0
+    price_silence: float = PRICE_SILENCE  # then the prices route is asked (PricePoller)
     console_stream: TextIO | None = None
     on_alert_written: Callable[[list[NewAlert]], None] | None = None
     on_evaluated: Callable[[ChannelLive | PriceUpdate], None] | None = None
@@ -313,6 +321,7 @@ class App:
                 "writer",
                 "poller",
                 "calendar",
+                "prices",
                 "state",
                 "prune",
                 "subscriptions",
@@ -712,6 +721,9 @@ class App:
             "reader": ingest.run,
             "poller": poller.run,
             "calendar": calendar.run,
+            "prices": PricePoller(
+                core, ingest, self.client, every=settings.live_poll, silence=options.price_silence
+            ).run,
             "state": state.run,
             "prune": Pruner(store, retention=settings.retention).run,
             "subscriptions": subscriptions.run,

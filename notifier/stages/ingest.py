@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from notifier import systemd
@@ -34,6 +35,8 @@ class Ingest:
         self.catch_up = asyncio.Event()  # set on every (re)connect: the poller catches up
         # Events may have been missed: a reconnect ended a gap, or an earlier run stopped.
         self.gap_possible = ran_before
+        # When the last price frame came (monotonic; at first: the start): `PricePoller`.
+        self.last_price_at = time.monotonic()
 
     def stream_ended(self, user_id: int) -> None:
         """The store counted it too (`end_live`); the next go-live is a new stream."""
@@ -55,6 +58,8 @@ class Ingest:
                 self.core.metrics.events.labels(type=ev.kind).inc()
                 if isinstance(ev, ChannelLive):
                     ev = self.with_seq(ev)
+                else:
+                    self.last_price_at = time.monotonic()
                 await self.core.evaluate(ev, item.at, caught_up=False)
                 if self.on_evaluated is not None:
                     self.on_evaluated(ev)

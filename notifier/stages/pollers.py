@@ -13,7 +13,7 @@ from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
 from notifier.log import event, get_logger, short_error
 from notifier.parti.client import PartiClient, PartiError
-from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel
+from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel, PriceUpdate
 from notifier.rules.engine import live_identity
 from notifier.stages.catchup import Found, ended_edits, found_mode, plan_live_poll
 from notifier.stages.context import Core
@@ -27,6 +27,9 @@ _log = get_logger("poll")
 # has it has seen a start, and its next start catches up instead of skipping.
 FIRST_STARTED = "first_started"
 CALENDAR_EVERY = 60.0
+# Seconds without a price frame after which the prices route is asked instead: Parti may
+# drop a subscription without a word while the connection and its other frames go on.
+PRICE_SILENCE = 300.0
 
 
 class LivePoller:
@@ -283,3 +286,61 @@ class CalendarPoller:
         if profile is None:
             return entry
         return entry.model_copy(update={"user_name": profile.user_name})
+
+
+class PricePoller:
+    """Price frames silent for `silence` seconds (a subscription Parti dropped without a
+    word, while the connection and its other frames go on): the prices route is asked
+    every `every` seconds and its prices go through the engine as frames would, until a
+    frame comes again. Never while frames come: a polled price older than a frame's must
+    not re-arm a line the frame crossed."""
+
+    def __init__(
+        self,
+        core: Core,
+        ingest: Ingest,
+        client: PartiClient,
+        *,
+        every: float,
+        silence: float = PRICE_SILENCE,
+    ) -> None:
+        self.core = core
+        self.ingest = ingest
+        self.client = client
+        self.every = every
+        self.silence = silence
+        self.polling = False  # the last look found the frames silent
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            silent_for = time.monotonic() - self.ingest.last_price_at
+            if silent_for < self.silence:
+                if self.polling:
+                    self.polling = False
+                    event(_log, "prices.frames_back")
+                continue
+            try:
+                prices = await self.client.prices()
+            except PartiError as exc:
+                event(_log, "prices.poll_failed", logging.WARNING, error=short_error(exc))
+                continue
+            if not self.polling:
+                self.polling = True
+                event(
+                    _log,
+                    "prices.polled",
+                    logging.WARNING,
+                    silent_for=round(silent_for),
+                    note="no price frame came: prices are asked every "
+                    f"{self.every:g} s until one does",
+                )
+            now = time.time()
+            for asset in prices:
+                update = PriceUpdate(
+                    display_symbol=asset.display_symbol,
+                    ticker=asset.ticker,
+                    asset_type=asset.asset_type,
+                    price=asset.price,
+                )
+                await self.core.evaluate(update, now, caught_up=False)

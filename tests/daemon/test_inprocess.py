@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -323,3 +324,42 @@ async def test_a_damaged_engine_state_is_one_warning_and_the_daemon_alerts(
             assert await task == 0
     (warned,) = [r for r in caplog.records if r.getMessage() == "state.unreadable"]
     assert warned.levelno == logging.WARNING and not warned.exc_info
+
+
+async def test_prices_are_asked_for_while_price_frames_are_silent(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """Parti dropped the price subscription without a word (the connection stays up): a
+    line crossed meanwhile is alerted from the prices route, not missed for good."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "destinations: {t: {console: {}}}\n"
+        "rules: [{name: btc, when: price, asset: BTC, above: 150000, notify: [t]}]\n"
+    )
+    settings = Settings(
+        _env_file=None,
+        parti_api_url=sim.api_url,  # type: ignore[call-arg]
+        parti_ws_url=sim.ws_url,
+        state_path=str(tmp_path / "s.db"),
+        http_addr="",
+        live_poll=1.0,
+    )
+    written = asyncio.Event()
+
+    def on_written(alerts: list[Any]) -> None:
+        if any(a.rule == "btc" for a in alerts):
+            written.set()
+
+    options = Options(console_stream=io.StringIO(), price_silence=1.0, on_alert_written=on_written)
+    application = App(settings, rules_path=str(rules), options=options)
+    task = asyncio.create_task(application.run())
+    try:
+        async with asyncio.timeout(20):
+            await application.connected_once.wait()
+            sim.silent = True  # no frame from here on: the subscription is gone
+            await sim.set_price("BTC", "200000")
+            await written.wait()
+    finally:
+        application.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
