@@ -331,18 +331,10 @@ async def test_prices_are_asked_for_while_price_frames_are_silent(
 ) -> None:
     """Parti dropped the price subscription without a word (the connection stays up): a
     line crossed meanwhile is alerted from the prices route, not missed for good."""
-    rules = tmp_path / "rules.yaml"
+    rules, settings = inprocess_app_files(tmp_path, sim, http_addr="", live_poll=1.0)
     rules.write_text(
         "destinations: {t: {console: {}}}\n"
         "rules: [{name: btc, when: price, asset: BTC, above: 150000, notify: [t]}]\n"
-    )
-    settings = Settings(
-        _env_file=None,
-        parti_api_url=sim.api_url,  # type: ignore[call-arg]
-        parti_ws_url=sim.ws_url,
-        state_path=str(tmp_path / "s.db"),
-        http_addr="",
-        live_poll=1.0,
     )
     written = asyncio.Event()
 
