@@ -762,13 +762,7 @@ class App:
             return
         now = time.time()
         for asset in prices:
-            update = PriceUpdate(
-                display_symbol=asset.display_symbol,
-                ticker=asset.ticker,
-                asset_type=asset.asset_type,
-                price=asset.price,
-            )
-            await core.evaluate(update, now, caught_up=True)
+            await core.evaluate(asset.update(), now, caught_up=True)
 
 
 T = TypeVar("T")

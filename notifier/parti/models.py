@@ -165,6 +165,15 @@ class AssetPrice(_Model):
     direction: InfoLine = None
     price_diff: Change = None
 
+    def update(self) -> PriceUpdate:
+        """The asset as a price frame would give it (the start's baselines, a poll)."""
+        return PriceUpdate(
+            display_symbol=self.display_symbol,
+            ticker=self.ticker,
+            asset_type=self.asset_type,
+            price=self.price,
+        )
+
 
 class UserProfile(_Model):
     user_id: int

@@ -13,7 +13,7 @@ from notifier.deliver.lanes import Delivery
 from notifier.enrich.profiles import Profiles
 from notifier.log import event, get_logger, short_error
 from notifier.parti.client import PartiClient, PartiError
-from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel, PriceUpdate
+from notifier.parti.models import CalendarEvent, ChannelLive, LiveChannel
 from notifier.rules.engine import live_identity
 from notifier.stages.catchup import Found, ended_edits, found_mode, plan_live_poll
 from notifier.stages.context import Core
@@ -337,10 +337,4 @@ class PricePoller:
                 )
             now = time.time()
             for asset in prices:
-                update = PriceUpdate(
-                    display_symbol=asset.display_symbol,
-                    ticker=asset.ticker,
-                    asset_type=asset.asset_type,
-                    price=asset.price,
-                )
-                await self.core.evaluate(update, now, caught_up=False)
+                await self.core.evaluate(asset.update(), now, caught_up=False)
