@@ -25,9 +25,12 @@ ENV = {
 }
 
 
-def notifier(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def notifier(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "notifier", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env or ENV,
@@ -183,16 +186,7 @@ def piped(
     text: str, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`notifier ARGS` with `text` on its standard input (a pipe, read as /dev/stdin)."""
-    return subprocess.run(
-        [sys.executable, "-m", "notifier", *args],
-        input=text,
-        capture_output=True,
-        text=True,
-        env=env or ENV,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return notifier(*args, env=env, stdin=text)
 
 
 PIPED = "destinations: {me: {console: {}}}\nrules:\n"
